@@ -1,0 +1,113 @@
+"""The logit pipeline shared by every head (DESIGN.md §1).
+
+For a query q with embedding u and a candidate c with embedding v:
+
+    s(q, c) = <u, v>                      (similarity="dot")
+    s(q, c) = <u/|u|, v/|v|>              (similarity="cosine")
+    z(q, c) = s(q, c) / τ  −  log Q(c)    (logQ is applied AFTER temperature)
+
+Q(c) is the expected number of times c appears in the candidate set under the sampler
+that produced it. This module is the one place that convention is written; every head
+consumes z and never re-applies τ or logQ.
+
+Masked candidates (accidental hits, padding, the query's own id) get the logit MASK, a
+large negative number: it is exactly neutral for every head here — exp(MASK) = 0 for
+softmax, softplus(MASK) = 0 for a sigmoid negative, max(0, m − s⁺ + MASK) = 0 for a
+triplet — so heads need no separate validity mask.
+"""
+
+import tensorflow as tf
+
+# Large enough that exp() and softplus() give exactly 0 in float32, small enough that
+# adding temperatures or margins cannot overflow.
+MASK = -1e9
+
+SIMILARITIES = ("dot", "cosine")
+
+
+def check_similarity(similarity):
+    if similarity not in SIMILARITIES:
+        raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+    return similarity
+
+
+def normalize_if_cosine(embeddings, similarity):
+    """L2-normalises the last axis for cosine similarity; returns dot inputs unchanged."""
+    if similarity == "cosine":
+        return tf.math.l2_normalize(embeddings, axis=-1)
+    return embeddings
+
+
+def scores(query, candidates, *, similarity="dot"):
+    """s(q, c) for every query and candidate.
+
+    Args:
+      query: [B, d] query embeddings u.
+      candidates: [C, d] candidates shared by the batch, or [B, C, d] per example.
+      similarity: "dot" or "cosine".
+
+    Returns:
+      [B, C] scores.
+    """
+    check_similarity(similarity)
+    query = normalize_if_cosine(query, similarity)
+    candidates = normalize_if_cosine(candidates, similarity)
+    if candidates.shape.rank == 2:
+        return tf.matmul(query, candidates, transpose_b=True)
+    return tf.einsum("bd,bcd->bc", query, candidates)
+
+
+def adjust_logits(scores, *, temperature=1.0, log_q=None):
+    """z = s / τ − log Q, broadcasting log_q ([C] or [B, C]) over the batch."""
+    logits = scores / temperature
+    if log_q is not None:
+        logits = logits - tf.cast(log_q, logits.dtype)
+    return logits
+
+
+def mask_logits(logits, mask):
+    """Sets logits where ``mask`` is True to MASK."""
+    return tf.where(mask, tf.cast(MASK, logits.dtype), logits)
+
+
+def accidental_hit_mask(candidate_ids, positive_ids, labels):
+    """True where a candidate other than the labelled column has the positive's id.
+
+    Args:
+      candidate_ids: [C] or [B, C] item ids of the candidate columns.
+      positive_ids: [B] item id of each row's positive.
+      labels: [B] column index of each row's positive.
+
+    Returns:
+      [B, C] bool.
+    """
+    same = _compare_ids(candidate_ids, positive_ids)
+    num_cols = tf.shape(same)[1]
+    is_label = tf.one_hot(labels, num_cols, on_value=True, off_value=False, dtype=tf.bool)
+    return tf.logical_and(same, tf.logical_not(is_label))
+
+
+def id_mask(candidate_ids, ids, labels=None):
+    """True where a candidate's id equals ``ids`` of its row (e.g. the query's own id for
+    item-to-item training), never on the labelled column."""
+    same = _compare_ids(candidate_ids, ids)
+    if labels is None:
+        return same
+    is_label = tf.one_hot(labels, tf.shape(same)[1], on_value=True, off_value=False,
+                          dtype=tf.bool)
+    return tf.logical_and(same, tf.logical_not(is_label))
+
+
+def padding_mask(candidate_ids, padding_id, batch_size):
+    """True where a candidate is padding (its id equals ``padding_id``), as [B, C]."""
+    pad = tf.equal(candidate_ids, tf.cast(padding_id, candidate_ids.dtype))
+    if pad.shape.rank == 1:
+        pad = tf.broadcast_to(pad[tf.newaxis, :], [batch_size, tf.shape(pad)[0]])
+    return pad
+
+
+def _compare_ids(candidate_ids, row_ids):
+    row_ids = tf.cast(row_ids, candidate_ids.dtype)
+    if candidate_ids.shape.rank == 1:
+        return tf.equal(row_ids[:, tf.newaxis], candidate_ids[tf.newaxis, :])
+    return tf.equal(row_ids[:, tf.newaxis], candidate_ids)
