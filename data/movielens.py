@@ -1,0 +1,655 @@
+"""MovieLens ratings, users and movies, and the retrieval data built from them.
+
+Three roads to MovieLens 100K (DESIGN.md §4):
+
+* the GroupLens zip by URL (https://files.grouplens.org/datasets/movielens/ml-100k.zip),
+  downloaded once into the cache ($TWOTOWER_DATA, default ~/.cache/twotower);
+* a local folder (or zip) with u.data / u.item / u.user;
+* offline, the recbole 1.2.1 wheel (``pip download --no-deps recbole==1.2.1``), whose zip
+  holds recbole/dataset_example/ml-100k/ml-100k.{inter,user,item}; it is read straight
+  from the zip, recbole is never installed or imported.
+
+Parsers for the other releases: 1M (``::``-separated ratings.dat / movies.dat /
+users.dat) and 20M / 25M / latest (ratings.csv, movies.csv; no user file).
+
+``load_movielens`` returns a ``MovieLens`` (raw tables); ``prepare_retrieval`` turns it
+into implicit feedback, a split (leave-last-out by timestamp per user, or a global temporal
+split), each interaction's preceding history (last N items) and the feature tables the
+feature towers read.
+
+Reference: F. M. Harper, J. A. Konstan. The MovieLens Datasets: History and Context.
+ACM TiiS 5(4), 2015.
+"""
+
+import csv
+import dataclasses
+import glob
+import io
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+import zipfile
+
+import numpy as np
+
+ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+RECBOLE_SPEC = "recbole==1.2.1"
+RECBOLE_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
+
+# u.genre of ML-100K, in column order of u.item (also the vocabulary of ML-1M/20M).
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
+    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
+    "Romance", "Sci-Fi", "Thriller", "War", "Western",
+)
+# ML-1M's age codes, used as the age buckets for every release (a code is the lower edge).
+AGE_BUCKETS = (1, 18, 25, 35, 45, 50, 56)
+# ML-1M users.dat occupation codes.
+ML1M_OCCUPATIONS = (
+    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
+    "customer service", "doctor/health care", "executive/managerial", "farmer",
+    "homemaker", "K-12 student", "lawyer", "programmer", "retired", "sales/marketing",
+    "scientist", "self-employed", "technician/engineer", "tradesman/craftsman",
+    "unemployed", "writer",
+)
+
+
+def data_home():
+    """The cache folder: $TWOTOWER_DATA, or ~/.cache/twotower."""
+    return os.environ.get("TWOTOWER_DATA") or os.path.join(
+        os.path.expanduser("~"), ".cache", "twotower")
+
+
+@dataclasses.dataclass
+class MovieLens:
+    """Raw MovieLens tables, column arrays keyed by name.
+
+    ratings: user_id, movie_id (int64), rating (float32), timestamp (int64), in file order.
+    users:   user_id, age (int64, -1 unknown), gender, occupation, zip (str); or None when
+             the release has no user file (20M/25M/latest).
+    movies:  movie_id (int64), title (str, without the year), year (int64, 0 unknown),
+             genres (tuple of str per movie).
+    """
+
+    ratings: dict
+    users: dict | None
+    movies: dict
+    source: str = ""
+
+
+# ----------------------------------------------------------------------------- parsing
+
+def _lines(text):
+    return text.splitlines()
+
+
+def _parse_ratings(text, sep, *, where, header=False):
+    """Parses user, movie, rating, timestamp lines; ValueError names the bad line number."""
+    lines = _lines(text)
+    start = 1 if header else 0
+    users, movies, ratings, stamps = [], [], [], []
+    for lineno in range(start, len(lines)):
+        line = lines[lineno].strip()
+        if not line:
+            continue
+        parts = line.split(sep) if sep else line.split()
+        try:
+            if len(parts) != 4:
+                raise ValueError(f"expected 4 fields, got {len(parts)}")
+            u, m, r, t = int(parts[0]), int(parts[1]), float(parts[2]), int(float(parts[3]))
+        except ValueError as e:
+            raise ValueError(
+                f"{where}: malformed rating at line {lineno + 1}: {line[:80]!r} ({e})") from None
+        users.append(u)
+        movies.append(m)
+        ratings.append(r)
+        stamps.append(t)
+    if not users:
+        raise ValueError(f"{where}: no ratings found")
+    return {
+        "user_id": np.asarray(users, np.int64),
+        "movie_id": np.asarray(movies, np.int64),
+        "rating": np.asarray(ratings, np.float32),
+        "timestamp": np.asarray(stamps, np.int64),
+    }
+
+
+_YEAR_IN_TITLE = re.compile(r"\s*\((\d{4})\)\s*$")
+
+
+def _split_title(title):
+    """'Toy Story (1995)' -> ('Toy Story', 1995); no year -> (title, 0)."""
+    title = title.strip()
+    m = _YEAR_IN_TITLE.search(title)
+    if m:
+        return title[: m.start()].strip(), int(m.group(1))
+    return title, 0
+
+
+def _movies_table(ids, titles, years, genres):
+    return {
+        "movie_id": np.asarray(ids, np.int64),
+        "title": np.asarray(titles, dtype=object),
+        "year": np.asarray(years, np.int64),
+        "genres": np.asarray([tuple(g) for g in genres] + [()], dtype=object)[:-1],
+    }
+
+
+def _users_table(ids, ages, genders, occupations, zips):
+    return {
+        "user_id": np.asarray(ids, np.int64),
+        "age": np.asarray(ages, np.int64),
+        "gender": np.asarray(genders, dtype=object),
+        "occupation": np.asarray(occupations, dtype=object),
+        "zip": np.asarray(zips, dtype=object),
+    }
+
+
+def parse_ml100k(udata, uitem, uuser, *, where="ml-100k"):
+    """Parses the texts of ML-100K's u.data (tab), u.item and u.user ('|')."""
+    ratings = _parse_ratings(udata, "\t", where=f"{where}/u.data")
+    ids, titles, years, genres = [], [], [], []
+    for lineno, line in enumerate(_lines(uitem)):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != 5 + len(ML100K_GENRES):
+            raise ValueError(f"{where}/u.item: malformed line {lineno + 1}: expected "
+                             f"{5 + len(ML100K_GENRES)} '|' fields, got {len(parts)}")
+        title, year = _split_title(parts[1])
+        if not year and parts[2][-4:].isdigit():  # release date like 01-Jan-1995
+            year = int(parts[2][-4:])
+        ids.append(int(parts[0]))
+        titles.append(title)
+        years.append(year)
+        genres.append([g for g, flag in zip(ML100K_GENRES, parts[5:]) if flag.strip() == "1"])
+    uids, ages, genders, occs, zips = [], [], [], [], []
+    for lineno, line in enumerate(_lines(uuser)):
+        if not line.strip():
+            continue
+        parts = line.split("|")
+        if len(parts) != 5:
+            raise ValueError(f"{where}/u.user: malformed line {lineno + 1}: expected 5 '|' "
+                             f"fields, got {len(parts)}")
+        uids.append(int(parts[0]))
+        ages.append(int(parts[1]))
+        genders.append(parts[2])
+        occs.append(parts[3])
+        zips.append(parts[4].strip())
+    return MovieLens(ratings, _users_table(uids, ages, genders, occs, zips),
+                     _movies_table(ids, titles, years, genres), source=where)
+
+
+def parse_recbole_ml100k(inter, user, item, *, where="recbole ml-100k"):
+    """Parses recbole's atomic files (tab-separated with a typed header line)."""
+    ratings = _parse_ratings(inter, "\t", where=f"{where}.inter", header=True)
+    ids, titles, years, genres = [], [], [], []
+    for lineno, line in enumerate(_lines(item)[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 4:
+            raise ValueError(f"{where}.item: malformed line {lineno}: expected 4 tab "
+                             f"fields, got {len(parts)}")
+        ids.append(int(parts[0]))
+        titles.append(parts[1].strip())
+        years.append(int(parts[2]) if parts[2].strip().isdigit() else 0)
+        genres.append(parts[3].split())
+    uids, ages, genders, occs, zips = [], [], [], [], []
+    for lineno, line in enumerate(_lines(user)[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split("\t")
+        if len(parts) != 5:
+            raise ValueError(f"{where}.user: malformed line {lineno}: expected 5 tab "
+                             f"fields, got {len(parts)}")
+        uids.append(int(parts[0]))
+        ages.append(int(parts[1]))
+        genders.append(parts[2])
+        occs.append(parts[3])
+        zips.append(parts[4].strip())
+    return MovieLens(ratings, _users_table(uids, ages, genders, occs, zips),
+                     _movies_table(ids, titles, years, genres), source=where)
+
+
+def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m"):
+    """Parses ML-1M's '::'-separated ratings.dat, movies.dat and (optional) users.dat."""
+    ratings = _parse_ratings(ratings_dat, "::", where=f"{where}/ratings.dat")
+    ids, titles, years, genres = [], [], [], []
+    for lineno, line in enumerate(_lines(movies_dat)):
+        if not line.strip():
+            continue
+        parts = line.split("::")
+        if len(parts) != 3:
+            raise ValueError(f"{where}/movies.dat: malformed line {lineno + 1}: expected 3 "
+                             f"'::' fields, got {len(parts)}")
+        title, year = _split_title(parts[1])
+        ids.append(int(parts[0]))
+        titles.append(title)
+        years.append(year)
+        genres.append([g for g in parts[2].strip().split("|") if g])
+    users = None
+    if users_dat is not None:
+        uids, ages, genders, occs, zips = [], [], [], [], []
+        for lineno, line in enumerate(_lines(users_dat)):
+            if not line.strip():
+                continue
+            parts = line.split("::")
+            if len(parts) != 5:
+                raise ValueError(f"{where}/users.dat: malformed line {lineno + 1}: expected "
+                                 f"5 '::' fields, got {len(parts)}")
+            uids.append(int(parts[0]))
+            genders.append(parts[1])
+            ages.append(int(parts[2]))
+            occ = int(parts[3])
+            occs.append(ML1M_OCCUPATIONS[occ] if 0 <= occ < len(ML1M_OCCUPATIONS) else str(occ))
+            zips.append(parts[4].strip())
+        users = _users_table(uids, ages, genders, occs, zips)
+    return MovieLens(ratings, users, _movies_table(ids, titles, years, genres), source=where)
+
+
+def parse_ml_csv(ratings_csv, movies_csv, *, where="ml-latest"):
+    """Parses the 20M / 25M / latest ratings.csv and movies.csv (with header lines)."""
+    ratings = _parse_ratings(ratings_csv, ",", where=f"{where}/ratings.csv", header=True)
+    ids, titles, years, genres = [], [], [], []
+    reader = csv.reader(io.StringIO(movies_csv))
+    for lineno, row in enumerate(reader, start=1):
+        if lineno == 1 or not row:
+            continue
+        if len(row) != 3:
+            raise ValueError(f"{where}/movies.csv: malformed line {lineno}: expected 3 "
+                             f"fields, got {len(row)}")
+        title, year = _split_title(row[1])
+        ids.append(int(row[0]))
+        titles.append(title)
+        years.append(year)
+        genres.append([g for g in row[2].split("|") if g and g != "(no genres listed)"])
+    return MovieLens(ratings, None, _movies_table(ids, titles, years, genres), source=where)
+
+
+# ----------------------------------------------------------------------------- roads
+
+def _read_text(path_or_zip, name, encoding="latin-1"):
+    if isinstance(path_or_zip, zipfile.ZipFile):
+        return path_or_zip.read(name).decode(encoding)
+    with open(os.path.join(path_or_zip, name), encoding=encoding) as f:
+        return f.read()
+
+
+_LAYOUTS = (  # (detect file, required files, optional files, parser kind)
+    ("u.data", ("u.data", "u.item", "u.user"), (), "100k"),
+    ("ratings.dat", ("ratings.dat", "movies.dat"), ("users.dat",), "1m"),
+    ("ratings.csv", ("ratings.csv", "movies.csv"), (), "csv"),
+)
+
+
+def _load_layout(names, read, where):
+    """Detects the release from file names and parses; names missing files."""
+    for detect, required, optional, kind in _LAYOUTS:
+        if detect not in names:
+            continue
+        missing = [f for f in required if f not in names]
+        if missing:
+            raise FileNotFoundError(
+                f"MovieLens folder {where!r} is missing {', '.join(missing)} "
+                f"(a {detect} layout needs {', '.join(required)})")
+        texts = [read(f) for f in required]
+        if kind == "100k":
+            return parse_ml100k(*texts, where=where)
+        if kind == "1m":
+            users = read("users.dat") if "users.dat" in names else None
+            return parse_ml1m(*texts, users, where=where)
+        return parse_ml_csv(*texts, where=where)
+    raise FileNotFoundError(
+        f"no MovieLens files in {where!r}: expected u.data (100K), ratings.dat (1M) or "
+        f"ratings.csv (20M/25M/latest); it is missing u.data, u.item and u.user")
+
+
+def load_folder(path):
+    """Loads MovieLens from a local folder (100K u.*, 1M *.dat, or 20M/25M/latest *.csv)."""
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"MovieLens folder {path!r} does not exist")
+    names = set(os.listdir(path))
+    return _load_layout(names, lambda f: _read_text(path, f), path)
+
+
+def load_zip(path):
+    """Loads MovieLens from a GroupLens zip (files inside one top folder, e.g. ml-100k/)."""
+    with zipfile.ZipFile(path) as z:
+        by_base = {}
+        for n in z.namelist():
+            if not n.endswith("/"):
+                by_base.setdefault(os.path.basename(n), n)
+        return _load_layout(set(by_base), lambda f: _read_text(z, by_base[f]), path)
+
+
+def load_recbole_wheel(path):
+    """Reads ML-100K from recbole's wheel zip (recbole/dataset_example/ml-100k/) offline."""
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        parts = {}
+        for ext in ("inter", "user", "item"):
+            name = f"{RECBOLE_PREFIX}.{ext}"
+            if name not in names:
+                raise FileNotFoundError(f"recbole wheel {path!r} is missing {name}")
+            parts[ext] = z.read(name).decode("utf-8", errors="replace")
+    return parse_recbole_ml100k(parts["inter"], parts["user"], parts["item"],
+                                where=f"{os.path.basename(path)}:ml-100k")
+
+
+def find_recbole_wheel(cache_dir=None):
+    """The recbole-1.2.1 wheel in the cache folder, or None."""
+    hits = sorted(glob.glob(os.path.join(cache_dir or data_home(), "recbole-1.2.1-*.whl")))
+    return hits[0] if hits else None
+
+
+def fetch_recbole_wheel(cache_dir=None):
+    """Runs ``pip download --no-deps recbole==1.2.1`` into the cache; returns the path."""
+    cache_dir = cache_dir or data_home()
+    found = find_recbole_wheel(cache_dir)
+    if found:
+        return found
+    os.makedirs(cache_dir, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", RECBOLE_SPEC,
+           "-d", cache_dir]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    found = find_recbole_wheel(cache_dir)
+    if done.returncode != 0 or not found:
+        raise RuntimeError(f"could not fetch the offline MovieLens 100K ({' '.join(cmd)}): "
+                           f"{done.stderr.strip()[-500:]}")
+    return found
+
+
+def download_ml100k(cache_dir=None, url=ML100K_URL):
+    """Downloads the GroupLens ml-100k.zip once into the cache (atomic); returns its path."""
+    cache_dir = cache_dir or data_home()
+    target = os.path.join(cache_dir, "ml-100k.zip")
+    if os.path.exists(target):
+        return target
+    os.makedirs(cache_dir, exist_ok=True)
+    tmp = target + f".part-{os.getpid()}"
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+        zipfile.ZipFile(tmp).close()  # a truncated download is not a zip
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return target
+
+
+SOURCES = ("auto", "recbole", "url")
+
+
+def load_movielens(source="auto", *, cache_dir=None):
+    """Loads MovieLens.
+
+    Args:
+      source: a local folder or zip (any release), "url" (GroupLens ml-100k.zip, cached),
+        "recbole" (ML-100K from the recbole 1.2.1 wheel in the cache, fetched with pip
+        when absent), or "auto": a cached ml-100k.zip, else the recbole wheel (cached or
+        fetched), else the URL.
+      cache_dir: the cache folder (default $TWOTOWER_DATA or ~/.cache/twotower).
+
+    Returns:
+      a MovieLens.
+    """
+    cache_dir = cache_dir or data_home()
+    if source not in SOURCES:
+        if os.path.isdir(source):
+            return load_folder(source)
+        if os.path.isfile(source):
+            if source.endswith(".whl"):
+                return load_recbole_wheel(source)
+            return load_zip(source)
+        raise ValueError(f"source must be a folder, a zip, or one of {SOURCES}, got {source!r}")
+    if source == "url":
+        return load_zip(download_ml100k(cache_dir))
+    if source == "recbole":
+        return load_recbole_wheel(fetch_recbole_wheel(cache_dir))
+    cached_zip = os.path.join(cache_dir, "ml-100k.zip")
+    if os.path.exists(cached_zip):
+        return load_zip(cached_zip)
+    try:
+        return load_recbole_wheel(fetch_recbole_wheel(cache_dir))
+    except RuntimeError:
+        return load_zip(download_ml100k(cache_dir))
+
+
+# ----------------------------------------------------------------------------- retrieval
+
+def age_bucket(age):
+    """Maps ages to ML-1M's age codes (1, 18, 25, 35, 45, 50, 56); -1 stays -1."""
+    age = np.asarray(age, np.int64)
+    edges = np.asarray(AGE_BUCKETS)
+    idx = np.searchsorted(edges, age, side="right") - 1
+    return np.where(age < 0, -1, edges[np.clip(idx, 0, len(edges) - 1)])
+
+
+@dataclasses.dataclass
+class RetrievalConfig:
+    """How to turn ratings into a retrieval task.
+
+    min_rating: keep ratings >= this as positives (None: every rating is a positive).
+    split: "leave_last_out" (per user by timestamp: last -> test, second-last -> valid)
+      or "temporal" (global: the latest ``test_fraction`` of interactions -> test, the
+      ``valid_fraction`` before them -> valid).
+    history_length: N, the items preceding each interaction kept for history towers.
+    zip_prefix: leading characters of the zip code kept as a feature.
+    min_user_interactions: users with fewer positives are dropped before splitting
+      (leave-last-out needs 3 to have a train, a valid and a test item).
+    """
+
+    min_rating: float | None = None
+    split: str = "leave_last_out"
+    history_length: int = 20
+    test_fraction: float = 0.1
+    valid_fraction: float = 0.1
+    zip_prefix: int = 2
+    min_user_interactions: int = 3
+
+    def __post_init__(self):
+        if self.split not in ("leave_last_out", "temporal"):
+            raise ValueError(f"split must be 'leave_last_out' or 'temporal', got {self.split!r}")
+        if self.history_length < 0:
+            raise ValueError(f"history_length must be >= 0, got {self.history_length!r}")
+        for name in ("test_fraction", "valid_fraction"):
+            v = getattr(self, name)
+            if not 0.0 <= v < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {v!r}")
+        if self.min_user_interactions < 1:
+            raise ValueError(
+                f"min_user_interactions must be >= 1, got {self.min_user_interactions!r}")
+
+
+@dataclasses.dataclass
+class Split:
+    """One split's examples: per-interaction query features and the positive item.
+
+    query: dict of arrays [n, ...] — user features and "history" [n, N] (item_index + 1,
+      most recent first, 0 pads; a user with no earlier items has an all-zero row).
+    item: [n] item_index of the positive.
+    user: [n] row in the users table.
+    timestamp: [n].
+    """
+
+    query: dict
+    item: np.ndarray
+    user: np.ndarray
+    timestamp: np.ndarray
+
+    def __len__(self):
+        return len(self.item)
+
+
+@dataclasses.dataclass
+class RetrievalData:
+    """MovieLens as a retrieval task over the whole movie catalog.
+
+    items: feature table indexed by item_index 0..N-1 (every movie in the movie file, so
+      movies never rated in training are still in the corpus): item_id (= item_index),
+      movie_id, title, year, genres ([N, G] str, "" pads).
+    users: feature table indexed by user row: user_id, age_bucket, gender, occupation, zip.
+    train / valid / test: Splits.
+    item_counts: [N] training interactions per item (popularity).
+    seen_train: list per user row of the item_indexes in train.
+    seen_valid: list per user row of the item_indexes in valid.
+    """
+
+    items: dict
+    users: dict
+    train: Split
+    valid: Split
+    test: Split
+    item_counts: np.ndarray
+    seen_train: list
+    seen_valid: list
+    config: RetrievalConfig
+
+    @property
+    def num_items(self):
+        return len(self.items["item_id"])
+
+    def exclusions(self, split):
+        """Items to exclude per example when evaluating ``split``: what the user saw before
+        it (train for valid; train and valid for test)."""
+        seen = self.seen_train if split is self.valid else [
+            np.union1d(a, b) for a, b in zip(self.seen_train, self.seen_valid)]
+        return [seen[u] for u in split.user]
+
+    def head_items(self, fraction=0.2):
+        """Boolean [N]: the top ``fraction`` of items by training popularity (the head)."""
+        order = np.argsort(-self.item_counts, kind="stable")
+        head = np.zeros(self.num_items, bool)
+        head[order[: int(round(fraction * self.num_items))]] = True
+        return head
+
+
+def _padded_genres(genres):
+    width = max(1, max((len(g) for g in genres), default=1))
+    out = np.full((len(genres), width), "", dtype=object)
+    for i, g in enumerate(genres):
+        out[i, : len(g)] = g
+    return out
+
+
+def _history(users, items, length):
+    """For rows sorted by (user, time): the previous ``length`` items (+1) of that user."""
+    n = len(users)
+    hist = np.zeros((n, length), np.int64)
+    for k in range(1, length + 1):
+        if k >= n:
+            break
+        same = users[k:] == users[:-k]
+        hist[k:, k - 1] = np.where(same, items[:-k] + 1, 0)
+    return hist
+
+
+def prepare_retrieval(ml, config=None):
+    """Builds the retrieval task: implicit feedback, split, histories, feature tables.
+
+    Interactions are ordered per user by timestamp (ties keep file order). Each one's
+    history is the user's previous ``history_length`` positives, whatever their split, so
+    a test query sees what a live system would have seen at that time.
+
+    Args:
+      ml: a MovieLens.
+      config: a RetrievalConfig.
+
+    Returns:
+      a RetrievalData.
+    """
+    config = config or RetrievalConfig()
+    r = ml.ratings
+    keep = np.ones(len(r["user_id"]), bool)
+    if config.min_rating is not None:
+        keep &= r["rating"] >= config.min_rating
+    movie_ids = ml.movies["movie_id"]
+    item_of_movie = {int(m): i for i, m in enumerate(movie_ids)}
+    items_raw = np.asarray([item_of_movie.get(int(m), -1) for m in r["movie_id"]], np.int64)
+    keep &= items_raw >= 0  # ratings of movies missing from the movie file are dropped
+    users_raw, items_raw, ts = r["user_id"][keep], items_raw[keep], r["timestamp"][keep]
+    if config.min_user_interactions > 1:
+        uniq, counts = np.unique(users_raw, return_counts=True)
+        ok = np.isin(users_raw, uniq[counts >= config.min_user_interactions])
+        users_raw, items_raw, ts = users_raw[ok], items_raw[ok], ts[ok]
+    if len(users_raw) == 0:
+        raise ValueError(f"no interactions left after min_rating={config.min_rating!r} and "
+                         f"min_user_interactions={config.min_user_interactions!r}")
+
+    # User table: users from the user file (all of them, for cold-start queries), plus
+    # any user id only seen in ratings.
+    if ml.users is not None:
+        user_ids = ml.users["user_id"]
+    else:
+        user_ids = np.unique(r["user_id"])
+    row_of_user = {int(u): i for i, u in enumerate(user_ids)}
+    extra = sorted({int(u) for u in np.unique(users_raw)} - set(row_of_user))
+    for u in extra:
+        row_of_user[u] = len(row_of_user)
+    all_user_ids = np.concatenate([user_ids, np.asarray(extra, np.int64)]).astype(np.int64)
+    n_users = len(all_user_ids)
+    if ml.users is not None:
+        pad = len(extra)
+        users = {
+            "user_id": all_user_ids,
+            "age_bucket": np.concatenate([age_bucket(ml.users["age"]), -np.ones(pad, np.int64)]),
+            "gender": np.concatenate([ml.users["gender"], np.full(pad, "", object)]),
+            "occupation": np.concatenate([ml.users["occupation"], np.full(pad, "", object)]),
+            "zip": np.concatenate([
+                np.asarray([z[: config.zip_prefix] for z in ml.users["zip"]], object),
+                np.full(pad, "", object)]),
+        }
+    else:
+        users = {"user_id": all_user_ids}
+    rows = np.asarray([row_of_user[int(u)] for u in users_raw], np.int64)
+
+    order = np.lexsort((np.arange(len(rows)), ts, rows))  # by user, then time, then file
+    rows, items_raw, ts = rows[order], items_raw[order], ts[order]
+    history = _history(rows, items_raw, config.history_length)
+
+    split = np.zeros(len(rows), np.int8)  # 0 train, 1 valid, 2 test
+    if config.split == "leave_last_out":
+        last = np.r_[rows[1:] != rows[:-1], True]
+        split[last] = 2
+        second = np.r_[last[1:], False] & ~last
+        split[second] = 1
+    else:
+        cut_test = np.quantile(ts, 1.0 - config.test_fraction) if config.test_fraction else np.inf
+        cut_valid = (np.quantile(ts, 1.0 - config.test_fraction - config.valid_fraction)
+                     if config.valid_fraction else cut_test)
+        split[ts > cut_valid] = 1
+        split[ts > cut_test] = 2
+
+    def make(mask):
+        q = {k: v[rows[mask]] for k, v in users.items()}
+        q["history"] = history[mask]
+        return Split(query=q, item=items_raw[mask], user=rows[mask], timestamp=ts[mask])
+
+    n_items = len(movie_ids)
+    items = {
+        "item_id": np.arange(n_items, dtype=np.int64),
+        "movie_id": movie_ids.astype(np.int64),
+        "title": np.asarray(ml.movies["title"], object),
+        "year": ml.movies["year"].astype(np.int64),
+        "genres": _padded_genres(ml.movies["genres"]),
+    }
+    tr = split == 0
+    counts = np.bincount(items_raw[tr], minlength=n_items).astype(np.int64)
+
+    def seen(mask):
+        out = [np.zeros(0, np.int64)] * n_users
+        r_, i_ = rows[mask], items_raw[mask]
+        if len(r_):
+            bounds = np.flatnonzero(np.r_[True, r_[1:] != r_[:-1], True])
+            for a, b in zip(bounds[:-1], bounds[1:]):
+                out[r_[a]] = np.unique(i_[a:b])
+        return out
+
+    return RetrievalData(items=items, users=users, train=make(tr), valid=make(split == 1),
+                         test=make(split == 2), item_counts=counts, seen_train=seen(tr),
+                         seen_valid=seen(split == 1), config=config)
