@@ -1,0 +1,274 @@
+"""FeatureTower: a tower over named features (ids, categories, text, multi-hot, dense,
+item sequences), concatenated and passed through an MLP, optionally L2-normalised.
+
+    e = [emb_1(x_1); …; emb_F(x_F)]           one embedding per feature
+    u = normalize?( W_L σ(… σ(W_1 e + b_1) …) + b_L )
+
+This is the tower of DSSM (Huang et al., "Learning Deep Structured Semantic Models for Web
+Search using Clickthrough Data", CIKM 2013), of the YouTube candidate generator
+(Covington et al., RecSys 2016; Yi et al., RecSys 2019: ids, watch history and user
+features concatenated, then ReLU layers) and of EBR (Huang et al., KDD 2020).
+
+Each feature is a small plain dict (a "spec") made by the builders below, so the tower's
+``get_config`` carries its vocabularies and round-trips exactly:
+
+* ``categorical`` — StringLookup / IntegerLookup with OOV buckets, then an embedding. An
+  unseen value (a cold-start user or item id) maps to an OOV bucket instead of failing;
+  ``oov_rate`` replaces known ids by the OOV bucket during training so that bucket learns
+  a "generic" embedding and cold-start queries get one shaped by their other features.
+* ``hashed`` — the Hashing layer then an embedding, for high-cardinality values.
+* ``text`` — TextVectorization (lower-case, strip punctuation, split on whitespace) then
+  mean-pooled token embeddings (padding and out-of-vocabulary tokens ignored).
+* ``multi_hot`` — a padded list of tokens ("" pads) through StringLookup(multi_hot), then
+  the mean of the present tokens' embeddings.
+* ``dense`` — the Normalization layer with a mean and variance fixed from data.
+* ``sequence`` — item ids (0 = padding) pooled by PooledIDTower.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+KINDS = ("categorical", "hashed", "text", "multi_hot", "dense", "sequence")
+
+
+def _as_list(values):
+    return [v.item() if hasattr(v, "item") else v for v in values]
+
+
+def _check_name(name):
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"feature name must be a non-empty string, got {name!r}")
+
+
+def categorical(name, values=None, *, vocabulary=None, dim=16, num_oov=1, min_count=1,
+                oov_rate=0.0):
+    """A categorical feature (ids, gender, occupation…): lookup with OOV buckets + embedding.
+
+    Args:
+      name: the input key.
+      values: training values to build the vocabulary from (values seen >= min_count times,
+        most frequent first), or None when ``vocabulary`` is given.
+      vocabulary: the known values (ints or strings).
+      dim: embedding size.
+      num_oov: OOV buckets (unseen values are hashed into them).
+      oov_rate: probability, in training, of replacing a known value by the OOV bucket.
+    """
+    _check_name(name)
+    if vocabulary is None:
+        if values is None:
+            raise ValueError(f"categorical feature {name!r} needs values or vocabulary")
+        uniq, counts = np.unique(np.asarray(values).reshape(-1), return_counts=True)
+        order = np.lexsort((uniq, -counts))
+        vocabulary = [u for u, c in zip(uniq[order], counts[order]) if c >= min_count]
+    vocabulary = _as_list(vocabulary)
+    if not vocabulary:
+        raise ValueError(f"categorical feature {name!r} has an empty vocabulary")
+    is_int = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in vocabulary)
+    if num_oov < 1:
+        raise ValueError(f"num_oov must be >= 1 (unseen values need a bucket), got {num_oov!r}")
+    if not 0.0 <= oov_rate < 1.0:
+        raise ValueError(f"oov_rate must be in [0, 1), got {oov_rate!r}")
+    return {"name": name, "kind": "categorical", "vocabulary": vocabulary,
+            "dtype": "int64" if is_int else "string", "dim": int(dim),
+            "num_oov": int(num_oov), "oov_rate": float(oov_rate)}
+
+
+def hashed(name, num_bins, *, dim=16):
+    """A high-cardinality feature hashed into ``num_bins`` buckets, then embedded."""
+    _check_name(name)
+    if num_bins < 1:
+        raise ValueError(f"num_bins must be >= 1, got {num_bins!r}")
+    return {"name": name, "kind": "hashed", "num_bins": int(num_bins), "dim": int(dim)}
+
+
+def text(name, values=None, *, vocabulary=None, dim=16, max_tokens=5000, sequence_length=16):
+    """A free-text feature (titles): tokens -> embeddings -> mean over present tokens."""
+    _check_name(name)
+    if vocabulary is None:
+        if values is None:
+            raise ValueError(f"text feature {name!r} needs values or vocabulary")
+        tv = tf.keras.layers.TextVectorization(max_tokens=max_tokens)
+        tv.adapt(tf.constant([str(v) for v in np.asarray(values).reshape(-1)]))
+        vocabulary = [str(t) for t in tv.get_vocabulary()[2:]]  # drop "" and [UNK]
+    if not vocabulary:
+        raise ValueError(f"text feature {name!r} has an empty vocabulary")
+    return {"name": name, "kind": "text", "vocabulary": [str(t) for t in vocabulary],
+            "dim": int(dim), "sequence_length": int(sequence_length)}
+
+
+def multi_hot(name, values=None, *, vocabulary=None, dim=16):
+    """A set of tokens (genres), given as [n, k] strings padded with "": mean embedding."""
+    _check_name(name)
+    if vocabulary is None:
+        if values is None:
+            raise ValueError(f"multi_hot feature {name!r} needs values or vocabulary")
+        vocabulary = sorted({str(v) for v in np.asarray(values).reshape(-1) if str(v)})
+    if not vocabulary:
+        raise ValueError(f"multi_hot feature {name!r} has an empty vocabulary")
+    return {"name": name, "kind": "multi_hot", "vocabulary": [str(t) for t in vocabulary],
+            "dim": int(dim)}
+
+
+def dense(name, values=None, *, mean=None, variance=None):
+    """A numeric feature (year, age), standardised with a fixed mean and variance."""
+    _check_name(name)
+    if mean is None or variance is None:
+        if values is None:
+            raise ValueError(f"dense feature {name!r} needs values or mean and variance")
+        v = np.asarray(values, np.float64)
+        v = v.reshape(len(v), -1)
+        mean, variance = v.mean(axis=0).tolist(), np.maximum(v.var(axis=0), 1e-12).tolist()
+    mean, variance = np.ravel(mean).tolist(), np.ravel(variance).tolist()
+    return {"name": name, "kind": "dense", "mean": mean, "variance": variance}
+
+
+def sequence(name, vocab_size, *, dim=16, pooling="mean"):
+    """A sequence of item ids (0 pads; e.g. the watch history), pooled by PooledIDTower."""
+    _check_name(name)
+    if vocab_size < 2:
+        raise ValueError(f"vocab_size must be >= 2 (0 is padding), got {vocab_size!r}")
+    return {"name": name, "kind": "sequence", "vocab_size": int(vocab_size), "dim": int(dim),
+            "pooling": pooling}
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class FeatureTower(tf.keras.layers.Layer):
+    """Embeds a dict of named features, concatenates, applies an MLP (see module doc).
+
+    Args:
+      features: list of feature specs (from ``categorical``, ``hashed``, ``text``,
+        ``multi_hot``, ``dense``, ``sequence``).
+      output_dim: size of the output embedding.
+      hidden_units: widths of the hidden ReLU layers before the output layer.
+      activation: activation of the hidden layers.
+      l2_normalize: L2-normalise the output (cosine towers).
+      dropout: dropout rate after each hidden layer.
+
+    Call with a dict {feature name: tensor [B] or [B, k]}; extra keys are ignored.
+    Returns [B, output_dim].
+    """
+
+    def __init__(self, features, output_dim=32, hidden_units=(64,), activation="relu",
+                 l2_normalize=False, dropout=0.0, **kwargs):
+        super().__init__(**kwargs)
+        if not features:
+            raise ValueError("features must list at least one feature spec, got []")
+        names = [f.get("name") for f in features]
+        if len(set(names)) != len(names):
+            raise ValueError(f"feature names must be unique, got {names!r}")
+        for f in features:
+            if f.get("kind") not in KINDS:
+                raise ValueError(f"feature {f.get('name')!r}: kind must be one of {KINDS}, "
+                                 f"got {f.get('kind')!r}")
+        if output_dim < 1:
+            raise ValueError(f"output_dim must be >= 1, got {output_dim!r}")
+        self.features = [dict(f) for f in features]
+        self.output_dim = int(output_dim)
+        self.hidden_units = tuple(int(u) for u in hidden_units)
+        self.activation = activation
+        self.l2_normalize = bool(l2_normalize)
+        self.dropout = float(dropout)
+        self._pre, self._emb = {}, {}
+        for f in self.features:
+            self._make_feature_layers(f)
+        self._hidden = [tf.keras.layers.Dense(u, activation=activation, name=f"hidden_{i}")
+                        for i, u in enumerate(self.hidden_units)]
+        self._drop = [tf.keras.layers.Dropout(self.dropout) for _ in self.hidden_units]
+        self._out = tf.keras.layers.Dense(self.output_dim, name="output")
+
+    # Sublayers are made here (Keras tracks them); their weights are created in their own
+    # build on the first call, which Keras triggers through ours.
+    def _make_feature_layers(self, f):
+        name, kind = f["name"], f["kind"]
+        if kind == "categorical":
+            cls = (tf.keras.layers.IntegerLookup if f["dtype"] == "int64"
+                   else tf.keras.layers.StringLookup)
+            lookup = cls(vocabulary=list(f["vocabulary"]), num_oov_indices=f["num_oov"],
+                         name=f"{name}_lookup")
+            self._pre[name] = lookup
+            self._emb[name] = tf.keras.layers.Embedding(
+                len(f["vocabulary"]) + f["num_oov"], f["dim"], name=f"{name}_embedding")
+        elif kind == "hashed":
+            self._pre[name] = tf.keras.layers.Hashing(f["num_bins"], name=f"{name}_hashing")
+            self._emb[name] = tf.keras.layers.Embedding(f["num_bins"], f["dim"],
+                                                        name=f"{name}_embedding")
+        elif kind == "text":
+            self._pre[name] = tf.keras.layers.TextVectorization(
+                vocabulary=list(f["vocabulary"]), output_sequence_length=f["sequence_length"],
+                name=f"{name}_vectorize")
+            # index 0 = padding, 1 = [UNK]; both get zero weight in the mean below
+            self._emb[name] = tf.keras.layers.Embedding(len(f["vocabulary"]) + 2, f["dim"],
+                                                        name=f"{name}_embedding")
+        elif kind == "multi_hot":
+            self._pre[name] = tf.keras.layers.StringLookup(
+                vocabulary=list(f["vocabulary"]), mask_token="", output_mode="multi_hot",
+                name=f"{name}_lookup")
+            # column 0 of the multi-hot is OOV; its row is learned like any token
+            self._emb[name] = tf.keras.layers.Dense(f["dim"], use_bias=False,
+                                                    name=f"{name}_embedding")
+        elif kind == "dense":
+            self._pre[name] = tf.keras.layers.Normalization(
+                mean=f["mean"], variance=f["variance"], name=f"{name}_normalize")
+        elif kind == "sequence":
+            from twotower.towers.pooled_id_tower import PooledIDTower
+
+            self._emb[name] = PooledIDTower(f["vocab_size"], f["dim"], pooling=f["pooling"],
+                                            name=f"{name}_pooled")
+
+    def _embed(self, f, x, training):
+        name, kind = f["name"], f["kind"]
+        if kind in ("categorical", "hashed", "text") and x.shape.rank == 2 and x.shape[-1] == 1:
+            x = tf.squeeze(x, -1)
+        if kind == "categorical":
+            if f["dtype"] == "int64":
+                x = tf.cast(x, tf.int64)
+            idx = self._pre[name](x)
+            if training and f["oov_rate"] > 0:
+                drop = tf.random.uniform(tf.shape(idx)) < f["oov_rate"]
+                idx = tf.where(drop, tf.zeros_like(idx), idx)  # index 0 = first OOV bucket
+            return self._emb[name](idx)
+        if kind == "hashed":
+            return self._emb[name](self._pre[name](x))
+        if kind == "text":
+            tokens = self._pre[name](x)  # [B, L]
+            vecs = self._emb[name](tokens)
+            present = tf.cast(tokens > 1, vecs.dtype)[..., None]
+            return tf.reduce_sum(vecs * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
+        if kind == "multi_hot":
+            if x.shape.rank == 1:
+                x = x[:, None]
+            hot = self._pre[name](x)  # [B, V+1]
+            return self._emb[name](hot) / tf.maximum(tf.reduce_sum(hot, -1, keepdims=True), 1.0)
+        if kind == "dense":
+            x = tf.cast(x, tf.float32)
+            if x.shape.rank == 1:
+                x = x[:, None]
+            return self._pre[name](x)
+        return self._emb[name](x)  # sequence
+
+    def call(self, inputs, training=None):
+        missing = [f["name"] for f in self.features if f["name"] not in inputs]
+        if missing:
+            raise ValueError(f"FeatureTower {self.name!r} is missing inputs {missing}; "
+                             f"got keys {sorted(inputs)}")
+        parts = [tf.cast(self._embed(f, inputs[f["name"]], training), tf.float32)
+                 for f in self.features]
+        x = tf.concat(parts, axis=-1)
+        for hidden, drop in zip(self._hidden, self._drop):
+            x = drop(hidden(x), training=training)
+        x = self._out(x)
+        if self.l2_normalize:
+            x = tf.math.l2_normalize(x, axis=-1)
+        return x
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "features": [dict(f) for f in self.features],
+            "output_dim": self.output_dim,
+            "hidden_units": list(self.hidden_units),
+            "activation": self.activation,
+            "l2_normalize": self.l2_normalize,
+            "dropout": self.dropout,
+        })
+        return config
