@@ -1,0 +1,1 @@
+"""twotower.data — vocabularies, samplers, frequency estimation, corpora and datasets."""

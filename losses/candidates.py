@@ -1,0 +1,255 @@
+"""Candidate sources: which items a query is scored against, and Q(c) for logQ.
+
+Each source is a Keras layer with two steps, split so that the model embeds any extra
+candidates with the item tower in between:
+
+  ``draw(positive_ids, training)`` → ids of extra candidates to embed, or None:
+      InBatch: None; SampledNegatives: [k] (shared) or [B, k] (per example);
+      MixedNegatives: [k] uniform index negatives; AllItems: [N] = every item.
+  ``call(query, positives, positive_ids, extra, extra_ids, similarity=...)``
+      → (scores [B, C], candidate_ids [C] or [B, C], labels [B], log_q or None)
+
+Q(c) is the expected number of times c appears in the candidate set (DESIGN.md §1):
+
+  | source            | candidates                 | Q(c)                   |
+  | InBatch           | the batch's positives      | B·p(c)  (or p̂ streamed) |
+  | SampledNegatives  | positive + k draws of q    | k·q(c)                 |
+  | MixedNegatives    | batch ∪ k uniform draws    | B·p(c) + k/N           |
+  | AllItems          | all N items                | none (full softmax)    |
+
+``frequencies`` (for InBatch and MixedNegatives) is None, an array of item counts
+(p = counts / Σ counts), or a data.frequency.StreamingFrequencyEstimator updated by
+``draw`` during training (p̂ = 1/δ̂ already estimates P(c in batch) ≈ B·p(c)).
+TFRS's tfrs.tasks.Retrieval covers in-batch softmax with a given sampling probability;
+this module goes past it with sampled, mixed and all-item candidates, per-example
+negatives, and the streaming estimator inside the step.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from twotower.data.frequency import StreamingFrequencyEstimator
+from twotower.data.samplers import UniformSampler, sampler_from_config
+from twotower.losses.logits import scores as similarity_scores
+
+
+def _row_scores(query, positives, similarity):
+    """<u_i, v_i> for each row: [B, 1]."""
+    return similarity_scores(query, positives[:, tf.newaxis, :], similarity=similarity)
+
+
+class _Frequencies:
+    """p(c) from counts, or p̂(c) from a streaming estimator; Q_batch(c) = B·p(c)."""
+
+    def __init__(self, frequencies):
+        self.estimator = None
+        self.probabilities = None
+        if frequencies is None:
+            return
+        if isinstance(frequencies, StreamingFrequencyEstimator):
+            self.estimator = frequencies
+            return
+        counts = np.asarray(frequencies, dtype=np.float64)
+        if counts.ndim != 1 or counts.size == 0 or np.any(counts < 0) or counts.sum() <= 0:
+            raise ValueError("frequencies must be None, a StreamingFrequencyEstimator, or a "
+                             f"1-D array of non-negative counts with a positive sum; got "
+                             f"{type(frequencies).__name__} of shape {counts.shape}")
+        with tf.init_scope():
+            self.probabilities = tf.constant(counts / counts.sum(), tf.float32)
+
+    @property
+    def available(self):
+        return self.estimator is not None or self.probabilities is not None
+
+    def observe(self, ids):
+        if self.estimator is not None:
+            self.estimator.update(ids)
+
+    def batch_expected_count(self, ids, batch_size):
+        if self.estimator is not None:
+            return self.estimator(ids)
+        return tf.cast(batch_size, tf.float32) * tf.gather(self.probabilities, ids)
+
+    def get_config(self):
+        if self.estimator is not None:
+            return {"streaming": self.estimator.get_config()}
+        if self.probabilities is not None:
+            return {"probabilities": self.probabilities.numpy().tolist()}
+        return None
+
+
+def _frequencies_from_config(config):
+    if config is None:
+        return None
+    if "streaming" in config:
+        return StreamingFrequencyEstimator.from_config(config["streaming"])
+    return np.asarray(config["probabilities"])
+
+
+class CandidateSource(tf.keras.layers.Layer):
+    """Base class: see the module docstring for the two steps."""
+
+    provides_q = False
+
+    def draw(self, positive_ids, training=False):
+        return None
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class InBatch(CandidateSource):
+    """The other positives of the batch are the negatives (Yi et al., RecSys 2019)."""
+
+    def __init__(self, frequencies=None, **kwargs):
+        super().__init__(**kwargs)
+        self.frequencies = _Frequencies(frequencies)
+        self.provides_q = self.frequencies.available
+
+    def draw(self, positive_ids, training=False):
+        if training:
+            self.frequencies.observe(positive_ids)
+        return None
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        scores = similarity_scores(query, positives, similarity=similarity)
+        batch = tf.shape(query)[0]
+        labels = tf.range(batch, dtype=tf.int32)
+        log_q = None
+        if self.provides_q:
+            log_q = tf.math.log(self.frequencies.batch_expected_count(positive_ids, batch))
+        return scores, positive_ids, labels, log_q
+
+    def get_config(self):
+        config = super().get_config()
+        config["frequencies"] = self.frequencies.get_config()
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["frequencies"] = _frequencies_from_config(config.get("frequencies"))
+        return cls(**config)
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class SampledNegatives(CandidateSource):
+    """k negatives drawn from a sampler (unigram^α, uniform, ...): shared by the whole
+    batch (one [k] draw, as TF's sampled_softmax_loss) or per example ([B, k], as
+    word2vec). Q(c) = k·q(c) for the positive and the negatives alike."""
+
+    provides_q = True
+
+    def __init__(self, sampler, num_negatives, shared=True, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(sampler, dict):
+            sampler = sampler_from_config(sampler)
+        if not hasattr(sampler, "sample_tf"):
+            raise ValueError(f"sampler must be a twotower.data sampler, got {sampler!r}")
+        if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
+            raise ValueError(f"num_negatives must be an int >= 1, got {num_negatives!r}")
+        self.sampler = sampler
+        self.num_negatives = int(num_negatives)
+        self.shared = bool(shared)
+
+    def draw(self, positive_ids, training=False):
+        if self.shared:
+            return self.sampler.sample_tf([self.num_negatives])
+        return self.sampler.sample_tf([tf.shape(positive_ids)[0], self.num_negatives])
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        pos = _row_scores(query, positives, similarity)
+        neg = similarity_scores(query, extra, similarity=similarity)
+        scores = tf.concat([pos, neg], axis=1)
+        positive_ids = tf.cast(positive_ids, tf.int64)
+        extra_ids = tf.cast(extra_ids, tf.int64)
+        if self.shared:
+            extra_ids = tf.broadcast_to(extra_ids[tf.newaxis, :],
+                                        [tf.shape(query)[0], self.num_negatives])
+        ids = tf.concat([positive_ids[:, tf.newaxis], extra_ids], axis=1)
+        labels = tf.zeros([tf.shape(query)[0]], tf.int32)
+        log_q = tf.math.log(self.sampler.expected_count(ids, self.num_negatives))
+        return scores, ids, labels, log_q
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(sampler=self.sampler.get_config(), num_negatives=self.num_negatives,
+                      shared=self.shared)
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class MixedNegatives(CandidateSource):
+    """Mixed negative sampling (Yang et al., "Mixed Negative Sampling for Learning
+    Two-tower Neural Networks in Recommendations", WWW 2020): the batch's positives plus
+    k uniform "index negatives" from the whole corpus, embedded by the same item tower.
+    Q(c) = B·p(c) + k/N, the expected count under the mixture."""
+
+    def __init__(self, num_index_negatives, num_items, frequencies=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_items, (int, np.integer)) or num_items < 1:
+            raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
+        if (not isinstance(num_index_negatives, (int, np.integer))
+                or not 1 <= num_index_negatives <= num_items):
+            raise ValueError(f"num_index_negatives must be an int in [1, num_items={num_items}],"
+                             f" got {num_index_negatives!r}")
+        self.num_index_negatives = int(num_index_negatives)
+        self.num_items = int(num_items)
+        self.sampler = UniformSampler(self.num_items)
+        self.frequencies = _Frequencies(frequencies)
+        self.provides_q = self.frequencies.available
+
+    def draw(self, positive_ids, training=False):
+        if training:
+            self.frequencies.observe(positive_ids)
+        return self.sampler.sample_tf([self.num_index_negatives])
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        batch = tf.shape(query)[0]
+        scores = tf.concat([similarity_scores(query, positives, similarity=similarity),
+                            similarity_scores(query, extra, similarity=similarity)], axis=1)
+        ids = tf.concat([tf.cast(positive_ids, tf.int64), tf.cast(extra_ids, tf.int64)], axis=0)
+        labels = tf.range(batch, dtype=tf.int32)
+        log_q = None
+        if self.provides_q:
+            q = (self.frequencies.batch_expected_count(ids, batch)
+                 + self.sampler.expected_count(ids, self.num_index_negatives))
+            log_q = tf.math.log(q)
+        return scores, ids, labels, log_q
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_index_negatives=self.num_index_negatives, num_items=self.num_items,
+                      frequencies=self.frequencies.get_config())
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["frequencies"] = _frequencies_from_config(config.get("frequencies"))
+        return cls(**config)
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class AllItems(CandidateSource):
+    """Every item is a candidate: the full softmax, the reference the others estimate."""
+
+    def __init__(self, num_items, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(num_items, (int, np.integer)) or num_items < 1:
+            raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
+        self.num_items = int(num_items)
+
+    def draw(self, positive_ids, training=False):
+        return tf.range(self.num_items, dtype=tf.int64)
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        scores = similarity_scores(query, extra, similarity=similarity)
+        return scores, extra_ids, tf.cast(positive_ids, tf.int32), None
+
+    def get_config(self):
+        config = super().get_config()
+        config["num_items"] = self.num_items
+        return config

@@ -1,0 +1,180 @@
+"""RetrievalLoss: candidates → logits → masks → hard negatives → head, in one Keras layer.
+
+    s = similarity(u, v)                  for every candidate of the source
+    z = s / τ − log Q                     (losses/logits.py: logQ after temperature)
+    z[accidental hits, padding, own id] = MASK
+    keep the positive and the top-m negatives (optional)
+    ℓ = head(z, labels)                   softmax | NEG | NCE | triplet
+
+Hierarchical softmax has no candidate set: with head=HierarchicalSoftmax(...) the layer
+returns its path loss and ``candidates`` must be None.
+
+This is what tfrs.tasks.Retrieval does for in-batch softmax; it is written out here
+because the toolkit needs the other heads (NEG, NCE, triplet, HS), sampled and mixed
+candidates, and the streaming frequency estimator in the same pipeline.
+"""
+
+import math
+
+import numpy as np
+import tensorflow as tf
+
+from twotower.losses import logits as L
+from twotower.losses.candidates import CandidateSource, InBatch
+from twotower.losses.hard_negatives import top_m_negatives
+from twotower.losses.hierarchical_softmax import HierarchicalSoftmax
+from twotower.losses.sigmoid import NCE, NegativeSampling
+from twotower.losses.softmax import Softmax
+from twotower.losses.triplet import Triplet
+
+HEADS = {"softmax": Softmax, "neg": NegativeSampling, "negative_sampling": NegativeSampling,
+         "nce": NCE, "triplet": Triplet}
+
+
+def _make_head(head):
+    if isinstance(head, str):
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {sorted(HEADS)} or a head object, got {head!r}")
+        return HEADS[head]()
+    if isinstance(head, dict):  # from get_config(); the classes are registered
+        return tf.keras.utils.deserialize_keras_object(head)
+    return head
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class RetrievalLoss(tf.keras.layers.Layer):
+    """The loss family of DESIGN.md §1 as one layer.
+
+    Args:
+      head: "softmax", "neg", "nce", "triplet", a head object (e.g. Triplet(margin=0.3,
+        mining="semi-hard")), or a HierarchicalSoftmax layer.
+      candidates: a CandidateSource (InBatch(), SampledNegatives(...), MixedNegatives(...),
+        AllItems(...)); default InBatch(); None with hierarchical softmax.
+      temperature: τ > 0 (DSSM's γ = 1/τ). The initial value when learned.
+      learn_temperature: learn log τ as a weight (τ stays positive).
+      similarity: "dot" or "cosine" (L2-normalise both towers' outputs first).
+      logq: subtract log Q(c). None = the head's default (on for softmax and NCE when the
+        source gives Q; off for NEG and triplet); True requires a source that gives Q.
+      remove_accidental_hits: mask negatives whose id equals the row's positive id.
+      num_hard_negatives: keep only the top-m negatives (TFRS's num_hard_negatives).
+      padding_id: mask candidates with this id (e.g. 0 when 0 pads per-example negatives).
+
+    Call: ``loss_layer(query, positives, positive_ids, extra=None, extra_ids=None,
+    query_ids=None)`` → [B] per-example losses, where ``extra`` are the embeddings of
+    ``candidates.draw(...)`` and ``query_ids`` (item-to-item training) masks the query's
+    own id among the candidates.
+    """
+
+    def __init__(self, head="softmax", candidates="in-batch", *, temperature=1.0,
+                 learn_temperature=False, similarity="dot", logq=None,
+                 remove_accidental_hits=True, num_hard_negatives=None, padding_id=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.head = _make_head(head)
+        self.hierarchical = isinstance(self.head, HierarchicalSoftmax)
+        if candidates == "in-batch":
+            candidates = None if self.hierarchical else InBatch()
+        if isinstance(candidates, dict):
+            candidates = tf.keras.layers.deserialize(candidates)
+        if self.hierarchical and candidates is not None:
+            raise ValueError("hierarchical softmax scores the Huffman path, not a candidate "
+                             f"set: candidates must be None, got {candidates!r}")
+        if not self.hierarchical and not isinstance(candidates, CandidateSource):
+            raise ValueError(f"candidates must be a CandidateSource, got {candidates!r}")
+        self.candidates = candidates
+        temperature = float(temperature)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+        self.initial_temperature = temperature
+        self.learn_temperature = bool(learn_temperature)
+        self.similarity = L.check_similarity(similarity)
+        if logq is None:
+            logq = bool(getattr(self.head, "uses_logq", False)
+                        and candidates is not None and candidates.provides_q)
+        elif logq and (candidates is None or not candidates.provides_q):
+            raise ValueError(f"logq=True needs candidates that give Q(c); {candidates!r} has "
+                             "no frequencies (pass frequencies=counts or a "
+                             "StreamingFrequencyEstimator)")
+        self.logq = bool(logq)
+        self.remove_accidental_hits = bool(remove_accidental_hits)
+        if num_hard_negatives is not None and (
+                not isinstance(num_hard_negatives, (int, np.integer)) or num_hard_negatives < 1):
+            raise ValueError(f"num_hard_negatives must be None or an int >= 1, got "
+                             f"{num_hard_negatives!r}")
+        self.num_hard_negatives = num_hard_negatives
+        self.padding_id = padding_id
+        if self.learn_temperature:
+            self.log_temperature = self.add_weight(
+                name="log_temperature", shape=[],
+                initializer=tf.keras.initializers.Constant(math.log(temperature)))
+
+    @property
+    def temperature(self):
+        if self.learn_temperature:
+            return tf.exp(self.log_temperature)
+        return tf.constant(self.initial_temperature)
+
+    def draw(self, positive_ids, training=False):
+        """Ids of extra candidates to embed with the item tower (see losses/candidates.py)."""
+        if self.hierarchical:
+            return None
+        return self.candidates.draw(positive_ids, training=training)
+
+    def logits(self, query, positives, positive_ids, extra=None, extra_ids=None,
+               query_ids=None):
+        """Returns (logits [B, C], labels [B]) after τ, logQ, masks and hard negatives."""
+        _check_embeddings(query, positives, extra)
+        scores, cand_ids, labels, log_q = self.candidates(
+            query, positives, positive_ids, extra, extra_ids, similarity=self.similarity)
+        z = L.adjust_logits(scores, temperature=tf.cast(self.temperature, scores.dtype),
+                            log_q=log_q if self.logq else None)
+        cand_ids = tf.cast(cand_ids, tf.int64)
+        positive_ids = tf.cast(positive_ids, tf.int64)
+        if self.remove_accidental_hits:
+            z = L.mask_logits(z, L.accidental_hit_mask(cand_ids, positive_ids, labels))
+        if self.padding_id is not None:
+            z = L.mask_logits(z, L.padding_mask(cand_ids, self.padding_id, tf.shape(z)[0]))
+        if query_ids is not None:
+            z = L.mask_logits(z, L.id_mask(cand_ids, tf.cast(query_ids, tf.int64), labels))
+        if self.num_hard_negatives is not None:
+            z, labels = top_m_negatives(z, labels, self.num_hard_negatives)
+        return z, labels
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             query_ids=None):
+        if self.hierarchical:
+            return self.head(query, positive_ids)
+        z, labels = self.logits(query, positives, positive_ids, extra, extra_ids, query_ids)
+        return self.head.per_example(z, labels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            head=tf.keras.utils.serialize_keras_object(self.head),
+            candidates=(None if self.candidates is None
+                        else tf.keras.layers.serialize(self.candidates)),
+            temperature=self.initial_temperature, learn_temperature=self.learn_temperature,
+            similarity=self.similarity, logq=self.logq,
+            remove_accidental_hits=self.remove_accidental_hits,
+            num_hard_negatives=self.num_hard_negatives, padding_id=self.padding_id)
+        return config
+
+
+def _check_embeddings(query, positives, extra):
+    """Static shape checks that name the argument and the shape received."""
+    if query.shape.rank != 2:
+        raise ValueError(f"query embeddings must have rank 2 [batch, dim], got shape {query.shape}")
+    if positives is not None:
+        if positives.shape.rank != 2:
+            raise ValueError(f"positive item embeddings must have rank 2 [batch, dim], got "
+                             f"shape {positives.shape}")
+        if query.shape[-1] is not None and positives.shape[-1] not in (None, query.shape[-1]):
+            raise ValueError(f"query and item towers disagree on the dimension: query dim "
+                             f"{query.shape[-1]}, item dim {positives.shape[-1]}")
+        if query.shape[0] == 0:
+            raise ValueError("empty batch: query embeddings have shape "
+                             f"{query.shape}; a retrieval loss needs at least one example")
+    if extra is not None and query.shape[-1] is not None and extra.shape[-1] not in (
+            None, query.shape[-1]):
+        raise ValueError(f"candidate embeddings have dim {extra.shape[-1]}, query dim "
+                         f"{query.shape[-1]}")

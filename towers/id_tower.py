@@ -1,0 +1,76 @@
+"""IDTower: an embedding lookup, the tower of word2vec and of ID-only two-tower models.
+
+u = W[id], W ∈ R^{V × d}. word2vec's input vectors (syn0) are the query IDTower's W and
+its output vectors (syn1neg) the item IDTower's W (Mikolov et al. 2013).
+"""
+
+import numpy as np
+import tensorflow as tf
+
+
+def check_ids_in_range(ids, vocab_size, name):
+    """Asserts 0 <= ids < vocab_size with a message naming the tower and the bound."""
+    ids = tf.convert_to_tensor(ids)
+    if not ids.dtype.is_integer:
+        raise ValueError(f"{name}: ids must be integers, got dtype {ids.dtype.name}")
+    if tf.executing_eagerly():
+        values = ids.numpy() if not isinstance(ids, tf.RaggedTensor) else ids.flat_values.numpy()
+        if values.size and (values.min() < 0 or values.max() >= vocab_size):
+            bad = values[(values < 0) | (values >= vocab_size)][0]
+            raise ValueError(f"{name}: ids must be in [0, vocab_size={vocab_size}), got {bad}")
+        return ids
+    checks = [
+        tf.debugging.assert_non_negative(ids, message=f"{name}: ids must be >= 0"),
+        tf.debugging.assert_less(ids, tf.cast(vocab_size, ids.dtype),
+                                 message=f"{name}: ids must be < vocab_size={vocab_size}"),
+    ]
+    with tf.control_dependencies(checks):
+        return tf.identity(ids)
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class IDTower(tf.keras.layers.Layer):
+    """Embedding lookup tower.
+
+    Args:
+      vocab_size: V, ids are in [0, V).
+      dim: d.
+      embeddings_initializer: Keras initializer for W (word2vec: uniform(−0.5/d, 0.5/d)
+        for the input vectors, zeros for the output vectors).
+      validate_ids: check ids are in range at every call (a clear error instead of a
+        silent zero row on CPU / garbage on GPU); off saves a little time in hot loops.
+    """
+
+    def __init__(self, vocab_size, dim, embeddings_initializer="uniform", validate_ids=True,
+                 **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int(vocab_size, "vocab_size")
+        _check_positive_int(dim, "dim")
+        self.vocab_size = int(vocab_size)
+        self.dim = int(dim)
+        self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
+        self.validate_ids = bool(validate_ids)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=[self.vocab_size, self.dim],
+            initializer=self.embeddings_initializer, trainable=True)
+        super().build(input_shape)
+
+    def call(self, ids):
+        if self.validate_ids:
+            ids = check_ids_in_range(ids, self.vocab_size, f"IDTower {self.name!r}")
+        return tf.gather(self.embeddings, ids)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, dim=self.dim,
+                      embeddings_initializer=tf.keras.initializers.serialize(
+                          self.embeddings_initializer),
+                      validate_ids=self.validate_ids)
+        return config
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")

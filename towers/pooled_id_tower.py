@@ -1,0 +1,63 @@
+"""PooledIDTower: the mean (or sum) of the embeddings of a bag of ids.
+
+u = (1/|S|) Σ_{i ∈ S} W[i]   (pooling="mean"),   u = Σ_{i ∈ S} W[i]   (pooling="sum")
+
+S is the non-padding ids of a row: word2vec's CBOW context (Mikolov et al. 2013), or a
+user's watch history (Covington et al., "Deep Neural Networks for YouTube
+Recommendations", 2016). Id 0 is padding and is never counted; ragged rows work too. An
+empty row gives the zero vector.
+"""
+
+import tensorflow as tf
+
+from twotower.towers.id_tower import _check_positive_int, check_ids_in_range
+
+POOLINGS = ("mean", "sum")
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class PooledIDTower(tf.keras.layers.Layer):
+    """Args: vocab_size (ids in [0, V), 0 = padding), dim, pooling "mean" | "sum",
+    embeddings_initializer, validate_ids (as IDTower)."""
+
+    def __init__(self, vocab_size, dim, pooling="mean", embeddings_initializer="uniform",
+                 validate_ids=True, **kwargs):
+        super().__init__(**kwargs)
+        _check_positive_int(vocab_size, "vocab_size")
+        _check_positive_int(dim, "dim")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        self.vocab_size = int(vocab_size)
+        self.dim = int(dim)
+        self.pooling = pooling
+        self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
+        self.validate_ids = bool(validate_ids)
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            name="embeddings", shape=[self.vocab_size, self.dim],
+            initializer=self.embeddings_initializer, trainable=True)
+        super().build(input_shape)
+
+    def call(self, ids):
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(default_value=0)
+        ids = tf.convert_to_tensor(ids)
+        if ids.shape.rank != 2:
+            raise ValueError(f"PooledIDTower {self.name!r}: ids must have rank 2 [batch, "
+                             f"length] (0 = padding), got shape {ids.shape}")
+        if self.validate_ids:
+            ids = check_ids_in_range(ids, self.vocab_size, f"PooledIDTower {self.name!r}")
+        mask = tf.cast(tf.not_equal(ids, 0), self.compute_dtype)[..., tf.newaxis]
+        summed = tf.reduce_sum(tf.gather(self.embeddings, ids) * mask, axis=1)
+        if self.pooling == "sum":
+            return summed
+        return summed / tf.maximum(tf.reduce_sum(mask, axis=1), 1.0)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(vocab_size=self.vocab_size, dim=self.dim, pooling=self.pooling,
+                      embeddings_initializer=tf.keras.initializers.serialize(
+                          self.embeddings_initializer),
+                      validate_ids=self.validate_ids)
+        return config

@@ -1,0 +1,209 @@
+"""TwoTowerModel: a query tower, an item tower and a RetrievalLoss, trained with fit.
+
+score(q, c) = <f(q), g(c)> (DESIGN.md §1). Each train_step:
+  1. u = query_tower(query), v⁺ = item_tower(item), ids⁺ = the item ids;
+  2. extra ids = loss.draw(ids⁺) — sampled/index negatives, or every item — embedded with
+     the same item tower (through ``item_features`` when the item tower takes features);
+  3. ℓ = mean over the batch of loss(u, v⁺, ids⁺, extra, extra ids, query ids).
+
+A batch is a dict {"query": ..., "item": ...} (optionally "query_id" for item-to-item
+training, which masks the query's own id among the candidates) or a tuple (query, item).
+The item input is an int id tensor [B], or a dict of features holding ``item_id_key``.
+This is the role tfrs.Model + tfrs.tasks.Retrieval play in TFRS; twotower keeps the
+towers and the loss as separate, serializable parts so that any head × candidate source
+runs in the same step.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from twotower.losses.retrieval import RetrievalLoss
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class TwoTowerModel(tf.keras.Model):
+    """Args:
+      query_tower: a Keras layer/model mapping query inputs to [B, d].
+      item_tower: a Keras layer/model mapping item inputs to [B, d].
+      loss: a twotower.losses.RetrievalLoss.
+      item_features: how to feed sampled ids to the item tower: None (the tower takes
+        ids), or a dict of arrays [N, ...] (or one array) indexed by item id.
+      item_id_key: the key of the id in a dict of item features.
+      query_id_key: the key in the batch dict that holds the query's own item id.
+    """
+
+    def __init__(self, query_tower, item_tower, loss, *, item_features=None,
+                 item_id_key="item_id", query_id_key="query_id", **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(loss, RetrievalLoss):
+            raise ValueError(f"loss must be a twotower.losses.RetrievalLoss, got {loss!r}")
+        for name, tower in (("query_tower", query_tower), ("item_tower", item_tower)):
+            if not callable(tower):
+                raise ValueError(f"{name} must be a Keras layer or model, got {tower!r}")
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.retrieval_loss = loss
+        self.item_id_key = item_id_key
+        self.query_id_key = query_id_key
+        self._item_features = _as_feature_table(item_features)
+        self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+    # -- inputs -----------------------------------------------------------------------
+    def _unpack(self, data):
+        if isinstance(data, dict):
+            missing = [k for k in ("query", "item") if k not in data]
+            if missing:
+                raise ValueError(f"a TwoTowerModel batch needs keys 'query' and 'item'; "
+                                 f"missing {missing}, got keys {sorted(data)}")
+            return data["query"], data["item"], data.get(self.query_id_key)
+        if isinstance(data, (tuple, list)) and len(data) == 2:
+            return data[0], data[1], None
+        raise ValueError("a TwoTowerModel batch must be a dict {'query', 'item'} or a tuple "
+                         f"(query, item); got {type(data).__name__}")
+
+    def _item_ids(self, item):
+        if isinstance(item, dict):
+            if self.item_id_key not in item:
+                raise ValueError(f"item features must hold the id under item_id_key="
+                                 f"{self.item_id_key!r}; got keys {sorted(item)}")
+            return item[self.item_id_key]
+        return item
+
+    def _item_inputs(self, ids):
+        """Item-tower inputs for ids of any shape; returns (inputs, flattened shape)."""
+        flat = tf.reshape(ids, [-1])
+        if self._item_features is None:
+            return flat
+        if isinstance(self._item_features, dict):
+            return {k: tf.gather(v, flat) for k, v in self._item_features.items()}
+        return tf.gather(self._item_features, flat)
+
+    def _embed_extra(self, ids, training):
+        if ids is None:
+            return None
+        flat = self.item_tower(self._item_inputs(ids), training=training)
+        if ids.shape.rank == 2:
+            return tf.reshape(flat, tf.concat([tf.shape(ids), tf.shape(flat)[-1:]], 0))
+        return flat
+
+    # -- the step ---------------------------------------------------------------------
+    def compute_retrieval_loss(self, data, training=False):
+        """Mean retrieval loss of one batch (see the module docstring)."""
+        query, item, query_ids = self._unpack(data)
+        positive_ids = self._item_ids(item)
+        # Through Model.__call__ (not the towers directly) so that Keras records the
+        # input signature that model.save() needs.
+        if self.retrieval_loss.hierarchical:
+            u = self({"query": query}, training=training)["query"]
+            return tf.reduce_mean(self.retrieval_loss(u, None, positive_ids))
+        out = self({"query": query, "item": item}, training=training)
+        u, v = out["query"], out["item"]
+        extra_ids = self.retrieval_loss.draw(positive_ids, training=training)
+        extra = self._embed_extra(extra_ids, training)
+        per_example = self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
+        return tf.reduce_mean(per_example)
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss = self.compute_retrieval_loss(data, training=True)
+            total = loss + tf.add_n(self.losses) if self.losses else loss
+        variables = self.trainable_variables
+        grads = tape.gradient(total, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        self.loss_tracker.update_state(loss)
+        return self._logs()
+
+    def test_step(self, data):
+        self.loss_tracker.update_state(self.compute_retrieval_loss(data, training=False))
+        return self._logs()
+
+    def _logs(self):
+        logs = {"loss": self.loss_tracker.result()}
+        if self.retrieval_loss.learn_temperature:
+            logs["temperature"] = self.retrieval_loss.temperature
+        return logs
+
+    def call(self, inputs, training=False):
+        """{"query": q[, "item": i]} → {"query": u[, "item": v]}; other inputs → u."""
+        if isinstance(inputs, dict) and ("query" in inputs or "item" in inputs):
+            out = {}
+            if "query" in inputs:
+                out["query"] = self.query_tower(inputs["query"], training=training)
+            if "item" in inputs:
+                out["item"] = self.item_tower(inputs["item"], training=training)
+            return out
+        return self.query_tower(inputs, training=training)
+
+    # -- embeddings for retrieval -------------------------------------------------------
+    def query_embeddings(self, inputs, batch_size=4096):
+        """Query-tower outputs for inputs (array/tensor/dict of arrays) as numpy [n, d]."""
+        return embed(self.query_tower, inputs, batch_size)
+
+    def item_embeddings(self, inputs=None, batch_size=4096):
+        """Item-tower outputs as numpy [n, d]; with no inputs, the whole item_features
+        table (the item corpus, in id order)."""
+        if inputs is None:
+            if self._item_features is None:
+                raise ValueError("item_embeddings() needs inputs (ids or features) when the "
+                                 "model has no item_features table")
+            inputs = self._item_features
+        return embed(self.item_tower, inputs, batch_size)
+
+    def get_config(self):
+        return {
+            "query_tower": tf.keras.utils.serialize_keras_object(self.query_tower),
+            "item_tower": tf.keras.utils.serialize_keras_object(self.item_tower),
+            "loss": tf.keras.layers.serialize(self.retrieval_loss),
+            "item_id_key": self.item_id_key,
+            "query_id_key": self.query_id_key,
+            "name": self.name,
+        }
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        for key in ("query_tower", "item_tower", "loss"):
+            config[key] = tf.keras.layers.deserialize(config[key], custom_objects=custom_objects)
+        return cls(**config)
+
+
+def embed(tower, inputs, batch_size=4096):
+    """Runs ``tower`` over ``inputs`` in batches (a progress bar over many batches)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
+    n_batches = int(ds.cardinality())
+    outputs = []
+    progress = None
+    if n_batches > 20:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=n_batches, desc=f"embedding ({tower.name})", unit="batch")
+    for batch in ds:
+        outputs.append(tower(batch, training=False).numpy())
+        if progress is not None:
+            progress.update(1)
+    if progress is not None:
+        progress.close()
+    if not outputs:
+        raise ValueError("no inputs to embed (got an empty collection)")
+    return np.concatenate(outputs, axis=0)
+
+
+def _as_feature_table(item_features):
+    if item_features is None:
+        return None
+    if isinstance(item_features, dict):
+        if not item_features:
+            raise ValueError("item_features must not be an empty dict")
+        table = {k: tf.constant(v) for k, v in item_features.items()}
+        sizes = {k: int(v.shape[0]) for k, v in table.items()}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(f"item_features columns must have one row per item; got row "
+                             f"counts {sizes}")
+        return table
+    return tf.constant(item_features)
