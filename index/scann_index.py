@@ -1,0 +1,260 @@
+"""A ScaNN searcher addressed by item id: exact-k search with exclusions, and updates.
+
+ScaNN's pybind searcher stores points by position. This class keeps the position → item
+id array, the id → position map and the (normalised, for cosine) vectors next to it, so
+that results come back as item ids, a query can exclude items it has seen, and items can
+be added, removed and replaced in place (ScaNN's ``upsert``/``delete``; ``delete`` moves
+the last point into the freed slot, and the map follows it).
+
+Why not the pybind wrapper's own ``docids``: it maps every result through a Python list
+comprehension (slow for large batches) and pickles the ids; we keep int64 numpy arrays.
+"""
+
+import threading
+
+import numpy as np
+
+from twotower.index.brute_force import exact_top_k
+from twotower.index.config import IndexConfig
+
+
+def _as_ids(ids, name="item_ids"):
+    arr = np.asarray(ids)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be a 1-D array of integer ids, got "
+                         f"shape {arr.shape} dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def check_vectors(vectors, dim, name="vectors"):
+    """Validates a float matrix [n, dim] (or a vector [dim], returned as [1, dim])."""
+    arr = np.asarray(vectors)
+    if arr.dtype.kind not in "f":
+        raise ValueError(f"{name} must be floating point, got dtype {arr.dtype}")
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or (dim is not None and arr.shape[1] != dim):
+        raise ValueError(f"{name} must have shape [n, {dim}], got {np.asarray(vectors).shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def normalize(vectors):
+    """Row-wise L2 normalisation (cosine similarity = inner product of unit vectors)."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class ScannIndex:
+    """Item ids + vectors + a ScaNN pybind searcher kept in step.
+
+    Build one with :func:`twotower.index.builder.build_index`. Search-time parameters
+    (``config.num_leaves_to_search``, ``config.reorder``) can be changed with
+    :meth:`set_search_params` (the tuner does).
+    """
+
+    def __init__(self, searcher, item_ids, vectors, config):
+        # ``searcher`` is the raw ``scann_pybind.ScannNumpy`` (the wrapper refuses updates
+        # without its own docids, see the module docstring).
+        self.searcher = getattr(searcher, "searcher", searcher)
+        self.config = config
+        ids = _as_ids(item_ids)
+        if len(ids) != len(vectors) or len(ids) != self.searcher.size():
+            raise ValueError(f"item_ids ({len(ids)}), vectors ({len(vectors)}) and searcher "
+                             f"({self.searcher.size()}) must have the same length")
+        self._ids = ids
+        self._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        self._pos = {int(i): p for p, i in enumerate(ids.tolist())}
+        if len(self._pos) != len(ids):
+            raise ValueError("item_ids contain duplicates")
+        self._lock = threading.RLock()
+
+    # -- read access ----------------------------------------------------------------
+    @property
+    def size(self):
+        return len(self._ids)
+
+    @property
+    def dim(self):
+        return self._vectors.shape[1]
+
+    @property
+    def item_ids(self):
+        """Item ids by position (a copy)."""
+        return self._ids.copy()
+
+    @property
+    def vectors(self):
+        """Indexed vectors by position (normalised for cosine; a read-only view)."""
+        v = self._vectors.view()
+        v.flags.writeable = False
+        return v
+
+    def __contains__(self, item_id):
+        return int(item_id) in self._pos
+
+    def positions(self, item_ids):
+        """Positions of ``item_ids``; ValueError naming the first unknown id."""
+        out = []
+        for i in np.asarray(item_ids).reshape(-1).tolist():
+            p = self._pos.get(int(i))
+            if p is None:
+                raise ValueError(f"unknown item id {i!r} (index holds {self.size} items)")
+            out.append(p)
+        return np.asarray(out, dtype=np.int64)
+
+    def vectors_of(self, item_ids):
+        """The indexed vectors of ``item_ids`` [n, dim]."""
+        return self._vectors[self.positions(item_ids)]
+
+    def set_search_params(self, *, num_leaves_to_search=None, reorder=None):
+        """Changes the search-time knobs (validated through IndexConfig)."""
+        import dataclasses
+        changes = {}
+        if num_leaves_to_search is not None:
+            changes["num_leaves_to_search"] = int(num_leaves_to_search)
+        if reorder is not None:
+            changes["reorder"] = int(reorder)
+        self.config = dataclasses.replace(self.config, **changes)
+
+    # -- search ---------------------------------------------------------------------
+    def prepare_queries(self, queries):
+        q = check_vectors(queries, self.dim, "queries")
+        return normalize(q) if self.config.distance == "cosine" else q
+
+    def search(self, queries, k, *, exclude=None, num_leaves_to_search=None, reorder=None):
+        """Approximate top-k item ids per query, leaving out excluded ids.
+
+        Args:
+          queries: float [Q, dim] (or [dim]) query embeddings.
+          k: results per query, 1 <= k <= number of items.
+          exclude: optional list of Q iterables of item ids to leave out (seen items).
+            The search fetches k + |excluded| and filters, so exactly k results come
+            back whenever k items remain.
+          num_leaves_to_search, reorder: override the configured search knobs.
+
+        Returns:
+          (item_ids int64 [Q, k], scores float32 [Q, k]); -1 / -inf pad a row only when
+          fewer than k items remain after exclusion.
+        """
+        q = self.prepare_queries(queries)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.size:
+            raise ValueError(f"k must be an int in [1, {self.size}], got {k!r}")
+        if exclude is not None and len(exclude) != len(q):
+            raise ValueError(f"exclude must have one entry per query ({len(q)}), "
+                             f"got {len(exclude)}")
+        ex_sets = None
+        extra = 0
+        if exclude is not None:
+            ex_sets = [set(int(i) for i in np.asarray(e).reshape(-1).tolist()) for e in exclude]
+            extra = max((len(s) for s in ex_sets), default=0)
+        with self._lock:
+            fetch = min(int(k) + extra, self.size)
+            pos, scores = self._search_positions(q, fetch, num_leaves_to_search, reorder)
+            ids = np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+        if ex_sets is None and fetch == k:
+            return ids, scores
+        out_ids = np.full((len(q), k), -1, dtype=np.int64)
+        out_scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        for r in range(len(q)):
+            s = ex_sets[r] if ex_sets is not None else ()
+            keep = [j for j, i in enumerate(ids[r].tolist()) if i != -1 and i not in s][:k]
+            out_ids[r, :len(keep)] = ids[r, keep]
+            out_scores[r, :len(keep)] = scores[r, keep]
+        return out_ids, out_scores
+
+    def _search_positions(self, q, fetch, leaves, reorder):
+        c = self.config
+        leaves = c.num_leaves_to_search if leaves is None else leaves
+        reorder = c.reorder if reorder is None else reorder
+        pre = max(reorder, fetch) if (reorder and not c.brute_force) else -1
+        if len(q) == 1:
+            # The single-query path skips the batching overhead (it matters at > 10k QPS).
+            p, d = self.searcher.search(q[0], fetch, pre, leaves if c.num_leaves else -1)
+            p, d = np.asarray(p)[None, :], np.asarray(d)[None, :]
+        else:
+            p, d = self.searcher.search_batched(q, fetch, pre, leaves if c.num_leaves else -1,
+                                                False, 0)
+        p = np.asarray(p, dtype=np.int64)
+        d = np.asarray(d, dtype=np.float32)
+        if p.shape[1] < fetch:  # ScaNN may return fewer when leaves hold fewer points
+            pad = fetch - p.shape[1]
+            p = np.pad(p, ((0, 0), (0, pad)), constant_values=-1)
+            d = np.pad(d, ((0, 0), (0, pad)), constant_values=-np.inf)
+        return p, d
+
+    def exact_search(self, queries, k, *, exclude=None):
+        """Exact (numpy brute-force) top-k ids and scores, same contract as :meth:`search`."""
+        q = self.prepare_queries(queries)
+        ex = None
+        if exclude is not None:
+            ex = [np.asarray([self._pos[int(i)] for i in np.asarray(e).reshape(-1).tolist()
+                              if int(i) in self._pos], dtype=np.int64) for e in exclude]
+        with self._lock:
+            pos, scores = exact_top_k(q, self._vectors, k, exclude=ex)
+            ids = np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+        return ids, scores
+
+    # -- updates --------------------------------------------------------------------
+    def _prepare_items(self, vectors):
+        v = check_vectors(vectors, self.dim, "vectors")
+        return normalize(v) if self.config.distance == "cosine" else v
+
+    def add(self, item_ids, vectors):
+        """Adds new items (ValueError if an id is already indexed)."""
+        ids = _as_ids(item_ids)
+        v = self._prepare_items(vectors)
+        if len(ids) != len(v):
+            raise ValueError(f"item_ids ({len(ids)}) and vectors ({len(v)}) differ in length")
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("item_ids to add contain duplicates")
+        with self._lock:
+            present = [i for i in ids.tolist() if i in self._pos]
+            if present:
+                raise ValueError(f"item ids already indexed: {present[:10]} (use replace)")
+            self.searcher.upsert([None] * len(ids), v, len(ids))
+            start = len(self._ids)
+            self._ids = np.concatenate([self._ids, ids])
+            self._vectors = np.concatenate([self._vectors, v])
+            for j, i in enumerate(ids.tolist()):
+                self._pos[i] = start + j
+
+    def replace(self, item_ids, vectors):
+        """Replaces the vectors of indexed items (ValueError if an id is unknown)."""
+        ids = _as_ids(item_ids)
+        v = self._prepare_items(vectors)
+        if len(ids) != len(v):
+            raise ValueError(f"item_ids ({len(ids)}) and vectors ({len(v)}) differ in length")
+        with self._lock:
+            pos = self.positions(ids)
+            self.searcher.upsert([int(p) for p in pos], v, len(ids))
+            self._vectors[pos] = v
+
+    def remove(self, item_ids):
+        """Removes indexed items (ValueError if an id is unknown)."""
+        ids = _as_ids(item_ids)
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("item_ids to remove contain duplicates")
+        with self._lock:
+            self.positions(ids)  # validates every id before anything changes
+            if len(ids) >= self.size:
+                raise ValueError(f"cannot remove all {self.size} items from an index")
+            order = []
+            id_list = self._ids.tolist()
+            vectors = self._vectors
+            for i in ids.tolist():
+                # ScaNN's delete moves the last point into the freed slot, one at a time.
+                p = self._pos.pop(i)
+                last = len(id_list) - 1
+                order.append(p)
+                if p != last:
+                    moved = id_list[last]
+                    id_list[p] = moved
+                    vectors[p] = vectors[last]
+                    self._pos[moved] = p
+                id_list.pop()
+                vectors = vectors[:last]
+            self.searcher.delete(order)
+            self._ids = np.asarray(id_list, dtype=np.int64)
+            self._vectors = np.ascontiguousarray(vectors)

@@ -1,0 +1,122 @@
+"""Choose ScaNN's search-time knobs for a target recall, measured against brute force.
+
+For sample queries Q, the tuner computes the exact top-k with numpy, then walks a grid
+of (leaves_to_search, reorder) from cheap to expensive, measuring
+
+    recall@k = mean_q |ScaNN_k(q) ∩ exact_k(q)| / k
+
+and the queries/second of ScaNN's batched search. It keeps, among the settings whose
+recall reaches the target, the one with the highest measured QPS (and, when none does,
+the most accurate one, with ``met_target=False``). This is what TFRS's ScaNN layer
+leaves to the user; its fixed defaults reach recall@10 of 0.36–0.55 (DESIGN.md §3).
+"""
+
+import dataclasses
+import time
+from typing import List
+
+import numpy as np
+
+from twotower.index.brute_force import recall_at_k
+
+
+@dataclasses.dataclass
+class TuneResult:
+    """What the tuner chose and what it measured (recall and QPS at the choice)."""
+
+    num_leaves_to_search: int
+    reorder: int
+    recall: float
+    qps: float
+    target_recall: float
+    k: int
+    met_target: bool
+    trials: List[dict]
+
+    def to_dict(self):
+        d = dataclasses.asdict(self)
+        d.pop("trials")
+        return d
+
+
+def _grid_leaves(num_leaves):
+    if not num_leaves:
+        return [0]
+    fractions = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5]
+    out = sorted({max(1, min(num_leaves, int(round(f * num_leaves)))) for f in fractions})
+    return out
+
+
+def _grid_reorder(config, k, n):
+    if config.brute_force:
+        return [0]
+    base = [max(k, 20), 50, 100, 200, 400, 800]
+    return sorted({min(n, max(k, r)) for r in base})
+
+
+def _timed_search(index, queries, k, leaves, reorder, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ids, _ = index.search(queries, k, num_leaves_to_search=leaves or None,
+                              reorder=reorder)
+        times.append(time.perf_counter() - t0)
+    return ids, len(queries) / float(np.median(times))
+
+
+def tune(index, queries, *, target_recall=0.95, k=10, leaves_grid=None, reorder_grid=None,
+         repeats=3, apply=True, progress=True):
+    """Picks leaves-to-search and reorder size reaching ``target_recall`` at top-``k``.
+
+    Args:
+      index: a ScannIndex.
+      queries: sample query embeddings [Q, d] (a few hundred to a few thousand).
+      target_recall: recall@k against exact search to reach, in (0, 1].
+      k: the k of recall@k.
+      leaves_grid, reorder_grid: override the candidate values.
+      repeats: timing repeats per setting (median taken).
+      apply: set the chosen knobs on ``index``.
+
+    Returns:
+      A TuneResult (``.trials`` lists every setting measured).
+    """
+    from tqdm.auto import tqdm
+
+    if not 0 < target_recall <= 1:
+        raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
+    if not isinstance(k, int) or not 1 <= k <= index.size:
+        raise ValueError(f"k must be an int in [1, {index.size}], got {k!r}")
+    q = index.prepare_queries(queries)
+    truth, _ = index.exact_search(q, k)
+    config = index.config
+    leaves_grid = list(leaves_grid) if leaves_grid is not None else _grid_leaves(config.num_leaves)
+    reorder_grid = (list(reorder_grid) if reorder_grid is not None
+                    else _grid_reorder(config, k, index.size))
+    trials = []
+    best = None
+    bar = tqdm(total=len(leaves_grid) * len(reorder_grid), desc="tuning ScaNN",
+               disable=not progress, leave=False)
+    for leaves in leaves_grid:
+        for reorder in reorder_grid:
+            bar.update(1)
+            ids, qps = _timed_search(index, q, k, leaves, reorder, repeats)
+            recall = recall_at_k(ids, truth)
+            trials.append(dict(num_leaves_to_search=leaves, reorder=reorder,
+                               recall=recall, qps=qps))
+            if recall >= target_recall:
+                # More reorder at these leaves only costs time: move to the next leaves.
+                break
+    bar.close()
+    meeting = [t for t in trials if t["recall"] >= target_recall]
+    if meeting:
+        choice = max(meeting, key=lambda t: t["qps"])
+    else:
+        choice = max(trials, key=lambda t: (t["recall"], t["qps"]))
+    result = TuneResult(num_leaves_to_search=choice["num_leaves_to_search"],
+                        reorder=choice["reorder"], recall=choice["recall"], qps=choice["qps"],
+                        target_recall=target_recall, k=k, met_target=bool(meeting),
+                        trials=trials)
+    if apply:
+        index.set_search_params(num_leaves_to_search=result.num_leaves_to_search or None,
+                                reorder=result.reorder)
+    return result

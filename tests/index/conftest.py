@@ -1,0 +1,22 @@
+"""Small clustered corpora shared by the index tests (seeded, a few thousand vectors)."""
+
+import numpy as np
+
+
+def clustered(n, dim=16, *, clusters=20, seed=0, queries=100):
+    """Items and queries from a mixture of anisotropic Gaussians (like trained embeddings)."""
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim)) * 2.0
+    scales = rng.uniform(0.2, 1.0, size=dim)
+    pick = rng.integers(clusters, size=n + queries)
+    x = (centers[pick] + rng.normal(size=(n + queries, dim)) * scales).astype(np.float32)
+    return x[:n], x[n:]
+
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """(items [3000, 16], queries [100, 16]) clustered, seeded."""
+    return clustered(3000)
