@@ -1,0 +1,74 @@
+"""Full-corpus retrieval metrics for next-item evaluation, with the numbers a recipe reports
+beyond recall: catalog coverage and head / tail recall.
+
+For each test query q with one held-out target t, every item of the corpus is scored
+(brute force, exact), the items q's user saw before (training history) are excluded, and
+the target's rank r (1 = best; towers/evaluation.py, ties in the target's favour)
+gives
+
+    recall@K = mean[r <= K]       ndcg@K = mean[r <= K] / log2(r + 1)       mrr = mean 1/r
+
+With a single relevant item per query recall@K is the hit rate and ndcg@K its
+position-discounted version (Järvelin & Kekäläinen, 2002). Coverage@K is the fraction of
+the corpus that appears in at least one query's top K (Ge, Delgado-Battenfeld & Jannach,
+"Beyond accuracy", RecSys 2010). Head / tail recall@K splits the queries by whether the
+target is in the top fraction of items by training popularity (Yi et al. 2019 and Yang et
+al. 2020 report tail quality separately for the same reason: logQ and index negatives
+exist to help the tail). Ranks and top-k lists come from towers/evaluation.py (exact brute force; a
+target is never excluded); this module adds the one-target-per-query summary, coverage
+and the head / tail split.
+"""
+
+import numpy as np
+
+from twotower.towers.evaluation import positive_ranks, top_k
+
+KS = (10, 20, 50, 100)
+
+
+def rank_metrics(ranks, ks=KS, ndcg_ks=(10, 50)):
+    """recall@K, ndcg@K and mrr from 1-based target ranks (one target per query)."""
+    ranks = np.asarray(ranks, np.float64)
+    out = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
+    for k in ndcg_ks:
+        out[f"ndcg@{k}"] = float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)))
+    out["mrr"] = float(np.mean(1.0 / ranks))
+    return out
+
+
+def coverage(top_k, num_items):
+    """Fraction of the corpus appearing in at least one top-k list."""
+    return float(len(np.unique(top_k)) / num_items)
+
+
+def retrieval_report(query_emb, item_emb, targets, exclusions, head_items, *, k_cov=50,
+                     k_split=50):
+    """Every number a recipe reports, as a flat dict.
+
+    Keys: recall@10/20/50/100, ndcg@10/50, mrr, coverage@{k_cov},
+    head_recall@{k_split}, tail_recall@{k_split}, num_queries.
+    head_items: boolean [N], True for head (popular) items.
+    """
+    targets = np.asarray(targets, np.int64)
+    ranks = np.concatenate(positive_ranks(query_emb, item_emb, targets, exclusions))
+    top, _ = top_k(query_emb, item_emb, min(k_cov, len(item_emb)), exclude=exclusions)
+    out = rank_metrics(ranks)
+    out[f"coverage@{k_cov}"] = coverage(top, len(item_emb))
+    head = np.asarray(head_items, bool)[np.asarray(targets, np.int64)]
+    for name, mask in (("head", head), ("tail", ~head)):
+        out[f"{name}_recall@{k_split}"] = (float(np.mean(ranks[mask] <= k_split))
+                                           if mask.any() else float("nan"))
+    out["num_queries"] = int(len(ranks))
+    return out
+
+
+def popularity_report(item_counts, targets, exclusions, head_items):
+    """The popularity baseline through the same metric code: score(q, c) = count(c)."""
+    counts = np.asarray(item_counts, np.float64)
+    # A rank-1 "embedding" scoring items by popularity; ties broken by index (stable
+    # sort) so that every item has a distinct score and ranks are well defined.
+    order = np.argsort(-counts, kind="stable")
+    score = np.empty(len(counts), np.float32)
+    score[order] = len(counts) - np.arange(len(counts))
+    query_emb = np.ones((len(targets), 1), np.float32)
+    return retrieval_report(query_emb, score[:, None], targets, exclusions, head_items)
