@@ -50,6 +50,8 @@ def scores(query, candidates, *, similarity="dot"):
       [B, C] scores.
     """
     check_similarity(similarity)
+    query = tf.convert_to_tensor(query)
+    candidates = tf.convert_to_tensor(candidates)
     query = normalize_if_cosine(query, similarity)
     candidates = normalize_if_cosine(candidates, similarity)
     if candidates.shape.rank == 2:

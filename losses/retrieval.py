@@ -123,6 +123,12 @@ class RetrievalLoss(tf.keras.layers.Layer):
     def logits(self, query, positives, positive_ids, extra=None, extra_ids=None,
                query_ids=None):
         """Returns (logits [B, C], labels [B]) after τ, logQ, masks and hard negatives."""
+        query, positives, extra = (None if t is None else tf.convert_to_tensor(t, tf.float32)
+                                   if not tf.is_tensor(t) else t
+                                   for t in (query, positives, extra))
+        positive_ids = tf.convert_to_tensor(positive_ids)
+        if extra_ids is not None:
+            extra_ids = tf.convert_to_tensor(extra_ids)
         _check_embeddings(query, positives, extra)
         scores, cand_ids, labels, log_q = self.candidates(
             query, positives, positive_ids, extra, extra_ids, similarity=self.similarity)
@@ -143,7 +149,7 @@ class RetrievalLoss(tf.keras.layers.Layer):
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
              query_ids=None):
         if self.hierarchical:
-            return self.head(query, positive_ids)
+            return self.head(tf.convert_to_tensor(query), tf.convert_to_tensor(positive_ids))
         z, labels = self.logits(query, positives, positive_ids, extra, extra_ids, query_ids)
         return self.head.per_example(z, labels)
 
