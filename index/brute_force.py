@@ -1,14 +1,19 @@
 """Exact maximum-inner-product top-k in numpy: the reference every index is measured by.
 
-top_k(q) = argsort_desc(<q, x_i>)[:k] over all items i not excluded for that query,
-computed in chunks of queries so memory stays at chunk × N floats.
+top_k(q) = argsort_desc(<q, x_i>)[:k] over all items i not excluded for that query
+(twotower.towers.evaluation.top_k), and recall@k of an approximate answer against it.
 """
 
 import numpy as np
 
+from twotower.towers import evaluation
+
 
 def exact_top_k(queries, items, k, *, exclude=None, chunk_size=256):
     """Exact top-k rows of ``items`` by inner product with each query.
+
+    Delegates the scoring to :func:`twotower.towers.evaluation.top_k` (the toolkit's one
+    brute force) and marks the slots that exclusions left empty.
 
     Args:
       queries: float array [Q, d].
@@ -21,36 +26,11 @@ def exact_top_k(queries, items, k, *, exclude=None, chunk_size=256):
       (positions int64 [Q, k], scores float32 [Q, k]), best first. Where exclusions leave
       fewer than k items, the tail is padded with position -1 and score -inf.
     """
-    queries = np.asarray(queries, dtype=np.float32)
-    items = np.asarray(items, dtype=np.float32)
-    if queries.ndim != 2 or items.ndim != 2 or queries.shape[1] != items.shape[1]:
-        raise ValueError(f"queries {queries.shape} and items {items.shape} must be 2-D "
-                         "with the same dimension")
-    n = items.shape[0]
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be in [1, {n}], got {k!r}")
-    if exclude is not None and len(exclude) != len(queries):
-        raise ValueError(f"exclude must have one entry per query ({len(queries)}), "
-                         f"got {len(exclude)}")
-    out_pos = np.empty((len(queries), k), dtype=np.int64)
-    out_score = np.empty((len(queries), k), dtype=np.float32)
-    for start in range(0, len(queries), chunk_size):
-        scores = queries[start:start + chunk_size] @ items.T
-        if exclude is not None:
-            for row, ex in enumerate(exclude[start:start + chunk_size]):
-                ex = np.fromiter(ex, dtype=np.int64) if not isinstance(ex, np.ndarray) else ex
-                if ex.size:
-                    scores[row, ex] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else \
-            np.tile(np.arange(n), (len(scores), 1))
-        part_scores = np.take_along_axis(scores, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        pos = np.take_along_axis(part, order, axis=1)
-        sc = np.take_along_axis(part_scores, order, axis=1)
-        pos[np.isneginf(sc)] = -1
-        out_pos[start:start + chunk_size] = pos
-        out_score[start:start + chunk_size] = sc
-    return out_pos, out_score
+    if exclude is not None:
+        exclude = [np.asarray(e, dtype=np.int64).reshape(-1).tolist() for e in exclude]
+    pos, scores = evaluation.top_k(queries, items, k, exclude=exclude, batch_size=chunk_size)
+    pos[np.isneginf(scores)] = -1
+    return pos, scores
 
 
 def recall_at_k(found, truth):

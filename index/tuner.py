@@ -86,7 +86,8 @@ def tune(index, queries, *, target_recall=0.95, k=10, leaves_grid=None, reorder_
         raise ValueError(f"target_recall must be in (0, 1], got {target_recall!r}")
     if not isinstance(k, int) or not 1 <= k <= index.size:
         raise ValueError(f"k must be an int in [1, {index.size}], got {k!r}")
-    q = index.prepare_queries(queries)
+    index.prepare_queries(queries)  # validates shape and dtype before any work
+    q = np.asarray(queries, dtype=np.float32)
     truth, _ = index.exact_search(q, k)
     config = index.config
     leaves_grid = list(leaves_grid) if leaves_grid is not None else _grid_leaves(config.num_leaves)

@@ -34,7 +34,7 @@ def test_recall():
 
 def test_bad_input():
     items = np.zeros((5, 3), np.float32)
-    with pytest.raises(ValueError, match=r"k must be in \[1, 5\], got 6"):
+    with pytest.raises(ValueError, match=r"k must be an int in \[1, num_items=5\], got 6"):
         exact_top_k(np.zeros((1, 3)), items, 6)
-    with pytest.raises(ValueError, match="same dimension"):
+    with pytest.raises(ValueError, match="query dim 4 != item dim 3"):
         exact_top_k(np.zeros((1, 4)), items, 2)

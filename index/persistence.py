@@ -1,0 +1,169 @@
+"""One folder holds a retriever: ScaNN searcher, item ids and vectors, towers, manifest.
+
+    DIR/manifest.json      format, package versions, dim, distance, item count, the
+                           IndexConfig (with tuned search knobs), sha256 of every file
+    DIR/item_ids.npy       int64 [N], by ScaNN position
+    DIR/item_vectors.npy   float32 [N, d] (normalised for cosine): i2i lookups, updates,
+                           exact search
+    DIR/scann/             searcher.serialize(relative_path=True): the folder can move
+    DIR/query_tower/       SavedModel (optional)
+    DIR/item_tower/        SavedModel (optional)
+
+Saving writes to a temporary sibling and renames (twotower.artifacts.atomic_directory).
+Loading checks the format, the ScaNN version and every checksum before using anything,
+and refuses with a ValueError that says what differs.
+"""
+
+import hashlib
+import json
+import os
+import platform
+
+import numpy as np
+
+from twotower.artifacts import atomic_directory
+from twotower.index.config import IndexConfig
+from twotower.index.retriever import Retriever
+from twotower.index.scann_index import ScannIndex
+
+FORMAT = "twotower-index/1"
+MANIFEST = "manifest.json"
+
+
+def _versions():
+    import importlib.metadata as md
+
+    import twotower
+
+    out = {"twotower": twotower.__version__, "python": platform.python_version()}
+    for dist in ("scann", "tensorflow", "tf-keras", "tensorflow-recommenders", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _checksums(root):
+    sums = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if rel != MANIFEST:
+                sums[rel] = _sha256(full)
+    return dict(sorted(sums.items()))
+
+
+def save(path, retriever, *, query_example=None, item_example=None, extra=None):
+    """Writes ``retriever`` (or a bare ScannIndex) to the folder ``path`` atomically.
+
+    Args:
+      path: the folder (replaced if it exists, only once the new one is complete).
+      retriever: a Retriever (its towers are saved when present) or a ScannIndex.
+      query_example, item_example: an example batch for each tower's signature (else
+        Keras' save_spec() of a tower that was called).
+      extra: JSON-able dict stored in the manifest under "extra" (e.g. training info).
+
+    Returns:
+      The manifest dict.
+    """
+    from twotower.index import towers_io
+
+    if isinstance(retriever, ScannIndex):
+        retriever = Retriever(retriever)
+    index = retriever.index
+    with atomic_directory(path) as tmp:
+        with index._lock:
+            np.save(os.path.join(tmp, "item_ids.npy"), index._ids)
+            np.save(os.path.join(tmp, "item_vectors.npy"), index._vectors)
+            os.makedirs(os.path.join(tmp, "scann"))
+            index.searcher.serialize(os.path.join(tmp, "scann"), True)
+            config = index.config.to_dict()
+            size, dim = index.size, index.dim
+        towers = {}
+        for name, tower, example in (("query_tower", retriever.query_tower, query_example),
+                                     ("item_tower", retriever.item_tower, item_example)):
+            if tower is not None:
+                towers_io.save_tower(tower, os.path.join(tmp, name), example)
+                towers[name] = name
+        manifest = {
+            "format": FORMAT,
+            "versions": _versions(),
+            "dim": dim,
+            "distance": config["distance"],
+            "num_items": size,
+            "config": config,
+            "towers": towers,
+            "extra": extra or {},
+            "files": _checksums(tmp),
+        }
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+    return manifest
+
+
+def read_manifest(path):
+    """Reads and validates ``path/manifest.json`` and the files it lists.
+
+    Raises:
+      ValueError: not an index folder, another format or ScaNN version, a missing,
+        extra or changed file.
+    """
+    mpath = os.path.join(path, MANIFEST)
+    if not os.path.isfile(mpath):
+        raise ValueError(f"{path!r} is not a twotower index folder (no {MANIFEST})")
+    try:
+        with open(mpath) as f:
+            manifest = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{mpath!r} is not valid JSON: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise ValueError(f"index folder {path!r} has format {manifest.get('format')!r}; "
+                         f"this twotower reads {FORMAT!r}")
+    saved_scann = manifest.get("versions", {}).get("scann")
+    ours = _versions()["scann"]
+    if saved_scann != ours:
+        raise ValueError(f"index folder {path!r} was written with scann {saved_scann!r}, "
+                         f"this environment has scann {ours!r}: rebuild the index")
+    expected = manifest.get("files", {})
+    actual = _checksums(path)
+    missing = sorted(set(expected) - set(actual))
+    extra = sorted(set(actual) - set(expected))
+    changed = sorted(k for k in set(expected) & set(actual) if expected[k] != actual[k])
+    if missing or extra or changed:
+        raise ValueError(f"index folder {path!r} does not match its manifest: "
+                         f"missing {missing}, unexpected {extra}, changed {changed}")
+    return manifest
+
+
+def load(path, *, load_towers=True):
+    """Loads a folder written by :func:`save`; returns a Retriever (towers when saved)."""
+    from scann.scann_ops.py import scann_ops_pybind
+
+    from twotower.index import towers_io
+
+    manifest = read_manifest(path)
+    ids = np.load(os.path.join(path, "item_ids.npy"))
+    vectors = np.load(os.path.join(path, "item_vectors.npy"))
+    if vectors.shape != (manifest["num_items"], manifest["dim"]) or len(ids) != len(vectors):
+        raise ValueError(f"index folder {path!r}: vectors {vectors.shape} / ids {ids.shape} "
+                         f"do not match the manifest ({manifest['num_items']}, "
+                         f"{manifest['dim']})")
+    searcher = scann_ops_pybind.load_searcher(os.path.join(path, "scann"))
+    index = ScannIndex(searcher, ids, vectors, IndexConfig.from_dict(manifest["config"]))
+    towers = {}
+    if load_towers:
+        for name in manifest.get("towers", {}):
+            towers[name] = towers_io.load_tower(os.path.join(path, name))
+    retriever = Retriever(index, towers.get("query_tower"), towers.get("item_tower"))
+    retriever.manifest = manifest
+    return retriever
