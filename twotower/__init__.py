@@ -1,11 +1,46 @@
 """twotower: two-tower retrieval in which word2vec is the degenerate case.
 
 Importing this package makes tf.keras mean Keras 2 (tf_keras), which TensorFlow
-Recommenders needs; see twotower/_keras2.py and DESIGN.md §3.
+Recommenders needs; see twotower/_keras2.py and DESIGN.md §3. The public names below are
+loaded on first use, so `import twotower` itself stays cheap.
+
+    import twotower
+    from twotower import TwoTowerModel, IDTower, RetrievalLoss, InBatch
 """
+
+import importlib
 
 from twotower._keras2 import ensure_keras2 as _ensure_keras2
 
 _ensure_keras2()
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    # towers
+    "IDTower": "twotower.towers", "PooledIDTower": "twotower.towers",
+    "TwoTowerModel": "twotower.towers",
+    # losses
+    "RetrievalLoss": "twotower.losses", "InBatch": "twotower.losses",
+    "SampledNegatives": "twotower.losses", "MixedNegatives": "twotower.losses",
+    "AllItems": "twotower.losses", "Softmax": "twotower.losses",
+    "NegativeSampling": "twotower.losses", "NCE": "twotower.losses",
+    "Triplet": "twotower.losses", "HierarchicalSoftmax": "twotower.losses",
+    # data
+    "UnigramSampler": "twotower.data.samplers", "UniformSampler": "twotower.data.samplers",
+    "StreamingFrequencyEstimator": "twotower.data.frequency",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'twotower' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)
