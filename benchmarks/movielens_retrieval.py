@@ -1,0 +1,221 @@
+"""MovieLens two-tower recipes vs popularity vs a TFRS reference, with ablations, in one run.
+
+One split (default: ML-100K from the offline recbole wheel, leave-last-out by timestamp,
+every rating a positive). Every model is evaluated the same way: the test user's query
+embedding scores the WHOLE item corpus, the items the user saw in train/validation are
+excluded, and the held-out item's exact rank gives recall@K / ndcg / mrr; coverage@50 and
+head (top 20% by training popularity) / tail recall@50 come from the same ranks
+(twotower.towers.retrieval_report).
+
+Models (each trained with the same towers, epochs, batch size, optimizer and lr, for
+every seed):
+  popularity        — rank by training counts (deterministic: one run)
+  tfrs              — tfrs.Model + tfrs.tasks.Retrieval(temperature=τ) on the youtube
+                      towers (history + user features; item features; L2-normalised):
+                      TFRS's in-batch softmax, no sampling correction
+  dssm, dssm_t<τ>   — dssm over a few temperatures (dssm = the recipe's default τ)
+  youtube, youtube_nologq — in-batch softmax with / without streaming logQ
+  mns, mns_inbatch, mns_uniform — mixed negatives vs in-batch only vs uniform only
+  ebr               — triplet loss, semi-hard mining
+Throughput is training examples per second after the first step (Keras fit, same
+pipeline); ``tfrs`` and ``youtube_nologq`` compute the same loss on the same towers.
+
+    python benchmarks/movielens_retrieval.py --out out/bench_movielens
+"""
+
+import argparse
+import dataclasses
+import os
+import sys
+import time
+
+import numpy as np
+
+import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+import tensorflow as tf
+import tensorflow_recommenders as tfrs
+
+from twotower.artifacts import atomic_directory, atomic_write_text
+from twotower.recipes import dssm, ebr, mns, youtube
+from twotower.recipes import movielens_two_tower as common
+from twotower.reporting import format_table, plot_curves, write_metrics
+from twotower.towers.retrieval_report import KS
+
+REPORTED = ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "coverage@50",
+            "head_recall@50", "tail_recall@50", "examples_per_sec")
+
+
+class TFRSReference(tfrs.Model):
+    """The TFRS way: tfrs.Model whose compute_loss feeds both towers to tasks.Retrieval."""
+
+    def __init__(self, query_tower, item_tower, temperature):
+        super().__init__()
+        self.query_tower = query_tower
+        self.item_tower = item_tower
+        self.task = tfrs.tasks.Retrieval(temperature=temperature)
+
+    def compute_loss(self, features, training=False):
+        u = self.query_tower(features["query"], training=training)
+        v = self.item_tower(features["item"], training=training)
+        return self.task(u, v, compute_metrics=False)
+
+
+def train_tfrs(config):
+    """Trains the TFRS reference on the youtube towers; returns (metrics)."""
+    data = common.load_data(config)
+    tf.keras.utils.set_random_seed(config.seed)
+    q, i = common.build_towers(data, config, history=True, l2_normalize=True)
+    model = TFRSReference(q, i, config.temperature)
+    model.compile(optimizer=tf.keras.optimizers.Adam(config.lr))
+    meter = common.Throughput(config.batch_size, len(data.train), config.epochs)
+    model.fit(common.training_dataset(data, config), epochs=config.epochs, verbose=0,
+              callbacks=[meter])
+    metrics = common.evaluate_towers(q, i, data)
+    metrics["examples_per_sec"] = meter.examples_per_sec
+    return metrics
+
+
+def experiments(args):
+    """name -> (train function, config) for one seed; every config shares the runtime."""
+    base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
+                source=args.data, min_rating=args.min_rating)
+    yt = youtube.Config(**base)
+    exps = {
+        "tfrs": (train_tfrs, youtube.Config(**base)),
+        "dssm": (dssm.train, dssm.Config(**base)),
+    }
+    for t in args.dssm_temperatures:
+        exps[f"dssm_t{t:g}"] = (dssm.train, dssm.Config(**base, temperature=t))
+    exps.update({
+        "youtube": (youtube.train, yt),
+        "youtube_nologq": (youtube.train, dataclasses.replace(yt, logq=False)),
+        "mns": (mns.train, mns.Config(**base, index_negatives=args.index_negatives)),
+        "mns_inbatch": (mns.train, mns.Config(**base, mode="in-batch")),
+        "mns_uniform": (mns.train, mns.Config(**base, mode="uniform",
+                                              index_negatives=args.index_negatives)),
+        "ebr": (ebr.train, ebr.Config(**base)),
+    })
+    # The dssm sweep reuses the default temperature's runs rather than training twice.
+    default_t = dssm.Config().temperature
+    exps.pop(f"dssm_t{default_t:g}", None)
+    return exps
+
+
+def summarize(runs):
+    """name -> list of metric dicts  ->  flat {name_metric: mean, name_metric_std: std}."""
+    flat = {}
+    for name, results in runs.items():
+        for key in REPORTED:
+            vals = np.asarray([r[key] for r in results], np.float64)
+            flat[f"{name}_{key}"] = float(np.mean(vals))
+            if len(vals) > 1:
+                flat[f"{name}_{key}_std"] = float(np.std(vals, ddof=1))
+        flat[f"{name}_runs"] = len(results)
+    return flat
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="output folder (metrics.json, results.md, "
+                   "recall_at_k.png)")
+    p.add_argument("--data", default="auto", help="MovieLens source (see twotower youtube "
+                   "--help); default: cached ml-100k.zip, else the recbole wheel")
+    p.add_argument("--min-rating", type=float, default=None,
+                   help="keep ratings >= this as positives (default: all)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per model (>= 3 for a spread)")
+    p.add_argument("--epochs", type=int, default=3, help="epochs for every model")
+    p.add_argument("--batch-size", type=int, default=256, help="batch for every model")
+    p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate for every model")
+    p.add_argument("--dim", type=int, default=32, help="embedding size for every model")
+    p.add_argument("--index-negatives", type=int, default=256, help="K for mns / mns_uniform")
+    p.add_argument("--dssm-temperatures", type=float, nargs="+", default=[0.02, 0.05, 0.1],
+                   help="temperatures of the dssm sweep")
+    p.add_argument("--only", nargs="*", default=None, help="run only these models")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.seeds < 1 or args.epochs < 1:
+        raise ValueError(f"--seeds and --epochs must be >= 1, got {args.seeds}, {args.epochs}")
+    exps = experiments(args)
+    if args.only:
+        unknown = sorted(set(args.only) - set(exps) - {"popularity"})
+        if unknown:
+            raise ValueError(f"--only names unknown models {unknown}; known: {sorted(exps)}")
+        exps = {k: v for k, v in exps.items() if k in args.only}
+    data = common.load_data(next(iter(exps.values()))[1] if exps else youtube.Config(
+        source=args.data, min_rating=args.min_rating))
+    pop = common.popularity(data)
+    pop["examples_per_sec"] = float("nan")
+    runs = {"popularity": [pop]}
+
+    from tqdm.auto import tqdm
+
+    started = time.time()
+    bar = tqdm(total=len(exps) * args.seeds, desc="training", unit="run")
+    for seed in range(args.seeds):
+        for name, (train, config) in exps.items():
+            config = dataclasses.replace(config, seed=seed)
+            out = train(config)
+            metrics = out if isinstance(out, dict) else out[2]
+            runs.setdefault(name, []).append(metrics)
+            bar.set_postfix_str(f"{name} seed {seed}: recall@50 {metrics['recall@50']:.3f}")
+            bar.update(1)
+            tf.keras.backend.clear_session()
+    bar.close()
+    if "dssm" in runs:
+        runs[f"dssm_t{dssm.Config().temperature:g}"] = runs["dssm"]
+
+    flat = summarize(runs)
+    recipes = [n for n in ("dssm", "youtube", "mns", "ebr") if n in runs]
+    if recipes:
+        flat["target_every_recipe_beats_popularity"] = int(all(
+            flat[f"{n}_recall@50"] > flat["popularity_recall@50"] for n in recipes))
+    if recipes and "tfrs" in runs:
+        best = max(recipes, key=lambda n: flat[f"{n}_recall@50"])
+        flat["target_best_recipe_beats_tfrs"] = int(flat[f"{best}_recall@50"]
+                                                    > flat["tfrs_recall@50"])
+        if "youtube_nologq" in runs:
+            flat["throughput_ratio_vs_tfrs"] = (flat["youtube_nologq_examples_per_sec"]
+                                                / flat["tfrs_examples_per_sec"])
+            flat["target_throughput_ge_tfrs"] = int(flat["throughput_ratio_vs_tfrs"] >= 1.0)
+    flat.update(seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
+                num_items=data.num_items, num_test_queries=len(data.test),
+                wall_seconds=time.time() - started)
+
+    rows = []
+    for name, results in runs.items():
+        row = {"model": name}
+        for key in ("recall@10", "recall@50", "recall@100", "mrr", "coverage@50",
+                    "tail_recall@50", "examples_per_sec"):
+            mean = flat[f"{name}_{key}"]
+            std = flat.get(f"{name}_{key}_std")
+            fmt = "{:.0f}" if key == "examples_per_sec" else "{:.4f}"
+            row[key] = "-" if np.isnan(mean) else (
+                fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else ""))
+        rows.append(row)
+    table = format_table(rows)
+    header = (f"MovieLens ({data.config.split}, {data.num_items} items, {len(data.test)} test "
+              f"users); {args.seeds} seeds, {args.epochs} epochs, batch {args.batch_size}; "
+              "mean ± std; full-corpus ranking, seen items excluded")
+    print(f"\n{header}\n{table}\n")
+    for key in sorted(k for k in flat if k.startswith("target_") or k.startswith("throughput")):
+        print(f"{key}: {flat[key]:.3f}" if isinstance(flat[key], float) else f"{key}: {flat[key]}")
+
+    with atomic_directory(args.out) as tmp:
+        write_metrics(tmp, flat)
+        atomic_write_text(os.path.join(tmp, "results.md"), f"{header}\n\n{table}\n")
+        curves = {n: (list(KS), [float(np.mean([r[f'recall@{k}'] for r in runs[n]]))
+                                 for k in KS])
+                  for n in ("popularity", "tfrs", "dssm", "youtube", "youtube_nologq", "mns",
+                            "ebr") if n in runs}
+        plot_curves(os.path.join(tmp, "recall_at_k.png"), curves, xlabel="K",
+                    ylabel="recall@K", title="MovieLens full-corpus recall@K")
+    print(f"wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
