@@ -104,6 +104,18 @@ def test_each_head_learns_the_planted_model(name):
     assert recall > minimum, f"{name}: recall@10 {recall:.3f} <= {minimum}"
 
 
+def test_streaming_estimator_is_updated_inside_train_step():
+    est = StreamingFrequencyEstimator(1024, 0.05)
+    model, _ = _train(RetrievalLoss("softmax", InBatch(est)), epochs=2)
+    steps = 2 * (TRAIN.size // 128)
+    assert int(est.step.numpy()) == steps
+    # the most trained item gets the largest estimate
+    p_hat = est(tf.range(N)).numpy()
+    assert np.argmax(p_hat) in np.argsort(-COUNTS)[:3]
+    model.evaluate(_dataset().take(2), verbose=0)
+    assert int(est.step.numpy()) == steps  # evaluation does not update the estimate
+
+
 def test_save_reload_and_config_round_trip(tmp_path):
     loss = RetrievalLoss("softmax", InBatch(frequencies=COUNTS), temperature=0.2,
                          learn_temperature=True)
