@@ -8,6 +8,8 @@
     DIR/scann/             searcher.serialize(relative_path=True): the folder can move
     DIR/query_tower/       SavedModel (optional)
     DIR/item_tower/        SavedModel (optional)
+    DIR/user_table.npz     query-tower inputs per user, keyed by "user_id" (optional)
+    DIR/user_seen.npz      items each user has seen: users, offsets, items (optional)
 
 Saving writes to a temporary sibling and renames (twotower.artifacts.atomic_directory).
 Loading checks the format, the ScaNN version and every checksum before using anything,
@@ -89,6 +91,17 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None):
             index.searcher.serialize(os.path.join(tmp, "scann"), True)
             config = index.config.to_dict()
             size, dim = index.size, index.dim
+        if retriever.user_table is not None:
+            np.savez(os.path.join(tmp, "user_table.npz"),
+                     **{k: (v.astype(str) if v.dtype == object else v)
+                        for k, v in retriever.user_table.items()})
+        if retriever.user_seen is not None:
+            users = np.asarray(sorted(retriever.user_seen), dtype=np.int64)
+            lists = [retriever.user_seen[int(u)] for u in users]
+            np.savez(os.path.join(tmp, "user_seen.npz"), users=users,
+                     offsets=np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
+                     items=np.concatenate(lists).astype(np.int64) if lists
+                     else np.zeros(0, np.int64))
         towers = {}
         for name, tower, example in (("query_tower", retriever.query_tower, query_example),
                                      ("item_tower", retriever.item_tower, item_example)):
@@ -164,6 +177,15 @@ def load(path, *, load_towers=True):
     if load_towers:
         for name in manifest.get("towers", {}):
             towers[name] = towers_io.load_tower(os.path.join(path, name))
-    retriever = Retriever(index, towers.get("query_tower"), towers.get("item_tower"))
+    user_table = user_seen = None
+    if os.path.exists(os.path.join(path, "user_table.npz")):
+        with np.load(os.path.join(path, "user_table.npz"), allow_pickle=False) as z:
+            user_table = {k: z[k] for k in z.files}
+    if os.path.exists(os.path.join(path, "user_seen.npz")):
+        with np.load(os.path.join(path, "user_seen.npz"), allow_pickle=False) as z:
+            users, offsets, items = z["users"], z["offsets"], z["items"]
+        user_seen = {int(u): items[offsets[i]:offsets[i + 1]] for i, u in enumerate(users)}
+    retriever = Retriever(index, towers.get("query_tower"), towers.get("item_tower"),
+                          user_table=user_table, user_seen=user_seen)
     retriever.manifest = manifest
     return retriever

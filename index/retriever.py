@@ -21,12 +21,31 @@ class Retriever:
         it, u2i takes embeddings only).
       item_tower: callable mapping item features/ids to embeddings (optional: i2i by
         indexed id needs none; i2i by features needs it).
+      user_table: optional dict of equal-length arrays, one row per user, with a
+        ``"user_id"`` column: the query tower's inputs for each user (a feature store),
+        so that u2i can be asked by user id.
+      user_seen: optional dict user id -> item ids that user has seen (excluded by
+        :meth:`u2i_users` unless told otherwise).
     """
 
-    def __init__(self, index, query_tower=None, item_tower=None):
+    def __init__(self, index, query_tower=None, item_tower=None, *, user_table=None,
+                 user_seen=None):
         self.index = index
         self.query_tower = query_tower
         self.item_tower = item_tower
+        self.user_table = None
+        self._user_rows = None
+        if user_table is not None:
+            if "user_id" not in user_table:
+                raise ValueError(f"user_table needs a 'user_id' column, got {sorted(user_table)}")
+            n = len(user_table["user_id"])
+            bad = {k: len(v) for k, v in user_table.items() if len(v) != n}
+            if bad:
+                raise ValueError(f"user_table columns must have {n} rows, got {bad}")
+            self.user_table = {k: np.asarray(v) for k, v in user_table.items()}
+            self._user_rows = {int(u): r for r, u in enumerate(self.user_table["user_id"])}
+        self.user_seen = ({int(u): np.asarray(v, dtype=np.int64) for u, v in user_seen.items()}
+                          if user_seen is not None else None)
 
     @staticmethod
     def _check_k(k, limit):
@@ -53,6 +72,28 @@ class Retriever:
         """
         self._check_k(k, self.index.size)
         return self.u2i_embeddings(self.embed_queries(query_features), k, exclude=exclude)
+
+    def u2i_users(self, user_ids, k=10, *, exclude_seen=True, exclude=None):
+        """u2i for known users: their row of ``user_table`` through the query tower,
+        excluding the items in ``user_seen`` (when ``exclude_seen``) and ``exclude``."""
+        if self.user_table is None:
+            raise ValueError("this Retriever has no user_table: pass query features to u2i")
+        users = np.asarray(user_ids).reshape(-1)
+        rows = []
+        for u in users.tolist():
+            r = self._user_rows.get(int(u))
+            if r is None:
+                raise ValueError(f"unknown user id {u!r} ({len(self._user_rows)} users known)")
+            rows.append(r)
+        features = {name: col[rows] for name, col in self.user_table.items()}
+        ex = [[] for _ in rows] if exclude is None else [list(np.asarray(e).reshape(-1))
+                                                         for e in exclude]
+        if len(ex) != len(rows):
+            raise ValueError(f"exclude must have one entry per user ({len(rows)}), got {len(ex)}")
+        if exclude_seen and self.user_seen is not None:
+            ex = [e + self.user_seen.get(int(u), np.zeros(0, np.int64)).tolist()
+                  for e, u in zip(ex, users.tolist())]
+        return self.u2i(features, k, exclude=ex)
 
     def u2i_embeddings(self, query_embeddings, k=10, *, exclude=None):
         """As :meth:`u2i`, from query embeddings [B, d]."""

@@ -7,7 +7,9 @@
     POST /i2i     {"item_ids": [..]}, optional "k", "exclude"  (each item itself excluded)
                   -> {"item_ids": [[..]], "scores": [[..]]}
 
-"user_ids" are fed to the query tower as int64 ids (an ID-lookup query tower);
+"user_ids" look up each user's query-tower inputs in the folder's user table and
+exclude the items that user has seen (unless "exclude_seen": false); without a user
+table they are fed to the query tower as int64 ids (an ID-lookup query tower);
 "features" are a list or a dict of lists, batched, as the query tower takes them.
 Bad requests get 400 with {"error": message} and the server keeps serving; bodies over
 --max-request-bytes get 413; batches over --max-batch get 400. Binds 127.0.0.1 unless
@@ -59,9 +61,10 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         if self.path.rstrip("/") == "/health":
             r = self.server.retriever
+            users = 0 if r.user_table is None else len(r.user_table["user_id"])
             self._send(200, {"status": "ok", "num_items": r.index.size, "dim": r.index.dim,
                              "distance": r.index.config.distance,
-                             "config": r.index.config.to_dict(),
+                             "config": r.index.config.to_dict(), "users": users,
                              "towers": {"query": r.query_tower is not None,
                                         "item": r.item_tower is not None}})
         else:
@@ -124,7 +127,7 @@ class Handler(BaseHTTPRequestHandler):
         given = sorted(keys & set(body))
         if len(given) != 1:
             raise BadRequest(f"give exactly one of {sorted(keys)}, got {given}")
-        k, exclude = self._common(body, keys | {"k", "exclude"})
+        k, exclude = self._common(body, keys | {"k", "exclude", "exclude_seen"})
         r = self.server.retriever
         if "embeddings" in body:
             q = _as_array(body["embeddings"], "embeddings")
@@ -142,6 +145,12 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest(f"user_ids must be a list of integers, got {body['user_ids']!r}"[:200])
             inputs = inputs.astype(np.int64)
             n = len(inputs)
+            if r.user_table is not None:
+                self._batch(n)
+                exclude_seen = body.get("exclude_seen", True)
+                if not isinstance(exclude_seen, bool):
+                    raise BadRequest(f"exclude_seen must be true or false, got {exclude_seen!r}")
+                return r.u2i_users(inputs, k, exclude_seen=exclude_seen, exclude=exclude)
         else:
             feats = body["features"]
             if isinstance(feats, dict):

@@ -42,7 +42,8 @@ class TuneResult:
 def _grid_leaves(num_leaves):
     if not num_leaves:
         return [0]
-    fractions = [0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5]
+    fractions = [0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.04, 0.05, 0.07, 0.1,
+                 0.15, 0.2, 0.3, 0.5]
     out = sorted({max(1, min(num_leaves, int(round(f * num_leaves)))) for f in fractions})
     return out
 
@@ -50,7 +51,7 @@ def _grid_leaves(num_leaves):
 def _grid_reorder(config, k, n):
     if config.brute_force:
         return [0]
-    base = [max(k, 20), 50, 100, 200, 400, 800]
+    base = [2 * k, 30, 40, 60, 80, 100, 150, 200, 300, 400, 800]
     return sorted({min(n, max(k, r)) for r in base})
 
 
@@ -97,16 +98,22 @@ def tune(index, queries, *, target_recall=0.95, k=10, leaves_grid=None, reorder_
     best = None
     bar = tqdm(total=len(leaves_grid) * len(reorder_grid), desc="tuning ScaNN",
                disable=not progress, leave=False)
+    best_qps = 0.0
     for leaves in leaves_grid:
-        for reorder in reorder_grid:
+        for j, reorder in enumerate(reorder_grid):
             bar.update(1)
             ids, qps = _timed_search(index, q, k, leaves, reorder, repeats)
             recall = recall_at_k(ids, truth)
             trials.append(dict(num_leaves_to_search=leaves, reorder=reorder,
                                recall=recall, qps=qps))
             if recall >= target_recall:
+                best_qps = max(best_qps, qps)
                 # More reorder at these leaves only costs time: move to the next leaves.
                 break
+            if qps < best_qps:
+                break  # already slower than a setting that met the target
+        if j == 0 and trials[-1]["qps"] < best_qps:
+            break  # more leaves only gets slower from here
     bar.close()
     meeting = [t for t in trials if t["recall"] >= target_recall]
     if meeting:
