@@ -6,7 +6,8 @@ data/skipgram.py) running inside tf.data (``py_function`` in a ``flat_map``), so
 next epoch is built while the current one trains, and batches are prefetched.
 
 Each batch is a dict:
-  "query": centre ids [B] (skip-gram) or context ids [B, 2·window] padded with -1 (CBOW),
+  "query": centre ids [B] (skip-gram), or for CBOW the context ids + 1 [B, 2·window]
+    with 0 = padding (PooledIDTower's convention: its row w + 1 is word w),
   "item": the id to predict [B] (the context word for skip-gram, the centre for CBOW),
   "progress": [B] float32 in [0, 1): the fraction of all training done at this
     example (epoch + position in epoch) / epochs, from which a trainer draws
@@ -19,7 +20,7 @@ once, a batch of consecutive text would repeat the same centre word 2·b times.
 import numpy as np
 import tensorflow as tf
 
-from twotower.data.skipgram import PAD, cbow_examples, skipgram_pairs
+from twotower.data.skipgram import cbow_examples, skipgram_pairs
 from twotower.data.subsample import keep_probabilities, subsample
 
 ARCHS = ("sg", "cbow")
@@ -61,16 +62,24 @@ class Word2VecExamples:
             query, item = skipgram_pairs(ids, sids, self.window, rng)
         else:
             query, item = cbow_examples(ids, sids, self.window, rng)
+            query = query + 1  # PAD (-1) → 0, word w → w + 1
         order = rng.permutation(len(item))
         return query[order], item[order]
 
-    def dataset(self, epochs, batch_size, *, prefetch=2):
-        """The tf.data pipeline over ``epochs`` epochs, batched; see the module docstring."""
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs!r}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    def dataset(self, epochs, batch_size, *, steps_per_element=1, prefetch=2):
+        """The tf.data pipeline over ``epochs`` epochs; see the module docstring.
+
+        With ``steps_per_element`` = S > 1 each element stacks up to S full batches
+        ([S', B] leading dims, S' <= S) so that a trainer can run S steps per call; an
+        epoch's last, short batch comes alone as [1, t] (t < B).
+        """
+        for name, value in (("epochs", epochs), ("batch_size", batch_size),
+                            ("steps_per_element", steps_per_element)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         qshape = [None] if self.arch == "sg" else [None, 2 * self.window]
+        keys = ("query", "item", "progress")
+        stack = steps_per_element > 1
 
         def make(e):
             query, item = self.epoch(int(e))
@@ -93,15 +102,18 @@ class Word2VecExamples:
                 head = tf.reshape(x[:full], tf.concat([[-1, batch_size], tf.shape(x)[1:]], 0))
                 return head, x[full:]
 
-            parts = [cut(x) for x in (query, item, progress)]
-            heads = {k: p[0] for k, p in zip(("query", "item", "progress"), parts)}
-            tails = {k: p[1][tf.newaxis] for k, p in zip(("query", "item", "progress"), parts)}
-            tail_ds = tf.data.Dataset.from_tensor_slices(tails).filter(
-                lambda b: tf.shape(b["item"])[0] > 0)
-            return tf.data.Dataset.from_tensor_slices(heads).concatenate(tail_ds)
+            parts = dict(zip(keys, (cut(x) for x in (query, item, progress))))
+            heads = tf.data.Dataset.from_tensor_slices({k: p[0] for k, p in parts.items()})
+            tail = {k: p[1][tf.newaxis] for k, p in parts.items()}
+            if stack:
+                heads = heads.batch(steps_per_element)
+                tail = {k: v[tf.newaxis] for k, v in tail.items()}
+            tail_ds = tf.data.Dataset.from_tensor_slices(tail).filter(
+                lambda b: tf.size(b["item"]) > 0)
+            return heads.concatenate(tail_ds)
 
         ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
         return ds.prefetch(prefetch)
 
 
-__all__ = ["Word2VecExamples", "ARCHS", "PAD"]
+__all__ = ["Word2VecExamples", "ARCHS"]
