@@ -1,0 +1,37 @@
+"""twotower.data.word_eval: Spearman, word-pair similarity, 3CosAdd analogies."""
+
+import numpy as np
+import pytest
+
+from twotower.data.word_eval import (analogy_accuracy, read_analogies, read_word_pairs,
+                                     spearman, word_similarity)
+
+
+def test_spearman_with_ties():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x: 1, 2.5, 2.5, 4; y: 1, 2, 3, 4 → Pearson of ranks = 4.5 / sqrt(4.5 · 5)
+    assert spearman([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(4.5 / np.sqrt(4.5 * 5))
+
+
+def test_similarity_skips_oov_and_lowercases(tmp_path):
+    p = tmp_path / "ws.tsv"
+    p.write_text("# header\nA\tb\t9\na\tc\t1\na\tzzz\t5\nb\tc\t4\n")
+    pairs = read_word_pairs(str(p))
+    words = ["a", "b", "c"]
+    vecs = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    rho, used, skipped = word_similarity(words, vecs, pairs)
+    assert (used, skipped) == (3, 1)
+    assert rho == pytest.approx(1.0)   # cos: a·b 0.99 > b·c 0.11 > a·c 0
+
+
+def test_analogy_3cosadd(tmp_path):
+    p = tmp_path / "q.txt"
+    p.write_text(": caps\nParis France Rome Italy\nParis France Rome Spain\nParis France Oslo Norway\n")
+    questions = read_analogies(str(p))
+    words = ["paris", "france", "rome", "italy", "spain"]
+    # planted offset: country = city + (1, 0, 0)
+    vecs = np.array([[0, 1, 0], [1, 1, 0], [0, 0, 1], [1, 0, 1], [1, -1, 0.2]], float)
+    acc, in_vocab, total = analogy_accuracy(words, vecs, questions)
+    assert (in_vocab, total) == (2, 3)
+    assert acc == pytest.approx(0.5)   # "italy" is right, "spain" is not
