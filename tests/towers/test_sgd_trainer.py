@@ -1,0 +1,111 @@
+"""twotower.towers.sgd_trainer: per-example sparse SGD equals word2vec's update."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from twotower.data.samplers import UnigramSampler
+from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
+from twotower.towers import IDTower, PooledIDTower, TwoTowerModel
+from twotower.towers.sgd_trainer import SparseSGDTrainer
+
+V, D, K = 6, 4, 3
+NEG_ID = 5
+
+
+def sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def model_with(query_tower, head="neg", counts=None):
+    counts = np.eye(V)[NEG_ID] if counts is None else counts  # every negative is NEG_ID
+    item = IDTower(V, D, embeddings_initializer="glorot_uniform", validate_ids=False)
+    if head == "hs":
+        loss = RetrievalLoss(HierarchicalSoftmax(np.arange(1, V + 1), D), candidates=None)
+    else:
+        loss = RetrievalLoss(head, SampledNegatives(UnigramSampler(counts, 0.75), K, shared=False))
+    model = TwoTowerModel(query_tower, item, loss)
+    probe = [[1]] if isinstance(query_tower, PooledIDTower) else [0]
+    model({"query": tf.constant(probe), "item": tf.constant([0])})
+    if head == "hs":
+        loss(query_tower(tf.constant(probe)), None, tf.constant([0]))
+    return model
+
+
+def test_skipgram_neg_step_matches_word2vec():
+    tf.random.set_seed(0)
+    model = model_with(IDTower(V, D, validate_ids=False))
+    W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
+    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.1)
+    centre, ctx, progress = [1, 2], [3, 4], [0.0, 0.5]
+    trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
+                        "progress": tf.constant(progress)})
+    W_ref, Wo_ref = W.copy(), Wo.copy()
+    for c, x, p in zip(centre, ctx, progress):   # word2vec.c: g = (label − σ(f))·α
+        lr = 0.5 - 0.4 * p
+        u = W[c]
+        g_pos = (1 - sigmoid(u @ Wo[x])) * lr
+        g_neg = (0 - sigmoid(u @ Wo[NEG_ID])) * lr
+        W_ref[c] += g_pos * Wo[x] + K * g_neg * Wo[NEG_ID]
+        Wo_ref[x] += g_pos * u
+        Wo_ref[NEG_ID] += K * g_neg * u
+    np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W_ref, atol=1e-5)
+    np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo_ref, atol=1e-5)
+    untouched = [0, 3, 4, 5]                      # sparse: rows not used stay as they were
+    np.testing.assert_array_equal(model.query_tower.embeddings.numpy()[untouched], W[untouched])
+
+
+@pytest.mark.parametrize("pooled_gradient,scale", [("sum", 1.0), ("mean", 0.5)])
+def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
+    tf.random.set_seed(1)
+    model = model_with(PooledIDTower(V + 1, D, validate_ids=False))
+    W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
+    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3, pooled_gradient=pooled_gradient)
+    ctx = [[2, 4, 0, 0]]                           # words 1 and 3, two padding slots
+    trainer.train_step({"query": tf.constant(ctx), "item": tf.constant([2]),
+                        "progress": tf.constant([0.0])})
+    h = (W[2] + W[4]) / 2                          # mean of the context
+    g_pos = (1 - sigmoid(h @ Wo[2])) * 0.3
+    g_neg = -sigmoid(h @ Wo[NEG_ID]) * 0.3
+    neu1e = g_pos * Wo[2] + K * g_neg * Wo[NEG_ID]
+    new = model.query_tower.embeddings.numpy()
+    np.testing.assert_allclose(new[2], W[2] + scale * neu1e, atol=1e-5)
+    np.testing.assert_allclose(new[4], W[4] + scale * neu1e, atol=1e-5)
+    np.testing.assert_array_equal(new[0], W[0])    # padding row untouched
+
+
+def test_fit_lowers_the_loss_on_planted_pairs():
+    tf.random.set_seed(2)
+    counts = np.ones(V)
+    model = model_with(IDTower(V, D, validate_ids=False), counts=counts)
+    trainer = SparseSGDTrainer(model, alpha=0.2, min_alpha=0.01)
+    q = np.array([0, 1, 2, 3, 4, 5] * 20, np.int32)
+    x = (q + 1) % V                                # planted: i → i + 1
+    first = trainer.per_example_loss(tf.constant(q), tf.constant(x)).numpy().mean()
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"query": q, "item": x, "progress": np.linspace(0, 1, len(q), endpoint=False,
+                                                        dtype=np.float32)}).repeat(5).batch(24)
+    result = trainer.fit(ds, progress=False)
+    last = trainer.per_example_loss(tf.constant(q), tf.constant(x)).numpy().mean()
+    assert result["examples"] == 600 and last < first - 0.5
+
+
+def test_hierarchical_softmax_head_trains():
+    tf.random.set_seed(3)
+    model = model_with(IDTower(V, D, validate_ids=False), head="hs")
+    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.5)
+    q, x = tf.constant([0, 1, 2]), tf.constant([3, 4, 5])
+    before = trainer.per_example_loss(q, x).numpy().sum()
+    for _ in range(20):
+        trainer.train_step({"query": q, "item": x, "progress": tf.zeros([3])})
+    assert trainer.per_example_loss(q, x).numpy().sum() < before
+
+
+def test_bad_settings_are_named():
+    model = model_with(IDTower(V, D, validate_ids=False))
+    with pytest.raises(ValueError, match="alpha must be a finite number > 0, got 0"):
+        SparseSGDTrainer(model, alpha=0)
+    with pytest.raises(ValueError, match=r"min_alpha must be in \[0, alpha=0.1\], got 0.2"):
+        SparseSGDTrainer(model, alpha=0.1, min_alpha=0.2)
+    with pytest.raises(ValueError, match="pooled_gradient must be one of"):
+        SparseSGDTrainer(model, pooled_gradient="max")
