@@ -1,0 +1,180 @@
+"""Sessions: time-ordered item events grouped into sessions, with bookings and markets.
+
+The format a user brings (Airbnb, KDD 2018, trains on click sessions of this shape) is a
+CSV file with a header and one event per line:
+
+    session_id,item_id,timestamp,booked,market
+    s1,listing_17,1700000000,0,paris
+    s1,listing_4,1700000300,1,paris
+
+session_id and item_id are strings; timestamp an integer (seconds); booked 0/1 (the event
+is the session's booking; at most one per session counts — the last); market a string
+(the listing's market / city; any grouping of items whose negatives should be drawn from
+the same pool). Events are sorted by (session, timestamp) on load.
+
+``sessions_from_interactions`` builds the same structure from (user, item, timestamp)
+logs by splitting each user's time-ordered events where the gap exceeds ``max_gap``
+(Airbnb: a new session after 30 minutes of inactivity); ``max_gap=None`` keeps one
+session per user (item2vec's "basket" is the user's whole history).
+"""
+
+import csv
+import dataclasses
+
+import numpy as np
+
+FIELDS = ("session_id", "item_id", "timestamp", "booked", "market")
+
+
+@dataclasses.dataclass
+class SessionLog:
+    """Events sorted by (session, timestamp).
+
+    session [n] int session index; item [n] int item index into ``item_names``;
+    timestamp [n] int64; booked [n] bool; market [n] int index into ``market_names``
+    (the market of the event's item). ``item_market`` [num_items] is each item's market.
+    """
+
+    session: np.ndarray
+    item: np.ndarray
+    timestamp: np.ndarray
+    booked: np.ndarray
+    market: np.ndarray
+    item_names: list
+    market_names: list
+
+    def __post_init__(self):
+        order = np.lexsort((self.timestamp, self.session))
+        for name in ("session", "item", "timestamp", "booked", "market"):
+            setattr(self, name, np.asarray(getattr(self, name))[order])
+        self.booked = self.booked.astype(bool)
+        self.item_market = np.full(len(self.item_names), -1, dtype=np.int64)
+        self.item_market[self.item] = self.market
+        bounds = np.flatnonzero(np.diff(self.session)) + 1
+        self._starts = np.concatenate([[0], bounds])
+        self._ends = np.concatenate([bounds, [self.session.size]])
+
+    @property
+    def num_items(self):
+        return len(self.item_names)
+
+    @property
+    def num_sessions(self):
+        return int(self._starts.size)
+
+    def sequences(self, min_length=1):
+        """Item-index arrays, one per session, of at least ``min_length`` events."""
+        return [self.item[a:b] for a, b in zip(self._starts, self._ends) if b - a >= min_length]
+
+    def booked_items(self):
+        """[num_sessions] the session's booked item index (its last booking), or -1."""
+        out = np.full(self.num_sessions, -1, dtype=np.int64)
+        for s, (a, b) in enumerate(zip(self._starts, self._ends)):
+            hits = np.flatnonzero(self.booked[a:b])
+            if hits.size:
+                out[s] = self.item[a + hits[-1]]
+        return out
+
+    def item_counts(self):
+        return np.bincount(self.item, minlength=self.num_items)
+
+
+def _index(values):
+    names, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
+    return codes.astype(np.int64), names.tolist()
+
+
+def read_session_csv(path):
+    """Reads the documented CSV format (module docstring) into a SessionLog.
+
+    Raises ValueError naming the file and line for a missing column, a malformed line,
+    a non-integer timestamp or a booked flag other than 0/1.
+    """
+    rows = {k: [] for k in FIELDS}
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [k for k in FIELDS if k not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: the header must name {', '.join(FIELDS)}; missing "
+                             f"{missing} (got {reader.fieldnames})")
+        for line, row in enumerate(reader, start=2):
+            if None in row or any(row[k] is None or row[k] == "" for k in FIELDS):
+                raise ValueError(f"{path}, line {line}: expected {len(FIELDS)} non-empty "
+                                 f"fields {FIELDS}, got {row}")
+            try:
+                ts = int(row["timestamp"])
+            except ValueError:
+                raise ValueError(f"{path}, line {line}: timestamp must be an integer, got "
+                                 f"{row['timestamp']!r}") from None
+            if row["booked"] not in ("0", "1"):
+                raise ValueError(f"{path}, line {line}: booked must be 0 or 1, got "
+                                 f"{row['booked']!r}")
+            for k in FIELDS:
+                rows[k].append(row[k])
+            rows["timestamp"][-1] = ts
+    if not rows["item_id"]:
+        raise ValueError(f"{path}: no events after the header")
+    session, _ = _index(rows["session_id"])
+    item, item_names = _index(rows["item_id"])
+    market, market_names = _index(rows["market"])
+    return SessionLog(session, item, np.asarray(rows["timestamp"], np.int64),
+                      np.asarray(rows["booked"]) == "1", market, item_names, market_names)
+
+
+def split_sessions(user, timestamp, max_gap=None):
+    """Session index per event: a new session at each new user, and after a gap > max_gap
+    (seconds) between a user's consecutive events. Events must be sorted by (user, time)."""
+    user = np.asarray(user)
+    timestamp = np.asarray(timestamp)
+    if user.shape != timestamp.shape or user.ndim != 1:
+        raise ValueError(f"user and timestamp must be 1-D of one length; got shapes "
+                         f"{user.shape} and {timestamp.shape}")
+    if max_gap is not None and not max_gap > 0:
+        raise ValueError(f"max_gap must be None or > 0 seconds, got {max_gap!r}")
+    new = np.ones(user.size, dtype=bool)
+    new[1:] = user[1:] != user[:-1]
+    if max_gap is not None:
+        new[1:] |= np.diff(timestamp) > max_gap
+    return np.cumsum(new) - 1
+
+
+def sessions_from_interactions(user, item, timestamp, *, item_names, market_of_item,
+                               market_names, booked=None, max_gap=None):
+    """A SessionLog from (user, item index, timestamp) events (module docstring).
+
+    Args:
+      item_names: names of the item indexes; market_of_item: [num_items] market index;
+      booked: [n] bool booking flags (default none).
+    """
+    user, item, timestamp = (np.asarray(a) for a in (user, item, timestamp))
+    order = np.lexsort((timestamp, user))
+    user, item, timestamp = user[order], item[order], timestamp[order]
+    booked = np.zeros(item.size, bool) if booked is None else np.asarray(booked, bool)[order]
+    session = split_sessions(user, timestamp, max_gap)
+    market = np.asarray(market_of_item)[item]
+    return SessionLog(session, item, timestamp, booked, market, list(item_names),
+                      list(market_names))
+
+
+def movielens_booking_sessions(ml, *, max_gap_hours=1.0, booking_rating=5.0):
+    """The offline adaptation of Airbnb's sessions from MovieLens (not real bookings).
+
+    A user's ratings in time order are split into sessions where more than
+    ``max_gap_hours`` pass between two ratings; the session's last rating >=
+    ``booking_rating`` is its "booking"; a film's "market" is its first genre.
+
+    Args:
+      ml: a twotower.data.movielens.MovieLens.
+    """
+    movie_ids = np.asarray(ml.movies["movie_id"])
+    position = {int(m): i for i, m in enumerate(movie_ids)}
+    r = ml.ratings
+    item = np.array([position[int(m)] for m in r["movie_id"]], dtype=np.int64)
+    first_genre = [g[0] if len(g) else "(none)" for g in ml.movies["genres"]]
+    market_of_item, market_names = _index(first_genre)
+    titles = [f"{t} ({y})" if y > 0 else str(t)
+              for t, y in zip(ml.movies["title"], ml.movies["year"])]
+    return sessions_from_interactions(
+        r["user_id"], item, r["timestamp"], item_names=titles, market_of_item=market_of_item,
+        market_names=market_names, booked=np.asarray(r["rating"]) >= booking_rating,
+        max_gap=max_gap_hours * 3600.0)
