@@ -1,0 +1,142 @@
+"""twotower word2vec vs gensim Word2Vec: same corpus, hyperparameters and cores, one process.
+
+For each configuration (skip-gram + NEG is the headline; CBOW + NEG and skip-gram + HS
+beside it) and each seed, gensim (workers=2) and ours train on the same tokenised
+sentences, one after the other, and both sets of vectors go through the same evaluation
+code (data/word_eval.py: WS353 and SimLex-999 Spearman, 3CosAdd analogy accuracy on the
+in-vocabulary questions of questions-words.txt). Speed is raw corpus words × epochs /
+wall seconds of vocabulary building + training, for both. Medians over seeds.
+
+    python benchmarks/word2vec_vs_gensim.py --out out/bench_w2v
+    python benchmarks/word2vec_vs_gensim.py --corpus text8 --epochs 5 --seeds 1 --out out/t8
+
+Writes DIR/metrics.json (flat: ours_/gensim_ words_per_sec, ws353, simlex, analogy for
+skip-gram + NEG; the same prefixed by the config name for every config; speed ratios)
+and prints the table. gensim is a benchmark extra (pip install twotower[bench]); the
+library never imports it.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+
+import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+
+from twotower.data.text_corpus import load_corpus
+from twotower.data.word_eval import evaluate_word_vectors
+from twotower.recipes.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
+                                       train_word2vec, word_vectors)
+from twotower.reporting import format_table, write_metrics
+
+# name -> (arch, head)
+CONFIGS = {"sg_neg": ("sg", "neg"), "cbow_neg": ("cbow", "neg"), "sg_hs": ("sg", "hs")}
+
+
+def run_gensim(sentences, arch, head, args, seed):
+    from gensim.models import Word2Vec  # benchmark extra only
+
+    start = time.perf_counter()
+    model = Word2Vec(sentences, vector_size=args.dim, window=args.window,
+                     min_count=args.min_count, sample=args.sample, sg=int(arch == "sg"),
+                     hs=int(head == "hs"), negative=0 if head == "hs" else args.negative,
+                     alpha=args.alpha, min_alpha=args.min_alpha, epochs=args.epochs,
+                     workers=args.workers, seed=seed)
+    seconds = time.perf_counter() - start
+    tokens = sum(len(s) for s in sentences)
+    out = {"words_per_sec": tokens * args.epochs / seconds, "seconds": seconds}
+    out.update(evaluate_word_vectors(model.wv.index_to_key, model.wv.vectors))
+    return out
+
+
+def run_ours(sentences, arch, head, args, seed):
+    data = DataConfig(corpus=args.corpus, min_count=args.min_count)
+    model_config = ModelConfig(arch=arch, head=head, negative=args.negative, dim=args.dim,
+                               window=args.window, sample=args.sample)
+    train = TrainConfig(epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha,
+                        batch_size=args.batch_size, seed=seed, threads=args.workers)
+    vocab, model, stats = train_word2vec(sentences, data, model_config, train,
+                                         progress=not args.quiet)
+    out = {"words_per_sec": stats["words_per_sec"], "seconds": stats["seconds"]}
+    out.update(evaluate_word_vectors(vocab.words, word_vectors(model, arch)))
+    return out
+
+
+SHORT = {"words_per_sec": "words_per_sec", "ws353_spearman": "ws353",
+         "simlex_spearman": "simlex", "analogy_accuracy": "analogy", "seconds": "seconds"}
+
+
+def build_parser():
+    p = argparse.ArgumentParser(
+        prog="word2vec_vs_gensim",
+        description="twotower word2vec vs gensim Word2Vec on the same corpus, "
+                    "hyperparameters and cores, medians over seeds.")
+    p.add_argument("--out", required=True, help="output folder for metrics.json")
+    p.add_argument("--corpus", default="enwiki-sample",
+                   help="'enwiki-sample', 'text8' or a text file (default %(default)s)")
+    p.add_argument("--configs", default="sg_neg,cbow_neg,sg_hs",
+                   help=f"comma-separated, of {tuple(CONFIGS)} (default %(default)s)")
+    p.add_argument("--seeds", default="1,2", help="comma-separated seeds (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=20, help="(default %(default)s)")
+    p.add_argument("--dim", type=int, default=100, help="(default %(default)s)")
+    p.add_argument("--window", type=int, default=5, help="(default %(default)s)")
+    p.add_argument("--negative", type=int, default=5, help="(default %(default)s)")
+    p.add_argument("--sample", type=float, default=1e-3, help="(default %(default)s)")
+    p.add_argument("--min-count", type=int, default=5, help="(default %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.025, help="(default %(default)s)")
+    p.add_argument("--min-alpha", type=float, default=1e-4, help="(default %(default)s)")
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help="ours: examples per sparse SGD step (default %(default)s)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="gensim workers and our TensorFlow threads (default %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    configs = [c for c in args.configs.split(",") if c]
+    for c in configs:
+        if c not in CONFIGS:
+            raise SystemExit(f"--configs: unknown config {c!r}; choose from {tuple(CONFIGS)}")
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    set_threads(args.workers)
+    sentences = load_corpus(args.corpus)
+    metrics, rows = {}, []
+    for name in configs:
+        arch, head = CONFIGS[name]
+        runs = {"ours": [], "gensim": []}
+        for seed in seeds:
+            runs["gensim"].append(run_gensim(sentences, arch, head, args, seed))
+            runs["ours"].append(run_ours(sentences, arch, head, args, seed))
+            print(f"{name} seed {seed}: gensim {runs['gensim'][-1]['words_per_sec']:.0f} w/s, "
+                  f"ours {runs['ours'][-1]['words_per_sec']:.0f} w/s", flush=True)
+        for who, results in runs.items():
+            row = {"config": name, "who": who}
+            for key, short in SHORT.items():
+                value = statistics.median(r[key] for r in results)
+                metrics[f"{name}_{who}_{short}"] = value
+                if name == "sg_neg":
+                    metrics[f"{who}_{short}"] = value
+                row[short] = value
+            row["analogy_in_vocab"] = results[0]["analogy_in_vocab"]
+            rows.append(row)
+        metrics[f"{name}_speed_ratio"] = (metrics[f"{name}_ours_words_per_sec"]
+                                          / metrics[f"{name}_gensim_words_per_sec"])
+    if "sg_neg" in configs:
+        metrics["speed_ratio"] = metrics["sg_neg_speed_ratio"]
+    metrics.update(epochs=args.epochs, seeds=len(seeds), batch_size=args.batch_size,
+                   tokens=sum(len(s) for s in sentences))
+    os.makedirs(args.out, exist_ok=True)
+    write_metrics(args.out, metrics)
+    print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds", "ws353",
+                                      "simlex", "analogy", "analogy_in_vocab"]))
+    print(f"medians over seeds {seeds}; wrote {os.path.join(args.out, 'metrics.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
