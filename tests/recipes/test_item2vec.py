@@ -1,0 +1,45 @@
+"""twotower.recipes.item2vec on the planted MovieLens folder (4 clusters of 20 movies)."""
+
+import json
+import os
+
+import numpy as np
+
+from twotower.recipes import item2vec
+
+
+def test_item2vec_end_to_end(planted_ml100k, tmp_path, capsys):
+    out = str(tmp_path / "i2v")
+    rc = item2vec.main(["--source", planted_ml100k, "--out", out, "--dim", "16", "--epochs",
+                        "15", "--window", "5", "--sample", "0", "--batch-size", "64",
+                        "--alpha", "0.05", "--quiet", "--probes", "2"])
+    assert rc == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    for key in ("hr@10", "ndcg@10", "popularity_hr@10", "words_per_sec", "vocab_size"):
+        assert key in metrics
+    assert metrics["eval_users"] == 80 and 0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1
+    printed = capsys.readouterr().out
+    assert "Movie" in printed                      # neighbours are printed with titles
+    # planted co-occurrence: a movie's nearest neighbours come from its own cluster
+    names, vectors = [], []
+    with open(os.path.join(out, "vectors.txt")) as f:
+        f.readline()
+        for line in f:
+            parts = line.split()
+            names.append(parts[0])
+            vectors.append([float(x) for x in parts[1:]])
+    vectors = np.array(vectors)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    colour = [n.split(":")[1].split("_")[0] for n in names]
+    same = []
+    for i in range(len(names)):
+        sims = unit @ unit[i]
+        sims[i] = -np.inf
+        same += [colour[j] == colour[i] for j in np.argsort(-sims)[:5]]
+    assert np.mean(same) > 0.8
+
+
+def test_leave_last_out():
+    train, held = item2vec.leave_last_out([np.array([1, 2, 3, 4]), np.array([5, 6])])
+    assert train == [[1, 2, 3], [5, 6]]
+    assert held == [(3, 4, {1, 2, 3})]
