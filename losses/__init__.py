@@ -3,10 +3,11 @@
 Pure functions on (logits [B, C], labels [B]): softmax_loss, sigmoid_loss, triplet_loss,
 hierarchical_softmax_loss. Keras heads: Softmax, NegativeSampling, NCE, Triplet,
 HierarchicalSoftmax. Candidate sources: InBatch, SampledNegatives, MixedNegatives,
-AllItems. Composed: RetrievalLoss.
+AllItems, GroupNegatives, ConcatNegatives. Composed: RetrievalLoss.
 """
 
-from twotower.losses.candidates import (AllItems, CandidateSource, InBatch, MixedNegatives,
+from twotower.losses.candidates import (AllItems, CandidateSource, ConcatNegatives,
+                                        GroupNegatives, InBatch, MixedNegatives,
                                         SampledNegatives)
 from twotower.losses.hard_negatives import top_m_negatives
 from twotower.losses.hierarchical_softmax import (HierarchicalSoftmax,
@@ -19,7 +20,7 @@ from twotower.losses.softmax import Softmax, softmax_loss
 from twotower.losses.triplet import Triplet, triplet_loss
 
 __all__ = [
-    "AllItems", "CandidateSource", "InBatch", "MixedNegatives", "SampledNegatives",
+    "AllItems", "CandidateSource", "ConcatNegatives", "GroupNegatives", "InBatch", "MixedNegatives", "SampledNegatives",
     "HierarchicalSoftmax", "hierarchical_softmax_loss", "leaf_log_probabilities",
     "MASK", "adjust_logits", "scores", "RetrievalLoss", "NCE", "NegativeSampling",
     "sigmoid_loss", "Softmax", "softmax_loss", "Triplet", "triplet_loss", "top_m_negatives",

@@ -3,9 +3,10 @@
 Each source is a Keras layer with two steps, split so that the model embeds any extra
 candidates with the item tower in between:
 
-  ``draw(positive_ids, training)`` → ids of extra candidates to embed, or None:
+  ``draw(positive_ids, training, query_ids)`` → ids of extra candidates to embed, or None:
       InBatch: None; SampledNegatives: [k] (shared) or [B, k] (per example);
-      MixedNegatives: [k] uniform index negatives; AllItems: [N] = every item.
+      MixedNegatives: [k] uniform index negatives; AllItems: [N] = every item;
+      GroupNegatives: [B, k] from the anchor's group; ConcatNegatives: [B, k₁ + k₂ ...].
   ``call(query, positives, positive_ids, extra, extra_ids, similarity=...)``
       → (scores [B, C], candidate_ids [C] or [B, C], labels [B], log_q or None)
 
@@ -16,6 +17,7 @@ Q(c) is the expected number of times c appears in the candidate set (DESIGN.md �
   | SampledNegatives  | positive + k draws of q    | k·q(c)                 |
   | MixedNegatives    | batch ∪ k uniform draws    | B·p(c) + k/N           |
   | AllItems          | all N items                | none (full softmax)    |
+  | GroupNegatives    | positive + k from a group  | k / |group|            |
 
 ``frequencies`` (for InBatch and MixedNegatives) is None, an array of item counts
 (p = counts / Σ counts), or a data.frequency.StreamingFrequencyEstimator updated by
@@ -91,7 +93,7 @@ class CandidateSource(tf.keras.layers.Layer):
 
     provides_q = False
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         return None
 
 
@@ -104,7 +106,7 @@ class InBatch(CandidateSource):
         self.frequencies = _Frequencies(frequencies)
         self.provides_q = self.frequencies.available
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         if training:
             self.frequencies.observe(positive_ids)
         return None
@@ -151,7 +153,7 @@ class SampledNegatives(CandidateSource):
         self.num_negatives = int(num_negatives)
         self.shared = bool(shared)
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         if self.shared:
             return self.sampler.sample_tf([self.num_negatives])
         return self.sampler.sample_tf([tf.shape(positive_ids)[0], self.num_negatives])
@@ -199,7 +201,7 @@ class MixedNegatives(CandidateSource):
         self.frequencies = _Frequencies(frequencies)
         self.provides_q = self.frequencies.available
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         if training:
             self.frequencies.observe(positive_ids)
         return self.sampler.sample_tf([self.num_index_negatives])
@@ -241,7 +243,7 @@ class AllItems(CandidateSource):
             raise ValueError(f"num_items must be an int >= 1, got {num_items!r}")
         self.num_items = int(num_items)
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         return tf.range(self.num_items, dtype=tf.int64)
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
@@ -253,3 +255,128 @@ class AllItems(CandidateSource):
         config = super().get_config()
         config["num_items"] = self.num_items
         return config
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class GroupNegatives(CandidateSource):
+    """k negatives per example drawn uniformly from the items of the anchor's group.
+
+    Airbnb's listing embeddings (Grbovic & Cheng, "Real-time Personalization using
+    Embeddings for Search Ranking at Airbnb", KDD 2018, §3.1) add negatives from the
+    central listing's own market, because corpus-wide negatives are almost always from
+    other markets and teach the model only to tell markets apart. With anchor="query"
+    the anchor is the query's item id (the centre listing: pass ``query_ids``); with
+    anchor="positive", the positive's. Q(c) = k / |group(c)| for the negatives.
+
+    Args:
+      groups: [N] int group of every item (e.g. its market); -1 = none (never drawn).
+      num_negatives: k.
+      anchor: "query" or "positive".
+    """
+
+    provides_q = True
+
+    def __init__(self, groups, num_negatives, anchor="query", **kwargs):
+        super().__init__(**kwargs)
+        groups = np.asarray(groups, dtype=np.int64)
+        if groups.ndim != 1 or groups.size == 0:
+            raise ValueError(f"groups must be a non-empty 1-D array of group ids, got shape "
+                             f"{groups.shape}")
+        if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
+            raise ValueError(f"num_negatives must be an int >= 1, got {num_negatives!r}")
+        if anchor not in ("query", "positive"):
+            raise ValueError(f"anchor must be 'query' or 'positive', got {anchor!r}")
+        self.groups = groups
+        self.num_negatives = int(num_negatives)
+        self.anchor = anchor
+        # CSR of group members: members[offset[g] : offset[g] + size[g]] are group g.
+        valid = np.flatnonzero(groups >= 0)
+        order = valid[np.argsort(groups[valid], kind="stable")]
+        num_groups = int(groups.max()) + 1 if valid.size else 0
+        size = np.bincount(groups[valid], minlength=num_groups)
+        offset = np.concatenate([[0], np.cumsum(size)[:-1]])
+        with tf.init_scope():
+            self._group_of = tf.constant(groups)
+            self._members = tf.constant(order, tf.int64)
+            self._offset = tf.constant(offset, tf.int64)
+            self._size = tf.constant(size, tf.int64)
+
+    def draw(self, positive_ids, training=False, query_ids=None):
+        if self.anchor == "query":
+            if query_ids is None:
+                raise ValueError("GroupNegatives(anchor='query') draws from the query item's "
+                                 "group: pass query_ids (the batch key 'query_id')")
+            anchors = query_ids
+        else:
+            anchors = positive_ids
+        group = tf.gather(self._group_of, tf.cast(anchors, tf.int64))
+        group = tf.maximum(group, 0)  # an anchor with no group draws from group 0
+        size = tf.gather(self._size, group)[:, tf.newaxis]
+        u = tf.random.uniform([tf.shape(group)[0], self.num_negatives])
+        pick = tf.minimum(tf.cast(u * tf.cast(size, tf.float32), tf.int64), size - 1)
+        return tf.gather(self._members, tf.gather(self._offset, group)[:, tf.newaxis] + pick)
+
+    def expected_count(self, ids):
+        size = tf.gather(self._size, tf.maximum(tf.gather(self._group_of, ids), 0))
+        return tf.cast(self.num_negatives, tf.float32) / tf.cast(size, tf.float32)
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        return _per_example_call(query, positives, positive_ids, extra, extra_ids,
+                                 similarity, self.expected_count)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(groups=self.groups.tolist(), num_negatives=self.num_negatives,
+                      anchor=self.anchor)
+        return config
+
+
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class ConcatNegatives(CandidateSource):
+    """Per-example negatives of several sources side by side: [B, k₁ + k₂ + ...].
+
+    Airbnb uses k corpus negatives (SampledNegatives(unigram, k, shared=False)) plus m
+    same-market negatives (GroupNegatives). The union is a sample from no single
+    distribution with a simple Q, so this source gives none (NEG needs none).
+    """
+
+    def __init__(self, sources, **kwargs):
+        super().__init__(**kwargs)
+        sources = [tf.keras.layers.deserialize(s) if isinstance(s, dict) else s
+                   for s in sources]
+        if len(sources) < 2:
+            raise ValueError(f"sources must list at least 2 candidate sources, got {len(sources)}")
+        for s in sources:
+            if not isinstance(s, (SampledNegatives, GroupNegatives)) or (
+                    isinstance(s, SampledNegatives) and s.shared):
+                raise ValueError("ConcatNegatives takes per-example sources "
+                                 "(SampledNegatives(shared=False), GroupNegatives); got "
+                                 f"{s!r}")
+        self.sources = sources
+
+    def draw(self, positive_ids, training=False, query_ids=None):
+        return tf.concat([tf.cast(s.draw(positive_ids, training, query_ids), tf.int64)
+                          for s in self.sources], axis=1)
+
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        return _per_example_call(query, positives, positive_ids, extra, extra_ids,
+                                 similarity, None)
+
+    def get_config(self):
+        config = super().get_config()
+        config["sources"] = [tf.keras.layers.serialize(s) for s in self.sources]
+        return config
+
+
+def _per_example_call(query, positives, positive_ids, extra, extra_ids, similarity,
+                      expected_count):
+    """Scores of [positive, per-example negatives], positive in column 0."""
+    pos = _row_scores(query, positives, similarity)
+    neg = similarity_scores(query, extra, similarity=similarity)
+    ids = tf.concat([tf.cast(positive_ids, tf.int64)[:, tf.newaxis],
+                     tf.cast(extra_ids, tf.int64)], axis=1)
+    labels = tf.zeros([tf.shape(query)[0]], tf.int32)
+    log_q = None if expected_count is None else tf.math.log(expected_count(ids))
+    return tf.concat([pos, neg], axis=1), ids, labels, log_q

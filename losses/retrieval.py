@@ -114,11 +114,11 @@ class RetrievalLoss(tf.keras.layers.Layer):
             return tf.exp(self.log_temperature)
         return tf.constant(self.initial_temperature)
 
-    def draw(self, positive_ids, training=False):
+    def draw(self, positive_ids, training=False, query_ids=None):
         """Ids of extra candidates to embed with the item tower (see losses/candidates.py)."""
         if self.hierarchical:
             return None
-        return self.candidates.draw(positive_ids, training=training)
+        return self.candidates.draw(positive_ids, training=training, query_ids=query_ids)
 
     def logits(self, query, positives, positive_ids, extra=None, extra_ids=None,
                query_ids=None):

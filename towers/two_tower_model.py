@@ -102,7 +102,8 @@ class TwoTowerModel(tf.keras.Model):
             return tf.reduce_mean(self.retrieval_loss(u, None, positive_ids))
         out = self({"query": query, "item": item}, training=training)
         u, v = out["query"], out["item"]
-        extra_ids = self.retrieval_loss.draw(positive_ids, training=training)
+        extra_ids = self.retrieval_loss.draw(positive_ids, training=training,
+                                             query_ids=query_ids)
         extra = self._embed_extra(extra_ids, training)
         per_example = self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
         return tf.reduce_mean(per_example)
