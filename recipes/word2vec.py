@@ -311,8 +311,13 @@ def main(argv=None):
         return 2
     vectors = word_vectors(model, model_config.arch)
     metrics = dict(stats, epochs=train_config.epochs, dim=model_config.dim)
+    not_computed = []
     if not args.no_eval:
-        metrics.update(evaluate_word_vectors(vocab.words, vectors))
+        for key, value in evaluate_word_vectors(vocab.words, vectors).items():
+            if np.isnan(value):  # e.g. no analogy question in vocabulary: left out, said so
+                not_computed.append(key)
+            else:
+                metrics[key] = value
     probes = [p for p in args.probe.split(",") if p]
     missing = [p for p in probes if p not in vocab]
     with atomic_directory(args.out) as tmp:
@@ -326,6 +331,8 @@ def main(argv=None):
     if missing:
         print(f"probe words not in the vocabulary (skipped): {', '.join(missing)}")
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
+    if not_computed:
+        print(f"not computed (no evaluation item in the vocabulary): {', '.join(not_computed)}")
     print(f"wrote {args.out}")
     return 0
 

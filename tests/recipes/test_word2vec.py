@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     out = str(folder / "out")
     rc = word2vec.main(["--corpus", corpus, "--out", out, "--dim", "16", "--epochs", "8",
                         "--window", "3", "--min-count", "1", "--sample", "0", "--batch-size",
-                        "64", "--steps-per-call", "4", "--no-eval", "--quiet",
+                        "64", "--steps-per-call", "4", "--quiet",
                         "--alpha", "0.05", "--probe", "fruit0,nothere"])
     assert rc == 0
     return out
@@ -54,6 +54,8 @@ def test_outputs_and_gensim_reads_vectors(trained):
     assert metrics["tokens"] == 240 * 8 and metrics["vocab_size"] == 18
     assert metrics["words_per_sec"] > 0 and metrics["seconds"] > 0
     assert os.path.isfile(os.path.join(trained, "model", "weights.h5"))
+    # evaluation ran; no analogy question is in this vocabulary: counted, accuracy left out
+    assert metrics["analogy_in_vocab"] == 0 and "analogy_accuracy" not in metrics
     gensim_models = pytest.importorskip("gensim.models")
     kv = gensim_models.KeyedVectors.load_word2vec_format(os.path.join(trained, "vectors.txt"))
     assert kv.vector_size == 16 and len(kv.index_to_key) == 18
