@@ -7,7 +7,9 @@ trained MovieLens item embeddings when ``--movielens DIR`` points at a saved ind
 
 Measured per corpus, in the same run: recall@10 against exact search on held-out
 queries; single-query QPS (one query per call, one thread); batched QPS (all queries in
-one call, every core); build seconds; index MB on disk. QPS are medians of --repeats.
+one call, every core); build seconds; index MB on disk. QPS are medians of --repeats
+rounds in which every peer is timed once (interleaved, so that load from other processes
+on a shared machine falls on all of them alike).
 ScaNN is tuned by twotower.index.tuner for --target-recall on separate tuning queries;
 hnswlib's ef is the smallest of a grid reaching the same target on those queries. Each
 peer is timed through its own Python API (ScaNN's pybind search, hnswlib.knn_query,
@@ -48,9 +50,10 @@ def build_parser():
     p.add_argument("--queries", type=int, default=1000, help="held-out evaluation queries")
     p.add_argument("--tune-queries", type=int, default=1000, help="queries for tuning")
     p.add_argument("--single-queries", type=int, default=500,
-                   help="queries timed one at a time (brute force uses min(this, 100))")
+                   help="queries timed one at a time (brute force: min(this, 100); its batch: 256)")
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 to reach")
-    p.add_argument("--repeats", type=int, default=3, help="timing repeats (median)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved timing rounds (median taken)")
     p.add_argument("--hnsw-m", type=int, default=16, help="hnswlib M")
     p.add_argument("--hnsw-ef-construction", type=int, default=100,
                    help="hnswlib ef_construction")
@@ -114,11 +117,10 @@ def bench_brute_force(items, queries, args):
             part = np.argpartition(-s, K)[:K]
             part[np.argsort(-s[part])]
 
-    t_single = _median_time(one_at_a_time, args.repeats)
-    t_batch = _median_time(lambda: exact_top_k(queries, items, K, chunk_size=256),
-                           args.repeats)
-    return {"qps": len(single) / t_single, "batch_qps": len(queries) / t_batch,
-            "recall@10": 1.0, "build_s": 0.0, "mb": items.nbytes / 2**20}
+    timers = {"qps": (one_at_a_time, len(single)),
+              "batch_qps": (lambda: exact_top_k(queries[:256], items, K, chunk_size=256),
+                            len(queries[:256]))}
+    return {"recall@10": 1.0, "build_s": 0.0, "mb": items.nbytes / 2**20}, timers
 
 
 def bench_scann(items, distance, tune_q, eval_q, truth, args):
@@ -140,22 +142,19 @@ def bench_scann(items, distance, tune_q, eval_q, truth, args):
         for v in single:
             raw.search(v, K, pre, leaves)
 
-    t_single = _median_time(one_at_a_time, args.repeats)
-    t_wrapper = _median_time(lambda: [index.search(v, K) for v in eval_q[:args.single_queries]],
-                             args.repeats)
-    t_batch = _median_time(lambda: raw.search_batched(q, K, pre, leaves, True, 256),
-                           args.repeats)
+    timers = {"qps": (one_at_a_time, len(single)),
+              "wrapper_qps": (lambda: [index.search(v, K) for v in eval_q[:len(single)]],
+                              len(single)),
+              "batch_qps": (lambda: raw.search_batched(q, K, pre, leaves, True, 256), len(q))}
     tmp = tempfile.mkdtemp()
     try:
         raw.serialize(tmp, True)
         mb = _dir_mb(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return {"recall@10": recall, "qps": len(single) / t_single,
-            "wrapper_qps": len(single) / t_wrapper, "batch_qps": len(q) / t_batch,
-            "build_s": build_s, "mb": mb, "tuned_recall": tuned.recall,
+    return {"recall@10": recall, "build_s": build_s, "mb": mb, "tuned_recall": tuned.recall,
             "leaves_to_search": c.num_leaves_to_search, "num_leaves": c.num_leaves,
-            "reorder": c.reorder}
+            "reorder": c.reorder}, timers
 
 
 def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
@@ -168,15 +167,28 @@ def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
                      M=args.hnsw_m, random_seed=args.seed)
     index.add_items(items, np.arange(len(items)), num_threads=os.cpu_count())
     build_s = time.perf_counter() - t0
-    chosen = None
-    for ef in (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024):
+    def tune_recall(ef):
         index.set_ef(max(ef, K))
         labels, _ = index.knn_query(tune_q, k=K, num_threads=os.cpu_count())
-        if recall_at_k(labels, tune_truth) >= args.target_recall:
+        return recall_at_k(labels, tune_truth)
+
+    # the smallest ef reaching the target on the tuning queries: a grid, then bisection
+    # (as the ScaNN tuner bisects its reorder size), so both peers sit at the same recall
+    low, chosen = K - 1, None
+    for ef in (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024):
+        if tune_recall(ef) >= args.target_recall:
             chosen = ef
             break
+        low = ef
     if chosen is None:
         chosen = 1024
+    else:
+        while chosen - low > max(1, 0.05 * chosen):
+            mid = (low + chosen) // 2
+            if tune_recall(mid) >= args.target_recall:
+                chosen = mid
+            else:
+                low = mid
     index.set_ef(max(chosen, K))
     labels, _ = index.knn_query(eval_q, k=K, num_threads=os.cpu_count())
     recall = recall_at_k(labels, truth)
@@ -186,9 +198,9 @@ def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
         for v in single:
             index.knn_query(v[None, :], k=K, num_threads=1)
 
-    t_single = _median_time(one_at_a_time, args.repeats)
-    t_batch = _median_time(lambda: index.knn_query(eval_q, k=K, num_threads=os.cpu_count()),
-                           args.repeats)
+    timers = {"qps": (one_at_a_time, len(single)),
+              "batch_qps": (lambda: index.knn_query(eval_q, k=K, num_threads=os.cpu_count()),
+                            len(eval_q))}
     fd, tmp = tempfile.mkstemp()
     os.close(fd)
     try:
@@ -196,8 +208,7 @@ def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
         mb = os.path.getsize(tmp) / 2**20
     finally:
         os.remove(tmp)
-    return {"recall@10": recall, "qps": len(single) / t_single,
-            "batch_qps": len(eval_q) / t_batch, "build_s": build_s, "mb": mb, "ef": chosen}
+    return {"recall@10": recall, "build_s": build_s, "mb": mb, "ef": chosen}, timers
 
 
 def run_corpus(name, items, queries_all, distance, args, metrics, rows):
@@ -208,17 +219,19 @@ def run_corpus(name, items, queries_all, distance, args, metrics, rows):
     print(f"[{name}] exact ground truth for {len(queries_all)} queries ...", flush=True)
     truth, _ = exact_top_k(norm(eval_q), exact_items, K)
     tune_truth, _ = exact_top_k(norm(tune_q), exact_items, K)
-    results = {}
+    results, timers = {}, {}
     print(f"[{name}] brute force ...", flush=True)
-    results["bruteforce"] = bench_brute_force(exact_items, norm(eval_q), args)
+    results["bruteforce"], timers["bruteforce"] = bench_brute_force(exact_items, norm(eval_q),
+                                                                    args)
     print(f"[{name}] scann (build + tune) ...", flush=True)
-    results["scann"] = bench_scann(items, distance, tune_q, eval_q, truth, args)
+    results["scann"], timers["scann"] = bench_scann(items, distance, tune_q, eval_q, truth,
+                                                    args)
     if not args.no_hnswlib:
         try:
             import hnswlib  # noqa: F401
             print(f"[{name}] hnswlib ...", flush=True)
-            results["hnswlib"] = bench_hnswlib(items, distance, tune_q, tune_truth, eval_q,
-                                               truth, args)
+            results["hnswlib"], timers["hnswlib"] = bench_hnswlib(
+                items, distance, tune_q, tune_truth, eval_q, truth, args)
         except ImportError:
             print("hnswlib not installed: skipped", flush=True)
     try:
@@ -226,6 +239,16 @@ def run_corpus(name, items, queries_all, distance, args, metrics, rows):
         print("faiss is installed but its HNSW run is not implemented here: skipped")
     except ImportError:
         pass  # faiss is optional and not in the lock: skip gracefully
+    # Timing in interleaved rounds (every peer once per round), medians over rounds: load
+    # from other processes on a shared machine falls on all peers alike.
+    print(f"[{name}] timing {args.repeats} interleaved rounds ...", flush=True)
+    samples = {(p, m): [] for p, ts in timers.items() for m in ts}
+    for _ in range(args.repeats):
+        for peer, ts in timers.items():
+            for metric, (fn, count) in ts.items():
+                samples[(peer, metric)].append(count / _median_time(fn, 1))
+    for (peer, metric), values in samples.items():
+        results[peer][metric] = float(np.median(values))
     for peer, r in results.items():
         for key, value in r.items():
             metrics[f"{peer}_{key}_{name}"] = value
