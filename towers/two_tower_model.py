@@ -91,22 +91,25 @@ class TwoTowerModel(tf.keras.Model):
         return flat
 
     # -- the step ---------------------------------------------------------------------
-    def compute_retrieval_loss(self, data, training=False):
-        """Mean retrieval loss of one batch (see the module docstring)."""
+    def per_example_losses(self, data, training=False):
+        """[B] retrieval losses of one batch, unreduced (see the module docstring)."""
         query, item, query_ids = self._unpack(data)
         positive_ids = self._item_ids(item)
         # Through Model.__call__ (not the towers directly) so that Keras records the
         # input signature that model.save() needs.
         if self.retrieval_loss.hierarchical:
             u = self({"query": query}, training=training)["query"]
-            return tf.reduce_mean(self.retrieval_loss(u, None, positive_ids))
+            return self.retrieval_loss(u, None, positive_ids)
         out = self({"query": query, "item": item}, training=training)
         u, v = out["query"], out["item"]
         extra_ids = self.retrieval_loss.draw(positive_ids, training=training,
                                              query_ids=query_ids)
         extra = self._embed_extra(extra_ids, training)
-        per_example = self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
-        return tf.reduce_mean(per_example)
+        return self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
+
+    def compute_retrieval_loss(self, data, training=False):
+        """Mean retrieval loss of one batch."""
+        return tf.reduce_mean(self.per_example_losses(data, training=training))
 
     def train_step(self, data):
         with tf.GradientTape() as tape:
