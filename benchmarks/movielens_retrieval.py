@@ -18,7 +18,11 @@ every seed):
   mns, mns_inbatch, mns_uniform — mixed negatives vs in-batch only vs uniform only
   ebr               — triplet loss, semi-hard mining
 Throughput is training examples per second after the first step (Keras fit, same
-pipeline); ``tfrs`` and ``youtube_nologq`` compute the same loss on the same towers.
+pipeline). ``tfrs`` and ``youtube_nologq`` compute the same loss on the same towers (ours
+also masks accidental hits, which TFRS's default does not); their ratio is measured in
+paired, interleaved 1-epoch fits (median of --throughput-rounds), because on a shared
+machine the per-run numbers swing with other load. ``mns_inbatch`` is the youtube recipe
+(identical configuration), so its runs are reused.
 
     python benchmarks/movielens_retrieval.py --out out/bench_movielens
 """
@@ -90,7 +94,6 @@ def experiments(args):
         "youtube": (youtube.train, yt),
         "youtube_nologq": (youtube.train, dataclasses.replace(yt, logq=False)),
         "mns": (mns.train, mns.Config(**base, index_negatives=args.index_negatives)),
-        "mns_inbatch": (mns.train, mns.Config(**base, mode="in-batch")),
         "mns_uniform": (mns.train, mns.Config(**base, mode="uniform",
                                               index_negatives=args.index_negatives)),
         "ebr": (ebr.train, ebr.Config(**base)),
@@ -99,6 +102,28 @@ def experiments(args):
     default_t = dssm.Config().temperature
     exps.pop(f"dssm_t{default_t:g}", None)
     return exps
+
+
+def paired_throughput(args):
+    """Ratios youtube_nologq / tfrs of training examples per second, each round fitting
+    both for one epoch back to back (same towers, loss, batch), so that load from other
+    processes on a shared machine hits both alike; returns the per-round ratios."""
+    from tqdm.auto import tqdm
+
+    base = dict(epochs=1, batch_size=args.batch_size, lr=args.lr, dim=args.dim,
+                source=args.data, min_rating=args.min_rating, logq=False)
+    ratios = []
+    for r in tqdm(range(args.throughput_rounds), desc="paired throughput", unit="round"):
+        config = youtube.Config(**base, seed=100 + r)
+        first, second = (train_tfrs, youtube.train) if r % 2 == 0 else (youtube.train,
+                                                                           train_tfrs)
+        speeds = {}
+        for fn in (first, second):
+            out = fn(config)
+            speeds[fn] = (out if isinstance(out, dict) else out[2])["examples_per_sec"]
+            tf.keras.backend.clear_session()
+        ratios.append(speeds[youtube.train] / speeds[train_tfrs])
+    return ratios
 
 
 def summarize(runs):
@@ -129,8 +154,11 @@ def build_parser():
     p.add_argument("--lr", type=float, default=0.005, help="Adam learning rate for every model")
     p.add_argument("--dim", type=int, default=32, help="embedding size for every model")
     p.add_argument("--index-negatives", type=int, default=256, help="K for mns / mns_uniform")
-    p.add_argument("--dssm-temperatures", type=float, nargs="+", default=[0.02, 0.05, 0.1],
+    p.add_argument("--dssm-temperatures", type=float, nargs="+", default=[0.02, 0.05, 0.2],
                    help="temperatures of the dssm sweep")
+    p.add_argument("--throughput-rounds", type=int, default=3,
+                   help="paired, interleaved 1-epoch fits of tfrs and youtube_nologq for the "
+                   "throughput ratio (0 to skip)")
     p.add_argument("--only", nargs="*", default=None, help="run only these models")
     return p
 
@@ -167,6 +195,11 @@ def main(argv=None):
     bar.close()
     if "dssm" in runs:
         runs[f"dssm_t{dssm.Config().temperature:g}"] = runs["dssm"]
+    if "youtube" in runs:
+        # mns with no index negatives is exactly the youtube recipe (same towers, in-batch
+        # candidates, streaming logQ, same τ and α): its runs are reused, not repeated.
+        runs["mns_inbatch"] = runs["youtube"]
+    ratios = paired_throughput(args) if args.throughput_rounds > 0 else []
 
     flat = summarize(runs)
     recipes = [n for n in ("dssm", "youtube", "mns", "ebr") if n in runs]
@@ -177,10 +210,11 @@ def main(argv=None):
         best = max(recipes, key=lambda n: flat[f"{n}_recall@50"])
         flat["target_best_recipe_beats_tfrs"] = int(flat[f"{best}_recall@50"]
                                                     > flat["tfrs_recall@50"])
-        if "youtube_nologq" in runs:
-            flat["throughput_ratio_vs_tfrs"] = (flat["youtube_nologq_examples_per_sec"]
-                                                / flat["tfrs_examples_per_sec"])
-            flat["target_throughput_ge_tfrs"] = int(flat["throughput_ratio_vs_tfrs"] >= 1.0)
+    if ratios:
+        flat["throughput_ratio_vs_tfrs"] = float(np.median(ratios))
+        flat["throughput_ratio_vs_tfrs_min"] = float(np.min(ratios))
+        flat["throughput_ratio_vs_tfrs_max"] = float(np.max(ratios))
+        flat["target_throughput_ge_tfrs"] = int(flat["throughput_ratio_vs_tfrs"] >= 1.0)
     flat.update(seeds=args.seeds, epochs=args.epochs, batch_size=args.batch_size,
                 num_items=data.num_items, num_test_queries=len(data.test),
                 wall_seconds=time.time() - started)

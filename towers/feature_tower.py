@@ -122,13 +122,17 @@ def dense(name, values=None, *, mean=None, variance=None):
     return {"name": name, "kind": "dense", "mean": mean, "variance": variance}
 
 
-def sequence(name, vocab_size, *, dim=16, pooling="mean"):
-    """A sequence of item ids (0 pads; e.g. the watch history), pooled by PooledIDTower."""
+def sequence(name, vocab_size, *, dim=16, pooling="mean", validate_ids=True):
+    """A sequence of item ids (0 pads; e.g. the watch history), pooled by PooledIDTower.
+
+    validate_ids=False drops PooledIDTower's range assertion from the hot path, for ids
+    built by this toolkit's own data code (always in range).
+    """
     _check_name(name)
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be >= 2 (0 is padding), got {vocab_size!r}")
     return {"name": name, "kind": "sequence", "vocab_size": int(vocab_size), "dim": int(dim),
-            "pooling": pooling}
+            "pooling": pooling, "validate_ids": bool(validate_ids)}
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -213,6 +217,7 @@ class FeatureTower(tf.keras.layers.Layer):
             from twotower.towers.pooled_id_tower import PooledIDTower
 
             self._emb[name] = PooledIDTower(f["vocab_size"], f["dim"], pooling=f["pooling"],
+                                            validate_ids=f.get("validate_ids", True),
                                             name=f"{name}_pooled")
 
     def _embed(self, f, x, training):
