@@ -52,12 +52,13 @@ def run_gensim(sentences, arch, head, args, seed):
     return out
 
 
-def run_ours(sentences, arch, head, args, seed):
+def run_ours(sentences, arch, head, args, seed, batch_size=None):
     data = DataConfig(corpus=args.corpus, min_count=args.min_count)
     model_config = ModelConfig(arch=arch, head=head, negative=args.negative, dim=args.dim,
                                window=args.window, sample=args.sample)
     train = TrainConfig(epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha,
-                        batch_size=args.batch_size, seed=seed, threads=args.workers)
+                        batch_size=batch_size or args.batch_size, seed=seed,
+                        threads=args.workers)
     vocab, model, stats = train_word2vec(sentences, data, model_config, train,
                                          progress=not args.quiet)
     out = {"words_per_sec": stats["words_per_sec"], "seconds": stats["seconds"]}
@@ -90,6 +91,9 @@ def build_parser():
     p.add_argument("--min-alpha", type=float, default=1e-4, help="(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
                    help="ours: examples per sparse SGD step (default %(default)s)")
+    p.add_argument("--sweep-batch-sizes", default="",
+                   help="also train ours (first config) at each of these comma-separated "
+                        "batch sizes, beside gensim, and report quality and speed per size")
     p.add_argument("--workers", type=int, default=2,
                    help="gensim workers and our TensorFlow threads (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -126,6 +130,24 @@ def main(argv=None):
             rows.append(row)
         metrics[f"{name}_speed_ratio"] = (metrics[f"{name}_ours_words_per_sec"]
                                           / metrics[f"{name}_gensim_words_per_sec"])
+    sizes = [int(b) for b in args.sweep_batch_sizes.split(",") if b]
+    if sizes:
+        name = configs[0]
+        arch, head = CONFIGS[name]
+        sweep_rows = []
+        for size in sizes:
+            results = []
+            for seed in seeds:
+                results.append(run_ours(sentences, arch, head, args, seed, batch_size=size))
+                print(f"{name} batch {size} seed {seed}: ours "
+                      f"{results[-1]['words_per_sec']:.0f} w/s", flush=True)
+            row = {"config": name, "batch_size": size}
+            for key, short in SHORT.items():
+                row[short] = statistics.median(r[key] for r in results)
+                metrics[f"{name}_ours_b{size}_{short}"] = row[short]
+            row["speed_ratio"] = row["words_per_sec"] / metrics[f"{name}_gensim_words_per_sec"]
+            metrics[f"{name}_ours_b{size}_speed_ratio"] = row["speed_ratio"]
+            sweep_rows.append(row)
     if "sg_neg" in configs:
         metrics["speed_ratio"] = metrics["sg_neg_speed_ratio"]
     metrics.update(epochs=args.epochs, seeds=len(seeds), batch_size=args.batch_size,
@@ -134,6 +156,9 @@ def main(argv=None):
     write_metrics(args.out, metrics)
     print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds", "ws353",
                                       "simlex", "analogy", "analogy_in_vocab"]))
+    if sizes:
+        print(format_table(sweep_rows, columns=["config", "batch_size", "words_per_sec",
+                                                "speed_ratio", "ws353", "simlex", "analogy"]))
     print(f"medians over seeds {seeds}; wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 
