@@ -28,6 +28,13 @@ def _as_ids(ids, name="item_ids"):
 
 def check_vectors(vectors, dim, name="vectors"):
     """Validates a float matrix [n, dim] (or a vector [dim], returned as [1, dim])."""
+    if (isinstance(vectors, np.ndarray) and vectors.dtype == np.float32
+            and vectors.ndim in (1, 2) and vectors.flags.c_contiguous
+            and (dim is None or vectors.shape[-1] == dim)):
+        # fast path (the single-query hot loop): only the finiteness check remains
+        if not np.isfinite(vectors).all():
+            raise ValueError(f"{name} contains NaN or inf")
+        return vectors.reshape(1, -1) if vectors.ndim == 1 else vectors
     arr = np.asarray(vectors)
     if arr.dtype.kind not in "f":
         raise ValueError(f"{name} must be floating point, got dtype {arr.dtype}")
@@ -42,7 +49,7 @@ def check_vectors(vectors, dim, name="vectors"):
 
 def normalize(vectors):
     """Row-wise L2 normalisation (cosine similarity = inner product of unit vectors)."""
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
     return vectors / np.maximum(norms, 1e-12)
 
 
