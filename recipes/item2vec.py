@@ -142,7 +142,7 @@ def main(argv=None):
                              f"hold one out")
         vocab, model, stats = train_word2vec(train_seqs, data, model_config, train,
                                              progress=not args.quiet)
-    except (ValueError, FileNotFoundError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         print(f"twotower item2vec: error: {e}", file=sys.stderr)
         return 2
     vectors = word_vectors(model, args.arch)

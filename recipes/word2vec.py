@@ -306,7 +306,7 @@ def main(argv=None):
         sentences = load_corpus(data_config.corpus, encoding_errors=data_config.encoding_errors)
         vocab, model, stats = train_word2vec(sentences, data_config, model_config,
                                              train_config, progress=not args.quiet)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"twotower word2vec: error: {e}", file=sys.stderr)
         return 2
     vectors = word_vectors(model, model_config.arch)

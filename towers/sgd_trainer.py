@@ -137,12 +137,22 @@ class SparseSGDTrainer:
         loss, _ = self._step(batch["query"], batch["item"], batch["progress"])
         return float(loss)
 
+    def _check_finite(self, loss, examples_so_far):
+        if not np.isfinite(loss):
+            raise FloatingPointError(
+                f"the loss became {loss} after about {int(examples_so_far)} examples: the "
+                f"summed per-example updates of a batch diverged; use a smaller batch size "
+                f"(this one: {self._batch_size}) or a smaller alpha ({self.alpha})")
+
     def fit(self, dataset, *, total_batches=None, progress=True, description="training",
             log_every=200):
         """Runs every batch of ``dataset``; returns a dict with examples, seconds, mean loss.
 
         ``total_batches`` sizes the progress bar (None: unknown). The loss shown is the
-        running mean per example over the last ``log_every`` batches.
+        running mean per example over the last ``log_every`` batches (elements). Raises
+        FloatingPointError, naming the batch size and alpha, when the loss diverges (too
+        many summed updates land on the same frequent rows: 16384-example batches on the
+        enwiki extract do; 4096 do not).
         """
         start = time.perf_counter()
         examples, loss_sum, recent = 0.0, 0.0, []
@@ -155,12 +165,15 @@ class SparseSGDTrainer:
             if len(recent) >= log_every:
                 ls = float(tf.add_n([r[0] for r in recent]))
                 ns = float(tf.add_n([r[1] for r in recent]))
+                self._check_finite(ls, examples)
                 loss_sum += ls
                 examples += ns
                 bar.set_postfix(loss=f"{ls / max(ns, 1):.4f}")
                 recent = []
         if recent:
-            loss_sum += float(tf.add_n([r[0] for r in recent]))
+            ls = float(tf.add_n([r[0] for r in recent]))
+            self._check_finite(ls, examples)
+            loss_sum += ls
             examples += float(tf.add_n([r[1] for r in recent]))
         bar.close()
         seconds = time.perf_counter() - start

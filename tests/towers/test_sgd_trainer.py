@@ -109,3 +109,15 @@ def test_bad_settings_are_named():
         SparseSGDTrainer(model, alpha=0.1, min_alpha=0.2)
     with pytest.raises(ValueError, match="pooled_gradient must be one of"):
         SparseSGDTrainer(model, pooled_gradient="max")
+
+
+def test_divergence_is_reported():
+    tf.random.set_seed(4)
+    model = model_with(IDTower(V, D, embeddings_initializer="ones", validate_ids=False),
+                       counts=np.ones(V))
+    trainer = SparseSGDTrainer(model, alpha=1e30, min_alpha=1e30)
+    q = np.zeros(64, np.int32)                     # every update lands on row 0
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"query": q, "item": q + 1, "progress": np.zeros(64, np.float32)}).repeat(4).batch(64)
+    with pytest.raises(FloatingPointError, match="use a smaller batch size .*this one: 64"):
+        trainer.fit(ds, progress=False, log_every=1)
