@@ -97,8 +97,18 @@ class CandidateSource(tf.keras.layers.Layer):
         return None
 
 
+class _FrequencySource(CandidateSource):
+    """A source whose Q uses item frequencies (counts or a streaming estimator)."""
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["frequencies"] = _frequencies_from_config(config.get("frequencies"))
+        return cls(**config)
+
+
 @tf.keras.utils.register_keras_serializable(package="twotower")
-class InBatch(CandidateSource):
+class InBatch(_FrequencySource):
     """The other positives of the batch are the negatives (Yi et al., RecSys 2019)."""
 
     def __init__(self, frequencies=None, **kwargs):
@@ -125,12 +135,6 @@ class InBatch(CandidateSource):
         config = super().get_config()
         config["frequencies"] = self.frequencies.get_config()
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["frequencies"] = _frequencies_from_config(config.get("frequencies"))
-        return cls(**config)
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -181,7 +185,7 @@ class SampledNegatives(CandidateSource):
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
-class MixedNegatives(CandidateSource):
+class MixedNegatives(_FrequencySource):
     """Mixed negative sampling (Yang et al., "Mixed Negative Sampling for Learning
     Two-tower Neural Networks in Recommendations", WWW 2020): the batch's positives plus
     k uniform "index negatives" from the whole corpus, embedded by the same item tower.
@@ -225,12 +229,6 @@ class MixedNegatives(CandidateSource):
         config.update(num_index_negatives=self.num_index_negatives, num_items=self.num_items,
                       frequencies=self.frequencies.get_config())
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["frequencies"] = _frequencies_from_config(config.get("frequencies"))
-        return cls(**config)
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")

@@ -28,24 +28,15 @@ def check_ids_in_range(ids, vocab_size, name):
         return tf.identity(ids)
 
 
-@tf.keras.utils.register_keras_serializable(package="twotower")
-class IDTower(tf.keras.layers.Layer):
-    """Embedding lookup tower.
-
-    Args:
-      vocab_size: V, ids are in [0, V).
-      dim: d.
-      embeddings_initializer: Keras initializer for W (word2vec: uniform(−0.5/d, 0.5/d)
-        for the input vectors, zeros for the output vectors).
-      validate_ids: check ids are in range at every call (a clear error instead of a
-        silent zero row on CPU / garbage on GPU); off saves a little time in hot loops.
-    """
+class EmbeddingTable(tf.keras.layers.Layer):
+    """The weight W ∈ R^{V × d} shared by IDTower and PooledIDTower: constructor
+    arguments, ``build`` and ``get_config``; subclasses write ``call``."""
 
     def __init__(self, vocab_size, dim, embeddings_initializer="uniform", validate_ids=True,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(vocab_size, "vocab_size")
-        _check_positive_int(dim, "dim")
+        check_positive_int(vocab_size, "vocab_size")
+        check_positive_int(dim, "dim")
         self.vocab_size = int(vocab_size)
         self.dim = int(dim)
         self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
@@ -57,11 +48,6 @@ class IDTower(tf.keras.layers.Layer):
             initializer=self.embeddings_initializer, trainable=True)
         super().build(input_shape)
 
-    def call(self, ids):
-        if self.validate_ids:
-            ids = check_ids_in_range(ids, self.vocab_size, f"IDTower {self.name!r}")
-        return tf.gather(self.embeddings, ids)
-
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, dim=self.dim,
@@ -71,6 +57,25 @@ class IDTower(tf.keras.layers.Layer):
         return config
 
 
-def _check_positive_int(value, name):
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class IDTower(EmbeddingTable):
+    """Embedding lookup tower.
+
+    Args:
+      vocab_size: V, ids are in [0, V).
+      dim: d.
+      embeddings_initializer: Keras initializer for W (word2vec: uniform(−0.5/d, 0.5/d)
+        for the input vectors, zeros for the output vectors).
+      validate_ids: check ids are in range at every call (a clear error instead of a
+        silent zero row on CPU / garbage on GPU); off saves a little time in hot loops.
+    """
+
+    def call(self, ids):
+        if self.validate_ids:
+            ids = check_ids_in_range(ids, self.vocab_size, f"IDTower {self.name!r}")
+        return tf.gather(self.embeddings, ids)
+
+
+def check_positive_int(value, name):
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
         raise ValueError(f"{name} must be an int >= 1, got {value!r}")

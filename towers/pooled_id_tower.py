@@ -10,34 +10,22 @@ empty row gives the zero vector.
 
 import tensorflow as tf
 
-from twotower.towers.id_tower import _check_positive_int, check_ids_in_range
+from twotower.towers.id_tower import EmbeddingTable, check_ids_in_range
 
 POOLINGS = ("mean", "sum")
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
-class PooledIDTower(tf.keras.layers.Layer):
+class PooledIDTower(EmbeddingTable):
     """Args: vocab_size (ids in [0, V), 0 = padding), dim, pooling "mean" | "sum",
     embeddings_initializer, validate_ids (as IDTower)."""
 
     def __init__(self, vocab_size, dim, pooling="mean", embeddings_initializer="uniform",
                  validate_ids=True, **kwargs):
-        super().__init__(**kwargs)
-        _check_positive_int(vocab_size, "vocab_size")
-        _check_positive_int(dim, "dim")
+        super().__init__(vocab_size, dim, embeddings_initializer, validate_ids, **kwargs)
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.vocab_size = int(vocab_size)
-        self.dim = int(dim)
         self.pooling = pooling
-        self.embeddings_initializer = tf.keras.initializers.get(embeddings_initializer)
-        self.validate_ids = bool(validate_ids)
-
-    def build(self, input_shape):
-        self.embeddings = self.add_weight(
-            name="embeddings", shape=[self.vocab_size, self.dim],
-            initializer=self.embeddings_initializer, trainable=True)
-        super().build(input_shape)
 
     def call(self, ids):
         if isinstance(ids, tf.RaggedTensor):
@@ -56,8 +44,5 @@ class PooledIDTower(tf.keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(vocab_size=self.vocab_size, dim=self.dim, pooling=self.pooling,
-                      embeddings_initializer=tf.keras.initializers.serialize(
-                          self.embeddings_initializer),
-                      validate_ids=self.validate_ids)
+        config["pooling"] = self.pooling
         return config

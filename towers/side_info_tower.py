@@ -16,7 +16,7 @@ item's embedding comes from its side information alone, which is the point of EG
 import numpy as np
 import tensorflow as tf
 
-from twotower.towers.id_tower import _check_positive_int, check_ids_in_range
+from twotower.towers.id_tower import check_positive_int, check_ids_in_range
 
 
 def _as_field(name, values, num_items):
@@ -44,8 +44,8 @@ class SideInfoTower(tf.keras.layers.Layer):
     def __init__(self, num_items, dim, side_info, known_items=None, use_attention=True,
                  **kwargs):
         super().__init__(**kwargs)
-        _check_positive_int(num_items, "num_items")
-        _check_positive_int(dim, "dim")
+        check_positive_int(num_items, "num_items")
+        check_positive_int(dim, "dim")
         if not isinstance(side_info, dict) or not side_info:
             raise ValueError(f"side_info must be a non-empty dict of fields, got {side_info!r}")
         self.num_items = int(num_items)
