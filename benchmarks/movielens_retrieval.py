@@ -132,6 +132,8 @@ def summarize(runs):
     for name, results in runs.items():
         for key in REPORTED:
             vals = np.asarray([r[key] for r in results], np.float64)
+            if np.isnan(vals).all():  # e.g. popularity has no training throughput
+                continue
             flat[f"{name}_{key}"] = float(np.mean(vals))
             if len(vals) > 1:
                 flat[f"{name}_{key}_std"] = float(np.std(vals, ddof=1))
@@ -224,7 +226,7 @@ def main(argv=None):
         row = {"model": name}
         for key in ("recall@10", "recall@50", "recall@100", "mrr", "coverage@50",
                     "tail_recall@50", "examples_per_sec"):
-            mean = flat[f"{name}_{key}"]
+            mean = flat.get(f"{name}_{key}", float("nan"))
             std = flat.get(f"{name}_{key}_std")
             fmt = "{:.0f}" if key == "examples_per_sec" else "{:.4f}"
             row[key] = "-" if np.isnan(mean) else (
