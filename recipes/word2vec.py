@@ -82,7 +82,7 @@ class TrainConfig:
     epochs: int = 5
     alpha: float = 0.025
     min_alpha: float = 1e-4
-    batch_size: int = 1024
+    batch_size: int = 4096
     steps_per_call: int = 64
     seed: int = 1
     threads: int = 2
@@ -272,7 +272,9 @@ def build_parser():
                    help="final learning rate (default %(default)s)")
     g.add_argument("--batch-size", type=int, default=t.batch_size,
                    help="examples per sparse SGD step; gradients are summed, so larger "
-                        "batches are faster but further from per-pair SGD (default %(default)s)")
+                        "batches are faster but further from per-pair SGD: on the enwiki "
+                        "extract 256-4096 match gensim's quality and 16384 diverges "
+                        "(default %(default)s)")
     g.add_argument("--steps-per-call", type=int, default=t.steps_per_call,
                    help="SGD steps per TensorFlow call (default %(default)s)")
     g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
