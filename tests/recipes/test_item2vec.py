@@ -15,7 +15,8 @@ def test_item2vec_end_to_end(planted_ml100k, tmp_path, capsys):
                         "--alpha", "0.05", "--quiet", "--probes", "2"])
     assert rc == 0
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    for key in ("hr@10", "ndcg@10", "popularity_hr@10", "words_per_sec", "vocab_size"):
+    for key in ("hr@10", "ndcg@10", "hr@10_two_tower", "ndcg@10_two_tower",
+                "popularity_hr@10", "words_per_sec", "vocab_size"):
         assert key in metrics
     assert metrics["eval_users"] == 80 and 0 <= metrics["ndcg@10"] <= metrics["hr@10"] <= 1
     printed = capsys.readouterr().out
