@@ -66,12 +66,13 @@ class SideInfoTower(tf.keras.layers.Layer):
             self._known = tf.constant(known_items)
 
     def build(self, input_shape):
-        init = tf.keras.initializers.RandomUniform(-0.5 / self.dim, 0.5 / self.dim)
+        # word2vec's input-vector initialisation, one initializer per table
+        init = lambda: tf.keras.initializers.RandomUniform(-0.5 / self.dim, 0.5 / self.dim)
         self.id_embeddings = self.add_weight(name="id_embeddings",
-                                             shape=[self.num_items, self.dim], initializer=init)
+                                             shape=[self.num_items, self.dim], initializer=init())
         self.field_embeddings = {
             k: self.add_weight(name=f"{k}_embeddings", shape=[self.vocab_sizes[k], self.dim],
-                               initializer=init) for k in self.fields}
+                               initializer=init()) for k in self.fields}
         self.attention = self.add_weight(name="attention",
                                          shape=[self.num_items, 1 + len(self.fields)],
                                          initializer="zeros",
