@@ -187,6 +187,9 @@ class IndexServer(ThreadingHTTPServer):
     """ThreadingHTTPServer holding a Retriever and the request limits."""
 
     daemon_threads = True
+    # socketserver's default listen backlog is 5: a burst of concurrent clients would get
+    # connection resets before the accept loop reaches them.
+    request_queue_size = 128
 
     def __init__(self, retriever, host="127.0.0.1", port=8080, *, max_request_bytes=1 << 20,
                  max_batch=1024, verbose=False):
