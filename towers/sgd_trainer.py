@@ -42,12 +42,15 @@ class SparseSGDTrainer:
       alpha: initial learning rate α (word2vec: 0.025 skip-gram, gensim uses it for CBOW too).
       min_alpha: final learning rate α_min.
       pooled_gradient: "sum" (word2vec.c's CBOW update) or "mean" (autodiff), see above.
+      query_is_item: the query is an item id of the same catalogue (item2vec, Airbnb,
+        EGES): it is passed as "query_id" to the model's step.
 
     Batches are dicts {"query", "item", "progress"} (data/word2vec_examples.py), one
     batch ([B] leading dim) or a stack of S batches ([S, B]) per element.
     """
 
-    def __init__(self, model, *, alpha=0.025, min_alpha=1e-4, pooled_gradient="sum"):
+    def __init__(self, model, *, alpha=0.025, min_alpha=1e-4, pooled_gradient="sum",
+                 query_is_item=False):
         if not (alpha > 0 and np.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         if not (0 <= min_alpha <= alpha):
@@ -59,6 +62,7 @@ class SparseSGDTrainer:
         self.alpha = float(alpha)
         self.min_alpha = float(min_alpha)
         self.pooled_gradient = pooled_gradient
+        self.query_is_item = bool(query_is_item)
         # XLA fuses the gathers, the loss and its gradient into a few loops: 2-3x faster
         # than op-by-op on CPU. It compiles once per batch shape, so only full batches take
         # that road (S of them per call, in a graph loop, to keep Python out of the step);
@@ -91,20 +95,14 @@ class SparseSGDTrainer:
         return self._step_graph(query, item, progress)
 
     def per_example_loss(self, query, item):
-        """[B] losses ℓ_i of the model's RetrievalLoss for a batch (no reduction)."""
-        model = self.model
-        loss = model.retrieval_loss
-        u = model.query_tower(query, training=True)
-        if loss.hierarchical:
-            return loss(u, None, item)
-        v = model.item_tower(item, training=True)
-        extra_ids = loss.draw(item, training=True)
-        flat = model.item_tower(tf.reshape(extra_ids, [-1]), training=True)
-        if extra_ids.shape.rank == 2:
-            extra = tf.reshape(flat, tf.concat([tf.shape(extra_ids), tf.shape(flat)[-1:]], 0))
-        else:
-            extra = flat
-        return loss(u, v, item, extra, extra_ids)
+        """[B] losses ℓ_i of the model's RetrievalLoss for a batch (no reduction): the
+        model's own step (TwoTowerModel.per_example_losses). With query_is_item, the query
+        id is also passed as the batch's "query_id" (own-id mask, query-anchored
+        negatives such as GroupNegatives)."""
+        batch = {"query": query, "item": item}
+        if self.query_is_item:
+            batch["query_id"] = query
+        return self.model.per_example_losses(batch, training=True)
 
     def _train_step(self, query, item, progress):
         lr = self.alpha - (self.alpha - self.min_alpha) * tf.cast(progress, tf.float32)

@@ -17,6 +17,8 @@ COMMANDS = {
     "youtube": ("twotower.recipes.youtube", "YouTube 2019: history tower, in-batch softmax with streaming logQ"),
     "mns": ("twotower.recipes.mns", "Mixed negative sampling (in-batch + uniform index negatives)"),
     "ebr": ("twotower.recipes.ebr", "Facebook EBR: triplet loss with hard/semi-hard mining"),
+    "airbnb": ("twotower.recipes.airbnb", "Airbnb KDD 2018 listing embeddings: booking as global context, same-market negatives"),
+    "eges": ("twotower.recipes.eges", "Alibaba EGES: walks on the item graph, side-information attention, cold start"),
     "serve": ("twotower.index.server", "Serve a saved index folder over HTTP (JSON)"),
 }
 
