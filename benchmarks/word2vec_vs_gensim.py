@@ -28,8 +28,8 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word_eval import evaluate_word_vectors
-from twotower.recipes.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
-                                       train_word2vec, word_vectors)
+from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
+                                      train_word2vec, word_vectors)
 from twotower.reporting import format_table, write_metrics
 
 # name -> (arch, head)

@@ -178,3 +178,52 @@ def movielens_booking_sessions(ml, *, max_gap_hours=1.0, booking_rating=5.0):
         r["user_id"], item, r["timestamp"], item_names=titles, market_of_item=market_of_item,
         market_names=market_names, booked=np.asarray(r["rating"]) >= booking_rating,
         max_gap=max_gap_hours * 3600.0)
+
+
+def leave_last_out(sequences, min_length=3):
+    """Holds out the last item of every sequence of at least ``min_length`` items.
+
+    Returns (train, held): train = each sequence as an int list, without its last item
+    when held out; held = (query item = the item before it, held-out item, set of the
+    items kept for training) per held-out sequence — item2vec's next-item protocol.
+    """
+    if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 2:
+        raise ValueError(f"min_length must be an int >= 2, got {min_length!r}")
+    train, held = [], []
+    for seq in sequences:
+        seq = [int(i) for i in seq]
+        if len(seq) >= min_length:
+            train.append(seq[:-1])
+            held.append((seq[-2], seq[-1], set(seq[:-1])))
+        else:
+            train.append(seq)
+    return train, held
+
+
+def split_booked_sessions(log, min_length=3):
+    """Airbnb's next-click protocol on a SessionLog: every session of at least
+    ``min_length`` events loses its last event to evaluation, and its booking is taken
+    from the events that remain (a booking that is the held-out event is not seen in
+    training). Sessions with a single event carry no skip-gram pair and are dropped.
+
+    Returns (train, booked, held, dropped): train = list of int item arrays (sessions of
+    >= 2 events, last event removed when held out), booked = int [len(train)] each
+    training session's last booked item or -1, held = (query item = the event before the
+    held-out one, held-out item, set of the session's training items) per held-out
+    session, dropped = number of single-event sessions.
+    """
+    if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 3:
+        raise ValueError(f"min_length must be an int >= 3, got {min_length!r}")
+    train, booked, held, dropped = [], [], [], 0
+    for a, b in zip(log._starts, log._ends):
+        items, flags = log.item[a:b], log.booked[a:b]
+        if b - a < 2:
+            dropped += 1
+            continue
+        if b - a >= min_length:
+            held.append((int(items[-2]), int(items[-1]), set(int(i) for i in items[:-1])))
+            items, flags = items[:-1], flags[:-1]
+        hits = np.flatnonzero(flags)
+        train.append(np.asarray(items, np.int64))
+        booked.append(int(items[hits[-1]]) if hits.size else -1)
+    return train, np.asarray(booked, np.int64), held, dropped

@@ -37,11 +37,20 @@ class Word2VecExamples:
       window: maximum window (reduced windows drawn in 1..window).
       sample: subsampling threshold t (0 = off).
       seed: seeds the subsampling / window / shuffle draws.
+      extra_pairs: optional ``extra_pairs(epoch, rng, ids, sentence_ids) -> (query, item)``
+        int arrays of pairs added to every epoch before the shuffle, given the epoch's
+        kept (subsampled) tokens and their sentences — e.g. Airbnb's booked listing as a
+        global context of every centre of a booked session (recipes/airbnb.py).
+        Skip-gram only (a CBOW query is a context, not one id).
     """
 
-    def __init__(self, ids, sentence_ids, counts, *, arch="sg", window=5, sample=1e-3, seed=0):
+    def __init__(self, ids, sentence_ids, counts, *, arch="sg", window=5, sample=1e-3, seed=0,
+                 extra_pairs=None):
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
+        if extra_pairs is not None and (arch != "sg" or not callable(extra_pairs)):
+            raise ValueError(f"extra_pairs must be a callable, with arch='sg'; got "
+                             f"{extra_pairs!r} with arch={arch!r}")
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window!r}")
         ids = np.asarray(ids, np.int32)
@@ -52,6 +61,7 @@ class Word2VecExamples:
         self.sentence_ids = np.asarray(sentence_ids, np.int32)
         self.keep_prob = keep_probabilities(counts, sample)
         self.arch, self.window, self.sample, self.seed = arch, window, sample, seed
+        self.extra_pairs = extra_pairs
 
     def epoch(self, epoch):
         """(query, item) numpy arrays of epoch ``epoch``, shuffled; deterministic in (seed, epoch)."""
@@ -63,6 +73,13 @@ class Word2VecExamples:
         else:
             query, item = cbow_examples(ids, sids, self.window, rng)
             query = query + 1  # PAD (-1) → 0, word w → w + 1
+        if self.extra_pairs is not None:
+            eq, ei = self.extra_pairs(epoch, rng, ids, sids)
+            eq, ei = np.asarray(eq, query.dtype), np.asarray(ei, item.dtype)
+            if eq.shape != ei.shape or eq.ndim != 1:
+                raise ValueError(f"extra_pairs must return two 1-D arrays of one length, got "
+                                 f"shapes {eq.shape} and {ei.shape}")
+            query, item = np.concatenate([query, eq]), np.concatenate([item, ei])
         order = rng.permutation(len(item))
         return query[order], item[order]
 

@@ -28,13 +28,13 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.artifacts import atomic_directory
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import sessions_from_interactions
+from twotower.data.sessions import leave_last_out, sessions_from_interactions  # noqa: F401
 from twotower.data.word2vec_examples import ARCHS
-from twotower.recipes.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig, save_model,
-                                       set_threads, train_word2vec, word_vectors,
-                                       write_word2vec_text)
+from twotower.data.word2vec_format import write_word2vec_text
 from twotower.reporting import format_table, write_metrics
-from twotower.towers.evaluation import metrics_from_ranks, positive_ranks
+from twotower.towers.i2i_evaluation import next_item_metrics
+from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig, save_model,
+                                      set_threads, train_word2vec, word_vectors)
 
 
 def user_sequences(ml):
@@ -51,55 +51,8 @@ def user_sequences(ml):
     return log.sequences(), titles
 
 
-def leave_last_out(sequences):
-    """Training sequences (all but the last item) and (query item, held-out item, seen) per
-    user with at least 3 items."""
-    train, held = [], []
-    for seq in sequences:
-        seq = [int(i) for i in seq]
-        if len(seq) >= 3:
-            train.append(seq[:-1])
-            held.append((seq[-2], seq[-1], set(seq[:-1])))
-        else:
-            train.append(seq)
-    return train, held
-
-
 def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-
-
-def next_item_metrics(vocab, vectors, held, k=10, output_vectors=None):
-    """HR@k and NDCG@k of the held-out item over the items not seen in training, scored
-    by cosine to the query item's input vector (i2i, as the paper); with
-    ``output_vectors``, also by the model's own two-tower score <W[q], W'[c]>
-    ("hr@k_two_tower"). Held-out items missing from the vocabulary count as misses.
-    Also the popularity baseline."""
-    unit = _unit(vectors)
-    n = len(vocab)
-    rows = [(vocab.index[q], vocab.index.get(t), [vocab.index[s] for s in seen])
-            for q, t, seen in held]
-    known = [r for r in rows if r[1] is not None]
-    misses = [np.array([n + 1])] * (len(rows) - len(known))
-    q = unit[[r[0] for r in known]]
-    positives = [r[1] for r in known]
-    exclude = [r[2] for r in known]
-    ranks = positive_ranks(q, unit, positives, exclude=exclude) + misses
-    pop = positive_ranks(np.ones((len(known), 1), np.float32),
-                         vocab.counts[:, np.newaxis].astype(np.float32), positives,
-                         exclude=exclude) + misses
-    ours, base = metrics_from_ranks(ranks, ks=(k,)), metrics_from_ranks(pop, ks=(k,))
-    out = {f"hr@{k}": ours[f"recall@{k}"], f"ndcg@{k}": ours[f"ndcg@{k}"],
-           f"popularity_hr@{k}": base[f"recall@{k}"],
-           f"popularity_ndcg@{k}": base[f"ndcg@{k}"], "eval_users": len(rows),
-           "eval_users_target_oov": len(misses)}
-    if output_vectors is not None and known:
-        tt = positive_ranks(vectors[[r[0] for r in known]], output_vectors, positives,
-                            exclude=exclude) + misses
-        m = metrics_from_ranks(tt, ks=(k,))
-        out.update({f"hr@{k}_two_tower": m[f"recall@{k}"],
-                    f"ndcg@{k}_two_tower": m[f"ndcg@{k}"]})
-    return out
 
 
 def build_parser():

@@ -1,0 +1,258 @@
+"""word2vec as the degenerate two-tower model, as a library: settings, model, training.
+
+Mikolov et al., "Efficient Estimation of Word Representations in Vector Space" and
+"Distributed Representations of Words and Phrases and their Compositionality" (2013).
+The query tower is the input embedding W (an IDTower over the centre for skip-gram, a
+PooledIDTower taking the mean of the context for CBOW), the item tower the output
+embedding W' (an IDTower), and the loss a twotower.losses.RetrievalLoss:
+
+    neg              NEG: k negatives per example from unigram^0.75, no logQ
+    nce              NCE: the same draws, logits s − log(k·q(c))
+    sampled-softmax  softmax over {positive} ∪ k draws, with logQ correction
+    hs               hierarchical softmax on a Huffman tree of the counts
+
+Examples come from data/word2vec_examples.py and the optimiser is word2vec's sparse
+per-example SGD (towers/sgd_trainer.py). The word2vec, item2vec, Airbnb and EGES recipes
+all train through :func:`train_word2vec`; the latter two through its hooks: a prebuilt
+vocabulary, their own query tower / candidate source (:func:`build_model`), extra
+(query, item) pairs per epoch (Airbnb's booked listing as global context) and the query
+id passed to the loss (``query_is_item``: same-market negatives, own-id masking).
+"""
+
+import dataclasses
+import json
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+
+from twotower.data.samplers import UnigramSampler
+from twotower.data.vocab import Vocabulary
+from twotower.data.word2vec_examples import ARCHS, Word2VecExamples
+from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
+from twotower.towers.id_tower import IDTower
+from twotower.towers.pooled_id_tower import PooledIDTower
+from twotower.towers.sgd_trainer import SparseSGDTrainer
+from twotower.towers.two_tower_model import TwoTowerModel
+
+HEADS = ("neg", "hs", "nce", "sampled-softmax")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Corpus and vocabulary: --corpus, --min-count, --max-vocab-size, --encoding-errors."""
+
+    corpus: str = "enwiki-sample"
+    min_count: int = 5
+    max_vocab_size: int = None
+    encoding_errors: str = "strict"
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """Architecture, head and examples: --arch, --head, --negative, --dim, --window, --sample."""
+
+    arch: str = "sg"
+    head: str = "neg"
+    negative: int = 5
+    dim: int = 100
+    window: int = 5
+    sample: float = 1e-3
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimiser and runtime: --epochs, --alpha, --min-alpha, --batch-size, --seed, --threads."""
+
+    epochs: int = 5
+    alpha: float = 0.025
+    min_alpha: float = 1e-4
+    batch_size: int = 4096
+    steps_per_call: int = 64
+    seed: int = 1
+    threads: int = 2
+
+
+def validate(data, model, train):
+    """Clear ValueErrors naming the flag and the value, before any work."""
+    if model.arch not in ARCHS:
+        raise ValueError(f"--arch must be one of {ARCHS}, got {model.arch!r}")
+    if model.head not in HEADS:
+        raise ValueError(f"--head must be one of {HEADS}, got {model.head!r}")
+    checks = [("--min-count", data.min_count, 1), ("--negative", model.negative, 1),
+              ("--dim", model.dim, 1), ("--window", model.window, 1),
+              ("--epochs", train.epochs, 1), ("--batch-size", train.batch_size, 1),
+              ("--steps-per-call", train.steps_per_call, 1), ("--threads", train.threads, 1)]
+    for flag, value, low in checks:
+        if not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{flag} must be an int >= {low}, got {value!r}")
+    if data.max_vocab_size is not None and data.max_vocab_size < 1:
+        raise ValueError(f"--max-vocab-size must be >= 1, got {data.max_vocab_size!r}")
+    if not model.sample >= 0:
+        raise ValueError(f"--sample must be >= 0, got {model.sample!r}")
+    if not (train.alpha > 0 and 0 <= train.min_alpha <= train.alpha):
+        raise ValueError(f"--alpha must be > 0 and 0 <= --min-alpha <= --alpha, got "
+                         f"alpha={train.alpha!r}, min_alpha={train.min_alpha!r}")
+    if data.encoding_errors not in ("strict", "replace"):
+        raise ValueError(f"--encoding-errors must be 'strict' or 'replace', got "
+                         f"{data.encoding_errors!r}")
+
+
+def build_model(vocab, model_config, seed, *, query_tower=None, candidates=None):
+    """The two-tower model of word2vec, initialised as word2vec.c does (W uniform in
+    ±0.5/d, W' and the HS node vectors zero).
+
+    Args:
+      vocab: the Vocabulary (its counts drive the unigram^0.75 negatives and HS tree).
+      model_config: a ModelConfig.
+      seed: initialisation / sampler seed.
+      query_tower: replaces the input embedding W (e.g. EGES's SideInfoTower over item
+        ids); it must take skip-gram's centre ids [B].
+      candidates: replaces the unigram^0.75 SampledNegatives (e.g. Airbnb's corpus +
+        same-market ConcatNegatives); not with the "hs" head.
+    """
+    V, d = len(vocab), model_config.dim
+    if candidates is not None and model_config.head == "hs":
+        raise ValueError("candidates cannot be set with head='hs' (HS has no negatives)")
+    if query_tower is not None and model_config.arch != "sg":
+        raise ValueError(f"a custom query_tower takes skip-gram centre ids: arch must be "
+                         f"'sg', got {model_config.arch!r}")
+    init = tf.keras.initializers.RandomUniform(-0.5 / d, 0.5 / d, seed=seed)
+    if model_config.arch == "sg":
+        if query_tower is None:
+            query_tower = IDTower(V, d, embeddings_initializer=init, validate_ids=False,
+                                  name="input_vectors")
+        query_probe = tf.constant([0])
+    else:  # row w + 1 is word w; 0 is padding
+        query_tower = PooledIDTower(V + 1, d, pooling="mean", embeddings_initializer=init,
+                                    validate_ids=False, name="input_vectors")
+        query_probe = tf.constant([[1]])
+    item_tower = IDTower(V, d, embeddings_initializer="zeros", validate_ids=False,
+                         name="output_vectors")
+    if model_config.head == "hs":
+        loss = RetrievalLoss(HierarchicalSoftmax(vocab.counts, d), candidates=None)
+    else:
+        if candidates is None:
+            sampler = UnigramSampler(vocab.counts, 0.75, seed=seed)
+            candidates = SampledNegatives(sampler, model_config.negative, shared=False)
+        head = {"neg": "neg", "nce": "nce", "sampled-softmax": "softmax"}[model_config.head]
+        # word2vec.c skips a negative equal to the positive: accidental hits are masked.
+        loss = RetrievalLoss(head, candidates, logq=model_config.head != "neg",
+                             remove_accidental_hits=True)
+    model = TwoTowerModel(query_tower, item_tower, loss, name="word2vec")
+    model({"query": query_probe, "item": tf.constant([0])})  # builds every weight
+    if model_config.head == "hs":
+        loss(query_tower(query_probe), None, tf.constant([0]))
+    return model
+
+
+def word_vectors(model, arch):
+    """The input vectors W (one row per word, in vocabulary order). A query tower other
+    than an ID lookup (EGES's SideInfoTower) is run over every id instead."""
+    tower = model.query_tower
+    if isinstance(tower, (IDTower, PooledIDTower)):
+        w = tower.embeddings.numpy()
+        return w if arch == "sg" else w[1:]
+    n = int(model.item_tower.embeddings.shape[0])
+    return np.concatenate([tower(tf.range(s, min(s + 4096, n))).numpy()
+                           for s in range(0, n, 4096)])
+
+
+def set_threads(threads):
+    """Uses ``threads`` cores for TensorFlow (ignored once TF's runtime has started)."""
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass
+
+
+def train_word2vec(sentences, data_config, model_config, train_config, *, progress=True,
+                   vocab=None, model_fn=None, extra_pairs=None, query_is_item=False,
+                   description=None):
+    """Vocabulary, model and training on tokenised ``sentences``.
+
+    Args:
+      sentences: lists of tokens (words, or item ids).
+      data_config, model_config, train_config: the settings above.
+      progress: show a tqdm bar.
+      vocab: a prebuilt Vocabulary (default: built from ``sentences`` with min_count /
+        max_vocab_size), e.g. one that holds items never seen in ``sentences``.
+      model_fn: ``model_fn(vocab) -> TwoTowerModel`` replacing :func:`build_model`.
+      extra_pairs: passed to Word2VecExamples: ``extra_pairs(epoch, rng, ids,
+        sentence_ids) -> (query, item)`` adds pairs to every epoch (skip-gram only).
+      query_is_item: the query is an item of the vocabulary; its id reaches the loss
+        (SparseSGDTrainer(query_is_item=True)).
+
+    Returns (vocab, model, stats) with stats: tokens (raw corpus words), vocab_size,
+    examples, seconds (vocabulary + training wall time), words_per_sec (tokens × epochs /
+    seconds), mean_loss.
+    """
+    validate(data_config, model_config, train_config)
+    if not sentences:
+        raise ValueError(f"corpus {data_config.corpus!r} is empty: no sentences")
+    start = time.perf_counter()
+    tokens = sum(len(s) for s in sentences)
+    if vocab is None:
+        vocab = Vocabulary.build(sentences, min_count=data_config.min_count,
+                                 max_vocab_size=data_config.max_vocab_size)
+    ids, sentence_ids = vocab.encode(sentences)
+    if len(ids) <= model_config.window:
+        raise ValueError(f"corpus {data_config.corpus!r} has {len(ids)} in-vocabulary tokens, "
+                         f"not more than --window={model_config.window}; use a larger corpus "
+                         f"or a smaller window / --min-count")
+    if not np.any(sentence_ids[1:] == sentence_ids[:-1]):
+        raise ValueError(f"corpus {data_config.corpus!r} has no sentence with two "
+                         f"in-vocabulary tokens: no training examples")
+    tf.random.set_seed(train_config.seed)
+    examples = Word2VecExamples(ids, sentence_ids, vocab.counts, arch=model_config.arch,
+                                window=model_config.window, sample=model_config.sample,
+                                seed=train_config.seed, extra_pairs=extra_pairs)
+    model = (model_fn or (lambda v: build_model(v, model_config, train_config.seed)))(vocab)
+    trainer = SparseSGDTrainer(model, alpha=train_config.alpha, min_alpha=train_config.min_alpha,
+                               query_is_item=query_is_item)
+    dataset = examples.dataset(train_config.epochs, train_config.batch_size,
+                               steps_per_element=train_config.steps_per_call)
+    result = trainer.fit(dataset, progress=progress,
+                         description=description or
+                         f"word2vec {model_config.arch}/{model_config.head}")
+    seconds = time.perf_counter() - start
+    stats = {"tokens": tokens, "vocab_size": len(vocab), "examples": result["examples"],
+             "seconds": seconds, "words_per_sec": tokens * train_config.epochs / seconds,
+             "mean_loss": result["mean_loss"]}
+    return vocab, model, stats
+
+
+def unit_rows(x):
+    """Rows scaled to unit L2 norm (zero rows stay zero): cosine = dot of these."""
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def nearest_neighbours(words, vectors, probes, k=8):
+    """{probe: [(word, cosine), ...]} for the probes in the vocabulary (others left out)."""
+    index = {w: i for i, w in enumerate(words)}
+    unit = unit_rows(vectors)
+    out = {}
+    for probe in probes:
+        if probe not in index:
+            continue
+        sims = unit @ unit[index[probe]]
+        sims[index[probe]] = -np.inf
+        top = np.argsort(-sims)[:k]
+        out[probe] = [(words[i], float(sims[i])) for i in top]
+    return out
+
+
+def save_model(folder, model, model_config):
+    """The model's weights (weights.h5) and its ModelConfig (config.json) in ``folder``."""
+    os.makedirs(folder, exist_ok=True)
+    model.save_weights(os.path.join(folder, "weights.h5"))
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump(dataclasses.asdict(model_config), f, indent=2)
+
+
+__all__ = ["HEADS", "DataConfig", "ModelConfig", "TrainConfig", "validate", "build_model",
+           "word_vectors", "set_threads", "train_word2vec", "unit_rows",
+           "nearest_neighbours", "save_model"]
