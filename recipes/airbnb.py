@@ -1,0 +1,231 @@
+"""Airbnb listing embeddings (Grbovic & Cheng, "Real-time Personalization using
+Embeddings for Search Ranking at Airbnb", KDD 2018, §3.1), beside plain item2vec.
+
+Skip-gram with negative sampling over click sessions, with the paper's two changes:
+
+  (a) the booked listing l_b is a global context: (l, l_b) is a positive pair for every
+      centre l of a booked session (data/global_context.py), and
+  (b) negatives come from the centre's own market as well as the whole corpus:
+      k unigram^0.75 corpus negatives + m same-market negatives, drawn uniformly from the
+      centre's market (ConcatNegatives[SampledNegatives, GroupNegatives(anchor="query")]).
+
+    L = − Σ_(l,c) log σ(v'_c·v_l) − Σ_(l,n)∈D_neg log σ(−v'_n·v_l)
+        − log σ(v'_{l_b}·v_l) − Σ_(l,m)∈D_mn log σ(−v'_m·v_l)
+
+Both are the same two-tower word2vec model and sparse SGD as item2vec
+(towers/word2vec.py); item2vec is trained beside it on the SAME training sessions with
+the same dim, window, epochs and seed (no booking context, corpus negatives only).
+
+Input: sessions in the documented CSV format (data/sessions.py):
+    session_id,item_id,timestamp,booked,market
+or, offline, MovieLens-100K adapted (not real bookings): a user's ratings split into
+sessions at gaps of more than --max-gap-hours, the session's last rating >=
+--booking-rating as its "booking", a film's first genre as its "market".
+
+Evaluation: the last event of every session of >= 3 events is held out; its query is the
+event before it and every other item is ranked by cosine (the session's earlier items
+and the query excluded): next-item HR@10 / NDCG@10. same_market@10: the share of an
+item's 10 nearest cosine neighbours in its own market, averaged over items.
+
+    twotower airbnb --out out/airbnb                       # MovieLens-100K, offline
+    twotower airbnb --sessions clicks.csv --out out/mine   # your own session logs
+
+Writes to --out: vectors.txt (word2vec text format; "index:name"), index/ (a ScaNN
+cosine index of the listing vectors, twotower.index.load reads it), metrics.json; prints
+the side-by-side table.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+
+from twotower.artifacts import atomic_directory
+from twotower.data.global_context import GlobalContext
+from twotower.data.movielens import load_movielens
+from twotower.data.samplers import UnigramSampler
+from twotower.data.sessions import (movielens_booking_sessions, read_session_csv,
+                                    split_booked_sessions)
+from twotower.data.vocab import Vocabulary
+from twotower.data.word2vec_format import write_word2vec_text
+from twotower.index import build_index, save
+from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
+from twotower.reporting import format_table, write_metrics
+from twotower.towers.i2i_evaluation import next_item_metrics, same_group_share
+from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, build_model,
+                                      set_threads, train_word2vec, validate, word_vectors)
+
+K = 10
+
+
+def load_sessions(args):
+    """The SessionLog of --sessions (CSV) or of MovieLens (--source), and its origin."""
+    if args.sessions:
+        if not os.path.isfile(args.sessions):
+            raise FileNotFoundError(f"--sessions {args.sessions!r}: no such file")
+        return read_session_csv(args.sessions), f"sessions:{args.sessions}"
+    ml = load_movielens(args.source)
+    return (movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours,
+                                       booking_rating=args.booking_rating),
+            f"movielens:{args.source}")
+
+
+def prepare(log, min_count):
+    """Training sentences (item ids as tokens), vocabulary, the booked item of every
+    training sentence in vocabulary ids (-1: none or out of vocabulary), held-out pairs,
+    each vocabulary item's market, and counts of what was left out."""
+    train, booked, held, dropped = split_booked_sessions(log)
+    if not train:
+        raise ValueError(f"no session has 2 or more events ({log.num_sessions} sessions, "
+                         f"all single-item): nothing to train on")
+    if not held:
+        raise ValueError("no session has 3 or more events: nothing to hold out for "
+                         "evaluation")
+    sentences = [s.tolist() for s in train]
+    vocab = Vocabulary.build(sentences, min_count=min_count)
+    booked_vocab = np.array([vocab.index.get(int(b), -1) if b >= 0 else -1 for b in booked],
+                            dtype=np.int64)
+    market = log.item_market[np.asarray(vocab.words, np.int64)]
+    info = {"sessions": log.num_sessions, "train_sessions": len(train),
+            "single_item_sessions_dropped": dropped,
+            "booked_sessions": int((booked >= 0).sum()),
+            "booked_items_out_of_vocabulary": int(((booked >= 0) & (booked_vocab < 0)).sum()),
+            "num_items": len(vocab), "num_markets": int(len(np.unique(market[market >= 0])))}
+    return sentences, vocab, booked_vocab, held, market, info
+
+
+def airbnb_model_fn(vocab, market, model_config, market_negatives, seed):
+    """build_model with corpus + same-market negatives (the paper's D_neg ∪ D_mn)."""
+    corpus = SampledNegatives(UnigramSampler(vocab.counts, 0.75, seed=seed),
+                              model_config.negative, shared=False)
+    same_market = GroupNegatives(market, market_negatives, anchor="query")
+    return lambda v: build_model(v, model_config, seed,
+                                 candidates=ConcatNegatives([corpus, same_market]))
+
+
+def evaluate(vocab, vectors, held, market):
+    m = next_item_metrics(vocab, vectors, held, k=K)
+    return {f"hr@{K}": m[f"hr@{K}"], f"ndcg@{K}": m[f"ndcg@{K}"],
+            f"same_market@{K}": same_group_share(vectors, market, k=min(K, len(vocab) - 1)),
+            "popularity_hr": m[f"popularity_hr@{K}"], "eval_sessions": m["eval_users"]}
+
+
+def run(args):
+    """Trains both models; returns (metrics, vocab, airbnb vectors, names)."""
+    data = DataConfig(corpus="sessions", min_count=args.min_count)
+    model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
+    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
+                        TrainConfig.steps_per_call, args.seed, args.threads)
+    validate(data, model_config, train)
+    if isinstance(args.market_negatives, bool) or args.market_negatives < 0:
+        raise ValueError(f"--market-negatives must be an int >= 0, got {args.market_negatives!r}")
+    log, origin = load_sessions(args)
+    data.corpus = origin
+    sentences, vocab, booked, held, market, info = prepare(log, args.min_count)
+    names = [str(log.item_names[int(w)]) for w in vocab.words]
+
+    kwargs = dict(vocab=vocab, progress=not args.quiet)
+    model_fn = None
+    if args.market_negatives:
+        model_fn = airbnb_model_fn(vocab, market, model_config, args.market_negatives, args.seed)
+    extra = GlobalContext(booked) if not args.no_booking and (booked >= 0).any() else None
+    _, ours, stats = train_word2vec(sentences, data, model_config, train, model_fn=model_fn,
+                                    extra_pairs=extra, query_is_item=True,
+                                    description="airbnb", **kwargs)
+    _, plain, plain_stats = train_word2vec(sentences, data, model_config, train,
+                                           description="item2vec", **kwargs)
+    vectors = word_vectors(ours, "sg")
+    metrics = dict(info, dim=args.dim, epochs=args.epochs, airbnb_seconds=stats["seconds"],
+                   item2vec_seconds=plain_stats["seconds"],
+                   airbnb_examples=stats["examples"], item2vec_examples=plain_stats["examples"])
+    for name, v in (("airbnb", vectors), ("item2vec", word_vectors(plain, "sg"))):
+        m = evaluate(vocab, v, held, market)
+        metrics["eval_sessions"] = m.pop("eval_sessions")
+        metrics[f"popularity_hr@{K}"] = m.pop("popularity_hr")
+        metrics.update({f"{name}_{k}": val for k, val in m.items()})
+    return metrics, vocab, vectors, names
+
+
+def build_parser():
+    m, t = ModelConfig(), TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="twotower airbnb",
+        description="Airbnb KDD 2018 listing embeddings (skip-gram on click sessions, the "
+                    "booked listing as global context, same-market negatives) beside "
+                    "item2vec on the same sessions; next-item HR@10 and same-market "
+                    "neighbour share; a ScaNN index of the listing vectors.")
+    g = p.add_argument_group("data")
+    g.add_argument("--sessions", default=None,
+                   help="a session CSV with header session_id,item_id,timestamp,booked,market "
+                        "(one event per line; booked 0/1). Default: MovieLens-100K adapted")
+    g.add_argument("--source", default="auto",
+                   help="MovieLens when no --sessions: a folder/zip, 'url', 'recbole' "
+                        "(offline wheel) or 'auto' (default %(default)s)")
+    g.add_argument("--max-gap-hours", type=float, default=1.0,
+                   help="MovieLens: a new session after this many hours between ratings "
+                        "(default %(default)s)")
+    g.add_argument("--booking-rating", type=float, default=5.0,
+                   help="MovieLens: the session's last rating >= this is its booking "
+                        "(default %(default)s)")
+    g.add_argument("--min-count", type=int, default=1,
+                   help="drop items with fewer training events (default %(default)s)")
+    g = p.add_argument_group("model")
+    g.add_argument("--negative", type=int, default=m.negative,
+                   help="corpus negatives per pair, from unigram^0.75 (default %(default)s)")
+    g.add_argument("--market-negatives", type=int, default=5,
+                   help="negatives per pair from the centre's market, uniform; 0 = off "
+                        "(default %(default)s)")
+    g.add_argument("--no-booking", action="store_true",
+                   help="leave out the booked listing as global context (ablation)")
+    g.add_argument("--dim", type=int, default=32, help="vector size (default %(default)s)")
+    g.add_argument("--window", type=int, default=5,
+                   help="maximum window within a session (default %(default)s)")
+    g.add_argument("--sample", type=float, default=1e-3,
+                   help="subsampling threshold of frequent items; 0 = off (default %(default)s)")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=10, help="passes (default %(default)s)")
+    g.add_argument("--alpha", type=float, default=t.alpha,
+                   help="initial learning rate, decayed linearly (default %(default)s)")
+    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
+                   help="final learning rate (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=512,
+                   help="pairs per sparse SGD step (default %(default)s)")
+    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
+    g.add_argument("--threads", type=int, default=t.threads,
+                   help="CPU threads for TensorFlow (default %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, help="output folder (written atomically)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        set_threads(args.threads)
+        metrics, vocab, vectors, names = run(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        print(f"twotower airbnb: error: {e}", file=sys.stderr)
+        return 2
+    ids = np.asarray(vocab.words, np.int64)
+    index = build_index(vectors, ids, distance="cosine")
+    with atomic_directory(args.out) as tmp:
+        write_word2vec_text(os.path.join(tmp, "vectors.txt"),
+                            [f"{i}:{n.replace(' ', '_')}" for i, n in zip(ids, names)], vectors)
+        save(os.path.join(tmp, "index"), index, extra={"recipe": "airbnb"})
+        write_metrics(tmp, metrics)
+    rows = [{"metric": k, "airbnb": metrics[f"airbnb_{k}"], "item2vec": metrics[f"item2vec_{k}"]}
+            for k in (f"hr@{K}", f"ndcg@{K}", f"same_market@{K}")]
+    print(format_table(rows))
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
+                        if not k.startswith(("airbnb_hr", "airbnb_ndcg", "airbnb_same",
+                                             "item2vec_hr", "item2vec_ndcg", "item2vec_same"))]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
