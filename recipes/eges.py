@@ -1,0 +1,264 @@
+"""EGES (Wang et al., "Billion-scale Commodity Embedding for E-commerce Recommendation in
+Alibaba", KDD 2018), beside item2vec, with cold-start items from side information.
+
+  1. a weighted directed item graph from consecutive items of sessions, w_ij = how often
+     j directly follows i (data/item_graph.py);
+  2. weighted random walks P(j | i) = w_ij / Σ_k w_ik (or DeepWalk's uniform walk,
+     --uniform-walks);
+  3. skip-gram with negative sampling on the walks, where the centre's vector is
+     EGES's H_v = Σ_j softmax(a_v)_j W^j_v over its id embedding and one embedding per
+     side-information field (genres, multi-valued, mean of its values; release-year
+     bucket) with learned per-item attention a_v (towers/side_info_tower.py; --no-attention
+     gives GES, the plain mean). The context is an output-id embedding (item tower).
+
+Items never in the graph still get H_v from their side information alone; item2vec has
+no vector for them. The offline data is MovieLens-100K (data/movielens.py), sessions cut
+at --max-gap-hours between a user's ratings.
+
+Evaluation: a random --cold-fraction of the rated items is hidden from training entirely
+(its events removed from the sessions). The last event of every remaining session of >= 3
+events is held out; next-item HR@10 / NDCG@10 rank all items by cosine to the query
+item (the session's earlier items excluded), for EGES, for item2vec on the same training
+sessions and, with --compare-deepwalk, for skip-gram on uniform walks (DeepWalk). Cold
+start: every (known item → hidden item) step of the full sessions asks for the hidden
+item as the next item of its predecessor (cold_hr@10, ranked among all items), and each
+hidden item's 10 nearest known items are checked against its true neighbours in the full
+graph (cold_neighbour_precision@10, beside the 10 most popular items as a baseline).
+
+    twotower eges --out out/eges
+    twotower eges --source path/to/ml-100k --uniform-walks --out out/deepwalk-sideinfo
+
+Writes to --out: vectors.txt (every item, cold ones included; word2vec text format),
+index/ (a ScaNN cosine index of all item vectors), metrics.json; prints the table.
+"""
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+
+from twotower.artifacts import atomic_directory
+from twotower.data.item_graph import ItemGraph
+from twotower.data.movielens import load_movielens
+from twotower.data.sessions import leave_last_out, movielens_booking_sessions
+from twotower.data.side_info import encode_side_info, year_buckets
+from twotower.data.vocab import Vocabulary
+from twotower.data.word2vec_format import write_word2vec_text
+from twotower.index import build_index, save
+from twotower.reporting import format_table, write_metrics
+from twotower.towers.i2i_evaluation import next_item_metrics
+from twotower.towers.side_info_tower import SideInfoTower
+from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, build_model,
+                                      set_threads, train_word2vec, validate, word_vectors)
+
+K = 10
+
+
+def movielens_side_info(ml):
+    """{genres: [N, max_genres] codes, year: [N] 5-year-bucket codes}, 0 = missing."""
+    codes, _ = encode_side_info({"genres": list(ml.movies["genres"]),
+                                 "year": year_buckets(ml.movies["year"])})
+    return codes
+
+
+def hide_items(sequences, num_items, fraction, seed):
+    """Hides a random ``fraction`` of the items that occur in ``sequences``: returns
+    (sequences with those items' events removed, bool [num_items] hidden)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--cold-fraction must be in [0, 1), got {fraction!r}")
+    seen = np.unique(np.concatenate(sequences))
+    rng = np.random.default_rng(seed)
+    hidden = np.zeros(num_items, bool)
+    hidden[rng.choice(seen, int(round(fraction * seen.size)), replace=False)] = True
+    return [s[~hidden[s]] for s in sequences], hidden
+
+
+def cold_pairs(sequences, hidden):
+    """(known predecessor, hidden item, {}) for every step into a hidden item."""
+    out = []
+    for s in sequences:
+        for a, b in zip(s[:-1], s[1:]):
+            if hidden[b] and not hidden[a] and a != b:
+                out.append((int(a), int(b), set()))
+    return out
+
+
+def cold_neighbour_precision(vectors, sequences, hidden, counts, k=K):
+    """Mean over hidden items with graph neighbours of the share of their k nearest known
+    items (cosine) that are neighbours in the full graph; and the same for the k most
+    popular known items (baseline)."""
+    n = len(hidden)
+    full = ItemGraph(sequences, n)
+    neighbours = [set() for _ in range(n)]
+    for a, b in zip(full.sources, full.targets):
+        neighbours[a].add(int(b))
+        neighbours[b].add(int(a))
+    known = np.flatnonzero(~hidden & (counts > 0))
+    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    popular = known[np.argsort(-counts[known], kind="stable")[:k]]
+    ours, base = [], []
+    for h in np.flatnonzero(hidden):
+        truth = neighbours[h] - {int(h)}
+        if not truth:
+            continue
+        top = known[np.argsort(-(unit[known] @ unit[h]))[:k]]
+        ours.append(np.mean([int(i) in truth for i in top]))
+        base.append(np.mean([int(i) in truth for i in popular]))
+    return (float(np.mean(ours)) if ours else 0.0, float(np.mean(base)) if base else 0.0,
+            len(ours))
+
+
+def run(args):
+    data = DataConfig(corpus=f"movielens:{args.source}", min_count=1)
+    model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
+    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
+                        TrainConfig.steps_per_call, args.seed, args.threads)
+    validate(data, model_config, train)
+    for flag, v in (("--walk-length", args.walk_length), ("--walks-per-node", args.walks_per_node)):
+        if v < 2 and flag == "--walk-length" or v < 1:
+            raise ValueError(f"{flag} must be an int >= {2 if flag == '--walk-length' else 1}, "
+                             f"got {v!r}")
+    if not 0 <= args.cold_fraction < 1:
+        raise ValueError(f"--cold-fraction must be in [0, 1), got {args.cold_fraction!r}")
+    ml = load_movielens(args.source)
+    log = movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours)
+    n = log.num_items
+    side_info = movielens_side_info(ml)
+    full = log.sequences(min_length=2)
+    if not full:
+        raise ValueError(f"--source {args.source!r}: no session has 2 or more ratings")
+    visible, hidden = hide_items(full, n, args.cold_fraction, args.seed)
+    train_seqs, held = leave_last_out([s for s in visible if len(s) >= 2])
+    graph = ItemGraph(train_seqs, n)
+    walks = [w.tolist() for w in graph.random_walks(args.walk_length, args.walks_per_node,
+                                                    weighted=not args.uniform_walks,
+                                                    seed=args.seed) if len(w) >= 2]
+    counts = np.bincount(np.concatenate([np.asarray(w) for w in walks]), minlength=n)
+    known = counts > 0
+    # EGES's vocabulary is the whole catalogue in id order: never-walked items keep a row
+    # (zero count: never a negative) whose vector comes from side information alone.
+    vocab = Vocabulary(list(range(n)), counts)
+    tower = SideInfoTower(n, args.dim, side_info, known_items=known,
+                          use_attention=not args.no_attention, name="eges")
+    kwargs = dict(progress=not args.quiet)
+    _, eges, stats = train_word2vec(walks, data, model_config, train, vocab=vocab,
+                                    model_fn=lambda v: build_model(v, model_config, args.seed,
+                                                                   query_tower=tower),
+                                    query_is_item=True, description="eges", **kwargs)
+    vectors = word_vectors(eges, "sg")
+    i2v_vocab, i2v, i2v_stats = train_word2vec([s.tolist() for s in map(np.asarray, train_seqs)],
+                                               data, model_config, train,
+                                               description="item2vec", **kwargs)
+    metrics = {"num_items": n, "hidden_items": int(hidden.sum()),
+               "graph_edges": graph.num_edges, "graph_isolated_nodes": int(graph.isolated.size),
+               "walks": len(walks), "side_info_missing_values": int(sum(
+                   (np.asarray(c).reshape(n, -1) > 0).any(axis=1).__invert__().sum()
+                   for c in side_info.values())),
+               "dim": args.dim, "epochs": args.epochs, "eges_seconds": stats["seconds"],
+               "item2vec_seconds": i2v_stats["seconds"]}
+    results = [("eges", vocab, vectors), ("item2vec", i2v_vocab, word_vectors(i2v, "sg"))]
+    if args.compare_deepwalk:
+        uniform = [w.tolist() for w in graph.random_walks(args.walk_length, args.walks_per_node,
+                                                          weighted=False, seed=args.seed)
+                   if len(w) >= 2]
+        dw_vocab, dw, _ = train_word2vec(uniform, data, model_config, train,
+                                         description="deepwalk", **kwargs)
+        results.append(("deepwalk", dw_vocab, word_vectors(dw, "sg")))
+    for name, v, vec in results:
+        m = next_item_metrics(v, vec, held, k=K)
+        metrics.update({f"{name}_hr@{K}": m[f"hr@{K}"], f"{name}_ndcg@{K}": m[f"ndcg@{K}"]})
+        metrics["eval_pairs"] = m["eval_users"]
+        metrics[f"popularity_hr@{K}"] = m[f"popularity_hr@{K}"] if name == "item2vec" else \
+            metrics.get(f"popularity_hr@{K}", 0.0)
+    cold = cold_pairs(full, hidden)
+    metrics["cold_pairs"] = len(cold)
+    if cold:
+        m = next_item_metrics(vocab, vectors, cold, k=K)
+        metrics[f"eges_cold_hr@{K}"] = m[f"hr@{K}"]
+        metrics[f"eges_cold_ndcg@{K}"] = m[f"ndcg@{K}"]
+        metrics[f"item2vec_cold_answered"] = sum(1 for _, b, _ in cold if b in i2v_vocab.index)
+    prec, pop_prec, n_cold = cold_neighbour_precision(vectors, full, hidden,
+                                                      np.bincount(np.concatenate(train_seqs),
+                                                                  minlength=n))
+    metrics.update({f"eges_cold_neighbour_precision@{K}": prec,
+                    f"popularity_cold_neighbour_precision@{K}": pop_prec,
+                    "cold_items_with_neighbours": n_cold})
+    names = [f"{i}:{str(log.item_names[i]).replace(' ', '_')}" for i in range(n)]
+    return metrics, vectors, names
+
+
+def build_parser():
+    m, t = ModelConfig(), TrainConfig()
+    p = argparse.ArgumentParser(
+        prog="twotower eges",
+        description="EGES (Alibaba KDD 2018): weighted walks on the session item graph, "
+                    "skip-gram with side-information attention (genres, year) beside "
+                    "item2vec; next-item HR@10 and cold-start quality for items hidden "
+                    "from the graph; a ScaNN index of all item vectors.")
+    g = p.add_argument_group("data")
+    g.add_argument("--source", default="auto",
+                   help="MovieLens: a folder/zip, 'url', 'recbole' (offline wheel) or "
+                        "'auto' (default %(default)s)")
+    g.add_argument("--max-gap-hours", type=float, default=1.0,
+                   help="a new session after this many hours between ratings (default "
+                        "%(default)s)")
+    g.add_argument("--cold-fraction", type=float, default=0.1,
+                   help="share of the rated items hidden from the graph, for the cold-start "
+                        "evaluation (default %(default)s)")
+    g = p.add_argument_group("walks")
+    g.add_argument("--walk-length", type=int, default=10, help="nodes per walk (default %(default)s)")
+    g.add_argument("--walks-per-node", type=int, default=10,
+                   help="walks started from every node with an out-edge (default %(default)s)")
+    g.add_argument("--uniform-walks", action="store_true",
+                   help="DeepWalk's uniform walks instead of edge-weighted ones")
+    g = p.add_argument_group("model")
+    g.add_argument("--no-attention", action="store_true",
+                   help="GES: the plain mean of id and side-information embeddings")
+    g.add_argument("--negative", type=int, default=m.negative,
+                   help="negatives per pair from unigram^0.75 (default %(default)s)")
+    g.add_argument("--dim", type=int, default=32, help="vector size (default %(default)s)")
+    g.add_argument("--window", type=int, default=5, help="maximum window (default %(default)s)")
+    g.add_argument("--sample", type=float, default=1e-3,
+                   help="subsampling threshold; 0 = off (default %(default)s)")
+    g.add_argument("--compare-deepwalk", action="store_true",
+                   help="also train plain skip-gram on uniform walks (DeepWalk) and report it")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=5, help="passes over the walks (default %(default)s)")
+    g.add_argument("--alpha", type=float, default=t.alpha,
+                   help="initial learning rate, decayed linearly (default %(default)s)")
+    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
+                   help="final learning rate (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=512,
+                   help="pairs per sparse SGD step (default %(default)s)")
+    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
+    g.add_argument("--threads", type=int, default=t.threads,
+                   help="CPU threads for TensorFlow (default %(default)s)")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", required=True, help="output folder (written atomically)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        set_threads(args.threads)
+        metrics, vectors, names = run(args)
+    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
+        print(f"twotower eges: error: {e}", file=sys.stderr)
+        return 2
+    index = build_index(vectors, np.arange(len(vectors), dtype=np.int64), distance="cosine")
+    with atomic_directory(args.out) as tmp:
+        write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
+        save(os.path.join(tmp, "index"), index, extra={"recipe": "eges"})
+        write_metrics(tmp, metrics)
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
