@@ -14,52 +14,15 @@ import time
 
 import numpy as np
 
+from twotower.towers.two_tower_model import embed as embed_rows
+
 from twotower.index import config as config_lib
 from twotower.index.scann_index import ScannIndex, check_vectors, normalize
 
 
-def _batches(inputs, batch_size):
-    """Yields (start, batch) slices of an array or a dict of equal-length arrays."""
-    if isinstance(inputs, dict):
-        n = len(next(iter(inputs.values())))
-        for k, v in inputs.items():
-            if len(v) != n:
-                raise ValueError(f"item feature {k!r} has {len(v)} rows, expected {n}")
-        for s in range(0, n, batch_size):
-            yield s, {k: v[s:s + batch_size] for k, v in inputs.items()}
-    else:
-        n = len(inputs)
-        for s in range(0, n, batch_size):
-            yield s, inputs[s:s + batch_size]
-
-
 def embed(tower, inputs, *, batch_size=4096, desc="embedding items", progress=True):
-    """Runs ``tower`` over ``inputs`` in batches (tqdm bar); returns float32 [N, d].
-
-    Args:
-      tower: a callable Keras layer/model (the item or query tower).
-      inputs: an array of ids [N] / features [N, ...], or a dict of such arrays.
-      batch_size: rows per call.
-    """
-    from tqdm.auto import tqdm
-
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-    n = len(next(iter(inputs.values()))) if isinstance(inputs, dict) else len(inputs)
-    if n == 0:
-        raise ValueError("inputs are empty: nothing to embed")
-    out = []
-    with tqdm(total=n, desc=desc, unit="item", disable=not progress, leave=False) as bar:
-        for _, batch in _batches(inputs, batch_size):
-            emb = tower(batch, training=False) if _accepts_training(tower) else tower(batch)
-            emb = np.asarray(emb, dtype=np.float32)
-            out.append(emb)
-            bar.update(len(emb))
-    return np.concatenate(out)
-
-
-def _accepts_training(tower):
-    return hasattr(tower, "trainable_weights")  # Keras layers/models take training=
+    """The item (or query) tower over a whole catalogue: towers.two_tower_model.embed."""
+    return embed_rows(tower, inputs, batch_size, desc=desc, progress=progress)
 
 
 def scann_config_text(vectors, config, *, num_neighbors=10, soar=True):

@@ -175,27 +175,42 @@ class TwoTowerModel(tf.keras.Model):
         return cls(**config)
 
 
-def embed(tower, inputs, batch_size=4096):
-    """Runs ``tower`` over ``inputs`` in batches (a progress bar over many batches)."""
+def embed(tower, inputs, batch_size=4096, *, desc=None, progress=True):
+    """Runs ``tower`` over ``inputs`` in batches, with a progress bar; float32 [N, d].
+
+    Args:
+      tower: any callable mapping a batch to embeddings: a Keras layer/model (called with
+        training=False) or, e.g., a reloaded SavedModel's function.
+      inputs: an array of ids [N] / features [N, ...], or a dict of equal-length arrays.
+      batch_size: rows per call.
+      desc: progress-bar label (default: the tower's name).
+      progress: show the bar.
+    """
+    from tqdm.auto import tqdm
+
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    ds = tf.data.Dataset.from_tensor_slices(inputs).batch(batch_size)
-    n_batches = int(ds.cardinality())
-    outputs = []
-    progress = None
-    if n_batches > 20:
-        from tqdm.auto import tqdm
-
-        progress = tqdm(total=n_batches, desc=f"embedding ({tower.name})", unit="batch")
-    for batch in ds:
-        outputs.append(tower(batch, training=False).numpy())
-        if progress is not None:
-            progress.update(1)
-    if progress is not None:
-        progress.close()
-    if not outputs:
-        raise ValueError("no inputs to embed (got an empty collection)")
-    return np.concatenate(outputs, axis=0)
+    if isinstance(inputs, dict):
+        n = len(next(iter(inputs.values()))) if inputs else 0
+        for k, v in inputs.items():
+            if len(v) != n:
+                raise ValueError(f"input {k!r} has {len(v)} rows, expected {n} like the others")
+        take = lambda s: {k: v[s:s + batch_size] for k, v in inputs.items()}
+    else:
+        n = len(inputs)
+        take = lambda s: inputs[s:s + batch_size]
+    if n == 0:
+        raise ValueError("inputs are empty: nothing to embed")
+    keras_like = hasattr(tower, "trainable_weights")  # Keras layers/models take training=
+    desc = desc or f"embedding ({getattr(tower, 'name', 'tower')})"
+    out = []
+    with tqdm(total=n, desc=desc, unit="row", disable=not progress, leave=False) as bar:
+        for s in range(0, n, batch_size):
+            batch = take(s)
+            emb = tower(batch, training=False) if keras_like else tower(batch)
+            out.append(np.asarray(emb, dtype=np.float32))
+            bar.update(len(out[-1]))
+    return np.concatenate(out)
 
 
 def _as_feature_table(item_features):

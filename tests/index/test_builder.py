@@ -54,7 +54,7 @@ def test_embed_batches_through_a_keras_tower():
     ids = np.arange(50)
     out = embed(tower, ids, batch_size=7, progress=False)
     np.testing.assert_allclose(out, tower.embeddings.numpy(), rtol=1e-6)
-    with pytest.raises(ValueError, match="batch_size must be a positive int, got 0"):
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         embed(tower, ids, batch_size=0)
 
 
