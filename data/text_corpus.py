@@ -10,13 +10,13 @@ ValueError names the file and byte offset); ``encoding_errors="replace"`` turns 
 U+FFFD instead.
 """
 
-import hashlib
 import os
 import shutil
 import tempfile
 import urllib.request
 import zipfile
 
+from twotower.artifacts import sha256_file
 from twotower.data.wheel_data import cache_dir, gensim_test_data
 from twotower.data.wikitext import dump_sentences
 
@@ -67,14 +67,6 @@ def read_sentences(path, *, max_sentence_length=MAX_SENTENCE_LENGTH, encoding_er
     return sentences
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def download(url, filename, *, expected_bytes=None, expected_sha256=None, folder=None):
     """Downloads ``url`` once into the cache and checks it; returns the local path.
 
@@ -99,8 +91,8 @@ def download(url, filename, *, expected_bytes=None, expected_sha256=None, folder
                 os.remove(tmp)
             raise
         with open(stamp, "w") as f:
-            f.write(_sha256(path) + "\n")
-    digest = _sha256(path)
+            f.write(sha256_file(path) + "\n")
+    digest = sha256_file(path)
     want = expected_sha256
     if want is None and os.path.isfile(stamp):
         with open(stamp) as f:

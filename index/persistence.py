@@ -16,14 +16,13 @@ Loading checks the format, the ScaNN version and every checksum before using any
 and refuses with a ValueError that says what differs.
 """
 
-import hashlib
 import json
 import os
 import platform
 
 import numpy as np
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, sha256_file
 from twotower.index.config import IndexConfig
 from twotower.index.retriever import Retriever
 from twotower.index.scann_index import ScannIndex
@@ -46,14 +45,6 @@ def _versions():
     return out
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _checksums(root):
     sums = {}
     for dirpath, _, files in os.walk(root):
@@ -61,7 +52,7 @@ def _checksums(root):
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
             if rel != MANIFEST:
-                sums[rel] = _sha256(full)
+                sums[rel] = sha256_file(full)
     return dict(sorted(sums.items()))
 
 

@@ -4,6 +4,7 @@ A folder that a crash leaves behind is a ``.tmp-*`` sibling, never the target it
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -56,3 +57,12 @@ def atomic_write_text(path, text, encoding="utf-8"):
 
 def atomic_write_json(path, obj):
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def sha256_file(path):
+    """Hex sha256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
