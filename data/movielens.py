@@ -147,17 +147,41 @@ def _users_table(ids, ages, genders, occupations, zips):
     }
 
 
+def _rows(text, sep, num_fields, *, where, header=False):
+    """Yields the fields of each non-blank line (after an optional header line); a line
+    with another number of fields is a ValueError naming ``where`` and its line number."""
+    lines = _lines(text)
+    first = 1
+    if header:
+        lines, first = lines[1:], 2
+    label = "tab" if sep == "\t" else repr(sep)
+    for lineno, line in enumerate(lines, start=first):
+        if not line.strip():
+            continue
+        parts = line.split(sep)
+        if len(parts) != num_fields:
+            raise ValueError(f"{where}: malformed line {lineno}: expected {num_fields} "
+                             f"{label} fields, got {len(parts)}")
+        yield parts
+
+
+def _parse_users(text, sep, *, where, header=False):
+    """user_id, age, gender, occupation, zip per line (ML-100K's u.user, recbole's .user)."""
+    uids, ages, genders, occs, zips = [], [], [], [], []
+    for parts in _rows(text, sep, 5, where=where, header=header):
+        uids.append(int(parts[0]))
+        ages.append(int(parts[1]))
+        genders.append(parts[2])
+        occs.append(parts[3])
+        zips.append(parts[4].strip())
+    return _users_table(uids, ages, genders, occs, zips)
+
+
 def parse_ml100k(udata, uitem, uuser, *, where="ml-100k"):
     """Parses the texts of ML-100K's u.data (tab), u.item and u.user ('|')."""
     ratings = _parse_ratings(udata, "\t", where=f"{where}/u.data")
     ids, titles, years, genres = [], [], [], []
-    for lineno, line in enumerate(_lines(uitem)):
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != 5 + len(ML100K_GENRES):
-            raise ValueError(f"{where}/u.item: malformed line {lineno + 1}: expected "
-                             f"{5 + len(ML100K_GENRES)} '|' fields, got {len(parts)}")
+    for parts in _rows(uitem, "|", 5 + len(ML100K_GENRES), where=f"{where}/u.item"):
         title, year = _split_title(parts[1])
         if not year and parts[2][-4:].isdigit():  # release date like 01-Jan-1995
             year = int(parts[2][-4:])
@@ -165,66 +189,28 @@ def parse_ml100k(udata, uitem, uuser, *, where="ml-100k"):
         titles.append(title)
         years.append(year)
         genres.append([g for g, flag in zip(ML100K_GENRES, parts[5:]) if flag.strip() == "1"])
-    uids, ages, genders, occs, zips = [], [], [], [], []
-    for lineno, line in enumerate(_lines(uuser)):
-        if not line.strip():
-            continue
-        parts = line.split("|")
-        if len(parts) != 5:
-            raise ValueError(f"{where}/u.user: malformed line {lineno + 1}: expected 5 '|' "
-                             f"fields, got {len(parts)}")
-        uids.append(int(parts[0]))
-        ages.append(int(parts[1]))
-        genders.append(parts[2])
-        occs.append(parts[3])
-        zips.append(parts[4].strip())
-    return MovieLens(ratings, _users_table(uids, ages, genders, occs, zips),
-                     _movies_table(ids, titles, years, genres), source=where)
+    users = _parse_users(uuser, "|", where=f"{where}/u.user")
+    return MovieLens(ratings, users, _movies_table(ids, titles, years, genres), source=where)
 
 
 def parse_recbole_ml100k(inter, user, item, *, where="recbole ml-100k"):
     """Parses recbole's atomic files (tab-separated with a typed header line)."""
     ratings = _parse_ratings(inter, "\t", where=f"{where}.inter", header=True)
     ids, titles, years, genres = [], [], [], []
-    for lineno, line in enumerate(_lines(item)[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 4:
-            raise ValueError(f"{where}.item: malformed line {lineno}: expected 4 tab "
-                             f"fields, got {len(parts)}")
+    for parts in _rows(item, "\t", 4, where=f"{where}.item", header=True):
         ids.append(int(parts[0]))
         titles.append(parts[1].strip())
         years.append(int(parts[2]) if parts[2].strip().isdigit() else 0)
         genres.append(parts[3].split())
-    uids, ages, genders, occs, zips = [], [], [], [], []
-    for lineno, line in enumerate(_lines(user)[1:], start=2):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) != 5:
-            raise ValueError(f"{where}.user: malformed line {lineno}: expected 5 tab "
-                             f"fields, got {len(parts)}")
-        uids.append(int(parts[0]))
-        ages.append(int(parts[1]))
-        genders.append(parts[2])
-        occs.append(parts[3])
-        zips.append(parts[4].strip())
-    return MovieLens(ratings, _users_table(uids, ages, genders, occs, zips),
-                     _movies_table(ids, titles, years, genres), source=where)
+    users = _parse_users(user, "\t", where=f"{where}.user", header=True)
+    return MovieLens(ratings, users, _movies_table(ids, titles, years, genres), source=where)
 
 
 def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m"):
     """Parses ML-1M's '::'-separated ratings.dat, movies.dat and (optional) users.dat."""
     ratings = _parse_ratings(ratings_dat, "::", where=f"{where}/ratings.dat")
     ids, titles, years, genres = [], [], [], []
-    for lineno, line in enumerate(_lines(movies_dat)):
-        if not line.strip():
-            continue
-        parts = line.split("::")
-        if len(parts) != 3:
-            raise ValueError(f"{where}/movies.dat: malformed line {lineno + 1}: expected 3 "
-                             f"'::' fields, got {len(parts)}")
+    for parts in _rows(movies_dat, "::", 3, where=f"{where}/movies.dat"):
         title, year = _split_title(parts[1])
         ids.append(int(parts[0]))
         titles.append(title)
@@ -233,13 +219,8 @@ def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m"):
     users = None
     if users_dat is not None:
         uids, ages, genders, occs, zips = [], [], [], [], []
-        for lineno, line in enumerate(_lines(users_dat)):
-            if not line.strip():
-                continue
-            parts = line.split("::")
-            if len(parts) != 5:
-                raise ValueError(f"{where}/users.dat: malformed line {lineno + 1}: expected "
-                                 f"5 '::' fields, got {len(parts)}")
+        # ML-1M's users.dat orders gender before age and codes occupations as numbers.
+        for parts in _rows(users_dat, "::", 5, where=f"{where}/users.dat"):
             uids.append(int(parts[0]))
             genders.append(parts[1])
             ages.append(int(parts[2]))
