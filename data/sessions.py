@@ -58,6 +58,10 @@ class SessionLog:
     def num_items(self):
         return len(self.item_names)
 
+    def session_bounds(self):
+        """[(start, end)] event-index ranges of the sessions, in order."""
+        return list(zip(self._starts.tolist(), self._ends.tolist()))
+
     @property
     def num_sessions(self):
         return int(self._starts.size)
@@ -215,7 +219,7 @@ def split_booked_sessions(log, min_length=3):
     if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 3:
         raise ValueError(f"min_length must be an int >= 3, got {min_length!r}")
     train, booked, held, dropped = [], [], [], 0
-    for a, b in zip(log._starts, log._ends):
+    for a, b in log.session_bounds():
         items, flags = log.item[a:b], log.booked[a:b]
         if b - a < 2:
             dropped += 1
