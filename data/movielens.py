@@ -438,6 +438,9 @@ class RetrievalConfig:
             raise ValueError(f"split must be 'leave_last_out' or 'temporal', got {self.split!r}")
         if self.history_length < 0:
             raise ValueError(f"history_length must be >= 0, got {self.history_length!r}")
+        if self.test_fraction + self.valid_fraction >= 1.0:
+            raise ValueError(f"test_fraction + valid_fraction must be < 1, got "
+                             f"{self.test_fraction!r} + {self.valid_fraction!r}")
         for name in ("test_fraction", "valid_fraction"):
             v = getattr(self, name)
             if not 0.0 <= v < 1.0:

@@ -113,6 +113,9 @@ class Retriever:
         """
         ids = np.asarray(item_ids).reshape(-1)
         self._check_k(k, self.index.size - 1)
+        if exclude is not None and len(exclude) != len(ids):
+            raise ValueError(f"exclude must have one list per item id ({len(ids)}), got "
+                             f"{len(exclude)}")
         vectors = self.index.vectors_of(ids)  # raises on an unknown id
         ex = [[int(i)] + ([] if exclude is None else list(np.asarray(exclude[j]).reshape(-1)))
               for j, i in enumerate(ids.tolist())]

@@ -35,6 +35,18 @@ from twotower.data.samplers import UniformSampler, sampler_from_config
 from twotower.losses.logits import scores as similarity_scores
 
 
+# Q(c) is floored before its log: an item with a zero count (never seen when the counts
+# were taken, or never drawn by the sampler) would otherwise get log Q = −inf, z = +inf,
+# and turn every row of an in-batch softmax into NaN. 1e-6 is also the streaming
+# estimator's floor for an id it has never seen.
+MIN_EXPECTED_COUNT = 1e-6
+
+
+def log_expected_count(q):
+    """log max(Q, MIN_EXPECTED_COUNT)."""
+    return tf.math.log(tf.maximum(tf.cast(q, tf.float32), MIN_EXPECTED_COUNT))
+
+
 def _row_scores(query, positives, similarity):
     """<u_i, v_i> for each row: [B, 1]."""
     return similarity_scores(query, positives[:, tf.newaxis, :], similarity=similarity)
@@ -114,6 +126,8 @@ class InBatch(_FrequencySource):
     def __init__(self, frequencies=None, **kwargs):
         super().__init__(**kwargs)
         self.frequencies = _Frequencies(frequencies)
+        # a layer attribute, so Keras tracks the estimator's state (saved and restored)
+        self.frequency_estimator = self.frequencies.estimator
         self.provides_q = self.frequencies.available
 
     def draw(self, positive_ids, training=False, query_ids=None):
@@ -128,7 +142,7 @@ class InBatch(_FrequencySource):
         labels = tf.range(batch, dtype=tf.int32)
         log_q = None
         if self.provides_q:
-            log_q = tf.math.log(self.frequencies.batch_expected_count(positive_ids, batch))
+            log_q = log_expected_count(self.frequencies.batch_expected_count(positive_ids, batch))
         return scores, positive_ids, labels, log_q
 
     def get_config(self):
@@ -174,7 +188,7 @@ class SampledNegatives(CandidateSource):
                                         [tf.shape(query)[0], self.num_negatives])
         ids = tf.concat([positive_ids[:, tf.newaxis], extra_ids], axis=1)
         labels = tf.zeros([tf.shape(query)[0]], tf.int32)
-        log_q = tf.math.log(self.sampler.expected_count(ids, self.num_negatives))
+        log_q = log_expected_count(self.sampler.expected_count(ids, self.num_negatives))
         return scores, ids, labels, log_q
 
     def get_config(self):
@@ -203,6 +217,7 @@ class MixedNegatives(_FrequencySource):
         self.num_items = int(num_items)
         self.sampler = UniformSampler(self.num_items)
         self.frequencies = _Frequencies(frequencies)
+        self.frequency_estimator = self.frequencies.estimator  # tracked, see InBatch
         self.provides_q = self.frequencies.available
 
     def draw(self, positive_ids, training=False, query_ids=None):
@@ -221,7 +236,7 @@ class MixedNegatives(_FrequencySource):
         if self.provides_q:
             q = (self.frequencies.batch_expected_count(ids, batch)
                  + self.sampler.expected_count(ids, self.num_index_negatives))
-            log_q = tf.math.log(q)
+            log_q = log_expected_count(q)
         return scores, ids, labels, log_q
 
     def get_config(self):
@@ -267,7 +282,8 @@ class GroupNegatives(CandidateSource):
     anchor="positive", the positive's. Q(c) = k / |group(c)| for the negatives.
 
     Args:
-      groups: [N] int group of every item (e.g. its market); -1 = none (never drawn).
+      groups: [N] int group of every item (e.g. its market); -1 = none: never drawn as a
+        negative, and an anchor without a group draws from every grouped item.
       num_negatives: k.
       anchor: "query" or "positive".
     """
@@ -289,10 +305,18 @@ class GroupNegatives(CandidateSource):
         self.anchor = anchor
         # CSR of group members: members[offset[g] : offset[g] + size[g]] are group g.
         valid = np.flatnonzero(groups >= 0)
+        if valid.size == 0:
+            raise ValueError("groups must give at least one item a group (>= 0); all are -1")
         order = valid[np.argsort(groups[valid], kind="stable")]
-        num_groups = int(groups.max()) + 1 if valid.size else 0
+        num_groups = int(groups.max()) + 1
         size = np.bincount(groups[valid], minlength=num_groups)
         offset = np.concatenate([[0], np.cumsum(size)[:-1]])
+        # One more group, num_groups: every grouped item. An anchor without a group (-1)
+        # draws from it; an anchor's own group is never empty (it holds the anchor).
+        order = np.concatenate([order, valid])
+        size = np.append(size, valid.size)
+        offset = np.append(offset, len(order) - valid.size)
+        self._all_group = num_groups
         with tf.init_scope():
             self._group_of = tf.constant(groups)
             self._members = tf.constant(order, tf.int64)
@@ -308,14 +332,16 @@ class GroupNegatives(CandidateSource):
         else:
             anchors = positive_ids
         group = tf.gather(self._group_of, tf.cast(anchors, tf.int64))
-        group = tf.maximum(group, 0)  # an anchor with no group draws from group 0
+        group = tf.where(group < 0, tf.cast(self._all_group, group.dtype), group)
         size = tf.gather(self._size, group)[:, tf.newaxis]
         u = tf.random.uniform([tf.shape(group)[0], self.num_negatives])
         pick = tf.minimum(tf.cast(u * tf.cast(size, tf.float32), tf.int64), size - 1)
         return tf.gather(self._members, tf.gather(self._offset, group)[:, tf.newaxis] + pick)
 
     def expected_count(self, ids):
-        size = tf.gather(self._size, tf.maximum(tf.gather(self._group_of, ids), 0))
+        group = tf.gather(self._group_of, ids)
+        size = tf.gather(self._size, tf.where(group < 0, tf.cast(self._all_group, group.dtype),
+                                              group))
         return tf.cast(self.num_negatives, tf.float32) / tf.cast(size, tf.float32)
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
@@ -376,5 +402,5 @@ def _per_example_call(query, positives, positive_ids, extra, extra_ids, similari
     ids = tf.concat([tf.cast(positive_ids, tf.int64)[:, tf.newaxis],
                      tf.cast(extra_ids, tf.int64)], axis=1)
     labels = tf.zeros([tf.shape(query)[0]], tf.int32)
-    log_q = None if expected_count is None else tf.math.log(expected_count(ids))
+    log_q = None if expected_count is None else log_expected_count(expected_count(ids))
     return tf.concat([pos, neg], axis=1), ids, labels, log_q

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from twotower.data.huffman import HuffmanTree
+from twotower.data.ids import check_ids_in_range
 
 
 def hierarchical_softmax_loss(query, node_vectors, points, codes, lengths):
@@ -80,6 +81,8 @@ class HierarchicalSoftmax(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, query, item_ids):
+        item_ids = check_ids_in_range(item_ids, self.tree.num_leaves,
+                                      f"HierarchicalSoftmax {self.name!r}")
         ids = tf.cast(item_ids, tf.int32)
         return hierarchical_softmax_loss(
             query, self.node_vectors, tf.gather(self._points, ids),

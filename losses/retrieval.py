@@ -76,6 +76,17 @@ class RetrievalLoss(tf.keras.layers.Layer):
             candidates = None if self.hierarchical else InBatch()
         if isinstance(candidates, dict):
             candidates = tf.keras.layers.deserialize(candidates)
+        if self.hierarchical:
+            ignored = {k: v for k, v in (("temperature", float(temperature) != 1.0),
+                                         ("learn_temperature", bool(learn_temperature)),
+                                         ("similarity", similarity != "dot"),
+                                         ("logq", bool(logq)),
+                                         ("num_hard_negatives", num_hard_negatives is not None),
+                                         ("padding_id", padding_id is not None)) if v}
+            if ignored:
+                raise ValueError("hierarchical softmax scores <u, θ_node> along the Huffman "
+                                 "path: it has no temperature, similarity, logQ, hard "
+                                 f"negatives or padding; got {sorted(ignored)} set")
         if self.hierarchical and candidates is not None:
             raise ValueError("hierarchical softmax scores the Huffman path, not a candidate "
                              f"set: candidates must be None, got {candidates!r}")
@@ -139,7 +150,10 @@ class RetrievalLoss(tf.keras.layers.Layer):
         if self.remove_accidental_hits:
             z = L.mask_logits(z, L.accidental_hit_mask(cand_ids, positive_ids, labels))
         if self.padding_id is not None:
-            z = L.mask_logits(z, L.padding_mask(cand_ids, self.padding_id, tf.shape(z)[0]))
+            pad = L.padding_mask(cand_ids, self.padding_id, tf.shape(z)[0])
+            is_label = tf.one_hot(labels, tf.shape(z)[1], on_value=True, off_value=False,
+                                  dtype=tf.bool)
+            z = L.mask_logits(z, tf.logical_and(pad, tf.logical_not(is_label)))
         if query_ids is not None:
             z = L.mask_logits(z, L.id_mask(cand_ids, tf.cast(query_ids, tf.int64), labels))
         if self.num_hard_negatives is not None:

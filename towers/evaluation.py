@@ -18,12 +18,12 @@ import numpy as np
 def _as_lists(values, n, name):
     if values is None:
         return [()] * n
+    if len(values) != n:
+        raise ValueError(f"{name} must have one entry per query ({n}), got {len(values)}")
     if isinstance(values, np.ndarray) and values.ndim == 1 and np.issubdtype(values.dtype,
                                                                               np.integer):
         return [(int(v),) for v in values]
     values = list(values)
-    if len(values) != n:
-        raise ValueError(f"{name} must have one entry per query ({n}), got {len(values)}")
     out = []
     for v in values:
         if np.isscalar(v):
@@ -51,8 +51,22 @@ def _masked_scores(q, v, excludes, start):
     rows = [i for i, ex in enumerate(excludes[start:start + len(q)]) for _ in ex]
     cols = [c for ex in excludes[start:start + len(q)] for c in ex]
     if rows:
+        bad = [c for c in cols if not 0 <= c < v.shape[0]]
+        if bad:  # -1 would silently exclude the last item
+            raise ValueError(f"exclude must hold item ids in [0, {v.shape[0]}), got {bad[0]}")
         scores[rows, cols] = -np.inf
     return scores
+
+
+def popularity_scores(item_counts):
+    """[N, 1] item "embeddings" scoring by popularity, ties broken by item index so that
+    every item has a distinct score (a tie would otherwise be resolved in the positive's
+    favour by ``positive_ranks``). Pair with a query embedding of ones."""
+    counts = np.asarray(item_counts, np.float64)
+    order = np.argsort(-counts, kind="stable")
+    score = np.empty(len(counts), np.float32)
+    score[order] = len(counts) - np.arange(len(counts))
+    return score[:, np.newaxis]
 
 
 def top_k(query_embeddings, item_embeddings, k, exclude=None, batch_size=1024):

@@ -13,7 +13,7 @@ the share of its k nearest cosine neighbours u with g(u) = g(v), averaged over i
 
 import numpy as np
 
-from twotower.towers.evaluation import metrics_from_ranks, positive_ranks
+from twotower.towers.evaluation import metrics_from_ranks, popularity_scores, positive_ranks
 
 
 def _unit(x):
@@ -53,9 +53,8 @@ def next_item_metrics(vocab, vectors, held, k=10, output_vectors=None):
     exclude = [r[2] + [r[0]] for r in known]
     ranks = positive_ranks(unit[[r[0] for r in known]], unit, positives,
                            exclude=exclude) + misses
-    pop = positive_ranks(np.ones((len(known), 1), np.float32),
-                         np.asarray(vocab.counts, np.float32)[:, np.newaxis], positives,
-                         exclude=exclude) + misses
+    pop = positive_ranks(np.ones((len(known), 1), np.float32), popularity_scores(vocab.counts),
+                         positives, exclude=exclude) + misses
     ours, base = metrics_from_ranks(ranks, ks=(k,)), metrics_from_ranks(pop, ks=(k,))
     out.update({f"hr@{k}": ours[f"recall@{k}"], f"ndcg@{k}": ours[f"ndcg@{k}"],
                 f"popularity_hr@{k}": base[f"recall@{k}"],

@@ -10,7 +10,8 @@ empty row gives the zero vector.
 
 import tensorflow as tf
 
-from twotower.towers.id_tower import EmbeddingTable, check_ids_in_range
+from twotower.data.ids import check_ids_in_range
+from twotower.towers.id_tower import EmbeddingTable
 
 POOLINGS = ("mean", "sum")
 

@@ -21,7 +21,7 @@ and the head / tail split.
 
 import numpy as np
 
-from twotower.towers.evaluation import positive_ranks, top_k
+from twotower.towers.evaluation import popularity_scores, positive_ranks, top_k
 
 KS = (10, 20, 50, 100)
 
@@ -64,11 +64,6 @@ def retrieval_report(query_emb, item_emb, targets, exclusions, head_items, *, k_
 
 def popularity_report(item_counts, targets, exclusions, head_items):
     """The popularity baseline through the same metric code: score(q, c) = count(c)."""
-    counts = np.asarray(item_counts, np.float64)
-    # A rank-1 "embedding" scoring items by popularity; ties broken by index (stable
-    # sort) so that every item has a distinct score and ranks are well defined.
-    order = np.argsort(-counts, kind="stable")
-    score = np.empty(len(counts), np.float32)
-    score[order] = len(counts) - np.arange(len(counts))
     query_emb = np.ones((len(targets), 1), np.float32)
-    return retrieval_report(query_emb, score[:, None], targets, exclusions, head_items)
+    return retrieval_report(query_emb, popularity_scores(item_counts), targets, exclusions,
+                            head_items)

@@ -16,7 +16,8 @@ item's embedding comes from its side information alone, which is the point of EG
 import numpy as np
 import tensorflow as tf
 
-from twotower.towers.id_tower import check_positive_int, check_ids_in_range
+from twotower.data.ids import check_ids_in_range
+from twotower.towers.id_tower import check_positive_int
 
 
 def _as_field(name, values, num_items):

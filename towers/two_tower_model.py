@@ -45,6 +45,8 @@ class TwoTowerModel(tf.keras.Model):
         self.retrieval_loss = loss
         self.item_id_key = item_id_key
         self.query_id_key = query_id_key
+        # Non-trainable variables (not constants), so that model.save / save_weights carry
+        # the table; get_config records its shapes and dtypes for from_config.
         self._item_features = _as_feature_table(item_features)
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
 
@@ -154,7 +156,9 @@ class TwoTowerModel(tf.keras.Model):
             if self._item_features is None:
                 raise ValueError("item_embeddings() needs inputs (ids or features) when the "
                                  "model has no item_features table")
-            inputs = self._item_features
+            table = self._item_features
+            inputs = ({k: v.numpy() for k, v in table.items()} if isinstance(table, dict)
+                      else table.numpy())
         return embed(self.item_tower, inputs, batch_size)
 
     def get_config(self):
@@ -164,6 +168,7 @@ class TwoTowerModel(tf.keras.Model):
             "loss": tf.keras.layers.serialize(self.retrieval_loss),
             "item_id_key": self.item_id_key,
             "query_id_key": self.query_id_key,
+            "item_features_spec": _feature_table_spec(self._item_features),
             "name": self.name,
         }
 
@@ -172,6 +177,8 @@ class TwoTowerModel(tf.keras.Model):
         config = dict(config)
         for key in ("query_tower", "item_tower", "loss"):
             config[key] = tf.keras.layers.deserialize(config[key], custom_objects=custom_objects)
+        # placeholders of the right shapes; a reload then restores their values
+        config["item_features"] = _feature_table_from_spec(config.pop("item_features_spec", None))
         return cls(**config)
 
 
@@ -218,13 +225,32 @@ def embed(tower, inputs, batch_size=4096, *, desc=None, progress=True):
 def _as_feature_table(item_features):
     if item_features is None:
         return None
+    variable = lambda v, name: tf.Variable(v, trainable=False, name=f"item_features_{name}")
     if isinstance(item_features, dict):
         if not item_features:
             raise ValueError("item_features must not be an empty dict")
-        table = {k: tf.constant(v) for k, v in item_features.items()}
+        table = {k: variable(v, k) for k, v in item_features.items()}
         sizes = {k: int(v.shape[0]) for k, v in table.items()}
         if len(set(sizes.values())) != 1:
             raise ValueError(f"item_features columns must have one row per item; got row "
                              f"counts {sizes}")
         return table
-    return tf.constant(item_features)
+    return variable(item_features, "table")
+
+
+def _feature_table_spec(table):
+    spec = lambda v: [list(v.shape), v.dtype.name]
+    if table is None:
+        return None
+    if isinstance(table, dict):
+        return {k: spec(v) for k, v in table.items()}
+    return {"": spec(table)}
+
+
+def _feature_table_from_spec(spec):
+    if spec is None:
+        return None
+    empty = lambda shape, dtype: (np.full(shape, "", dtype=object) if dtype == "string"
+                                  else np.zeros(shape, dtype=dtype))
+    table = {k: empty(shape, dtype) for k, (shape, dtype) in spec.items()}
+    return table[""] if list(table) == [""] else table

@@ -150,6 +150,8 @@ def test_bad_source_and_config_values_are_named():
         ml.load_movielens("nowhere")
     with pytest.raises(ValueError, match="split.*'random'"):
         ml.RetrievalConfig(split="random")
+    with pytest.raises(ValueError, match=r"test_fraction \+ valid_fraction must be < 1, got 0.6 \+ 0.5"):
+        ml.RetrievalConfig(split="temporal", test_fraction=0.6, valid_fraction=0.5)
 
 
 def test_leave_last_out_split_and_histories(ml100k_dir):

@@ -39,6 +39,8 @@ def test_i2i_excludes_the_item_itself(towers):
     ref, _ = evaluation.top_k(unit[:3], unit, 5, exclude=[[0], [1], [2]])
     np.testing.assert_array_equal(ids, ref + 1)
     assert all(i not in row for i, row in zip([1, 2, 3], ids))
+    with pytest.raises(ValueError, match=r"exclude must have one list per item id \(3\), got 1"):
+        retriever.i2i([1, 2, 3], 5, exclude=[[7]])
     # by features (through the item tower): the item itself comes first
     by_feat, _ = retriever.i2i_features(np.array([0, 1, 2]), 1)
     np.testing.assert_array_equal(by_feat[:, 0], [1, 2, 3])

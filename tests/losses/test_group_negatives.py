@@ -51,3 +51,12 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="per-example sources"):
         ConcatNegatives([SampledNegatives(UnigramSampler([1, 1]), 2),
                          GroupNegatives(GROUPS, 1)])
+
+
+def test_anchor_without_a_group_draws_from_every_grouped_item():
+    groups = np.array([-1, 1, 1, 2])  # no item in group 0; item 0 has no group
+    src = GroupNegatives(groups, 500)
+    draws = src.draw(tf.constant([1]), query_ids=tf.constant([0])).numpy()
+    assert set(draws[0]) == {1, 2, 3}  # never item 0 (no group), never a crash
+    with pytest.raises(ValueError, match="at least one item a group"):
+        GroupNegatives(np.array([-1, -1]), 2)

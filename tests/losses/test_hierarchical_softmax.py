@@ -63,3 +63,14 @@ def test_config_round_trip_and_bad_input():
         HuffmanTree([5])
     with pytest.raises(ValueError, match="dim must be an int >= 1, got 0"):
         HierarchicalSoftmax([1, 2], dim=0)
+
+
+def test_ids_are_checked_and_unusable_settings_refused():
+    from twotower.losses import RetrievalLoss
+
+    layer = HierarchicalSoftmax([3, 2, 1], dim=2)
+    with pytest.raises(ValueError, match=r"ids must be in \[0, vocab_size=3\), got 5"):
+        layer(tf.zeros([1, 2]), tf.constant([5]))
+    with pytest.raises(ValueError, match=r"\['num_hard_negatives', 'temperature'\] set"):
+        RetrievalLoss(HierarchicalSoftmax([3, 2, 1], 2), candidates=None, temperature=0.1,
+                      num_hard_negatives=2)

@@ -43,3 +43,10 @@ def test_learned_temperature_stays_positive_and_trains(rng):
         loss = tf.reduce_mean(layer(u, v, np.arange(6)))
     (grad,) = tape.gradient(loss, [layer.log_temperature])
     assert grad is not None and np.isfinite(grad.numpy())
+
+
+def test_padding_never_masks_the_positive(rng):
+    u, v = rng.normal(size=(2, 2, 3)).astype(np.float32)
+    layer = RetrievalLoss("softmax", InBatch(), padding_id=0)
+    z, labels = layer.logits(u, v, np.array([0, 4]))  # row 0's positive has id 0
+    assert z.numpy()[0, 0] > MASK / 2 and z.numpy()[1, 0] <= MASK / 2

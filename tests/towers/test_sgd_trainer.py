@@ -55,6 +55,48 @@ def test_skipgram_neg_step_matches_word2vec():
     np.testing.assert_array_equal(model.query_tower.embeddings.numpy()[untouched], W[untouched])
 
 
+def word2vec_batch_update(W, Wo, centre, ctx, lr):
+    """word2vec.c's NEG update of one batch (every negative is NEG_ID), gradients summed
+    over the batch and applied at once; returns the summed loss."""
+    dW, dWo, loss = np.zeros_like(W), np.zeros_like(Wo), 0.0
+    for c, x, a in zip(centre, ctx, lr):
+        u = W[c]
+        s_pos, s_neg = u @ Wo[x], u @ Wo[NEG_ID]
+        loss += -np.log(sigmoid(s_pos)) - K * np.log(sigmoid(-s_neg))
+        g_pos, g_neg = (1 - sigmoid(s_pos)) * a, -sigmoid(s_neg) * a
+        dW[c] += g_pos * Wo[x] + K * g_neg * Wo[NEG_ID]
+        dWo[x] += g_pos * u
+        dWo[NEG_ID] += K * g_neg * u
+    W += dW
+    Wo += dWo
+    return loss
+
+
+def test_stacks_short_stacks_and_short_batches_match_word2vec():
+    # Elements as the word2vec dataset yields them: full stacks [S, B], a shorter stack
+    # [S' < S, B] and an epoch's short last batch [1, t]; they run padded to the first
+    # element's [S, B], and the padding must change nothing.
+    tf.random.set_seed(5)
+    model = model_with(IDTower(V, D, validate_ids=False))
+    model.item_tower.embeddings.assign(tf.random.normal([V, D], seed=6))
+    W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
+    trainer = SparseSGDTrainer(model, alpha=0.4, min_alpha=0.1)
+    rng = np.random.default_rng(0)
+    shapes = [(3, 4), (1, 4), (1, 3), (3, 4), (1, 1)]
+    elements = [{"query": rng.integers(0, V, s).astype(np.int32),
+                 "item": rng.integers(0, NEG_ID, s).astype(np.int32),
+                 "progress": rng.uniform(0, 1, s).astype(np.float32)} for s in shapes]
+    result = trainer.fit(elements, progress=False)
+    loss = 0.0
+    for e in elements:
+        for q, x, p in zip(e["query"], e["item"], e["progress"]):
+            loss += word2vec_batch_update(W, Wo, q, x, 0.4 - 0.3 * p)
+    np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W, atol=1e-5)
+    np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo, atol=1e-5)
+    assert result["examples"] == sum(a * b for a, b in shapes)
+    np.testing.assert_allclose(result["mean_loss"], loss / result["examples"], rtol=1e-4)
+
+
 @pytest.mark.parametrize("pooled_gradient,scale", [("sum", 1.0), ("mean", 0.5)])
 def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
     tf.random.set_seed(1)

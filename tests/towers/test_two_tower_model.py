@@ -183,3 +183,33 @@ def test_bad_batches_are_named():
         model.compute_retrieval_loss({"query": tf.constant([0, 7]), "item": tf.constant([0, 1])})
     with pytest.raises(ValueError, match=r"ids must be in \[0, vocab_size=5\), got -1"):
         model.compute_retrieval_loss({"query": tf.constant([0, 1]), "item": tf.constant([-1, 1])})
+
+
+def test_item_features_table_and_streaming_state_survive_save_and_reload(tmp_path):
+    est = StreamingFrequencyEstimator(1024, 0.05)
+    loss = RetrievalLoss("softmax", MixedNegatives(16, N, frequencies=est))
+    # the item tower takes ids; the table maps an item id to the tower's input (here the
+    # id itself), and is what sampled index negatives are embedded through
+    model = TwoTowerModel(IDTower(CONFIG.num_users, 8), IDTower(N, 8), loss,
+                          item_features=np.arange(N))
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.05))
+    model.fit(_dataset().take(5), verbose=0)
+    assert int(est.step.numpy()) == 5
+    model.save(tmp_path / "saved")
+    reloaded = tf.keras.models.load_model(tmp_path / "saved")
+    np.testing.assert_array_equal(reloaded._item_features.numpy(), np.arange(N))
+    np.testing.assert_allclose(reloaded.item_embeddings(), model.item_embeddings(), rtol=1e-6)
+    reloaded_est = reloaded.retrieval_loss.candidates.frequency_estimator
+    assert int(reloaded_est.step.numpy()) == 5
+    np.testing.assert_allclose(reloaded_est.delta.numpy(), est.delta.numpy())
+
+
+def test_zero_counts_never_make_the_loss_nan():
+    # item 0 never seen when the counts were taken: log Q is floored, the loss is finite
+    loss = RetrievalLoss("softmax", InBatch(frequencies=[0, 5, 5, 5]))
+    values = loss(tf.ones([3, 2]), tf.ones([3, 2]), tf.constant([0, 1, 2])).numpy()
+    assert np.all(np.isfinite(values))
+    sampled = RetrievalLoss("nce", SampledNegatives(UnigramSampler([0, 1, 1]), 2))
+    values = sampled(tf.ones([2, 2]), tf.ones([2, 2]), tf.constant([0, 1]),
+                     tf.ones([2, 2]), tf.constant([1, 2])).numpy()
+    assert np.all(np.isfinite(values))
