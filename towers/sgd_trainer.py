@@ -70,7 +70,10 @@ class SparseSGDTrainer:
         # first one's [S, B]: a loop runs only its real steps (a dynamic trip count), and
         # an epoch's short last batch is padded with repeats of its own examples at
         # learning rate 0 (op by op it cost ~20x a full step).
-        self._steps_xla = tf.function(self._train_steps, jit_compile=True)
+        # AutoGraph is off: converting the model's Keras calls took 1.8 s of the first
+        # call's 2.7 s (word2vec, enwiki) and the step has no Python control flow on
+        # tensors; a model that needs it gets AutoGraph back (see _run_steps).
+        self._steps_xla = tf.function(self._train_steps, jit_compile=True, autograph=False)
         self._step_graph = tf.function(self._train_step, reduce_retracing=True)
         self._batch_size = None
         self._stack = None
@@ -107,9 +110,18 @@ class SparseSGDTrainer:
             num_steps = int(chunk[1].shape[0])
             if num_steps != self._stack or n != self._batch_size:
                 chunk = _pad_stack(chunk, self._stack, self._batch_size)
-            l, c = self._steps_xla(*chunk, tf.constant(num_steps), tf.constant(n))
+            l, c = self._run_steps(*chunk, tf.constant(num_steps), tf.constant(n))
             loss, count = loss + l, count + c
         return loss, count
+
+    def _run_steps(self, *args):
+        try:
+            return self._steps_xla(*args)
+        except tf.errors.OperatorNotAllowedInGraphError:
+            # Raised while tracing (nothing ran yet): Python control flow on a tensor
+            # somewhere in the model; trace again with AutoGraph.
+            self._steps_xla = tf.function(self._train_steps, jit_compile=True)
+            return self._steps_xla(*args)
 
     def per_example_loss(self, query, item):
         """[B] losses ℓ_i of the model's RetrievalLoss for a batch (no reduction): the

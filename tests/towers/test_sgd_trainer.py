@@ -97,6 +97,30 @@ def test_stacks_short_stacks_and_short_batches_match_word2vec():
     np.testing.assert_allclose(result["mean_loss"], loss / result["examples"], rtol=1e-4)
 
 
+class BranchyIDTower(IDTower):
+    """An IDTower with Python control flow on a tensor (needs AutoGraph in a graph)."""
+
+    def call(self, ids):
+        if tf.reduce_min(ids) >= 0:
+            return tf.gather(self.embeddings, ids)
+        return tf.zeros([tf.shape(ids)[0], self.dim])
+
+
+def test_a_tower_with_python_control_flow_still_trains_exactly():
+    # The compiled step is traced without AutoGraph; such a tower makes it trace again
+    # with AutoGraph, and the update is still word2vec's.
+    tf.random.set_seed(7)
+    model = model_with(BranchyIDTower(V, D, validate_ids=False))
+    model.item_tower.embeddings.assign(tf.random.normal([V, D], seed=8))
+    W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
+    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3)
+    trainer.train_step({"query": tf.constant([1, 2, 1]), "item": tf.constant([3, 4, 0]),
+                        "progress": tf.zeros([3])})
+    word2vec_batch_update(W, Wo, [1, 2, 1], [3, 4, 0], [0.3] * 3)
+    np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W, atol=1e-5)
+    np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo, atol=1e-5)
+
+
 @pytest.mark.parametrize("pooled_gradient,scale", [("sum", 1.0), ("mean", 0.5)])
 def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
     tf.random.set_seed(1)
