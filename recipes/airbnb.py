@@ -55,8 +55,9 @@ from twotower.index import build_index, save
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics, same_group_share
-from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, build_model,
-                                      set_threads, train_word2vec, validate, word_vectors)
+from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
+                                      ModelConfig, set_threads, train_word2vec,
+                                      training_config, validate, word_vectors)
 
 K = 10
 
@@ -117,8 +118,7 @@ def run(args):
     """Trains both models; returns (metrics, vocab, airbnb vectors, names)."""
     data = DataConfig(corpus="sessions", min_count=args.min_count)
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
-    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
-                        TrainConfig.steps_per_call, args.seed, args.threads)
+    train = training_config(args)
     validate(data, model_config, train)
     if isinstance(args.market_negatives, bool) or args.market_negatives < 0:
         raise ValueError(f"--market-negatives must be an int >= 0, got {args.market_negatives!r}")
@@ -150,7 +150,7 @@ def run(args):
 
 
 def build_parser():
-    m, t = ModelConfig(), TrainConfig()
+    m = ModelConfig()
     p = argparse.ArgumentParser(
         prog="twotower airbnb",
         description="Airbnb KDD 2018 listing embeddings (skip-gram on click sessions, the "
@@ -185,17 +185,7 @@ def build_parser():
                    help="maximum window within a session (default %(default)s)")
     g.add_argument("--sample", type=float, default=1e-3,
                    help="subsampling threshold of frequent items; 0 = off (default %(default)s)")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=10, help="passes (default %(default)s)")
-    g.add_argument("--alpha", type=float, default=t.alpha,
-                   help="initial learning rate, decayed linearly (default %(default)s)")
-    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
-                   help="final learning rate (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=512,
-                   help="pairs per sparse SGD step (default %(default)s)")
-    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
-    g.add_argument("--threads", type=int, default=t.threads,
-                   help="CPU threads for TensorFlow (default %(default)s)")
+    add_training_arguments(p, epochs=10, batch_size=512, batch_help="pairs per sparse SGD step")
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output folder (written atomically)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -51,8 +51,9 @@ from twotower.index import build_index, save
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
 from twotower.towers.side_info_tower import SideInfoTower
-from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, build_model,
-                                      set_threads, train_word2vec, validate, word_vectors)
+from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
+                                      ModelConfig, set_threads, train_word2vec,
+                                      training_config, validate, word_vectors)
 
 K = 10
 
@@ -114,8 +115,7 @@ def cold_neighbour_precision(vectors, sequences, hidden, counts, k=K):
 def run(args):
     data = DataConfig(corpus=f"movielens:{args.source}", min_count=1)
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
-    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
-                        TrainConfig.steps_per_call, args.seed, args.threads)
+    train = training_config(args)
     validate(data, model_config, train)
     for flag, v in (("--walk-length", args.walk_length), ("--walks-per-node", args.walks_per_node)):
         if v < 2 and flag == "--walk-length" or v < 1:
@@ -191,7 +191,7 @@ def run(args):
 
 
 def build_parser():
-    m, t = ModelConfig(), TrainConfig()
+    m = ModelConfig()
     p = argparse.ArgumentParser(
         prog="twotower eges",
         description="EGES (Alibaba KDD 2018): weighted walks on the session item graph, "
@@ -225,17 +225,7 @@ def build_parser():
                    help="subsampling threshold; 0 = off (default %(default)s)")
     g.add_argument("--compare-deepwalk", action="store_true",
                    help="also train plain skip-gram on uniform walks (DeepWalk) and report it")
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=5, help="passes over the walks (default %(default)s)")
-    g.add_argument("--alpha", type=float, default=t.alpha,
-                   help="initial learning rate, decayed linearly (default %(default)s)")
-    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
-                   help="final learning rate (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=512,
-                   help="pairs per sparse SGD step (default %(default)s)")
-    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
-    g.add_argument("--threads", type=int, default=t.threads,
-                   help="CPU threads for TensorFlow (default %(default)s)")
+    add_training_arguments(p, epochs=5, batch_size=512, batch_help="pairs per sparse SGD step")
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, help="output folder (written atomically)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -33,8 +33,9 @@ from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
-from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig, save_model,
-                                      set_threads, train_word2vec, word_vectors)
+from twotower.towers.word2vec import (HEADS, add_training_arguments, DataConfig, ModelConfig,
+                                      save_model, set_threads, train_word2vec, training_config,
+                                      word_vectors)
 
 
 def user_sequences(ml):
@@ -56,7 +57,7 @@ def _unit(x):
 
 
 def build_parser():
-    m, t = ModelConfig(), TrainConfig()
+    m = ModelConfig()
     p = argparse.ArgumentParser(
         prog="twotower item2vec",
         description="item2vec on MovieLens-100K user sequences: skip-gram (or CBOW) with "
@@ -76,16 +77,10 @@ def build_parser():
                    help="subsampling threshold of popular items (default %(default)s)")
     p.add_argument("--min-count", type=int, default=1,
                    help="drop items rated fewer times (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=10, help="(default %(default)s)")
-    p.add_argument("--alpha", type=float, default=t.alpha,
-                   help="initial learning rate, decayed linearly (default %(default)s)")
-    p.add_argument("--min-alpha", type=float, default=t.min_alpha, help="(default %(default)s)")
-    p.add_argument("--batch-size", type=int, default=1024,
-                   help="examples per sparse SGD step; a catalogue of ~1.7k items puts "
-                        "many updates of a popular item in one big batch (default %(default)s)")
-    p.add_argument("--seed", type=int, default=t.seed, help="(default %(default)s)")
-    p.add_argument("--threads", type=int, default=t.threads,
-                   help="CPU threads for TensorFlow (default %(default)s)")
+    add_training_arguments(
+        p, epochs=10, batch_size=1024,
+        batch_help="examples per sparse SGD step; a catalogue of ~1.7k items puts many "
+                   "updates of a popular item in one big batch")
     p.add_argument("--probes", type=int, default=4,
                    help="print neighbours of this many most-rated movies (default %(default)s)")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
@@ -98,8 +93,7 @@ def main(argv=None):
     data = DataConfig(corpus=f"movielens:{args.source}", min_count=args.min_count)
     model_config = ModelConfig(args.arch, args.head, args.negative, args.dim, args.window,
                                args.sample)
-    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
-                        TrainConfig.steps_per_call, args.seed, args.threads)
+    train = training_config(args)
     try:
         set_threads(args.threads)
         ml = load_movielens(args.source)

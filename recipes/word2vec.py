@@ -42,8 +42,9 @@ from twotower.data.word2vec_format import write_word2vec_text
 from twotower.data.word_eval import evaluate_word_vectors
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
-                                      build_model, nearest_neighbours, save_model, set_threads,
-                                      train_word2vec, validate, word_vectors)
+                                      add_training_arguments, build_model, nearest_neighbours,
+                                      save_model, set_threads, train_word2vec, training_config,
+                                      validate, word_vectors)
 
 DEFAULT_PROBES = ("king", "france", "computer", "music", "war", "river")
 
@@ -84,22 +85,13 @@ def build_parser():
     g.add_argument("--sample", type=float, default=m.sample,
                    help="subsampling threshold t, keep prob (sqrt(f/t)+1)*t/f as in "
                         "word2vec.c; 0 = off (default %(default)s)")
-    g = parser.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=t.epochs, help="passes (default %(default)s)")
-    g.add_argument("--alpha", type=float, default=t.alpha,
-                   help="initial learning rate, decayed linearly (default %(default)s)")
-    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
-                   help="final learning rate (default %(default)s)")
-    g.add_argument("--batch-size", type=int, default=t.batch_size,
-                   help="examples per sparse SGD step; gradients are summed, so larger "
-                        "batches are faster but further from per-pair SGD: on the enwiki "
-                        "extract 256-4096 match gensim's quality and 16384 diverges "
-                        "(default %(default)s)")
+    g = add_training_arguments(
+        parser, epochs=t.epochs, batch_size=t.batch_size,
+        batch_help="examples per sparse SGD step; gradients are summed, so larger batches are "
+                   "faster but further from per-pair SGD: on the enwiki extract 256-4096 match "
+                   "gensim's quality and 16384 diverges")
     g.add_argument("--steps-per-call", type=int, default=t.steps_per_call,
                    help="SGD steps per TensorFlow call (default %(default)s)")
-    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
-    g.add_argument("--threads", type=int, default=t.threads,
-                   help="CPU threads for TensorFlow (default %(default)s)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", required=True, help="output folder (written atomically)")
     g.add_argument("--probe", default=",".join(DEFAULT_PROBES),
@@ -114,9 +106,7 @@ def build_parser():
 def configs_from_args(args):
     data = DataConfig(args.corpus, args.min_count, args.max_vocab_size, args.encoding_errors)
     model = ModelConfig(args.arch, args.head, args.negative, args.dim, args.window, args.sample)
-    train = TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
-                        args.steps_per_call, args.seed, args.threads)
-    return data, model, train
+    return data, model, training_config(args)
 
 
 def main(argv=None):

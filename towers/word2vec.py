@@ -74,6 +74,31 @@ class TrainConfig:
     threads: int = 2
 
 
+
+def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
+    """The flags of TrainConfig (--epochs, --alpha, --min-alpha, --batch-size, --seed,
+    --threads) as a "training" group of an argparse parser; returns the group."""
+    t = TrainConfig()
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=epochs, help="passes (default %(default)s)")
+    g.add_argument("--alpha", type=float, default=t.alpha,
+                   help="initial learning rate, decayed linearly (default %(default)s)")
+    g.add_argument("--min-alpha", type=float, default=t.min_alpha,
+                   help="final learning rate (default %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size,
+                   help=(batch_help or "examples per sparse SGD step") + " (default %(default)s)")
+    g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
+    g.add_argument("--threads", type=int, default=t.threads,
+                   help="CPU threads for TensorFlow (default %(default)s)")
+    return g
+
+
+def training_config(args):
+    """TrainConfig from the flags of ``add_training_arguments``."""
+    return TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
+                       getattr(args, "steps_per_call", TrainConfig.steps_per_call), args.seed,
+                       args.threads)
+
 def validate(data, model, train):
     """Clear ValueErrors naming the flag and the value, before any work."""
     if model.arch not in ARCHS:
