@@ -58,9 +58,11 @@ class HierarchicalSoftmax(tf.keras.layers.Layer):
       counts: [N] item counts that shape the tree.
       dim: embedding dimension d.
       initializer: for θ (word2vec.c starts syn1 at zero).
+      validate_ids: check item ids are leaves of the tree at every call (as IDTower's;
+        off in word2vec's compiled hot loop, whose ids come from its own vocabulary).
     """
 
-    def __init__(self, counts, dim, initializer="zeros", **kwargs):
+    def __init__(self, counts, dim, initializer="zeros", validate_ids=True, **kwargs):
         super().__init__(**kwargs)
         counts = np.asarray(counts, dtype=np.float64)
         if not isinstance(dim, (int, np.integer)) or dim < 1:
@@ -68,6 +70,7 @@ class HierarchicalSoftmax(tf.keras.layers.Layer):
         self.counts = counts
         self.dim = int(dim)
         self.initializer = tf.keras.initializers.get(initializer)
+        self.validate_ids = bool(validate_ids)
         self.tree = HuffmanTree(counts)
         with tf.init_scope():
             self._points = tf.constant(self.tree.points)
@@ -81,8 +84,9 @@ class HierarchicalSoftmax(tf.keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, query, item_ids):
-        item_ids = check_ids_in_range(item_ids, self.tree.num_leaves,
-                                      f"HierarchicalSoftmax {self.name!r}")
+        if self.validate_ids:
+            item_ids = check_ids_in_range(item_ids, self.tree.num_leaves,
+                                          f"HierarchicalSoftmax {self.name!r}")
         ids = tf.cast(item_ids, tf.int32)
         return hierarchical_softmax_loss(
             query, self.node_vectors, tf.gather(self._points, ids),
@@ -94,5 +98,6 @@ class HierarchicalSoftmax(tf.keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(counts=self.counts.tolist(), dim=self.dim,
-                      initializer=tf.keras.initializers.serialize(self.initializer))
+                      initializer=tf.keras.initializers.serialize(self.initializer),
+                      validate_ids=self.validate_ids)
         return config
