@@ -156,7 +156,8 @@ def build_model(vocab, model_config, seed, *, query_tower=None, candidates=None)
     item_tower = IDTower(V, d, embeddings_initializer="zeros", validate_ids=False,
                          name="output_vectors")
     if model_config.head == "hs":
-        loss = RetrievalLoss(HierarchicalSoftmax(vocab.counts, d, validate_ids=False), candidates=None)
+        loss = RetrievalLoss(HierarchicalSoftmax(vocab.counts, d, validate_ids=False),
+                             candidates=None)
     else:
         if candidates is None:
             sampler = UnigramSampler(vocab.counts, 0.75, seed=seed)
