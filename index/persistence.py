@@ -22,7 +22,7 @@ import platform
 
 import numpy as np
 
-from twotower.artifacts import atomic_directory, sha256_file
+from twotower.artifacts import MARKER, atomic_directory, sha256_file
 from twotower.index.config import IndexConfig
 from twotower.index.retriever import Retriever
 from twotower.index.scann_index import ScannIndex
@@ -51,7 +51,7 @@ def _checksums(root):
         for name in files:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if rel != MANIFEST:
+            if rel not in (MANIFEST, MARKER):
                 sums[rel] = sha256_file(full)
     return dict(sorted(sums.items()))
 
