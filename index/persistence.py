@@ -16,6 +16,7 @@ Loading checks the format, the ScaNN version and every checksum before using any
 and refuses with a ValueError that says what differs.
 """
 
+import hashlib
 import json
 import os
 import platform
@@ -27,7 +28,7 @@ from twotower.index.config import IndexConfig
 from twotower.index.retriever import Retriever
 from twotower.index.scann_index import ScannIndex
 
-FORMAT = "twotower-index/1"
+FORMAT = "twotower-index/2"
 MANIFEST = "manifest.json"
 
 
@@ -51,16 +52,22 @@ def _checksums(root):
         for name in files:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if os.path.islink(full):
+                raise ValueError(f"index folder {root!r} holds a symbolic link {rel!r}: "
+                                 "refused (every file must be inside the folder)")
             if rel not in (MANIFEST, MARKER):
                 sums[rel] = sha256_file(full)
     return dict(sorted(sums.items()))
 
 
-def save(path, retriever, *, query_example=None, item_example=None, extra=None):
+def save(path, retriever, *, query_example=None, item_example=None, extra=None,
+         overwrite=False):
     """Writes ``retriever`` (or a bare ScannIndex) to the folder ``path`` atomically.
 
     Args:
-      path: the folder (replaced if it exists, only once the new one is complete).
+      path: the folder. An earlier index folder there is replaced (swapped in atomically
+        once the new one is complete) only with ``overwrite=True``; a folder twotower did
+        not write is never replaced (twotower.artifacts.check_output_dir).
       retriever: a Retriever (its towers are saved when present) or a ScannIndex.
       query_example, item_example: an example batch for each tower's signature (else
         Keras' save_spec() of a tower that was called).
@@ -74,7 +81,7 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None):
     if isinstance(retriever, ScannIndex):
         retriever = Retriever(retriever)
     index = retriever.index
-    with atomic_directory(path) as tmp:
+    with atomic_directory(path, overwrite=overwrite, flag="index path") as tmp:
         with index._lock:
             np.save(os.path.join(tmp, "item_ids.npy"), index._ids)
             np.save(os.path.join(tmp, "item_vectors.npy"), index._vectors)
@@ -110,35 +117,106 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None):
             "extra": extra or {},
             "files": _checksums(tmp),
         }
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
+        manifest["manifest_sha256"] = _canonical_sha256(manifest)
+        with open(os.path.join(tmp, MANIFEST), "w", encoding="utf-8") as f:
             json.dump(manifest, f, indent=2, sort_keys=True)
     return manifest
+
+
+MAX_MANIFEST_BYTES = 16 << 20
+_TOWER_NAMES = ("query_tower", "item_tower")
+_HEX = frozenset("0123456789abcdef")
+
+
+def _canonical_sha256(manifest):
+    """sha256 of the manifest's canonical JSON without its own checksum field: the
+    manifest covers itself, so a flipped byte in it is refused like one in a data file."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+def _confined(root, rel, where):
+    """The absolute path of ``rel`` inside ``root``; refuses paths that leave it."""
+    if (not isinstance(rel, str) or not rel or rel.startswith(("/", "\\")) or "\\" in rel
+            or any(part in ("", ".", "..") for part in rel.split("/"))):
+        raise ValueError(f"{where}: path {rel!r} is not a plain relative path inside the "
+                         "index folder")
+    full = os.path.realpath(os.path.join(root, rel))
+    if os.path.commonpath([full, os.path.realpath(root)]) != os.path.realpath(root):
+        raise ValueError(f"{where}: path {rel!r} leaves the index folder")
+    return full
+
+
+def _check_schema(manifest, where):
+    """Types and ranges of every field :func:`read_manifest` relies on."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{where} must hold a JSON object, got {type(manifest).__name__}")
+    expected = {"format": str, "versions": dict, "dim": int, "distance": str,
+                "num_items": int, "config": dict, "towers": dict, "extra": dict,
+                "files": dict, "manifest_sha256": str}
+    missing = sorted(set(expected) - set(manifest))
+    if missing:
+        raise ValueError(f"{where} is missing the keys {missing}")
+    for key, kind in expected.items():
+        value = manifest[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise ValueError(f"{where}: {key!r} must be a JSON {kind.__name__}, got {value!r}"[:300])
+    if manifest["dim"] < 1 or manifest["num_items"] < 0:
+        raise ValueError(f"{where}: dim must be >= 1 and num_items >= 0, got "
+                         f"{manifest['dim']} and {manifest['num_items']}")
+    for name, rel in manifest["towers"].items():
+        if name not in _TOWER_NAMES or not isinstance(rel, str):
+            raise ValueError(f"{where}: towers must map {list(_TOWER_NAMES)} to folder names, "
+                             f"got {name!r}: {rel!r}")
+    for rel, digest in manifest["files"].items():
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise ValueError(f"{where}: files[{rel!r}] must be a sha256 hex digest, "
+                             f"got {digest!r}"[:300])
 
 
 def read_manifest(path):
     """Reads and validates ``path/manifest.json`` and the files it lists.
 
+    Checked, in order: the file is UTF-8 JSON of bounded size and depth; its schema (every
+    key the loader uses, with its type); its own checksum (``manifest_sha256``: sha256 of
+    the canonical JSON of the other keys); the format and ScaNN version; every path in it
+    stays inside the folder; the folder holds exactly the listed files (no symbolic
+    links) with the listed sha256.
+
     Raises:
-      ValueError: not an index folder, another format or ScaNN version, a missing,
-        extra or changed file.
+      ValueError: naming the folder or file and what is wrong.
     """
     mpath = os.path.join(path, MANIFEST)
-    if not os.path.isfile(mpath):
+    if not os.path.isdir(path) or not os.path.isfile(mpath):
         raise ValueError(f"{path!r} is not a twotower index folder (no {MANIFEST})")
+    if os.path.getsize(mpath) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{mpath!r} is larger than {MAX_MANIFEST_BYTES} bytes: not a manifest")
+    with open(mpath, "rb") as f:
+        raw = f.read()
     try:
-        with open(mpath) as f:
-            manifest = json.load(f)
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{mpath!r} is not UTF-8 (byte {e.start}): {e.reason}") from None
     except json.JSONDecodeError as e:
         raise ValueError(f"{mpath!r} is not valid JSON: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise ValueError(f"index folder {path!r} has format {manifest.get('format')!r}; "
-                         f"this twotower reads {FORMAT!r}")
-    saved_scann = manifest.get("versions", {}).get("scann")
+    except RecursionError:
+        raise ValueError(f"{mpath!r} is nested too deeply to be a manifest") from None
+    _check_schema(manifest, repr(mpath))
+    if manifest["manifest_sha256"] != _canonical_sha256(manifest):
+        raise ValueError(f"{mpath!r} does not match its own checksum (manifest_sha256): "
+                         "the manifest was changed after it was written")
+    if manifest["format"] != FORMAT:
+        raise ValueError(f"index folder {path!r} has format {manifest['format']!r}; "
+                         f"this twotower reads {FORMAT!r}: rebuild or re-save the index")
+    saved_scann = manifest["versions"].get("scann")
     ours = _versions()["scann"]
     if saved_scann != ours:
         raise ValueError(f"index folder {path!r} was written with scann {saved_scann!r}, "
                          f"this environment has scann {ours!r}: rebuild the index")
-    expected = manifest.get("files", {})
+    for rel in list(manifest["files"]) + list(manifest["towers"].values()):
+        _confined(path, rel, repr(mpath))
+    expected = manifest["files"]
     actual = _checksums(path)
     missing = sorted(set(expected) - set(actual))
     extra = sorted(set(actual) - set(expected))
@@ -162,8 +240,13 @@ def load(path, *, load_towers=True):
         raise ValueError(f"index folder {path!r}: vectors {vectors.shape} / ids {ids.shape} "
                          f"do not match the manifest ({manifest['num_items']}, "
                          f"{manifest['dim']})")
+    try:
+        config = IndexConfig.from_dict(manifest["config"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise ValueError(f"index folder {path!r}: manifest 'config' is not an IndexConfig: "
+                         f"{e}") from None
     searcher = scann_ops_pybind.load_searcher(os.path.join(path, "scann"))
-    index = ScannIndex(searcher, ids, vectors, IndexConfig.from_dict(manifest["config"]))
+    index = ScannIndex(searcher, ids, vectors, config)
     towers = {}
     if load_towers:
         for name in manifest.get("towers", {}):
