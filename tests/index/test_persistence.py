@@ -103,7 +103,7 @@ def test_refuses_another_version(saved, tmp_path, key, value, match):
     (b"null", "must hold a JSON object, got NoneType"),
     (b"42", "must hold a JSON object, got int"),
     (b'{"format": "twotower-index/2"}', r"is missing the keys \['config', 'dim'"),
-    (b'{"format": "tw\xff"}', r"is not UTF-8 \(byte 13\)"),
+    (b'{"format": "tw\xff"}', r"is not UTF-8 \(byte 14\)"),
     (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     (b"{not json", "is not valid JSON"),
 ])
