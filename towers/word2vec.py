@@ -279,6 +279,74 @@ def save_model(folder, model, model_config):
         json.dump(dataclasses.asdict(model_config), f, indent=2)
 
 
+def load_model(folder, *, vocab=None, seed=1):
+    """Rebuilds a model saved by :func:`save_model` (config.json + weights.h5) to use or to
+    train further, as gensim's ``Word2Vec.load`` then ``train``.
+
+    The vocabulary comes from ``vocab`` (a Vocabulary), else ``folder/vocab.json``
+    ({"words": [...], "counts": [...]}, which the recipes write beside the weights), else
+    ``vocab.tsv`` (word<TAB>count) in the folder above (the word2vec recipe's --out). A
+    custom query tower (EGES's SideInfoTower) is rebuilt from ``folder/query_tower.json``
+    ({"class_name", "config"}, its Keras get_config()). The model is built exactly as
+    :func:`build_model` builds it (the standard unigram^0.75 negatives: a recipe's own
+    candidate source, e.g. Airbnb's same-market negatives, holds no weights and is not
+    restored), then the weights are loaded.
+
+    To continue training on new text, pass the result to :func:`train_word2vec` with
+    ``vocab=vocab, model_fn=lambda v: model``: the vocabulary stays fixed (words not in it
+    are dropped, as gensim does without ``build_vocab(update=True)``), and the learning
+    rate decays from ``alpha`` to ``min_alpha`` again over the new run.
+
+    Returns:
+      (model, vocab, model_config): the TwoTowerModel, the Vocabulary, the ModelConfig.
+    """
+    from twotower.towers.side_info_tower import SideInfoTower
+
+    config_path = os.path.join(folder, "config.json")
+    weights_path = os.path.join(folder, "weights.h5")
+    for path in (config_path, weights_path):
+        if not os.path.isfile(path):
+            raise ValueError(f"{folder!r} is not a word2vec model folder: no "
+                             f"{os.path.basename(path)} (save_model writes config.json and "
+                             f"weights.h5)")
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            model_config = ModelConfig(**json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+        raise ValueError(f"{config_path!r} is not a ModelConfig: {e}") from None
+    if vocab is None:
+        vocab_json = os.path.join(folder, "vocab.json")
+        vocab_tsv = os.path.join(os.path.dirname(os.path.abspath(folder)), "vocab.tsv")
+        if os.path.isfile(vocab_json):
+            with open(vocab_json, encoding="utf-8") as f:
+                saved = json.load(f)
+            vocab = Vocabulary(saved["words"], saved["counts"])
+        elif os.path.isfile(vocab_tsv):
+            words, counts = [], []
+            with open(vocab_tsv, encoding="utf-8") as f:
+                for line in f:
+                    word, count = line.rstrip("\n").rsplit("\t", 1)
+                    words.append(word)
+                    counts.append(int(count))
+            vocab = Vocabulary(words, counts)
+        else:
+            raise ValueError(f"no vocabulary for the model in {folder!r}: neither "
+                             f"{vocab_json!r} nor {vocab_tsv!r} exists; pass vocab=")
+    query_tower = None
+    tower_path = os.path.join(folder, "query_tower.json")
+    if os.path.isfile(tower_path):
+        with open(tower_path, encoding="utf-8") as f:
+            spec = json.load(f)
+        classes = {"SideInfoTower": SideInfoTower}
+        if spec.get("class_name") not in classes:
+            raise ValueError(f"{tower_path!r}: query tower class {spec.get('class_name')!r} "
+                             f"is not one of {sorted(classes)}")
+        query_tower = classes[spec["class_name"]].from_config(spec["config"])
+    model = build_model(vocab, model_config, seed, query_tower=query_tower)
+    model.load_weights(weights_path)
+    return model, vocab, model_config
+
+
 __all__ = ["HEADS", "DataConfig", "ModelConfig", "TrainConfig", "validate", "build_model",
            "word_vectors", "set_threads", "train_word2vec", "unit_rows",
            "nearest_neighbours", "save_model"]
