@@ -3,18 +3,32 @@ for Large Corpus Item Recommendations", RecSys 2019, Algorithm 2).
 
 Two arrays indexed by a hash h(y) of the item id: A[h] holds the last global step at
 which y was seen and B[h] an estimate of δ, the number of steps between two sightings.
-At global step t, for every distinct y in the batch:
+Algorithm 2 updates once per occurrence of y in the stream:
 
     B[h(y)] ← (1 − α) · B[h(y)] + α · (t − A[h(y)])
     A[h(y)] ← t
 
-and the estimate of y's per-batch sampling probability is p̂(y) = 1 / B[h(y)].
+Per occurrence, the clock t here counts item occurrences, not batches: the stream is
+read as one long sequence of ids (a batch of B ids advances t by B, its j-th id sits at
+t₀ + j), so δ estimates the mean gap, in occurrences, between two occurrences of y. For a
+stream in which each position holds y with probability p(y) the gap is geometric with mean
+1/p(y), hence
 
-Conventions kept here: an id seen several times in one batch counts once (δ is the gap
-between batches that contain y, so p̂ estimates P(y in batch), which is ≈ B·p(y) when that
-is small). At the first sighting of a bucket, B is set to t (the gap since the stream
-began: the only evidence so far) rather than mixed with an arbitrary initial value.
-h(y) = y mod num_buckets: collision-free for ids below num_buckets.
+    p̂(y) = 1 / B[h(y)]            (the probability of y at one position of the stream)
+    Q(y) = B · p̂(y)               (its expected count in a batch of B: what logQ needs)
+
+An id that appears n times in one batch is updated n times, in the order of its positions
+(the first gap is measured from A, the next ones between its positions in the batch);
+the n sequential moving-average steps are applied in closed form,
+B ← (1−α)ⁿ·B + Σ_k α(1−α)^(n−k)·gap_k. (Counting a batch once per id instead, as a
+batch clock with de-duplication does, estimates P(y in batch) = 1 − (1 − p)^B, which
+saturates at 1 for head items while B·p grows past it.)
+
+At the first sighting of a bucket, B is set to its first gap (the position since the
+stream began: the only evidence so far) rather than mixed with an arbitrary initial value.
+An id never seen gets p̂ = 1 / (t + 1): at most one occurrence in the t + 1 positions so
+far, i.e. a count of one, so it never looks rarer than an id seen once (see ``call``). h(y) = y mod num_buckets: collision-free for ids below
+num_buckets.
 """
 
 import tensorflow as tf
@@ -22,25 +36,32 @@ import tensorflow as tf
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class StreamingFrequencyEstimator(tf.keras.layers.Layer):
-    """TF state updated inside train_step; ``call(ids)`` returns p̂(ids) = 1/δ̂.
+    """TF state updated inside train_step; ``call(ids)`` returns p̂(ids) = 1/δ̂, the
+    per-occurrence probability, and ``expected_count(ids, batch_size)`` returns
+    Q = batch_size · p̂ (module docstring).
 
     Args:
       num_buckets: size H of the hash arrays A and B.
-      alpha: learning rate α of the moving average of δ (paper: 0.01 .. 0.1).
-      min_probability: p̂ for ids never seen (and the floor of any estimate).
+      alpha: learning rate α of the moving average of δ (paper: 0.01 .. 0.1). Per
+        occurrence, a head item is updated many times a batch: its estimate averages
+        over the last ~1/α occurrences.
+      min_probability: None (default), or an extra absolute floor on p̂. An unseen id
+        already gets p̂ = 1/(t + 1), a count of one in the stream so far.
     """
 
-    def __init__(self, num_buckets=1 << 20, alpha=0.01, min_probability=1e-6, **kwargs):
+    def __init__(self, num_buckets=1 << 20, alpha=0.01, min_probability=None, **kwargs):
         super().__init__(**kwargs)
-        if not isinstance(num_buckets, int) or num_buckets < 1:
+        if isinstance(num_buckets, bool) or not isinstance(num_buckets, int) or num_buckets < 1:
             raise ValueError(f"num_buckets must be an int >= 1, got {num_buckets!r}")
         if not 0.0 < alpha <= 1.0:
             raise ValueError(f"alpha must be in (0, 1], got {alpha!r}")
-        if not 0.0 < min_probability <= 1.0:
-            raise ValueError(f"min_probability must be in (0, 1], got {min_probability!r}")
+        if min_probability is not None and not 0.0 < min_probability <= 1.0:
+            raise ValueError(f"min_probability must be None or in (0, 1], got "
+                             f"{min_probability!r}")
         self.num_buckets = num_buckets
         self.alpha = float(alpha)
-        self.min_probability = float(min_probability)
+        self.min_probability = None if min_probability is None else float(min_probability)
+        # step = t, the number of item occurrences recorded so far
         self.step = self.add_weight(name="step", shape=[], dtype=tf.int64,
                                     initializer="zeros", trainable=False)
         self.last_seen = self.add_weight(name="last_seen", shape=[num_buckets], dtype=tf.int64,
@@ -52,23 +73,55 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         return tf.math.floormod(tf.cast(ids, tf.int64), self.num_buckets)
 
     def update(self, ids):
-        """Records one batch of item ids (one global step). Returns the new step."""
-        t = self.step.assign_add(1)
-        buckets, _ = tf.unique(tf.reshape(self._buckets(ids), [-1]))
-        a = tf.gather(self.last_seen, buckets)
-        b = tf.gather(self.delta, buckets)
-        gap = tf.cast(t - a, tf.float32)
-        new_b = tf.where(a > 0, (1.0 - self.alpha) * b + self.alpha * gap, gap)
-        self.delta.scatter_update(tf.IndexedSlices(new_b, buckets))
-        self.last_seen.scatter_update(
-            tf.IndexedSlices(tf.fill(tf.shape(buckets), t), buckets))
-        return t
+        """Records one batch of item ids, once per occurrence (module docstring).
+        Returns the new clock t (occurrences recorded so far)."""
+        buckets = tf.reshape(self._buckets(ids), [-1])
+        n = tf.shape(buckets, out_type=tf.int64)[0]
+        t0 = self.step.assign_add(n) - n
+        positions = t0 + 1 + tf.range(n, dtype=tf.int64)     # global position of each id
+        # Occurrences grouped by bucket, in position order within a bucket (stable sort).
+        order = tf.argsort(buckets, stable=True)
+        b_sorted = tf.gather(buckets, order)
+        pos_sorted = tf.gather(positions, order)
+        uniq, seg = tf.unique(b_sorted)                       # seg: non-decreasing
+        num_uniq = tf.shape(uniq)[0]
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, num_uniq)
+        starts = tf.math.cumsum(counts, exclusive=True)
+        rank = tf.range(tf.shape(seg)[0]) - tf.gather(starts, seg)   # 0 .. n_y − 1
+        last = tf.gather(self.last_seen, uniq)                # A before this batch
+        old_delta = tf.gather(self.delta, uniq)
+        seen = last > 0
+        prev = tf.where(rank == 0, tf.gather(last, seg),
+                        tf.concat([[0], pos_sorted[:-1]], axis=0))
+        gaps = tf.cast(pos_sorted - prev, tf.float32)
+        a = tf.constant(self.alpha, tf.float32)
+        # weight of the k-th of n gaps (rank k−1) after n sequential EMA steps:
+        # α(1−α)^(n−k); a bucket's first-ever gap replaces B instead: weight (1−α)^(n−1).
+        remaining = tf.cast(tf.gather(counts, seg) - 1 - rank, tf.float32)
+        decay = tf.pow(1.0 - a, remaining)
+        first_ever = tf.logical_and(rank == 0, tf.logical_not(tf.gather(seen, seg)))
+        weights = tf.where(first_ever, decay, a * decay)
+        n_y = tf.cast(counts, tf.float32)
+        new_delta = (tf.where(seen, tf.pow(1.0 - a, n_y) * old_delta, 0.0)
+                     + tf.math.unsorted_segment_sum(weights * gaps, seg, num_uniq))
+        new_last = tf.math.unsorted_segment_max(pos_sorted, seg, num_uniq)
+        self.delta.scatter_update(tf.IndexedSlices(new_delta, uniq))
+        self.last_seen.scatter_update(tf.IndexedSlices(new_last, uniq))
+        return t0 + n
 
     def call(self, ids):
+        """p̂(ids): 1/δ̂ for seen ids; 1/(t + 1) for ids never seen (a count of one: an
+        unseen id is not taken for rarer than one seen once, so its −log Q cannot
+        outgrow the rarest real item's and dominate a softmax)."""
         delta = tf.gather(self.delta, self._buckets(ids))
-        p = tf.math.divide_no_nan(1.0, delta)
-        return tf.clip_by_value(tf.where(delta > 0, p, self.min_probability),
-                                self.min_probability, 1.0)
+        unseen = 1.0 / (tf.cast(self.step, tf.float32) + 1.0)
+        p = tf.where(delta > 0, tf.math.divide_no_nan(1.0, delta), unseen)
+        floor = 0.0 if self.min_probability is None else self.min_probability
+        return tf.clip_by_value(p, floor, 1.0)
+
+    def expected_count(self, ids, batch_size):
+        """Q(ids) = batch_size · p̂(ids), the expected count of each id in a batch."""
+        return tf.cast(batch_size, tf.float32) * self(ids)
 
     def get_config(self):
         config = super().get_config()

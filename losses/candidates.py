@@ -13,7 +13,7 @@ candidates with the item tower in between:
 Q(c) is the expected number of times c appears in the candidate set (DESIGN.md §1):
 
   | source            | candidates                 | Q(c)                   |
-  | InBatch           | the batch's positives      | B·p(c)  (or p̂ streamed) |
+  | InBatch           | the batch's positives      | B·p(c)  (p counted or streamed) |
   | SampledNegatives  | positive + k draws of q    | k·q(c)                 |
   | MixedNegatives    | batch ∪ k uniform draws    | B·p(c) + k/N           |
   | AllItems          | all N items                | none (full softmax)    |
@@ -21,7 +21,7 @@ Q(c) is the expected number of times c appears in the candidate set (DESIGN.md �
 
 ``frequencies`` (for InBatch and MixedNegatives) is None, an array of item counts
 (p = counts / Σ counts), or a data.frequency.StreamingFrequencyEstimator updated by
-``draw`` during training (p̂ = 1/δ̂ already estimates P(c in batch) ≈ B·p(c)).
+``draw`` during training (p̂ = 1/δ̂ per occurrence, Q = B·p̂).
 TFRS's tfrs.tasks.Retrieval covers in-batch softmax with a given sampling probability;
 this module goes past it with sampled, mixed and all-item candidates, per-example
 negatives, and the streaming estimator inside the step.
@@ -35,16 +35,22 @@ from twotower.data.samplers import UniformSampler, sampler_from_config
 from twotower.losses.logits import scores as similarity_scores
 
 
-# Q(c) is floored before its log: an item with a zero count (never seen when the counts
-# were taken, or never drawn by the sampler) would otherwise get log Q = −inf, z = +inf,
-# and turn every row of an in-batch softmax into NaN. 1e-6 is also the streaming
-# estimator's floor for an id it has never seen.
-MIN_EXPECTED_COUNT = 1e-6
-
-
 def log_expected_count(q):
-    """log max(Q, MIN_EXPECTED_COUNT)."""
-    return tf.math.log(tf.maximum(tf.cast(q, tf.float32), MIN_EXPECTED_COUNT))
+    """log Q with zeros floored at the smallest positive Q among the same candidates.
+
+    An item with Q = 0 (a zero count, or a positive the sampler never draws) would get
+    log Q = −inf, z = +inf, and turn its row of a softmax into NaN. A fixed tiny floor
+    (1e-6) is no better: −log 1e-6 = +13.8 on that logit, enough to dominate any softmax
+    whose logits are cosines over τ. Floored at the smallest Q actually observed among the
+    candidates, an unknown item is treated as the rarest known one: its correction is
+    never larger than a real item's, so it cannot win a softmax by its correction alone.
+    With no positive Q at all, Q = 1 (no correction).
+    """
+    q = tf.cast(q, tf.float32)
+    positive = q > 0
+    smallest = tf.reduce_min(tf.where(positive, q, float("inf")))
+    smallest = tf.where(tf.math.is_finite(smallest), smallest, 1.0)
+    return tf.math.log(tf.where(positive, q, smallest))
 
 
 def _row_scores(query, positives, similarity):
@@ -68,6 +74,10 @@ class _Frequencies:
             raise ValueError("frequencies must be None, a StreamingFrequencyEstimator, or a "
                              f"1-D array of non-negative counts with a positive sum; got "
                              f"{type(frequencies).__name__} of shape {counts.shape}")
+        # A zero count (an item never seen when the counts were taken) is raised to the
+        # smallest positive count: the item is taken for as rare as the rarest seen item,
+        # not infinitely rare (see log_expected_count). p is normalised after the floor.
+        counts = np.where(counts > 0, counts, counts[counts > 0].min())
         with tf.init_scope():
             self.probabilities = tf.constant(counts / counts.sum(), tf.float32)
 
@@ -81,7 +91,7 @@ class _Frequencies:
 
     def batch_expected_count(self, ids, batch_size):
         if self.estimator is not None:
-            return self.estimator(ids)
+            return self.estimator.expected_count(ids, batch_size)
         return tf.cast(batch_size, tf.float32) * tf.gather(self.probabilities, ids)
 
     def get_config(self):

@@ -134,9 +134,8 @@ class RetrievalLoss(tf.keras.layers.Layer):
     def logits(self, query, positives, positive_ids, extra=None, extra_ids=None,
                query_ids=None):
         """Returns (logits [B, C], labels [B]) after τ, logQ, masks and hard negatives."""
-        query, positives, extra = (None if t is None else tf.convert_to_tensor(t, tf.float32)
-                                   if not tf.is_tensor(t) else t
-                                   for t in (query, positives, extra))
+        query, positives, extra = (_as_float32(t, name) for t, name in (
+            (query, "query"), (positives, "positives"), (extra, "extra")))
         positive_ids = tf.convert_to_tensor(positive_ids)
         if extra_ids is not None:
             extra_ids = tf.convert_to_tensor(extra_ids)
@@ -163,7 +162,7 @@ class RetrievalLoss(tf.keras.layers.Layer):
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
              query_ids=None):
         if self.hierarchical:
-            return self.head(tf.convert_to_tensor(query), tf.convert_to_tensor(positive_ids))
+            return self.head(_as_float32(query, "query"), tf.convert_to_tensor(positive_ids))
         z, labels = self.logits(query, positives, positive_ids, extra, extra_ids, query_ids)
         return self.head.per_example(z, labels)
 
@@ -178,6 +177,21 @@ class RetrievalLoss(tf.keras.layers.Layer):
             remove_accidental_hits=self.remove_accidental_hits,
             num_hard_negatives=self.num_hard_negatives, padding_id=self.padding_id)
         return config
+
+
+def _as_float32(embeddings, name):
+    """Embeddings as float32 tensors. float64 (numpy's default) and float16/bfloat16
+    (mixed precision) towers are cast: the loss is computed in float32 whatever the
+    towers' dtype, because MASK (−1e9) overflows float16 and the heads' reductions want
+    float32's range; Keras itself casts only a layer's first input to its compute dtype,
+    so mixed dtypes would otherwise meet in one matmul. Non-float embeddings are refused."""
+    if embeddings is None:
+        return None
+    t = embeddings if tf.is_tensor(embeddings) else tf.convert_to_tensor(embeddings)
+    if not t.dtype.is_floating:
+        raise ValueError(f"{name} embeddings must be floating point (float16/32/64), got "
+                         f"dtype {t.dtype.name}")
+    return tf.cast(t, tf.float32)
 
 
 def _check_embeddings(query, positives, extra):

@@ -7,9 +7,21 @@ For one query with scores z (cosine similarity when the towers are compared by c
 
     all:       ℓ = Σ_{c⁻} max(0, m − z(c⁺) + z(c⁻))
     hardest:   ℓ = max(0, m − z(c⁺) + max_{c⁻} z(c⁻))
-    semi-hard: ℓ = max(0, m − z(c⁺) + z(c*)),  c* = argmax { z(c⁻) : z(c⁻) < z(c⁺) },
-               the hardest negative still scored below the positive; if no negative
-               scores below the positive, the hardest negative is used.
+    semi-hard: ℓ = max(0, m − z(c⁺) + z(c*)),
+               c* = argmax { z(c⁻) : z(c⁺) − m < z(c⁻) < z(c⁺) }
+
+FaceNet's semi-hard negatives (§3.2, written for similarities) are those scored below the
+positive but inside the margin band, s⁺ − m < s⁻ < s⁺: they violate the margin without
+being harder than the positive; of them the hardest is used. When a row has none:
+  - if some negative scores below the positive, all of those are outside the band
+    (s⁻ ≤ s⁺ − m): the margin holds for them and the loss is 0;
+  - if every negative scores at or above the positive, the easiest negative (the lowest
+    score) is used — the choice of tf_addons.losses.triplet_semihard_loss ("if no such
+    negative exists, uses the largest negative distance instead"), which keeps a
+    gradient for the row without pulling it towards the hardest negatives that FaceNet
+    found to collapse training early on.
+So semi-hard is, in loss value, the hardest negative below the positive if there is one,
+else the easiest negative: exactly tf_addons' rule, on similarities.
 
 Masked columns (logit MASK) never contribute and are never mined.
 """
@@ -42,7 +54,7 @@ def triplet_loss(logits, labels, *, margin=0.2, mining="all"):
       [B] losses.
 
     Example: z = [[0.9, 0.8, 0.1]], label 0, m = 0.2: all → max(0, .2−.9+.8) +
-    max(0, .2−.9+.1) = 0.1; hardest → 0.1; semi-hard → 0.1 (0.8 < 0.9).
+    max(0, .2−.9+.1) = 0.1; hardest → 0.1; semi-hard → 0.1 (0.9 − 0.2 < 0.8 < 0.9).
     """
     _check(margin, mining)
     logits = tf.convert_to_tensor(logits)
@@ -61,8 +73,14 @@ def triplet_loss(logits, labels, *, margin=0.2, mining="all"):
         chosen = hardest
     else:
         below = tf.logical_and(valid, negatives < positive)
-        semi = tf.reduce_max(tf.where(below, negatives, MASK), axis=1, keepdims=True)
-        chosen = tf.where(tf.reduce_any(below, axis=1, keepdims=True), semi, hardest)
+        band = tf.logical_and(below, negatives > positive - margin)
+        semi = tf.reduce_max(tf.where(band, negatives, MASK), axis=1, keepdims=True)
+        easiest = tf.reduce_min(tf.where(valid, negatives, -MASK), axis=1, keepdims=True)
+        # no semi-hard negative: below-positive ones all satisfy the margin (loss 0, via
+        # the MASK score), else every negative is at or above the positive: the easiest
+        chosen = tf.where(tf.reduce_any(band, axis=1, keepdims=True), semi,
+                          tf.where(tf.reduce_any(below, axis=1, keepdims=True),
+                                   tf.cast(MASK, negatives.dtype), easiest))
     has_negative = tf.reduce_any(valid, axis=1)
     loss = tf.nn.relu(margin - positive + chosen)[:, 0]
     return tf.where(has_negative, loss, 0.0)

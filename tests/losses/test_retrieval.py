@@ -170,7 +170,43 @@ def test_streaming_frequencies_feed_logq(rng):
     for _ in range(3):
         layer.draw(tf.constant([1, 2, 3]), training=True)
     _, _, _, log_q = src(tf.ones([3, 2]), tf.ones([3, 2]), tf.constant([1, 2, 3]))
-    np.testing.assert_allclose(np.exp(log_q.numpy()), 1.0, rtol=1e-6)  # seen every step
+    # id 3 sits at positions 3, 6, 9: every gap is 3, p̂ = 1/3, Q = B·p̂ = 1 (seen once a
+    # batch); ids 1 and 2 start with a shorter first gap (1, 2), then gaps of 3
+    np.testing.assert_allclose(np.exp(log_q.numpy()), 3 / np.array([2.5, 2.75, 3.0]),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("head", ["softmax", "neg", "triplet"])
+def test_float64_embeddings_are_cast_and_match_float32(rng, head):
+    u, v = rng.normal(size=(2, 5, 3))
+    ids = np.array([0, 1, 2, 1, 4])
+    layer = RetrievalLoss(head, InBatch(frequencies=np.arange(1, 6)))
+    want = layer(tf.constant(u, tf.float32), tf.constant(v, tf.float32), ids).numpy()
+    for cast in (tf.constant, np.asarray):  # float64 tensors and numpy arrays
+        got = layer(cast(u), cast(v), ids)
+        assert got.dtype == tf.float32
+        np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    # gradients reach float64 variables through the cast
+    uu = tf.Variable(u)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(layer(uu, tf.constant(v), ids))
+    assert tape.gradient(loss, uu).dtype == tf.float64
+
+
+def test_float64_extra_candidates_are_cast(rng):
+    layer = RetrievalLoss("softmax", MixedNegatives(3, 6, frequencies=np.ones(6)))
+    extra_ids = layer.draw(tf.constant([0, 1]), training=True)
+    u, v = rng.normal(size=(2, 2, 4))
+    extra = rng.normal(size=(3, 4))
+    got = layer(tf.constant(u), tf.constant(v), [0, 1], tf.constant(extra), extra_ids)
+    want = layer(u.astype(np.float32), v.astype(np.float32), [0, 1],
+                 extra.astype(np.float32), extra_ids)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
+
+
+def test_integer_embeddings_are_refused_with_the_argument_named():
+    with pytest.raises(ValueError, match="positives embeddings must be floating point.*int32"):
+        RetrievalLoss().logits(np.ones((2, 3), np.float32), tf.ones([2, 3], tf.int32), [0, 1])
 
 
 def test_config_round_trip():

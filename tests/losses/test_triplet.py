@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from twotower.losses import MASK, Triplet, triplet_loss
 
@@ -14,9 +15,14 @@ def reference_impl(z, label, margin, mining):
         return np.maximum(0, margin - pos + neg).sum()
     if mining == "hardest":
         return max(0.0, margin - pos + neg.max())
-    below = neg[neg < pos]
-    chosen = below.max() if below.size else neg.max()
-    return max(0.0, margin - pos + chosen)
+    # FaceNet's semi-hard band s⁺ − m < s⁻ < s⁺; none in it: 0 if some negative is below
+    # the positive (they all satisfy the margin), else the easiest negative (tf_addons)
+    band = neg[(neg < pos) & (neg > pos - margin)]
+    if band.size:
+        return margin - pos + band.max()
+    if (neg < pos).any():
+        return 0.0
+    return max(0.0, margin - pos + neg.min())
 
 
 @pytest.mark.parametrize("mining", ["all", "hardest", "semi-hard"])
@@ -41,9 +47,37 @@ def test_each_mining_mode_picks_what_it_says():
     assert hardest == pytest.approx(0.2 - 0.5 + 0.9)            # 0.6, uses 0.9
     assert semi == pytest.approx(0.2 - 0.5 + 0.4)               # 0.1, uses 0.4
     assert every == pytest.approx(0.6 + 0.1 + 0.0)  # the easy 0.1 is outside the margin
-    # no negative below the positive → semi-hard falls back to the hardest
+    # no negative below the positive → semi-hard falls back to the easiest (0.4), not the
+    # hardest (0.9)
     z2 = np.array([[0.1, 0.9, 0.4]], np.float32)
-    assert triplet_loss(z2, [0], margin=0.2, mining="semi-hard").numpy()[0] == pytest.approx(1.0)
+    assert triplet_loss(z2, [0], margin=0.2, mining="semi-hard").numpy()[0] == pytest.approx(0.5)
+
+
+def test_semi_hard_uses_the_margin_band():
+    m = 0.2
+    # 0.45 is in the band (0.3, 0.5); 0.49 too and harder: chosen. 0.9 is above the positive.
+    z = np.array([[0.5, 0.9, 0.45, 0.49, 0.1]], np.float32)
+    assert triplet_loss(z, [0], margin=m, mining="semi-hard").numpy()[0] == pytest.approx(
+        m - 0.5 + 0.49)
+    # below the positive but outside the band (≤ 0.3), with a hard one above: FaceNet's
+    # semi-hard set is empty and the below-positive negatives already satisfy the margin
+    z = np.array([[0.5, 0.9, 0.25, 0.1]], np.float32)
+    assert triplet_loss(z, [0], margin=m, mining="semi-hard").numpy()[0] == 0.0
+    # the old rule (hardest below the positive, no band) agrees on loss here, the band
+    # changes which rows train: a row with every negative far below has zero loss
+    z = np.array([[0.9, 0.1, 0.2]], np.float32)
+    assert triplet_loss(z, [0], margin=m, mining="semi-hard").numpy()[0] == 0.0
+    # gradient flows only to the chosen semi-hard negative and the positive
+    x = tf.Variable([[0.5, 0.9, 0.45, 0.49, 0.1]])
+    with tf.GradientTape() as tape:
+        loss = triplet_loss(x, [0], margin=m, mining="semi-hard")
+    np.testing.assert_allclose(tape.gradient(loss, x).numpy(), [[-1, 0, 0, 1, 0]])
+
+
+def test_semi_hard_fallback_ignores_masked_columns():
+    # every real negative above the positive, one masked: the easiest REAL one is used
+    z = np.array([[0.1, 0.9, MASK, 0.4]], np.float32)
+    assert triplet_loss(z, [0], margin=0.2, mining="semi-hard").numpy()[0] == pytest.approx(0.5)
 
 
 def test_masked_negatives_are_never_mined():
