@@ -9,8 +9,14 @@ Three roads to MovieLens 100K (DESIGN.md §4):
   holds recbole/dataset_example/ml-100k/ml-100k.{inter,user,item}; it is read straight
   from the zip, recbole is never installed or imported.
 
-Parsers for the other releases: 1M (``::``-separated ratings.dat / movies.dat /
-users.dat) and 20M / 25M / latest (ratings.csv, movies.csv; no user file).
+The other releases, by URL (``load_movielens("ml-1m")``: the GroupLens zip is downloaded
+once into the same cache) or from a local folder or zip: 1M and 10M (``::``-separated
+ratings.dat / movies.dat, and users.dat for 1M) and 20M / 25M / latest-small (ratings.csv,
+movies.csv; no user file). Their ratings files (up to 25 million lines) are parsed by
+pyarrow's CSV reader; a malformed line is reported with its line number.
+
+A ratings.csv without movies.csv is not MovieLens but a plain interaction log: read it
+with ``twotower.data.interactions`` (``--interactions`` on the command line).
 
 ``load_movielens`` returns a ``MovieLens`` (raw tables); ``prepare_retrieval`` turns it
 into implicit feedback, a split (leave-last-out by timestamp per user, or a global temporal
@@ -35,6 +41,16 @@ import zipfile
 import numpy as np
 
 ML100K_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
+GROUPLENS = "https://files.grouplens.org/datasets/movielens/"
+# release name -> zip on GroupLens (each zip holds one top folder with the release's files)
+RELEASES = {
+    "ml-100k": "ml-100k.zip",
+    "ml-1m": "ml-1m.zip",
+    "ml-10m": "ml-10m.zip",
+    "ml-20m": "ml-20m.zip",
+    "ml-25m": "ml-25m.zip",
+    "ml-latest-small": "ml-latest-small.zip",
+}
 RECBOLE_SPEC = "recbole==1.2.1"
 RECBOLE_PREFIX = "recbole/dataset_example/ml-100k/ml-100k"
 
@@ -206,9 +222,11 @@ def parse_recbole_ml100k(inter, user, item, *, where="recbole ml-100k"):
     return MovieLens(ratings, users, _movies_table(ids, titles, years, genres), source=where)
 
 
-def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m"):
-    """Parses ML-1M's '::'-separated ratings.dat, movies.dat and (optional) users.dat."""
-    ratings = _parse_ratings(ratings_dat, "::", where=f"{where}/ratings.dat")
+def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m", ratings=None):
+    """Parses ML-1M's (and ML-10M's) '::'-separated ratings.dat, movies.dat and (optional)
+    users.dat; ``ratings``: the ratings table already parsed (ratings_dat is then unused)."""
+    if ratings is None:
+        ratings = _parse_ratings(ratings_dat, "::", where=f"{where}/ratings.dat")
     ids, titles, years, genres = [], [], [], []
     for parts in _rows(movies_dat, "::", 3, where=f"{where}/movies.dat"):
         title, year = _split_title(parts[1])
@@ -231,9 +249,11 @@ def parse_ml1m(ratings_dat, movies_dat, users_dat=None, *, where="ml-1m"):
     return MovieLens(ratings, users, _movies_table(ids, titles, years, genres), source=where)
 
 
-def parse_ml_csv(ratings_csv, movies_csv, *, where="ml-latest"):
-    """Parses the 20M / 25M / latest ratings.csv and movies.csv (with header lines)."""
-    ratings = _parse_ratings(ratings_csv, ",", where=f"{where}/ratings.csv", header=True)
+def parse_ml_csv(ratings_csv, movies_csv, *, where="ml-latest", ratings=None):
+    """Parses the 20M / 25M / latest ratings.csv and movies.csv (with header lines);
+    ``ratings``: the ratings table already parsed (ratings_csv is then unused)."""
+    if ratings is None:
+        ratings = _parse_ratings(ratings_csv, ",", where=f"{where}/ratings.csv", header=True)
     ids, titles, years, genres = [], [], [], []
     reader = csv.reader(io.StringIO(movies_csv))
     for lineno, row in enumerate(reader, start=1):
@@ -253,9 +273,10 @@ def parse_ml_csv(ratings_csv, movies_csv, *, where="ml-latest"):
 # ----------------------------------------------------------------------------- roads
 
 def _read_text(path_or_zip, name, encoding="latin-1"):
+    errors = "replace" if encoding == "utf-8" else "strict"
     if isinstance(path_or_zip, zipfile.ZipFile):
-        return path_or_zip.read(name).decode(encoding)
-    with open(os.path.join(path_or_zip, name), encoding=encoding) as f:
+        return path_or_zip.read(name).decode(encoding, errors=errors)
+    with open(os.path.join(path_or_zip, name), encoding=encoding, errors=errors) as f:
         return f.read()
 
 
@@ -266,23 +287,65 @@ _LAYOUTS = (  # (detect file, required files, optional files, parser kind)
 )
 
 
-def _load_layout(names, read, where):
+def _arrow_ratings(open_binary, name, where):
+    """Parses a ratings.dat ('::') or ratings.csv (header) with pyarrow's CSV reader —
+    seconds for ML-25M where a Python loop takes minutes. On a malformed file the Python
+    parser is run on the text to name the bad line."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    dat = name.endswith(".dat")
+    names = ["user_id", "_a", "movie_id", "_b", "rating", "_c", "timestamp"] if dat else \
+        ["user_id", "movie_id", "rating", "timestamp"]
+    types = {"user_id": pa.int64(), "movie_id": pa.int64(), "rating": pa.float32(),
+             "timestamp": pa.float64()}
+    try:
+        with open_binary(name) as f:
+            t = pacsv.read_csv(
+                f, read_options=pacsv.ReadOptions(column_names=names, skip_rows=0 if dat else 1),
+                # '::' is two single-character ':' delimiters with an empty field between
+                parse_options=pacsv.ParseOptions(delimiter=":" if dat else ","),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=list(types), column_types=types))
+        for col in t.columns:
+            if col.null_count:
+                raise pa.ArrowInvalid("empty field")
+    except pa.ArrowInvalid as e:
+        with open_binary(name) as f:
+            text = f.read().decode("latin-1")
+        _parse_ratings(text, "::" if dat else ",", where=f"{where}/{name}", header=not dat)
+        raise ValueError(f"{where}/{name}: malformed ratings ({e})") from None
+    if t.num_rows == 0:
+        raise ValueError(f"{where}/{name}: no ratings found")
+    out = {k: t.column(k).to_numpy() for k in types}
+    out["user_id"] = out["user_id"].astype(np.int64)
+    out["movie_id"] = out["movie_id"].astype(np.int64)
+    out["rating"] = out["rating"].astype(np.float32)
+    out["timestamp"] = out["timestamp"].astype(np.int64)
+    return out
+
+
+def _load_layout(names, read, where, open_binary=None):
     """Detects the release from file names and parses; names missing files."""
     for detect, required, optional, kind in _LAYOUTS:
         if detect not in names:
             continue
         missing = [f for f in required if f not in names]
         if missing:
+            hint = (" (a ratings.csv without movies.csv is a plain interaction log: pass it "
+                    "with --interactions, twotower.data.interactions.read_interactions)"
+                    if kind == "csv" else "")
             raise FileNotFoundError(
                 f"MovieLens folder {where!r} is missing {', '.join(missing)} "
-                f"(a {detect} layout needs {', '.join(required)})")
-        texts = [read(f) for f in required]
+                f"(a {detect} layout needs {', '.join(required)}){hint}")
         if kind == "100k":
-            return parse_ml100k(*texts, where=where)
+            return parse_ml100k(*[read(f) for f in required], where=where)
+        ratings = _arrow_ratings(open_binary, detect, where) if open_binary else None
+        texts = [None if ratings is not None else read(detect), read(required[1])]
         if kind == "1m":
             users = read("users.dat") if "users.dat" in names else None
-            return parse_ml1m(*texts, users, where=where)
-        return parse_ml_csv(*texts, where=where)
+            return parse_ml1m(*texts, users, where=where, ratings=ratings)
+        return parse_ml_csv(*texts, where=where, ratings=ratings)
     raise FileNotFoundError(
         f"no MovieLens files in {where!r}: expected u.data (100K), ratings.dat (1M) or "
         f"ratings.csv (20M/25M/latest); it is missing u.data, u.item and u.user")
@@ -293,17 +356,30 @@ def load_folder(path):
     if not os.path.isdir(path):
         raise FileNotFoundError(f"MovieLens folder {path!r} does not exist")
     names = set(os.listdir(path))
-    return _load_layout(names, lambda f: _read_text(path, f), path)
+    return _load_layout(names, lambda f: _read_text(path, f, _encoding(f)), path,
+                        lambda f: open(os.path.join(path, f), "rb"))
+
+
+def _encoding(name):
+    # 20M/25M/latest .csv files are UTF-8; 100K, 1M and 10M are Latin-1
+    return "utf-8" if name.endswith(".csv") else "latin-1"
 
 
 def load_zip(path):
     """Loads MovieLens from a GroupLens zip (files inside one top folder, e.g. ml-100k/)."""
+    if not zipfile.is_zipfile(path):
+        hint = (" To train on your own interaction log (user_id,item_id,timestamp), pass it "
+                "with --interactions (twotower.data.interactions.read_interactions)."
+                if path.endswith((".csv", ".tsv", ".parquet", ".txt", ".gz")) else "")
+        raise ValueError(f"MovieLens source {path!r} is not a zip file nor a MovieLens "
+                         f"folder.{hint}")
     with zipfile.ZipFile(path) as z:
         by_base = {}
         for n in z.namelist():
             if not n.endswith("/"):
                 by_base.setdefault(os.path.basename(n), n)
-        return _load_layout(set(by_base), lambda f: _read_text(z, by_base[f]), path)
+        return _load_layout(set(by_base), lambda f: _read_text(z, by_base[f], _encoding(f)),
+                            path, lambda f: z.open(by_base[f]))
 
 
 def load_recbole_wheel(path):
@@ -343,19 +419,31 @@ def fetch_recbole_wheel(cache_dir=None):
     return found
 
 
-def download_ml100k(cache_dir=None, url=ML100K_URL):
-    """Downloads the GroupLens ml-100k.zip once into the cache (atomic); returns its path."""
+def download_release(release, cache_dir=None, url=None, progress=True):
+    """Downloads a GroupLens MovieLens zip (``RELEASES``: ml-100k, ml-1m, ml-10m, ml-20m,
+    ml-25m, ml-latest-small) once into the cache, atomically (a partial download is never
+    taken for the file); returns its path. ``url`` overrides the GroupLens address."""
+    if release not in RELEASES:
+        raise ValueError(f"release must be one of {tuple(RELEASES)}, got {release!r}")
     cache_dir = cache_dir or data_home()
-    target = os.path.join(cache_dir, "ml-100k.zip")
+    target = os.path.join(cache_dir, RELEASES[release])
     if os.path.exists(target):
         return target
+    url = url or GROUPLENS + RELEASES[release]
     os.makedirs(cache_dir, exist_ok=True)
     tmp = target + f".part-{os.getpid()}"
+    from tqdm.auto import tqdm
+
     try:
         with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
-            while chunk := r.read(1 << 20):
-                f.write(chunk)
-        zipfile.ZipFile(tmp).close()  # a truncated download is not a zip
+            size = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=size, unit="B", unit_scale=True, desc=f"downloading {release}",
+                      disable=not progress) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+        if not zipfile.is_zipfile(tmp):  # a truncated download is not a zip
+            raise ValueError(f"the download of {url} is not a zip file")
         os.replace(tmp, target)
     finally:
         if os.path.exists(tmp):
@@ -363,14 +451,21 @@ def download_ml100k(cache_dir=None, url=ML100K_URL):
     return target
 
 
-SOURCES = ("auto", "recbole", "url")
+def download_ml100k(cache_dir=None, url=ML100K_URL):
+    """Downloads the GroupLens ml-100k.zip once into the cache (atomic); returns its path."""
+    return download_release("ml-100k", cache_dir, url=url)
+
+
+SOURCES = ("auto", "recbole", "url") + tuple(RELEASES)
 
 
 def load_movielens(source="auto", *, cache_dir=None):
     """Loads MovieLens.
 
     Args:
-      source: a local folder or zip (any release), "url" (GroupLens ml-100k.zip, cached),
+      source: a local folder or zip (any release), a release name ("ml-1m", "ml-10m",
+        "ml-20m", "ml-25m", "ml-latest-small", "ml-100k": its GroupLens zip, downloaded
+        once into the cache), "url" (GroupLens ml-100k.zip, cached),
         "recbole" (ML-100K from the recbole 1.2.1 wheel in the cache, fetched with pip
         when absent), or "auto": a cached ml-100k.zip, else the recbole wheel (cached or
         fetched), else the URL.
@@ -390,6 +485,8 @@ def load_movielens(source="auto", *, cache_dir=None):
         raise ValueError(f"source must be a folder, a zip, or one of {SOURCES}, got {source!r}")
     if source == "url":
         return load_zip(download_ml100k(cache_dir))
+    if source in RELEASES:
+        return load_zip(download_release(source, cache_dir))
     if source == "recbole":
         return load_recbole_wheel(fetch_recbole_wheel(cache_dir))
     cached_zip = os.path.join(cache_dir, "ml-100k.zip")
@@ -493,6 +590,15 @@ class RetrievalData:
     seen_train: list
     seen_valid: list
     config: RetrievalConfig
+    # External ids, position = internal index: item_vocab[i] is item i's id in the source
+    # (MovieLens: movie_id; a log: its item_id), user_vocab[r] the id of user row r.
+    user_vocab: np.ndarray | None = None
+    item_vocab: np.ndarray | None = None
+    name: str = "MovieLens"
+    # For a generic log: feature column -> kind ("categorical", "text", "numeric",
+    # "multi_hot") of the items / users tables; None for MovieLens's fixed features.
+    item_kinds: dict | None = None
+    user_kinds: dict | None = None
 
     @property
     def num_items(self):
@@ -533,6 +639,17 @@ def _history(users, items, length):
     return hist
 
 
+def _positions(table, values):
+    """For each of ``values``, its position in ``table`` (unique ids), -1 when absent;
+    vectorised (ML-25M has 25 million ratings)."""
+    table, values = np.asarray(table), np.asarray(values)
+    if len(table) == 0:
+        return np.full(len(values), -1, np.int64)
+    order = np.argsort(table, kind="stable")
+    pos = np.clip(np.searchsorted(table[order], values), 0, len(table) - 1)
+    return np.where(table[order][pos] == values, order[pos], -1).astype(np.int64)
+
+
 def prepare_retrieval(ml, config=None):
     """Builds the retrieval task: implicit feedback, split, histories, feature tables.
 
@@ -553,8 +670,7 @@ def prepare_retrieval(ml, config=None):
     if config.min_rating is not None:
         keep &= r["rating"] >= config.min_rating
     movie_ids = ml.movies["movie_id"]
-    item_of_movie = {int(m): i for i, m in enumerate(movie_ids)}
-    items_raw = np.asarray([item_of_movie.get(int(m), -1) for m in r["movie_id"]], np.int64)
+    items_raw = _positions(movie_ids, r["movie_id"])
     keep &= items_raw >= 0  # ratings of movies missing from the movie file are dropped
     users_raw, items_raw, ts = r["user_id"][keep], items_raw[keep], r["timestamp"][keep]
     if config.min_user_interactions > 1:
@@ -571,12 +687,8 @@ def prepare_retrieval(ml, config=None):
         user_ids = ml.users["user_id"]
     else:
         user_ids = np.unique(r["user_id"])
-    row_of_user = {int(u): i for i, u in enumerate(user_ids)}
-    extra = sorted({int(u) for u in np.unique(users_raw)} - set(row_of_user))
-    for u in extra:
-        row_of_user[u] = len(row_of_user)
-    all_user_ids = np.concatenate([user_ids, np.asarray(extra, np.int64)]).astype(np.int64)
-    n_users = len(all_user_ids)
+    extra = np.setdiff1d(np.unique(users_raw), user_ids).astype(np.int64)
+    all_user_ids = np.concatenate([user_ids, extra]).astype(np.int64)
     if ml.users is not None:
         pad = len(extra)
         users = {
@@ -590,8 +702,39 @@ def prepare_retrieval(ml, config=None):
         }
     else:
         users = {"user_id": all_user_ids}
-    rows = np.asarray([row_of_user[int(u)] for u in users_raw], np.int64)
+    rows = _positions(all_user_ids, users_raw)
+    n_items = len(movie_ids)
+    items = {
+        "item_id": np.arange(n_items, dtype=np.int64),
+        "movie_id": movie_ids.astype(np.int64),
+        "title": np.asarray(ml.movies["title"], object),
+        "year": ml.movies["year"].astype(np.int64),
+        "genres": _padded_genres(ml.movies["genres"]),
+    }
+    return retrieval_task(rows, items_raw, ts, users, items, config,
+                          user_vocab=all_user_ids, item_vocab=movie_ids.astype(np.int64),
+                          name="MovieLens")
 
+
+def retrieval_task(rows, items_raw, ts, users, items, config, **fields):
+    """The split, histories, popularity and seen items of any implicit-feedback log.
+
+    Args:
+      rows: [n] int64 user row (into ``users``) of each interaction.
+      items_raw: [n] int64 item index (into ``items``).
+      ts: [n] timestamps.
+      users: user feature table, columns [n_users, ...] (split queries gather from it).
+      items: item feature table, columns [n_items, ...], with "item_id" = 0..n_items-1.
+      config: a RetrievalConfig (its split, history_length; filtering is the caller's).
+      fields: further RetrievalData fields (user_vocab, item_vocab, name, kinds).
+
+    Returns:
+      a RetrievalData.
+    """
+    rows = np.asarray(rows, np.int64)
+    items_raw = np.asarray(items_raw, np.int64)
+    ts = np.asarray(ts, np.int64)
+    n_users = len(next(iter(users.values())))
     order = np.lexsort((np.arange(len(rows)), ts, rows))  # by user, then time, then file
     rows, items_raw, ts = rows[order], items_raw[order], ts[order]
     history = _history(rows, items_raw, config.history_length)
@@ -614,14 +757,7 @@ def prepare_retrieval(ml, config=None):
         q["history"] = history[mask]
         return Split(query=q, item=items_raw[mask], user=rows[mask], timestamp=ts[mask])
 
-    n_items = len(movie_ids)
-    items = {
-        "item_id": np.arange(n_items, dtype=np.int64),
-        "movie_id": movie_ids.astype(np.int64),
-        "title": np.asarray(ml.movies["title"], object),
-        "year": ml.movies["year"].astype(np.int64),
-        "genres": _padded_genres(ml.movies["genres"]),
-    }
+    n_items = len(items["item_id"])
     tr = split == 0
     counts = np.bincount(items_raw[tr], minlength=n_items).astype(np.int64)
 
@@ -636,4 +772,4 @@ def prepare_retrieval(ml, config=None):
 
     return RetrievalData(items=items, users=users, train=make(tr), valid=make(split == 1),
                          test=make(split == 2), item_counts=counts, seen_train=seen(tr),
-                         seen_valid=seen(split == 1), config=config)
+                         seen_valid=seen(split == 1), config=config, **fields)
