@@ -8,8 +8,24 @@ is 1 + #{c ∉ X(q) : s(q, c) > s(q, p)} (ties resolved in the positive's favour
     ndcg@k    = Σ_{p ∈ P, rank(p) <= k} 1/log2(1 + rank(p))  /  Σ_{i=1}^{min(|P|, k)} 1/log2(1 + i)
     mrr       = 1 / min_{p ∈ P} rank(p)
 
-averaged over queries (Järvelin & Kekäläinen 2002 for nDCG). Positives are never excluded.
-This is the honest counterpart of sampled metrics: no candidate is left out.
+averaged over queries (Järvelin & Kekäläinen 2002 for nDCG). This is the honest
+counterpart of sampled metrics: no candidate is left out.
+
+Repeat consumption. A held-out positive p the user had already consumed (p ∈ X(q)) can
+never be served: serving excludes seen items. ``repeats`` says what such a positive
+counts as (``evaluate``, ``retrieval_metrics``, ``positive_ranks``):
+
+* ``"new"`` — the positives not already seen, ranked with every seen item excluded: what
+  the server can return, scored over what it could get right. Repeats are left out of
+  P(q) (a query left with none is not counted). The default of ``evaluate`` and
+  ``retrieval_metrics``.
+* ``"miss"`` — every seen item excluded and a repeat counts as a miss (rank ∞): the hit
+  rate of the served lists against the whole held-out log.
+* ``"all"`` — a positive stays rankable even when seen (it alone is not excluded): the
+  behaviour of this module before ``repeats`` existed, and ``positive_ranks``'s default.
+
+On a log with many repeats "all" can be far above what serving reaches (an issue report
+measured recall@50 0.396 under "all" against 0.212 for the served lists).
 """
 
 import numpy as np
@@ -90,13 +106,28 @@ def top_k(query_embeddings, item_embeddings, k, exclude=None, batch_size=1024):
     return ids, out
 
 
+REPEATS = ("new", "miss", "all")
+
+
+def _check_repeats(repeats):
+    if repeats not in REPEATS:
+        raise ValueError(f"repeats must be one of {REPEATS}, got {repeats!r}")
+
+
 def positive_ranks(query_embeddings, item_embeddings, positives, exclude=None,
-                   batch_size=1024):
-    """Exact rank (1 = best) of every positive of every query: a list of int arrays."""
+                   batch_size=1024, *, repeats="all"):
+    """Exact rank (1 = best) of every positive of every query: a list of arrays.
+
+    ``repeats`` (module docstring) decides a positive that is also in ``exclude``: "all"
+    ranks it as if it were not excluded (int ranks), "new" drops it from its query's
+    array, "miss" gives it rank ``inf`` (float array).
+    """
+    _check_repeats(repeats)
     q, v = _check(query_embeddings, item_embeddings)
     pos = _as_lists(positives, len(q), "positives")
     excludes = _as_lists(exclude, len(q), "exclude")
-    excludes = [tuple(c for c in ex if c not in set(p)) for ex, p in zip(excludes, pos)]
+    if repeats == "all":
+        excludes = [tuple(c for c in ex if c not in set(p)) for ex, p in zip(excludes, pos)]
     ranks = []
     for start in range(0, len(q), batch_size):
         s = _masked_scores(q[start:start + batch_size], v, excludes, start)
@@ -105,14 +136,79 @@ def positive_ranks(query_embeddings, item_embeddings, positives, exclude=None,
             if p.size and (p.min() < 0 or p.max() >= v.shape[0]):
                 raise ValueError(f"positives of query {start + i} must be item ids in "
                                  f"[0, {v.shape[0]}), got {p.tolist()}")
-            ranks.append(1 + (row[np.newaxis, :] > row[p][:, np.newaxis]).sum(axis=1))
+            r = 1 + (row[np.newaxis, :] > row[p][:, np.newaxis]).sum(axis=1)
+            if repeats != "all":
+                seen = np.isin(p, np.asarray(excludes[start + i], np.int64))
+                r = r[~seen] if repeats == "new" else np.where(seen, np.inf, r)
+            ranks.append(r)
     return ranks
 
 
+def count_repeats(positives, exclude):
+    """(number of positives, number of them already in their query's exclude list)."""
+    n = len(positives)
+    pos = _as_lists(positives, n, "positives")
+    excludes = _as_lists(exclude, n, "exclude")
+    total = sum(len(p) for p in pos)
+    repeated = sum(sum(1 for c in p if c in set(ex)) for p, ex in zip(pos, excludes))
+    return total, repeated
+
+
+def evaluate(query_embeddings, item_embeddings, positives, *, exclude=None,
+             ks=(10, 50, 100), repeats="new", batch_size=1024):
+    """Full-corpus retrieval metrics of two towers' embeddings, seen items excluded.
+
+    Every item is scored for every query, s(q, c) = <u_q, v_c> (exact brute force, no
+    sampled candidates); the items in ``exclude[q]`` (a user's training history) are left
+    out as serving leaves them out; recall@k, ndcg@k and mrr follow the module docstring
+    (nDCG: Järvelin & Kekäläinen 2002).
+
+        import twotower
+        u = model.query_embeddings(test_users)                # [Q, d]
+        v = model.item_embeddings(np.arange(num_items))       # [N, d], row = item id
+        twotower.evaluate(u, v, held_out_items, exclude=seen_items_per_user, ks=(10, 50))
+        # {'recall@10': ..., 'ndcg@10': ..., ..., 'mrr': ..., 'repeats': 'new',
+        #  'num_queries': ..., 'num_positives': ..., 'num_repeats': ...}
+
+    Args:
+      query_embeddings: float [Q, d].
+      item_embeddings: float [N, d]; row i is item id i.
+      positives: per query, one held-out item id or a list of them.
+      exclude: per query, the item ids to leave out (seen items), or None.
+      ks: the cut-offs of recall@k and ndcg@k.
+      repeats: how a held-out positive the user had already consumed counts — "new"
+        (default, what serving can return: such positives are dropped, every seen item
+        excluded), "miss" (they count as misses), "all" (they stay rankable). A tuple of
+        modes gives one nested dict per mode, e.g. ``repeats=("new", "all")``.
+      batch_size: queries scored at once (memory: batch_size × N floats).
+
+    Returns:
+      a dict of the metrics, ``repeats`` (the mode used), ``num_queries`` (queries
+      counted), ``num_positives`` (positives counted) and ``num_repeats`` (held-out
+      positives already in their query's exclude list, whatever the mode).
+    """
+    if isinstance(repeats, (tuple, list)):
+        if not repeats:
+            raise ValueError("repeats must name at least one mode, got ()")
+        return {mode: evaluate(query_embeddings, item_embeddings, positives, exclude=exclude,
+                               ks=ks, repeats=mode, batch_size=batch_size)
+                for mode in repeats}
+    _check_repeats(repeats)
+    ranks = positive_ranks(query_embeddings, item_embeddings, positives, exclude, batch_size,
+                           repeats=repeats)
+    out = metrics_from_ranks(ranks, ks)
+    _, repeated = count_repeats(positives, exclude)
+    out.update(repeats=repeats, num_queries=sum(1 for r in ranks if len(r)),
+               num_positives=int(sum(len(r) for r in ranks)), num_repeats=int(repeated))
+    return out
+
+
 def retrieval_metrics(query_embeddings, item_embeddings, positives, *, ks=(10, 50, 100),
-                      exclude=None, batch_size=1024):
-    """recall@k and ndcg@k for each k, and mrr (module docstring), as a flat dict."""
-    ranks = positive_ranks(query_embeddings, item_embeddings, positives, exclude, batch_size)
+                      exclude=None, batch_size=1024, repeats="new"):
+    """recall@k and ndcg@k for each k, and mrr (module docstring), as a flat dict of
+    floats; ``repeats`` as in :func:`evaluate` (default "new", what serving returns)."""
+    ranks = positive_ranks(query_embeddings, item_embeddings, positives, exclude, batch_size,
+                           repeats=repeats)
     return metrics_from_ranks(ranks, ks)
 
 
