@@ -88,20 +88,35 @@ def _index(values):
     return codes.astype(np.int64), names.tolist()
 
 
+def _utf8_lines(path, f):
+    """The lines of the binary file ``f`` decoded as UTF-8 (a leading byte-order mark
+    dropped); a line that is not UTF-8 raises ValueError naming the file, line and byte."""
+    for number, raw in enumerate(f, start=1):
+        try:
+            yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}, line {number}: not UTF-8 (byte {e.start + 1} of the "
+                             f"line is {raw[e.start:e.start + 1]!r}); re-encode the file as "
+                             f"UTF-8") from None
+
+
 def read_session_csv(path):
     """Reads the documented CSV format (module docstring) into a SessionLog.
 
-    Raises ValueError naming the file and line for a missing column, a malformed line,
-    a non-integer timestamp or a booked flag other than 0/1.
+    Raises ValueError naming the file and line for bytes that are not UTF-8, a missing
+    column, a malformed line, a non-integer timestamp or a booked flag other than 0/1.
     """
     rows = {k: [] for k in FIELDS}
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    # Binary and decoded line by line (csv takes any iterator of str) so that a bad byte
+    # is reported with its line; text mode would only say "position 8191" of a buffer.
+    with open(path, "rb") as f:
+        reader = csv.DictReader(_utf8_lines(path, f))
         missing = [k for k in FIELDS if k not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(f"{path}: the header must name {', '.join(FIELDS)}; missing "
                              f"{missing} (got {reader.fieldnames})")
-        for line, row in enumerate(reader, start=2):
+        for row in reader:
+            line = reader.line_num
             if None in row or any(row[k] is None or row[k] == "" for k in FIELDS):
                 raise ValueError(f"{path}, line {line}: expected {len(FIELDS)} non-empty "
                                  f"fields {FIELDS}, got {row}")

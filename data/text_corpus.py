@@ -5,12 +5,23 @@ one sentence per line, tokens split on whitespace; a line longer than
 ``max_sentence_length`` tokens (text8 is one 17M-token line) is cut into pieces of that
 length, as word2vec.c cuts at MAX_SENTENCE_LENGTH and gensim at 10,000 words.
 
+Tokenisation of a user's file (:func:`tokenize`): whitespace splitting, then optionally
+lower-casing and stripping punctuation at both ends of each token, close to gensim's
+``simple_preprocess`` (which lower-cases and keeps runs of letters): ``"Liability."`` →
+``liability``, ``"(software,"`` → ``software``, a token of punctuation only (``--``) is
+dropped, while punctuation inside a token stays (``don't``, ``e-mail``, ``new_york``).
+Unlike simple_preprocess, digits and tokens shorter than 2 or longer than 15 characters
+are kept. Both are off in :func:`read_sentences` by default (the raw split); the word2vec
+recipe turns them on for a file. text8 and the enwiki extract come tokenised already and
+keep their own tokenisers.
+
 Bytes that are not UTF-8 are refused by default (``encoding_errors="strict"``: a
 ValueError names the file and byte offset); ``encoding_errors="replace"`` turns them into
 U+FFFD instead.
 """
 
 import os
+import re
 import shutil
 import tempfile
 import urllib.request
@@ -29,16 +40,38 @@ TEXT8_BYTES = 31344016
 
 ENWIKI_MEMBER = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 
+# Non-word characters (anything but letters, digits and "_") at either end of a token.
+_EDGE_PUNCTUATION = re.compile(r"^\W+|\W+$")
+
+
+def tokenize(line, *, lowercase=False, strip_punctuation=False):
+    """One line of text → tokens: split on whitespace, then (module docstring)
+
+    Args:
+      line: a str.
+      lowercase: lower-case every token (``str.lower``).
+      strip_punctuation: remove non-word characters (not a letter, digit or ``_``) at
+        both ends of every token and drop tokens left empty; inside a token they stay.
+
+    Returns:
+      list of str.
+    """
+    tokens = line.lower().split() if lowercase else line.split()
+    if strip_punctuation:
+        tokens = [t for t in (_EDGE_PUNCTUATION.sub("", t) for t in tokens) if t]
+    return tokens
+
 
 def read_sentences(path, *, max_sentence_length=MAX_SENTENCE_LENGTH, encoding_errors="strict",
-                   lowercase=False):
+                   lowercase=False, strip_punctuation=False):
     """Reads a plain-text corpus: one sentence per line (or one long token stream).
 
     Args:
       path: a text file, UTF-8.
       max_sentence_length: longer lines are cut into pieces of this many tokens.
       encoding_errors: "strict" (refuse non-UTF-8 bytes with a ValueError) or "replace".
-      lowercase: lower-case every token.
+      lowercase: lower-case every token (:func:`tokenize`).
+      strip_punctuation: strip punctuation at both ends of every token (:func:`tokenize`).
 
     Returns:
       list of sentences (lists of str); empty lines are skipped.
@@ -61,7 +94,7 @@ def read_sentences(path, *, max_sentence_length=MAX_SENTENCE_LENGTH, encoding_er
                     f"({raw[e.start:e.start + 4]!r}); re-encode it or pass "
                     f"encoding_errors='replace' (--encoding-errors replace)") from None
             offset += len(raw)
-            tokens = line.lower().split() if lowercase else line.split()
+            tokens = tokenize(line, lowercase=lowercase, strip_punctuation=strip_punctuation)
             for start in range(0, len(tokens), max_sentence_length):
                 sentences.append(tokens[start:start + max_sentence_length])
     return sentences
@@ -136,7 +169,12 @@ def enwiki_sample():
 
 
 def load_corpus(name_or_path, **kwargs):
-    """``"text8"``, ``"enwiki-sample"`` or a path to a plain-text file → list of sentences."""
+    """``"text8"``, ``"enwiki-sample"`` or a path to a plain-text file → list of sentences.
+
+    ``kwargs`` (encoding_errors, lowercase, strip_punctuation, max_sentence_length) go to
+    :func:`read_sentences` for a file; text8 and the enwiki extract are tokenised already
+    and ignore them.
+    """
     if name_or_path == "text8":
         return text8()
     if name_or_path == "enwiki-sample":

@@ -20,14 +20,37 @@ training loop live in the library (towers/word2vec.py); this file is the CLI ove
     twotower word2vec --corpus enwiki-sample --out out/w2v
     twotower word2vec --corpus text8 --arch cbow --head hs --out out/w2v-cbow-hs
     twotower word2vec --corpus my_corpus.txt --min-count 2 --out out/mine
+    twotower serve out/mine/index        # then: curl -d '{"item_ids": ["king"]}' .../i2i
+    twotower word2vec --corpus more_text.txt --resume-from out/mine/model --out out/mine2
 
-Writes to --out: vectors.txt (word2vec text format, readable by gensim's
-KeyedVectors.load_word2vec_format), vocab.tsv (word, count), model/ (the Keras
-TwoTowerModel's weights and config), metrics.json; prints nearest neighbours of probe
-words and a table.
+A user's text file is tokenised as gensim's ``simple_preprocess`` roughly does, by
+default: split on whitespace, lower-cased (--no-lowercase keeps case), punctuation at
+either end of a token stripped (--no-strip-punctuation keeps it): "Liability." and
+"liability" are one word. text8 and enwiki-sample come tokenised and keep their own
+tokenisers. The settings are saved in model/tokenization.json.
+
+Evaluation (WS353, SimLex-999, Google analogies) is over the pairs / questions whose words
+are in the vocabulary; a score resting on fewer than --min-eval-pairs of them (20) is
+printed with its count and marked as too few, and stored in metrics.json as
+``<name>_too_few`` instead of ``<name>`` (ws353_spearman 1.0 from 4 pairs is noise).
+
+Continuing training (--resume-from MODEL_DIR, a model/ folder this recipe wrote, or in
+Python ``towers.word2vec.load_model``): the saved model's architecture, head and
+vocabulary are kept (the model flags are ignored); words of the new text that are not in
+the vocabulary are dropped, and their count is printed; the learning rate decays from
+--alpha to --min-alpha again over the new run, as gensim's ``train`` on new sentences.
+
+Writes to --out (which must be new, empty, or an earlier twotower output with
+--overwrite; checked before any work): vectors.txt (word2vec text format, readable by
+gensim's KeyedVectors.load_word2vec_format), vocab.tsv (word, count), model/ (the Keras
+TwoTowerModel's config.json + weights.h5, vocab.json, tokenization.json;
+towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the word vectors,
+tuned, with the words as its ids: ``twotower serve OUT/index``), metrics.json; prints
+nearest neighbours of probe words and a table.
 """
 
 import argparse
+import json
 import os
 import sys
 
@@ -35,17 +58,23 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.data.word_eval import evaluate_word_vectors
+from twotower.data.word_eval import MIN_SUPPORT, evaluate_word_vectors, split_by_support
+from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
+                                            check_index_arguments, index_metrics,
+                                            save_model_folder, save_vector_index,
+                                            score_decimals)
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
-                                      add_training_arguments, build_model, nearest_neighbours,
-                                      save_model, set_threads, train_word2vec, training_config,
-                                      validate, word_vectors)
+                                      add_training_arguments, build_model, load_model,
+                                      nearest_neighbours, save_model, set_threads,
+                                      train_word2vec, training_config, validate, word_vectors)
 
+TOKENIZATION_FILE = "tokenization.json"
+BUILTIN_CORPORA = ("text8", "enwiki-sample")
 DEFAULT_PROBES = ("king", "france", "computer", "music", "war", "river")
 
 
@@ -68,6 +97,20 @@ def build_parser():
     g.add_argument("--encoding-errors", choices=("strict", "replace"), default=d.encoding_errors,
                    help="non-UTF-8 bytes in a corpus file: refuse (strict) or replace "
                         "with U+FFFD (default %(default)s)")
+    g.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lower-case a corpus file's tokens, as gensim's simple_preprocess "
+                        "(default: on; with --resume-from, the saved model's setting; "
+                        "text8 and enwiki-sample are lower-case already)")
+    g.add_argument("--strip-punctuation", action=argparse.BooleanOptionalAction, default=None,
+                   help="strip punctuation at either end of a corpus file's tokens "
+                        "('Liability.' -> 'liability', '(software,' -> 'software'; tokens of "
+                        "punctuation only dropped; inside a token it stays: don't, e-mail) "
+                        "(default: on; with --resume-from, the saved model's setting)")
+    g.add_argument("--resume-from", default=None, metavar="MODEL_DIR",
+                   help="continue training a model/ folder written by this recipe on "
+                        "--corpus: its architecture, head, dim and vocabulary are kept (the "
+                        "model flags are ignored), words not in its vocabulary are dropped "
+                        "and counted")
     g = parser.add_argument_group("model")
     g.add_argument("--arch", choices=ARCHS, default=m.arch,
                    help="sg: predict each context word from the centre; cbow: predict the "
@@ -92,13 +135,16 @@ def build_parser():
                    "gensim's quality and 16384 diverges")
     g.add_argument("--steps-per-call", type=int, default=t.steps_per_call,
                    help="SGD steps per TensorFlow call (default %(default)s)")
-    g = parser.add_argument_group("output")
-    g.add_argument("--out", required=True, help="output folder (written atomically)")
+    g = add_output_arguments(parser)
     g.add_argument("--probe", default=",".join(DEFAULT_PROBES),
                    help="comma-separated words whose nearest neighbours are printed "
                         "(default %(default)s)")
     g.add_argument("--no-eval", action="store_true",
                    help="skip the analogy / WS353 / SimLex evaluation")
+    g.add_argument("--min-eval-pairs", type=int, default=MIN_SUPPORT,
+                   help="a similarity or analogy score on fewer in-vocabulary pairs / "
+                        "questions is printed with its count, marked as too few and left out "
+                        "of the headline (default %(default)s)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -109,43 +155,118 @@ def configs_from_args(args):
     return data, model, training_config(args)
 
 
+def read_tokenization(model_dir):
+    """The tokenisation a model/ folder was trained with ({} when it was not recorded)."""
+    path = os.path.join(model_dir, TOKENIZATION_FILE)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def tokenization_from_args(args, saved=None):
+    """{"lowercase", "strip_punctuation"}: the flags when given, else the saved model's
+    setting (--resume-from), else on."""
+    saved = saved or {}
+    out = {}
+    for key in ("lowercase", "strip_punctuation"):
+        value = getattr(args, key)
+        out[key] = bool(saved.get(key, True) if value is None else value)
+    return out
+
+
+def dropped_words(sentences, vocab):
+    """(tokens not in ``vocab``, distinct such words) of ``sentences``."""
+    unknown = [w for s in sentences for w in s if w not in vocab.index]
+    return len(unknown), len(set(unknown))
+
+
+def print_evaluation(metrics, too_few, not_computed, min_support):
+    """The headline table, then the scores left out of it, each with its count."""
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
+    for key, (value, count) in sorted(too_few.items()):
+        what = "questions" if key.startswith("analogy") else "pairs"
+        print(f"too few to report: {key} {value:.4f} from {count} {what} in the vocabulary "
+              f"(fewer than {min_support}; stored as {key}_too_few, not in the table)")
+    if not_computed:
+        print(f"not computed (no evaluation item in the vocabulary): {', '.join(not_computed)}")
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     data_config, model_config, train_config = configs_from_args(args)
     try:
+        out = check_output_dir(args.out, overwrite=args.overwrite)
+        check_index_arguments(args)
+        if isinstance(args.min_eval_pairs, bool) or args.min_eval_pairs < 1:
+            raise ValueError(f"--min-eval-pairs must be an int >= 1, got {args.min_eval_pairs!r}")
+        if args.resume_from is not None and not os.path.isdir(args.resume_from):
+            raise ValueError(f"--resume-from {args.resume_from!r} is not a folder (give the "
+                             f"model/ folder of an earlier twotower word2vec --out)")
         validate(data_config, model_config, train_config)
         set_threads(train_config.threads)
-        sentences = load_corpus(data_config.corpus, encoding_errors=data_config.encoding_errors)
-        vocab, model, stats = train_word2vec(sentences, data_config, model_config,
-                                             train_config, progress=not args.quiet)
+        resumed = None
+        saved_tokenization = {}
+        if args.resume_from is not None:
+            resumed = load_model(args.resume_from, seed=train_config.seed)
+            saved_tokenization = read_tokenization(args.resume_from)
+        tokenization = tokenization_from_args(args, saved_tokenization)
+        file_kwargs = {} if data_config.corpus in BUILTIN_CORPORA else tokenization
+        sentences = load_corpus(data_config.corpus, encoding_errors=data_config.encoding_errors,
+                                **file_kwargs)
+        extra = {}
+        if resumed is not None:
+            model, vocab, model_config = resumed
+            n_dropped, n_words = dropped_words(sentences, vocab)
+            print(f"continuing {args.resume_from}: vocabulary fixed at {len(vocab)} words; "
+                  f"{n_dropped} of {sum(len(x) for x in sentences)} tokens of the new text "
+                  f"({n_words} distinct words) are not in it and were dropped", flush=True)
+            vocab, model, stats = train_word2vec(sentences, data_config, model_config,
+                                                 train_config, progress=not args.quiet,
+                                                 vocab=vocab, model_fn=lambda v: model)
+            extra = {"resumed": 1, "new_text_tokens_dropped": n_dropped,
+                     "new_text_words_dropped": n_words}
+        else:
+            vocab, model, stats = train_word2vec(sentences, data_config, model_config,
+                                                 train_config, progress=not args.quiet)
+        vectors = word_vectors(model, model_config.arch)
+        retriever, tuned, _ = build_vector_index(vectors, np.asarray(vocab.words, dtype=str),
+                                                 target_recall=args.target_recall,
+                                                 k=args.index_k, seed=train_config.seed,
+                                                 progress=not args.quiet)
+        metrics = dict(stats, epochs=train_config.epochs, dim=model_config.dim, **extra)
+        metrics.update(index_metrics(retriever, tuned))
+        too_few, not_computed = {}, []
+        if not args.no_eval:
+            headline, too_few, not_computed = split_by_support(
+                evaluate_word_vectors(vocab.words, vectors), args.min_eval_pairs)
+            metrics.update(headline)
+        stored = dict(metrics, **{f"{k}_too_few": v for k, (v, _) in too_few.items()
+                                  if np.isfinite(v)})
+        with atomic_directory(out, overwrite=args.overwrite) as tmp:
+            write_word2vec_text(os.path.join(tmp, "vectors.txt"), vocab.words, vectors)
+            with open(os.path.join(tmp, "vocab.tsv"), "w", encoding="utf-8") as f:
+                f.writelines(f"{w}\t{c}\n" for w, c in zip(vocab.words, vocab.counts))
+            model_dir = os.path.join(tmp, "model")
+            save_model_folder(model_dir, model, model_config, vocab)
+            with open(os.path.join(model_dir, TOKENIZATION_FILE), "w", encoding="utf-8") as f:
+                json.dump(dict(tokenization, applied=bool(file_kwargs)), f)
+            save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
+                              {"recipe": "word2vec", "arch": model_config.arch,
+                               "head": model_config.head})
+            write_metrics(tmp, stored)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"twotower word2vec: error: {e}", file=sys.stderr)
         return 2
-    vectors = word_vectors(model, model_config.arch)
-    metrics = dict(stats, epochs=train_config.epochs, dim=model_config.dim)
-    not_computed = []
-    if not args.no_eval:
-        for key, value in evaluate_word_vectors(vocab.words, vectors).items():
-            if np.isnan(value):  # e.g. no analogy question in vocabulary: left out, said so
-                not_computed.append(key)
-            else:
-                metrics[key] = value
     probes = [p for p in args.probe.split(",") if p]
     missing = [p for p in probes if p not in vocab]
-    with atomic_directory(args.out) as tmp:
-        write_word2vec_text(os.path.join(tmp, "vectors.txt"), vocab.words, vectors)
-        with open(os.path.join(tmp, "vocab.tsv"), "w", encoding="utf-8") as f:
-            f.writelines(f"{w}\t{c}\n" for w, c in zip(vocab.words, vocab.counts))
-        save_model(os.path.join(tmp, "model"), model, model_config)
-        write_metrics(tmp, metrics)
     for probe, neighbours in nearest_neighbours(vocab.words, vectors, probes).items():
-        print(f"{probe:>12}: " + ", ".join(f"{w} ({s:.2f})" for w, s in neighbours))
+        decimals = score_decimals([s for _, s in neighbours])
+        print(f"{probe:>12}: " + ", ".join(f"{w} ({s:.{decimals}f})" for w, s in neighbours))
     if missing:
         print(f"probe words not in the vocabulary (skipped): {', '.join(missing)}")
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
-    if not_computed:
-        print(f"not computed (no evaluation item in the vocabulary): {', '.join(not_computed)}")
-    print(f"wrote {args.out}")
+    print_evaluation(metrics, too_few, not_computed, args.min_eval_pairs)
+    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
     return 0
 
 

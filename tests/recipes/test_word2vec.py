@@ -1,4 +1,6 @@
-"""twotower.recipes.word2vec end to end on a small planted corpus, and its bad inputs."""
+"""twotower.recipes.word2vec end to end on a small planted corpus: tokenisation of a
+user's text, evaluation on a tiny overlap, the exported model and index, --overwrite,
+reloading and continuing training, and its bad inputs."""
 
 import json
 import os
@@ -6,44 +8,62 @@ import os
 import numpy as np
 import pytest
 
+from twotower.data.word_eval import WS353, read_word_pairs, word_similarity
+from twotower.data.wheel_data import gensim_test_data
 from twotower.recipes import word2vec
 
+# the fourth topic is of WordSim-353 words: a handful of its pairs are in the vocabulary
 TOPICS = [[f"fruit{i}" for i in range(6)], [f"tool{i}" for i in range(6)],
-          [f"bird{i}" for i in range(6)]]
+          [f"bird{i}" for i in range(6)],
+          ["tiger", "cat", "book", "paper", "computer", "keyboard"]]
+FLAGS = ["--dim", "16", "--epochs", "8", "--window", "3", "--min-count", "1", "--sample", "0",
+         "--batch-size", "64", "--steps-per-call", "4", "--quiet", "--alpha", "0.05"]
 
 
-def write_planted_corpus(path, n=240, seed=0):
-    """Sentences of 8 words, all from one topic: words of a topic co-occur, others never."""
+def write_planted_corpus(path, n=240, seed=0, topics=TOPICS, noisy=False):
+    """Sentences of 8 words, all from one topic: words of a topic co-occur, others never.
+    ``noisy``: a third of the tokens capitalised and a third with punctuation attached
+    ("Fruit0,", "(tool3", "bird1."), as in a user's raw text."""
     rng = np.random.default_rng(seed)
     with open(path, "w") as f:
         for s in range(n):
-            topic = TOPICS[s % len(TOPICS)]
-            f.write(" ".join(rng.choice(topic, 8)) + "\n")
+            words = list(rng.choice(topics[s % len(topics)], 8))
+            if noisy:
+                for j, w in enumerate(words):
+                    if rng.random() < 0.33:
+                        w = w.capitalize()
+                    if rng.random() < 0.33:
+                        w = str(rng.choice(["{},", "{}.", "({}", '"{}"', "{}!"])).format(w)
+                    words[j] = w
+            f.write(" ".join(words) + "\n")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("w2v")
     corpus = str(folder / "corpus.txt")
-    write_planted_corpus(corpus)
+    write_planted_corpus(corpus, noisy=True)
     out = str(folder / "out")
-    rc = word2vec.main(["--corpus", corpus, "--out", out, "--dim", "16", "--epochs", "8",
-                        "--window", "3", "--min-count", "1", "--sample", "0", "--batch-size",
-                        "64", "--steps-per-call", "4", "--quiet",
-                        "--alpha", "0.05", "--probe", "fruit0,nothere"])
+    rc = word2vec.main(["--corpus", corpus, "--out", out, "--probe", "fruit0,nothere"] + FLAGS)
     assert rc == 0
     return out
 
 
-def test_planted_topics_are_neighbours(trained, capsys):
+def _read_vectors(path):
     words, vectors = [], []
-    with open(os.path.join(trained, "vectors.txt")) as f:
-        v, d = map(int, f.readline().split())
+    with open(path) as f:
+        header = tuple(map(int, f.readline().split()))
         for line in f:
             parts = line.split()
             words.append(parts[0])
             vectors.append([float(x) for x in parts[1:]])
-    assert (v, d) == (18, 16)
+    return header, words, np.array(vectors)
+
+
+def test_planted_topics_are_neighbours(trained, capsys):
+    (v, d), words, vectors = _read_vectors(os.path.join(trained, "vectors.txt"))
+    # "Fruit0," "(fruit0" and "fruit0" are one word: lower-cased, punctuation stripped
+    assert (v, d) == (24, 16) and sorted(words) == sorted(w for t in TOPICS for w in t)
     neighbours = word2vec.nearest_neighbours(words, np.array(vectors), ["fruit0", "tool3"], k=5)
     assert all(w.startswith("fruit") for w, _ in neighbours["fruit0"])
     assert all(w.startswith("tool") for w, _ in neighbours["tool3"])
@@ -51,14 +71,14 @@ def test_planted_topics_are_neighbours(trained, capsys):
 
 def test_outputs_and_gensim_reads_vectors(trained):
     metrics = json.load(open(os.path.join(trained, "metrics.json")))
-    assert metrics["tokens"] == 240 * 8 and metrics["vocab_size"] == 18
+    assert metrics["tokens"] == 240 * 8 and metrics["vocab_size"] == 24
     assert metrics["words_per_sec"] > 0 and metrics["seconds"] > 0
     assert os.path.isfile(os.path.join(trained, "model", "weights.h5"))
     # evaluation ran; no analogy question is in this vocabulary: counted, accuracy left out
     assert metrics["analogy_in_vocab"] == 0 and "analogy_accuracy" not in metrics
     gensim_models = pytest.importorskip("gensim.models")
     kv = gensim_models.KeyedVectors.load_word2vec_format(os.path.join(trained, "vectors.txt"))
-    assert kv.vector_size == 16 and len(kv.index_to_key) == 18
+    assert kv.vector_size == 16 and len(kv.index_to_key) == 24
     assert kv.most_similar("bird2", topn=1)[0][0].startswith("bird")
 
 
@@ -73,7 +93,7 @@ def test_other_archs_and_heads_train(tmp_path, arch, head):
     vocab, model, stats = word2vec.train_word2vec(
         word2vec.load_corpus(corpus), data, model_config, train, progress=False)
     vectors = word2vec.word_vectors(model, arch)
-    assert vectors.shape == (18, 8) and np.isfinite(vectors).all()
+    assert vectors.shape == (24, 8) and np.isfinite(vectors).all()
     assert np.isfinite(stats["mean_loss"]) and stats["examples"] > 0
 
 
@@ -99,3 +119,133 @@ def test_bad_inputs_give_clear_messages(tmp_path, capsys):
                                  raw=b"a b \xff c d e f g h\n")
     assert "--window must be an int >= 1, got 0" in _fails(tmp_path, capsys, "a b\n",
                                                             ["--window", "0"])
+
+
+def test_tokenisation_flags_keep_the_raw_split(tmp_path):
+    corpus = str(tmp_path / "c.txt")
+    write_planted_corpus(corpus, n=80, noisy=True)
+    out = str(tmp_path / "raw")
+    assert word2vec.main(["--corpus", corpus, "--out", out, "--no-lowercase",
+                          "--no-strip-punctuation", "--no-eval", "--epochs", "1"]
+                         + FLAGS[:2] + FLAGS[6:]) == 0
+    words = [line.split("\t")[0] for line in open(os.path.join(out, "vocab.tsv"))]
+    assert "Fruit0," in words or "fruit0." in words or "(fruit0" in words
+    assert len(words) > 24
+    saved = json.load(open(os.path.join(out, "model", "tokenization.json")))
+    assert saved == {"lowercase": False, "strip_punctuation": False, "applied": True}
+    help_text = word2vec.build_parser().format_help()
+    assert "--no-lowercase" in help_text and "--strip-punctuation" in help_text
+
+
+def test_tiny_overlap_is_marked_and_left_out_of_the_headline(trained, capsys):
+    """The WS353 topic puts a few pairs in the vocabulary: their ρ is printed with the
+    count, stored as ws353_spearman_too_few, and kept out of the headline table."""
+    metrics = json.load(open(os.path.join(trained, "metrics.json")))
+    (_, _), words, vectors = _read_vectors(os.path.join(trained, "vectors.txt"))
+    rho, pairs, _ = word_similarity(words, vectors, read_word_pairs(gensim_test_data(WS353)))
+    assert 2 <= pairs < word2vec.MIN_SUPPORT and metrics["ws353_pairs"] == pairs
+    assert "ws353_spearman" not in metrics
+    assert metrics["ws353_spearman_too_few"] == pytest.approx(rho, abs=1e-4)
+
+
+def test_printed_report_marks_too_few_and_scores_are_distinct(tmp_path, capsys):
+    corpus = str(tmp_path / "c.txt")
+    write_planted_corpus(corpus, n=120)
+    out = str(tmp_path / "o")
+    assert word2vec.main(["--corpus", corpus, "--out", out, "--probe", "tiger,fruit0"]
+                         + FLAGS) == 0
+    printed = capsys.readouterr().out
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    n = metrics["ws353_pairs"]
+    assert f"too few to report: ws353_spearman" in printed and f"from {n} pairs" in printed
+    table = printed.split("| metric")[1].split("too few")[0]
+    assert "ws353_spearman " not in table and "ws353_pairs" in table
+    # neighbour scores: as many digits as it takes to tell distinct cosines apart
+    for line in printed.splitlines():
+        if line.strip().startswith(("tiger:", "fruit0:")):
+            shown = [part.rsplit("(", 1)[1].rstrip("), ") for part in line.split(": ", 1)[1]
+                     .split("), ")]
+            assert len(set(shown)) == len(shown)
+
+
+def test_index_folder_serves_i2i_by_word(trained):
+    from twotower.index import load
+
+    retriever = load(os.path.join(trained, "index"))
+    assert retriever.index.size == 24
+    ids, scores = retriever.i2i(["fruit0", "tool3"], k=4)
+    assert ids.shape == (2, 4) and np.all(np.diff(scores, axis=1) <= 1e-6)
+    assert all(str(w).startswith("fruit") for w in ids[0])
+    assert all(str(w).startswith("tool") for w in ids[1])
+    with pytest.raises(ValueError, match="not-a-word"):    # UnknownIdError names it
+        retriever.i2i(["not-a-word"], k=3)
+
+
+def test_output_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("the corpus was read before --out was checked")
+
+    monkeypatch.setattr(word2vec, "load_corpus", no_work)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("a b c\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("the user's own file")
+    a_file = tmp_path / "a_file.txt"
+    a_file.write_text("keep me")
+    for out in (mine, a_file, a_file / "sub"):
+        for extra in ([], ["--overwrite"]):
+            rc = word2vec.main(["--corpus", str(corpus), "--out", str(out), "--quiet"] + extra)
+            err = capsys.readouterr().err
+            assert rc == 2 and str(out if out != a_file / "sub" else a_file) in err
+            assert len(err.strip().splitlines()) == 1
+    assert (mine / "notes.txt").read_text() == "the user's own file"
+    assert a_file.read_text() == "keep me" and corpus.read_text() == "a b c\n"
+
+
+def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
+    corpus = str(tmp_path / "c.txt")
+    write_planted_corpus(corpus, n=40)
+    out = tmp_path / "out"
+    args = ["--corpus", corpus, "--out", str(out), "--no-eval", "--epochs", "1"] + FLAGS[:2] \
+        + FLAGS[6:]
+    assert word2vec.main(args) == 0
+    first = (out / "vectors.txt").read_text()
+    capsys.readouterr()
+    assert word2vec.main(args + ["--seed", "7"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "vectors.txt").read_text() == first
+    assert word2vec.main(args + ["--seed", "7", "--overwrite"]) == 0
+    assert (out / "vectors.txt").read_text() != first
+    assert not [p for p in os.listdir(tmp_path) if "twotower-tmp" in p or "lock" in p]
+
+
+def test_reload_and_continue_training(trained, tmp_path, capsys):
+    """load_model rebuilds the model/ folder with the same vectors; --resume-from trains
+    it further on new text with the vocabulary fixed and unknown words counted."""
+    from twotower.towers.word2vec import load_model
+
+    model, vocab, config = load_model(os.path.join(trained, "model"))
+    (_, _), words, saved = _read_vectors(os.path.join(trained, "vectors.txt"))
+    assert vocab.words == words and config.dim == 16
+    np.testing.assert_allclose(word2vec.word_vectors(model, config.arch), saved, atol=1e-5)
+
+    new_text = tmp_path / "more.txt"
+    write_planted_corpus(str(new_text), n=60, seed=3)
+    with open(new_text, "a") as f:
+        f.write("fruit1 fruit2 Banana fruit3 kiwi kiwi\n")
+    out = str(tmp_path / "continued")
+    assert word2vec.main(["--corpus", str(new_text), "--resume-from",
+                          os.path.join(trained, "model"), "--out", out, "--no-eval",
+                          "--epochs", "2", "--quiet", "--alpha", "0.02"]) == 0
+    printed = capsys.readouterr().out
+    assert "vocabulary fixed at 24 words; 3 of " in printed and "(2 distinct words)" in printed
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["new_text_tokens_dropped"] == 3 and metrics["resumed"] == 1
+    (v, d), words2, continued = _read_vectors(os.path.join(out, "vectors.txt"))
+    assert words2 == words and (v, d) == (24, 16)
+    assert not np.allclose(continued, saved, atol=1e-3)        # it trained
+    unit = continued / np.linalg.norm(continued, axis=1, keepdims=True)
+    fruit, tool = words.index("fruit0"), [words.index(f"tool{i}") for i in range(6)]
+    others = [words.index(f"fruit{i}") for i in range(1, 6)]
+    assert (unit[others] @ unit[fruit]).min() > (unit[tool] @ unit[fruit]).max()

@@ -1,0 +1,160 @@
+"""What the word2vec-family recipes (word2vec, item2vec, airbnb, eges) export to --out.
+
+    model/        the TwoTowerModel: config.json + weights.h5 (towers.word2vec.save_model),
+                  vocab.json (the vocabulary: words or item ids, and their counts) and, for
+                  a custom query tower, query_tower.json; towers.word2vec.load_model
+                  rebuilds it, to use or to train further
+    vectors.txt   word2vec text format (gensim's KeyedVectors.load_word2vec_format)
+    index/        a ScaNN index of the vectors for i2i (cosine), its search knobs tuned for
+                  recall@k against brute force (twotower.index.tune), with the external
+                  ids (the words, or the log's item ids) as its vocabulary:
+                  ``twotower serve OUT/index`` answers ``/i2i {"item_ids": ["king"]}``
+    metrics.json  and, where there is a curve to show, a PNG
+
+The recipes share this composition (embedding rows → build_index → tune → Retriever →
+save) so that their folders look alike.
+"""
+
+import inspect
+import json
+import math
+import os
+
+import numpy as np
+
+from twotower.index import Retriever, build_index, save, tune
+from twotower.reporting import plot_curves
+from twotower.towers.i2i_evaluation import next_item_metrics
+from twotower.towers.word2vec import save_model
+
+DEFAULT_TARGET_RECALL = 0.95
+DEFAULT_INDEX_K = 10
+TUNE_QUERIES = 1000
+
+
+def add_output_arguments(parser, *, out_help="output folder (written atomically)"):
+    """The "output" flags every word2vec-family recipe has: --out, --overwrite, and the
+    index's --target-recall / --index-k; returns the argparse group."""
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", required=True,
+                   help=out_help + "; it must be new, empty, or an earlier twotower output "
+                        "(with --overwrite); checked before any work")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out (never a folder or file "
+                        "twotower did not write)")
+    g.add_argument("--target-recall", type=float, default=DEFAULT_TARGET_RECALL,
+                   help="recall@--index-k against brute force that the ScaNN index in "
+                        "OUT/index is tuned to (default %(default)s)")
+    g.add_argument("--index-k", type=int, default=DEFAULT_INDEX_K,
+                   help="the k the index is tuned for: the neighbours per query you will "
+                        "ask for (default %(default)s)")
+    return g
+
+
+def check_index_arguments(args):
+    """ValueErrors naming --target-recall / --index-k, before any work."""
+    if not 0 < args.target_recall <= 1:
+        raise ValueError(f"--target-recall must be in (0, 1], got {args.target_recall!r}")
+    if isinstance(args.index_k, bool) or args.index_k < 1:
+        raise ValueError(f"--index-k must be an int >= 1, got {args.index_k!r}")
+
+
+def save_model_folder(folder, model, model_config, vocab, *, query_tower=None):
+    """``folder``: save_model's config.json + weights.h5, vocab.json and, when
+    ``query_tower`` is given (a Keras layer with get_config, e.g. SideInfoTower),
+    query_tower.json, so that towers.word2vec.load_model(folder) rebuilds the model."""
+    save_model(folder, model, model_config)
+    words = [w.item() if isinstance(w, np.generic) else w for w in vocab.words]
+    with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump({"words": words, "counts": [int(c) for c in vocab.counts]}, f,
+                  ensure_ascii=False)
+    if query_tower is not None:
+        with open(os.path.join(folder, "query_tower.json"), "w", encoding="utf-8") as f:
+            json.dump({"class_name": type(query_tower).__name__,
+                       "config": query_tower.get_config()}, f)
+
+
+def build_vector_index(vectors, item_vocab, *, target_recall=DEFAULT_TARGET_RECALL,
+                       k=DEFAULT_INDEX_K, seed=0, progress=True):
+    """A cosine ScaNN index over the rows of ``vectors`` (row i = external id
+    ``item_vocab[i]``), tuned for recall@k of i2i queries.
+
+    The tuning queries are up to 1,000 of the vectors themselves (i2i asks with an
+    item's own vector), drawn with ``seed``; k is clipped to the number of items. Below
+    20k items the size rule chooses exact scoring, so the tuner has nothing to trade and
+    reports recall 1.
+
+    Returns (retriever, tune_result, external_ids_in_index).
+    """
+    vectors = np.asarray(vectors, np.float32)
+    item_vocab = np.asarray(item_vocab)
+    if item_vocab.shape != (len(vectors),):
+        raise ValueError(f"item_vocab must have one id per vector ({len(vectors)}), got "
+                         f"shape {item_vocab.shape}")
+    # Retriever(item_vocab=...) maps external ids to rows. A twotower without it (an older
+    # index module) gets integer external ids as the index's own ids, and row numbers for
+    # string ids (then i2i takes row numbers; external_ids_in_index says so).
+    takes_vocab = "item_vocab" in inspect.signature(Retriever).parameters
+    external = takes_vocab or item_vocab.dtype.kind in "iu"
+    ids = (item_vocab.astype(np.int64) if external and not takes_vocab
+           else np.arange(len(vectors), dtype=np.int64))
+    index = build_index(vectors, ids, distance="cosine")
+    rng = np.random.default_rng(seed)
+    sample = rng.choice(len(vectors), min(TUNE_QUERIES, len(vectors)), replace=False)
+    result = tune(index, vectors[np.sort(sample)], target_recall=target_recall,
+                  k=int(min(k, index.size)), progress=progress)
+    retriever = Retriever(index, item_vocab=item_vocab) if takes_vocab else Retriever(index)
+    return retriever, result, external
+
+
+def save_vector_index(folder, retriever, tuned, extra):
+    """twotower.index.save of the i2i retriever, the tuning result in the manifest."""
+    save(folder, retriever, extra=dict(extra, tuned=tuned.to_dict()))
+
+
+def index_metrics(retriever, tuned):
+    """The index's numbers for metrics.json."""
+    index = retriever.index
+    return {"index_items": index.size, "index_recall_vs_exact": tuned.recall,
+            "index_qps": tuned.qps, "index_tuned_k": tuned.k,
+            "index_met_target": int(tuned.met_target),
+            "index_build_s": float(getattr(index, "build_seconds", float("nan")))}
+
+
+def score_decimals(scores, low=2, high=6):
+    """The fewest decimals (``low``..``high``) at which the distinct values of ``scores``
+    print distinctly: cosines of 0.99991 and 0.99987 need 4, not the 2 that show both
+    as 1.00."""
+    values = sorted({float(s) for s in scores if math.isfinite(s)})
+    for decimals in range(low, high + 1):
+        shown = [f"{v:.{decimals}f}" for v in values]
+        if len(set(shown)) == len(shown):
+            return decimals
+    return high
+
+
+def hit_rate_curves(curves, ks=(1, 5, 10, 20, 50)):
+    """{label: (vocab, vectors, held)} → {label: (ks, HR@k)} over the ks below the catalogue
+    size, ranking by cosine as towers.i2i_evaluation.next_item_metrics does; the label
+    "popularity" is added from the first model's training counts."""
+    out, popularity = {}, None
+    for label, (vocab, vectors, held) in curves.items():
+        usable = [k for k in ks if k < len(vocab)]
+        rows = [next_item_metrics(vocab, vectors, held, k=k) for k in usable]
+        out[label] = (usable, [r[f"hr@{k}"] for r, k in zip(rows, usable)])
+        if popularity is None:
+            popularity = (usable, [r[f"popularity_hr@{k}"] for r, k in zip(rows, usable)])
+    if popularity is not None:
+        out["popularity"] = popularity
+    return out
+
+
+def plot_hit_rates(path, curves, *, title):
+    """hit_rate_curves(...) as a PNG (HR@K against K, log x)."""
+    return plot_curves(path, curves, xlabel="K", ylabel="HR@K (held-out next item)",
+                       title=title, logx=True)
+
+
+__all__ = ["add_output_arguments", "check_index_arguments", "save_model_folder",
+           "build_vector_index", "save_vector_index", "index_metrics", "score_decimals",
+           "hit_rate_curves", "plot_hit_rates"]
