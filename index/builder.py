@@ -17,6 +17,7 @@ import numpy as np
 from twotower.towers.two_tower_model import embed as embed_rows
 
 from twotower.index import config as config_lib
+from twotower.index.external_ids import check_int_ids
 from twotower.index.scann_index import ScannIndex, check_vectors, normalize
 
 
@@ -67,7 +68,8 @@ def build_index(vectors, item_ids=None, config=None, *, distance="dot", **overri
 
     Args:
       vectors: float [N, d] item embeddings (e.g. from :func:`embed`).
-      item_ids: int ids [N] (default 0..N-1).
+      item_ids: int ids [N], each >= 0 (default 0..N-1; -1 pads results, floats and
+        bools are refused).
       config: an IndexConfig; default :func:`twotower.index.config.for_size` (N, distance).
       distance: "dot" or "cosine" when ``config`` is None.
       **overrides: IndexConfig fields replacing the size rule's choice.
@@ -83,9 +85,12 @@ def build_index(vectors, item_ids=None, config=None, *, distance="dot", **overri
         config = config_lib.for_size(n, distance=distance, **overrides)
     elif overrides:
         raise ValueError(f"pass either config or overrides, got both ({sorted(overrides)})")
-    ids = np.arange(n, dtype=np.int64) if item_ids is None else np.asarray(item_ids)
+    ids = (np.arange(n, dtype=np.int64) if item_ids is None
+           else check_int_ids(item_ids, "item_ids", nonnegative=True))
     if ids.shape != (n,):
         raise ValueError(f"item_ids must have shape [{n}], got {ids.shape}")
+    if len(np.unique(ids)) != n:
+        raise ValueError("item_ids contain duplicates")
     if config.distance == "cosine":
         v = normalize(v)
     v = np.ascontiguousarray(v, dtype=np.float32)

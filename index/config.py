@@ -48,6 +48,9 @@ class IndexConfig:
       reorder: candidates re-scored exactly after AH (search-time, tunable); 0 = none.
       soar_lambda: SOAR spilling λ; ``None`` for no spilling.
       training_threads: threads for training (0 = ScaNN's default, all cores).
+      tuned_k: the k the search knobs were tuned for (set by
+        :func:`twotower.index.tuner.tune`; 0 = not tuned). A search asking for more
+        warns: recall there was not measured.
     """
 
     distance: str = "dot"
@@ -60,11 +63,13 @@ class IndexConfig:
     reorder: int = 0
     soar_lambda: Optional[float] = None
     training_threads: int = 0
+    tuned_k: int = 0
 
     def __post_init__(self):
         if self.distance not in DISTANCES:
             raise ValueError(f"distance must be one of {DISTANCES}, got {self.distance!r}")
-        for name in ("num_leaves", "num_leaves_to_search", "reorder", "training_threads"):
+        for name in ("num_leaves", "num_leaves_to_search", "reorder", "training_threads",
+                     "tuned_k"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")

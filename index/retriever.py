@@ -5,34 +5,75 @@ i2i:  v = g(item) or the indexed v_item;  top-k_{i ≠ item} <v, v_i> (item2vec,
       Koenigstein 2016)
 
 with cosine meaning both sides L2-normalised (the index normalises; see ScannIndex).
+
+Ids: the index holds internal int64 item ids (the ids the towers were trained on). With
+an ``item_vocab`` (the user's own ids by internal id, see
+:class:`~twotower.index.external_ids.ExternalIds`) every item id going in (``i2i``,
+``exclude``, updates) and coming out is the user's own (str or int); with a
+``user_vocab``, so are the user ids of :meth:`Retriever.u2i_users`. Without them, ids are
+the internal integers, as the index holds them. An id nobody knows raises
+:class:`~twotower.index.external_ids.UnknownIdError` naming it.
 """
+
+import threading
 
 import numpy as np
 
+from twotower.index import towers_io
 from twotower.index.builder import embed
+from twotower.index.external_ids import ExternalIds, UnknownIdError, check_int_ids
+from twotower.index.scann_index import check_vectors
+
+
+def _vocab(values, what):
+    if values is None or isinstance(values, ExternalIds):
+        return values
+    return ExternalIds(values, what=what)
 
 
 class Retriever:
     """Query tower + item tower + :class:`~twotower.index.scann_index.ScannIndex`.
 
     Args:
-      index: the ScannIndex over the item embeddings.
+      index: the ScannIndex over the item embeddings (internal int64 item ids).
       query_tower: callable mapping query features to embeddings [B, d] (optional: without
         it, u2i takes embeddings only).
       item_tower: callable mapping item features/ids to embeddings (optional: i2i by
-        indexed id needs none; i2i by features needs it).
+        indexed id needs none; i2i by features and :meth:`upsert_items` with features
+        need it).
       user_table: optional dict of equal-length arrays, one row per user, with a
-        ``"user_id"`` column: the query tower's inputs for each user (a feature store),
-        so that u2i can be asked by user id.
-      user_seen: optional dict user id -> item ids that user has seen (excluded by
-        :meth:`u2i_users` unless told otherwise).
+        ``"user_id"`` column of internal int user ids: the query tower's inputs for each
+        user (a feature store), so that u2i can be asked by user id. For a query tower
+        that takes ids (an IDTower) only the ``"user_id"`` column is fed to it.
+      user_seen: optional dict internal user id -> internal item ids that user has seen
+        (excluded by :meth:`u2i_users` unless told otherwise). Works with or without a
+        user table: with an id-lookup query tower, the user id is the tower's input.
+      item_vocab: optional 1-D array (or ExternalIds) of external item ids, position =
+        internal id: the ids :meth:`i2i`, ``exclude`` and the updates take and every
+        result returns.
+      user_vocab: optional 1-D array (or ExternalIds) of external user ids, position =
+        internal user id: the ids :meth:`u2i_users` takes.
+
+    Every ``u2i*`` / ``i2i*`` method returns ``(item_ids, scores)``: numpy arrays
+    [B, k]; ``item_ids`` int64 (internal ids, or external ints) or unicode '<U'
+    (external strings), ``scores`` float32. A row is padded with -1 (or "") and -inf
+    only when fewer than k items remain after exclusions.
     """
 
     def __init__(self, index, query_tower=None, item_tower=None, *, user_table=None,
-                 user_seen=None):
+                 user_seen=None, item_vocab=None, user_vocab=None):
         self.index = index
         self.query_tower = query_tower
         self.item_tower = item_tower
+        self._lock = threading.RLock()
+        self.item_vocab = _vocab(item_vocab, "item")
+        self.user_vocab = _vocab(user_vocab, "user")
+        if self.item_vocab is not None and index.size:
+            top = int(index.item_ids.max())
+            if top >= len(self.item_vocab):
+                raise ValueError(f"item_vocab has {len(self.item_vocab)} ids but the index "
+                                 f"holds internal item id {top}: the vocabulary must cover "
+                                 "every indexed item (position = internal id)")
         self.user_table = None
         self._user_rows = None
         if user_table is not None:
@@ -43,16 +84,85 @@ class Retriever:
             if bad:
                 raise ValueError(f"user_table columns must have {n} rows, got {bad}")
             self.user_table = {k: np.asarray(v) for k, v in user_table.items()}
-            self._user_rows = {int(u): r for r, u in enumerate(self.user_table["user_id"])}
-        self.user_seen = ({int(u): np.asarray(v, dtype=np.int64) for u, v in user_seen.items()}
-                          if user_seen is not None else None)
+            keys = check_int_ids(self.user_table["user_id"], "user_table['user_id']")
+            self._user_rows = {u: r for r, u in enumerate(keys.tolist())}
+            if len(self._user_rows) != n:
+                raise ValueError("user_table['user_id'] holds duplicate user ids")
+        self.user_seen = None
+        if user_seen is not None:
+            self.user_seen = {}
+            for u, v in user_seen.items():
+                (key,) = check_int_ids([u], "user_seen keys").tolist()
+                self.user_seen[key] = check_int_ids(v, f"user_seen[{key}]")
+
+    # -- counts (for /health) ---------------------------------------------------------
+    @property
+    def num_items(self):
+        """Items in the index now."""
+        return self.index.size
+
+    @property
+    def num_users(self):
+        """Users :meth:`u2i_users` can answer: the user vocabulary's size, else the user
+        table's rows, else the id range of an id-lookup query tower; 0 when it cannot
+        answer by user id; None when the query tower takes ids of unrecorded range."""
+        if self.user_vocab is not None:
+            return len(self.user_vocab)
+        if self.user_table is not None:
+            return len(self.user_table["user_id"])
+        if self.query_tower is not None and towers_io.takes_ids(self.query_tower):
+            return towers_io.id_range(self.query_tower)
+        return 0
+
+    @property
+    def num_users_with_seen(self):
+        """Users with a seen-items list (0 without ``user_seen``)."""
+        return 0 if self.user_seen is None else len(self.user_seen)
+
+    # -- id conversion ----------------------------------------------------------------
+    def _items_in(self, ids, name="item_ids", allow_empty=True):
+        """External item ids -> internal int64 ids (UnknownIdError for unknown ones)."""
+        if self.item_vocab is not None:
+            out = self.item_vocab.lookup(ids, name)
+            if not allow_empty and len(out) == 0:
+                raise ValueError(f"{name} is empty: give at least one id")
+            return out
+        return check_int_ids(ids, name, allow_empty=allow_empty)
+
+    def _external_items(self, internal):
+        return internal if self.item_vocab is None else self.item_vocab.external(internal)
+
+    def _exclude_in(self, exclude, count, what="query"):
+        if exclude is None:
+            return None
+        if isinstance(exclude, (str, bytes)) or not hasattr(exclude, "__len__"):
+            raise ValueError(f"exclude must be a list of {count} lists of item ids, got "
+                             f"{exclude!r:.200}")
+        if len(exclude) != count:
+            raise ValueError(f"exclude must have one list per {what} ({count}), got "
+                             f"{len(exclude)}")
+        return [self._items_in(e, "exclude") for e in exclude]
+
+    def _check_indexed(self, internal, given):
+        """UnknownIdError naming (as given) the ids that are not in the index now."""
+        missing = [j for j, i in enumerate(internal.tolist()) if i not in self.index]
+        if missing:
+            shown = np.asarray(given).reshape(-1) if self.item_vocab is not None else internal
+            raise UnknownIdError([shown[j].item() if hasattr(shown[j], "item") else shown[j]
+                                  for j in missing], "item", self.index.size)
+
+    def _search(self, vectors, k, exclude):
+        ids, scores = self.index.search(vectors, k, exclude=exclude)
+        return self._external_items(ids), scores
 
     @staticmethod
     def _check_k(k, limit):
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= limit:
             raise ValueError(f"k must be an int in [1, {limit}], got {k!r}")
 
+    # -- u2i --------------------------------------------------------------------------
     def embed_queries(self, query_features, *, batch_size=4096):
+        """Query-tower embeddings float32 [B, d] of a batch of query features."""
         if self.query_tower is None:
             raise ValueError("this Retriever has no query_tower: pass query embeddings "
                              "to u2i_embeddings instead")
@@ -68,68 +178,168 @@ class Retriever:
           exclude: optional B iterables of item ids to leave out (e.g. items seen).
 
         Returns:
-          (item_ids int64 [B, k], scores float32 [B, k]).
+          (item_ids [B, k], scores float32 [B, k]) numpy arrays (see the class doc).
         """
         self._check_k(k, self.index.size)
-        return self.u2i_embeddings(self.embed_queries(query_features), k, exclude=exclude)
+        q = self.embed_queries(query_features)
+        return self._search(q, k, self._exclude_in(exclude, len(q)))
 
     def u2i_users(self, user_ids, k=10, *, exclude_seen=True, exclude=None):
-        """u2i for known users: their row of ``user_table`` through the query tower,
-        excluding the items in ``user_seen`` (when ``exclude_seen``) and ``exclude``."""
-        if self.user_table is None:
-            raise ValueError("this Retriever has no user_table: pass query features to u2i")
-        users = np.asarray(user_ids).reshape(-1)
-        rows = []
-        for u in users.tolist():
-            r = self._user_rows.get(int(u))
-            if r is None:
-                raise ValueError(f"unknown user id {u!r} ({len(self._user_rows)} users known)")
-            rows.append(r)
-        features = {name: col[rows] for name, col in self.user_table.items()}
-        ex = [[] for _ in rows] if exclude is None else [list(np.asarray(e).reshape(-1))
-                                                         for e in exclude]
-        if len(ex) != len(rows):
-            raise ValueError(f"exclude must have one entry per user ({len(rows)}), got {len(ex)}")
+        """u2i for known users, excluding their seen items.
+
+        Each user's query-tower input is its row of ``user_table`` or, for a query tower
+        that takes ids (an IDTower) and no table, the (internal) user id itself. The
+        items in ``user_seen`` are left out (when ``exclude_seen``), and ``exclude``.
+
+        Args:
+          user_ids: [B] user ids (external when the Retriever has a ``user_vocab``).
+          k: results per user.
+          exclude_seen: leave out each user's ``user_seen`` items.
+          exclude: optional B lists of further item ids to leave out.
+
+        Returns:
+          (item_ids [B, k], scores float32 [B, k]) numpy arrays.
+
+        Raises:
+          UnknownIdError: a user id that is not known (``.ids`` lists them).
+          ValueError: bad ids or k; no way to embed a user by id.
+        """
+        if self.query_tower is None:
+            raise ValueError("this Retriever has no query_tower: u2i by user id needs one")
+        if self.user_vocab is not None:
+            users = self.user_vocab.lookup(user_ids, "user_ids")
+        else:
+            users = check_int_ids(user_ids, "user_ids")
+        if len(users) == 0:
+            raise ValueError("user_ids is empty: give at least one user id")
+        given = np.asarray(user_ids, dtype=object).reshape(-1)
+        takes_ids = towers_io.takes_ids(self.query_tower)
+        if self.user_table is not None:
+            rows = [self._user_rows.get(u, -1) for u in users.tolist()]
+            unknown = [given[j] for j, r in enumerate(rows) if r < 0]
+            if unknown:
+                raise UnknownIdError(unknown, "user", len(self._user_rows))
+            if takes_ids:
+                features = self.user_table["user_id"][rows]
+            else:
+                features = {name: col[rows] for name, col in self.user_table.items()}
+        elif takes_ids:
+            limit = towers_io.id_range(self.query_tower)
+            unknown = [given[j] for j, u in enumerate(users.tolist())
+                       if u < 0 or (limit is not None and u >= limit)]
+            if unknown:
+                raise UnknownIdError(unknown, "user", limit)
+            features = users
+        else:
+            raise ValueError("this Retriever has no user_table and its query tower does "
+                             "not take user ids: pass user_table (query-tower inputs per "
+                             "user) or query features to u2i")
+        self._check_k(k, self.index.size)
+        ex = self._exclude_in(exclude, len(users), "user")
+        if ex is None:
+            ex = [np.zeros(0, np.int64) for _ in range(len(users))]
         if exclude_seen and self.user_seen is not None:
-            ex = [e + self.user_seen.get(int(u), np.zeros(0, np.int64)).tolist()
+            empty = np.zeros(0, np.int64)
+            ex = [np.concatenate([e, self.user_seen.get(u, empty)])
                   for e, u in zip(ex, users.tolist())]
-        return self.u2i(features, k, exclude=ex)
+        q = self.embed_queries(features)
+        return self._search(q, k, ex)
 
     def u2i_embeddings(self, query_embeddings, k=10, *, exclude=None):
-        """As :meth:`u2i`, from query embeddings [B, d]."""
+        """As :meth:`u2i`, from query embeddings [B, d]; returns (item_ids, scores)."""
         self._check_k(k, self.index.size)
-        return self.index.search(query_embeddings, k, exclude=exclude)
+        q = check_vectors(query_embeddings, self.index.dim, "query_embeddings")
+        return self._search(q, k, self._exclude_in(exclude, len(q)))
 
+    # -- i2i --------------------------------------------------------------------------
     def i2i(self, item_ids, k=10, *, exclude=None):
         """Top-k neighbours of indexed items, each item itself excluded.
 
         Args:
-          item_ids: ids [B] of indexed items (ValueError names an unknown one).
+          item_ids: ids [B] of indexed items (UnknownIdError names an unknown one).
           k: neighbours per item, at most (number of items - 1).
           exclude: optional further ids to leave out per item.
 
         Returns:
-          (item_ids int64 [B, k], scores float32 [B, k]).
+          (item_ids [B, k], scores float32 [B, k]) numpy arrays.
         """
-        ids = np.asarray(item_ids).reshape(-1)
+        ids = self._items_in(item_ids, "item_ids", allow_empty=False)
         self._check_k(k, self.index.size - 1)
-        if exclude is not None and len(exclude) != len(ids):
-            raise ValueError(f"exclude must have one list per item id ({len(ids)}), got "
-                             f"{len(exclude)}")
-        vectors = self.index.vectors_of(ids)  # raises on an unknown id
-        ex = [[int(i)] + ([] if exclude is None else list(np.asarray(exclude[j]).reshape(-1)))
+        ex = self._exclude_in(exclude, len(ids), "item id")
+        self._check_indexed(ids, item_ids)
+        vectors = self.index.vectors_of(ids)
+        ex = [np.concatenate([[i], [] if ex is None else ex[j]]).astype(np.int64)
               for j, i in enumerate(ids.tolist())]
-        return self.index.search(vectors, k, exclude=ex)
+        return self._search(vectors, k, ex)
 
     def i2i_features(self, item_features, k=10, *, exclude=None, batch_size=4096):
         """Top-k neighbours of items given by features (through the item tower).
 
-        When the features hold an indexed ``item_id`` column, pass it in ``exclude`` to
-        leave the item itself out; a new (unindexed) item has nothing to exclude.
+        When the features describe an indexed item, pass its id in ``exclude`` to leave
+        the item itself out; a new (unindexed) item has nothing to exclude. Works on a
+        loaded folder that saved its item tower.
+
+        Returns:
+          (item_ids [B, k], scores float32 [B, k]) numpy arrays.
         """
         if self.item_tower is None:
             raise ValueError("this Retriever has no item_tower: use i2i with item ids")
         self._check_k(k, self.index.size)
         vectors = embed(self.item_tower, item_features, batch_size=batch_size,
                         desc="embedding items", progress=False)
-        return self.index.search(vectors, k, exclude=exclude)
+        return self._search(vectors, k, self._exclude_in(exclude, len(vectors), "item"))
+
+    # -- updates ----------------------------------------------------------------------
+    def upsert_items(self, item_ids, *, vectors=None, features=None, batch_size=4096):
+        """Adds new items and replaces the vectors of indexed ones, in place.
+
+        Args:
+          item_ids: [n] unique item ids (external with an ``item_vocab``: new ids extend
+            the vocabulary; without one, internal ints >= 0).
+          vectors: float [n, d] item embeddings, or
+          features: the item tower's inputs for the n items (embedded here); exactly one
+            of ``vectors`` and ``features``.
+
+        Returns:
+          {"added": number of new items, "replaced": number of items replaced}.
+        """
+        if (vectors is None) == (features is None):
+            raise ValueError("give exactly one of vectors= and features=")
+        if self.item_vocab is not None:
+            given = self.item_vocab._coerce(item_ids, "item_ids", kind=self.item_vocab.kind)
+        else:
+            given = check_int_ids(item_ids, "item_ids", allow_empty=False, nonnegative=True)
+        if len(np.unique(given)) != len(given):
+            raise ValueError("item_ids to upsert contain duplicates")
+        if features is not None:
+            if self.item_tower is None:
+                raise ValueError("this Retriever has no item_tower: upsert with vectors=")
+            vectors = embed(self.item_tower, features, batch_size=batch_size,
+                            desc="embedding items", progress=False)
+        v = check_vectors(vectors, self.index.dim, "vectors")
+        if len(v) != len(given):
+            raise ValueError(f"item_ids ({len(given)}) and vectors ({len(v)}) differ in "
+                             "length")
+        with self._lock:
+            if self.item_vocab is not None:
+                internal, _ = self.item_vocab.extend(given)
+            else:
+                internal = given
+            present = np.asarray([i in self.index for i in internal.tolist()], dtype=bool)
+            if present.any():
+                self.index.replace(internal[present], v[present])
+            if (~present).any():
+                self.index.add(internal[~present], v[~present])
+        return {"added": int((~present).sum()), "replaced": int(present.sum())}
+
+    def remove_items(self, item_ids):
+        """Removes indexed items (UnknownIdError names ids not in the index).
+
+        External ids stay in the vocabulary (internal ids never move), so an item can
+        be upserted again later. Returns the number of items removed.
+        """
+        with self._lock:
+            internal = self._items_in(item_ids, "item_ids", allow_empty=False)
+            self._check_indexed(internal, item_ids)
+            self.index.remove(internal)
+        return len(internal)

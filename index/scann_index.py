@@ -11,19 +11,18 @@ comprehension (slow for large batches) and pickles the ids; we keep int64 numpy 
 """
 
 import threading
+import warnings
 
 import numpy as np
 
 from twotower.index.brute_force import exact_top_k
 from twotower.index.config import IndexConfig
+from twotower.index.external_ids import UnknownIdError, check_ids_list, check_int_ids
 
 
 def _as_ids(ids, name="item_ids"):
-    arr = np.asarray(ids)
-    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must be a 1-D array of integer ids, got "
-                         f"shape {arr.shape} dtype {arr.dtype}")
-    return arr.astype(np.int64)
+    """Item ids to index: integers >= 0 (-1 pads results, so no real id can be -1)."""
+    return check_int_ids(ids, name, nonnegative=True)
 
 
 def check_vectors(vectors, dim, name="vectors"):
@@ -99,36 +98,61 @@ class ScannIndex:
         return v
 
     def __contains__(self, item_id):
-        return int(item_id) in self._pos
+        try:
+            (i,) = check_int_ids([item_id], "item_id").tolist()
+        except ValueError:
+            return False
+        return i in self._pos
 
-    def positions(self, item_ids):
-        """Positions of ``item_ids``; ValueError naming the first unknown id."""
-        out = []
-        for i in np.asarray(item_ids).reshape(-1).tolist():
-            p = self._pos.get(int(i))
+    def positions(self, item_ids, name="item_ids"):
+        """Positions of ``item_ids`` (int64 [n]); UnknownIdError (a ValueError) names
+        every id not indexed; non-integer ids are a ValueError naming ``name``."""
+        out, unknown = [], []
+        for i in check_int_ids(item_ids, name).tolist():
+            p = self._pos.get(i)
             if p is None:
-                raise ValueError(f"unknown item id {i!r} (index holds {self.size} items)")
+                unknown.append(i)
             out.append(p)
+        if unknown:
+            raise UnknownIdError(unknown, "item", self.size)
         return np.asarray(out, dtype=np.int64)
 
     def vectors_of(self, item_ids):
         """The indexed vectors of ``item_ids`` [n, dim]."""
         return self._vectors[self.positions(item_ids)]
 
-    def set_search_params(self, *, num_leaves_to_search=None, reorder=None):
-        """Changes the search-time knobs (validated through IndexConfig)."""
+    def set_search_params(self, *, num_leaves_to_search=None, reorder=None, tuned_k=None):
+        """Changes the search-time knobs (validated through IndexConfig); ``tuned_k``
+        records the k they were tuned for."""
         import dataclasses
         changes = {}
         if num_leaves_to_search is not None:
             changes["num_leaves_to_search"] = int(num_leaves_to_search)
         if reorder is not None:
             changes["reorder"] = int(reorder)
+        if tuned_k is not None:
+            changes["tuned_k"] = int(tuned_k)
         self.config = dataclasses.replace(self.config, **changes)
+        self.__dict__.pop("_warned_k", None)
 
     # -- search ---------------------------------------------------------------------
     def prepare_queries(self, queries):
+        """Validated float32 queries [Q, dim] (normalised for cosine); ValueError for an
+        empty batch (ScaNN would raise a RuntimeError)."""
         q = check_vectors(queries, self.dim, "queries")
+        if len(q) == 0:
+            raise ValueError("queries is an empty batch: give at least one query")
         return normalize(q) if self.config.distance == "cosine" else q
+
+    def _warn_beyond_tuned_k(self, k):
+        tuned = self.config.tuned_k
+        if tuned and k > tuned and not self.config.brute_force:
+            warned = self.__dict__.setdefault("_warned_k", set())
+            if k not in warned:
+                warned.add(k)
+                warnings.warn(f"search with k={k} on an index tuned for k={tuned}: recall "
+                              f"at k={k} was not measured and may be lower; re-tune with "
+                              f"tune(index, queries, k={k})", UserWarning, stacklevel=3)
 
     def search(self, queries, k, *, exclude=None, num_leaves_to_search=None, reorder=None):
         """Approximate top-k item ids per query, leaving out excluded ids.
@@ -138,23 +162,25 @@ class ScannIndex:
           k: results per query, 1 <= k <= number of items.
           exclude: optional list of Q iterables of item ids to leave out (seen items).
             The search fetches k + |excluded| and filters, so exactly k results come
-            back whenever k items remain.
+            back whenever k items remain. Ids must be integers (a float such as 127.9 or
+            an id outside int64 is a ValueError); ids not indexed are simply absent.
           num_leaves_to_search, reorder: override the configured search knobs.
 
         Returns:
           (item_ids int64 [Q, k], scores float32 [Q, k]); -1 / -inf pad a row only when
-          fewer than k items remain after exclusion.
+          fewer than k items remain after exclusion (no item id is negative).
+
+        Warns (once per k) when k exceeds the k the index was tuned for
+        (``config.tuned_k``).
         """
         q = self.prepare_queries(queries)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.size:
             raise ValueError(f"k must be an int in [1, {self.size}], got {k!r}")
-        if exclude is not None and len(exclude) != len(q):
-            raise ValueError(f"exclude must have one entry per query ({len(q)}), "
-                             f"got {len(exclude)}")
+        self._warn_beyond_tuned_k(int(k))
         ex_sets = None
         extra = 0
         if exclude is not None:
-            ex_sets = [set(int(i) for i in np.asarray(e).reshape(-1).tolist()) for e in exclude]
+            ex_sets = [set(e.tolist()) for e in check_ids_list(exclude, "exclude", len(q))]
             extra = max((len(s) for s in ex_sets), default=0)
         with self._lock:
             fetch = min(int(k) + extra, self.size)
@@ -196,8 +222,9 @@ class ScannIndex:
         q = self.prepare_queries(queries)
         ex = None
         if exclude is not None:
-            ex = [np.asarray([self._pos[int(i)] for i in np.asarray(e).reshape(-1).tolist()
-                              if int(i) in self._pos], dtype=np.int64) for e in exclude]
+            ex = [np.asarray([self._pos[i] for i in e.tolist() if i in self._pos],
+                             dtype=np.int64)
+                  for e in check_ids_list(exclude, "exclude", len(q))]
         with self._lock:
             pos, scores = exact_top_k(q, self._vectors, k, exclude=ex)
             ids = np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
@@ -229,7 +256,7 @@ class ScannIndex:
 
     def replace(self, item_ids, vectors):
         """Replaces the vectors of indexed items (ValueError if an id is unknown)."""
-        ids = _as_ids(item_ids)
+        ids = check_int_ids(item_ids, "item_ids")
         v = self._prepare_items(vectors)
         if len(ids) != len(v):
             raise ValueError(f"item_ids ({len(ids)}) and vectors ({len(v)}) differ in length")
@@ -240,7 +267,7 @@ class ScannIndex:
 
     def remove(self, item_ids):
         """Removes indexed items (ValueError if an id is unknown)."""
-        ids = _as_ids(item_ids)
+        ids = check_int_ids(item_ids, "item_ids")
         if len(set(ids.tolist())) != len(ids):
             raise ValueError("item_ids to remove contain duplicates")
         with self._lock:

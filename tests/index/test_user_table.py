@@ -66,16 +66,18 @@ def test_served_by_user_id(setup):
     server.start_background()
     try:
         conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
-        conn.request("POST", "/u2i", body=json.dumps({"user_ids": [3, 9], "k": 5}))
+        headers = {"Content-Type": "application/json"}
+        conn.request("POST", "/u2i", body=json.dumps({"user_ids": [3, 9], "k": 5}),
+                     headers=headers)
         resp = conn.getresponse()
         body = json.loads(resp.read())
         assert resp.status == 200
         want, _ = evaluation.top_k(users[[3, 9]], items, 5,
                                    exclude=[list(range(3, 6)), list(range(9, 12))])
         np.testing.assert_array_equal(body["item_ids"], want + 100)
-        conn.request("POST", "/u2i", body=json.dumps({"user_ids": [999]}))
-        resp = conn.getresponse()
-        assert resp.status == 400 and "unknown user id 999" in json.loads(resp.read())["error"]
+        conn.request("POST", "/u2i", body=json.dumps({"user_ids": [999]}), headers=headers)
+        resp = conn.getresponse()  # an unknown id is a 404 naming it (UnknownIdError)
+        assert resp.status == 404 and "unknown user id 999" in json.loads(resp.read())["error"]
         conn.close()
     finally:
         server.shutdown()
