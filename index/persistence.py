@@ -100,6 +100,12 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None,
                      offsets=np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
                      items=np.concatenate(lists).astype(np.int64) if lists
                      else np.zeros(0, np.int64))
+        # external ids by internal id (int64 or unicode '<U', never pickled objects)
+        for name, vocab in (("item_vocab", getattr(retriever, "item_vocab", None)),
+                            ("user_vocab", getattr(retriever, "user_vocab", None))):
+            if vocab is not None:
+                np.save(os.path.join(tmp, f"{name}.npy"), np.asarray(vocab.values),
+                        allow_pickle=False)
         towers = {}
         for name, tower, example in (("query_tower", retriever.query_tower, query_example),
                                      ("item_tower", retriever.item_tower, item_example)):
@@ -259,7 +265,11 @@ def load(path, *, load_towers=True):
         with np.load(os.path.join(path, "user_seen.npz"), allow_pickle=False) as z:
             users, offsets, items = z["users"], z["offsets"], z["items"]
         user_seen = {int(u): items[offsets[i]:offsets[i + 1]] for i, u in enumerate(users)}
+    vocabs = {}  # external ids, when the folder has them (older folders: internal ids)
+    for name in ("item_vocab", "user_vocab"):
+        if os.path.exists(os.path.join(path, f"{name}.npy")):
+            vocabs[name] = np.load(os.path.join(path, f"{name}.npy"), allow_pickle=False)
     retriever = Retriever(index, towers.get("query_tower"), towers.get("item_tower"),
-                          user_table=user_table, user_seen=user_seen)
+                          user_table=user_table, user_seen=user_seen, **vocabs)
     retriever.manifest = manifest
     return retriever
