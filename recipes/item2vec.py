@@ -14,8 +14,13 @@ beside the popularity baseline.
     twotower item2vec --out out/item2vec
     twotower item2vec --source path/to/ml-100k --window 20 --epochs 30 --out out/i2v
 
-Writes to --out: vectors.txt (item index + title → vector, word2vec text format; titles
-have spaces replaced by '_'), model/, metrics.json; prints i2i neighbours with titles.
+Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
+before any work): vectors.txt (item index + title → vector, word2vec text format; titles
+have spaces replaced by '_'), model/ (config.json + weights.h5 + vocab.json of movie
+indexes; towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the movie
+vectors, tuned, addressed by MovieLens movie id: ``twotower serve OUT/index``, then
+``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of cosine, two-tower score and
+popularity), metrics.json; prints i2i neighbours with titles.
 """
 
 import argparse
@@ -26,16 +31,19 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.movielens import load_movielens
 from twotower.data.sessions import leave_last_out, sessions_from_interactions  # noqa: F401
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
+from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
+                                            check_index_arguments, hit_rate_curves,
+                                            index_metrics, plot_hit_rates, save_model_folder,
+                                            save_vector_index, score_decimals)
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
 from twotower.towers.word2vec import (HEADS, add_training_arguments, DataConfig, ModelConfig,
-                                      save_model, set_threads, train_word2vec, training_config,
-                                      word_vectors)
+                                      set_threads, train_word2vec, training_config, word_vectors)
 
 
 def user_sequences(ml):
@@ -83,8 +91,8 @@ def build_parser():
                    "updates of a popular item in one big batch")
     p.add_argument("--probes", type=int, default=4,
                    help="print neighbours of this many most-rated movies (default %(default)s)")
-    p.add_argument("--out", required=True, help="output folder (written atomically)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = add_output_arguments(p)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
@@ -95,6 +103,8 @@ def main(argv=None):
                                args.sample)
     train = training_config(args)
     try:
+        out = check_output_dir(args.out, overwrite=args.overwrite)
+        check_index_arguments(args)
         set_threads(args.threads)
         ml = load_movielens(args.source)
         sequences, titles = user_sequences(ml)
@@ -104,28 +114,40 @@ def main(argv=None):
                              f"hold one out")
         vocab, model, stats = train_word2vec(train_seqs, data, model_config, train,
                                              progress=not args.quiet)
+        vectors = word_vectors(model, args.arch)
+        metrics = dict(stats, epochs=args.epochs, dim=args.dim)
+        outputs = None if args.head == "hs" else model.item_tower.embeddings.numpy()
+        metrics.update(next_item_metrics(vocab, vectors, held, output_vectors=outputs))
+        movie_ids = np.asarray(ml.movies["movie_id"], np.int64)[np.asarray(vocab.words)]
+        retriever, tuned, _ = build_vector_index(vectors, movie_ids,
+                                                 target_recall=args.target_recall,
+                                                 k=args.index_k, seed=args.seed,
+                                                 progress=not args.quiet)
+        metrics.update(index_metrics(retriever, tuned))
+        names = [f"{i}:{titles[i].replace(' ', '_')}" for i in vocab.words]
+        with atomic_directory(out, overwrite=args.overwrite) as tmp:
+            write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
+            save_model_folder(os.path.join(tmp, "model"), model, model_config, vocab)
+            save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
+                              {"recipe": "item2vec", "item_ids": "movielens movie_id"})
+            plot_hit_rates(os.path.join(tmp, "hit_rate.png"),
+                           hit_rate_curves({"item2vec (cosine)": (vocab, vectors, held)}),
+                           title="item2vec: next movie of each user (held out)")
+            write_metrics(tmp, metrics)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         print(f"twotower item2vec: error: {e}", file=sys.stderr)
         return 2
-    vectors = word_vectors(model, args.arch)
-    metrics = dict(stats, epochs=args.epochs, dim=args.dim)
-    outputs = None if args.head == "hs" else model.item_tower.embeddings.numpy()
-    metrics.update(next_item_metrics(vocab, vectors, held, output_vectors=outputs))
-    names = [f"{i}:{titles[i].replace(' ', '_')}" for i in vocab.words]
-    with atomic_directory(args.out) as tmp:
-        write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
-        save_model(os.path.join(tmp, "model"), model, model_config)
-        write_metrics(tmp, metrics)
     unit = _unit(vectors)
     for p in range(min(args.probes, len(vocab))):
         sims = unit @ unit[p]
         sims[p] = -np.inf
         top = np.argsort(-sims)[:5]
+        decimals = score_decimals(sims[top])
         print(f"{titles[vocab.words[p]]}:")
         for i in top:
-            print(f"    {sims[i]:.2f}  {titles[vocab.words[i]]}")
+            print(f"    {sims[i]:.{decimals}f}  {titles[vocab.words[i]]}")
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
     return 0
 
 
