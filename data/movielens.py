@@ -590,8 +590,10 @@ class RetrievalData:
     seen_train: list
     seen_valid: list
     config: RetrievalConfig
-    # External ids, position = internal index: item_vocab[i] is item i's id in the source
-    # (MovieLens: movie_id; a log: its item_id), user_vocab[r] the id of user row r.
+    # A log's external ids, position = internal index: item_vocab[i] is item i's id in the
+    # log, user_vocab[r] the id of user row r (items["item_id"] / users["user_id"] hold the
+    # internal indexes). None for MovieLens, whose tables keep the external ids themselves
+    # (items["movie_id"], users["user_id"]).
     user_vocab: np.ndarray | None = None
     item_vocab: np.ndarray | None = None
     name: str = "MovieLens"
@@ -711,9 +713,9 @@ def prepare_retrieval(ml, config=None):
         "year": ml.movies["year"].astype(np.int64),
         "genres": _padded_genres(ml.movies["genres"]),
     }
-    return retrieval_task(rows, items_raw, ts, users, items, config,
-                          user_vocab=all_user_ids, item_vocab=movie_ids.astype(np.int64),
-                          name="MovieLens")
+    # no vocabularies: MovieLens's tables carry the external ids themselves (items'
+    # movie_id, users' user_id)
+    return retrieval_task(rows, items_raw, ts, users, items, config, name="MovieLens")
 
 
 def retrieval_task(rows, items_raw, ts, users, items, config, **fields):

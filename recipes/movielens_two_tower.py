@@ -49,6 +49,22 @@ class RecipeConfig:
     min_rating: float | None = None
     split: str = "leave_last_out"
     history_length: int = 20
+    # a user's own log instead of MovieLens (twotower.data.interactions / feature_table)
+    interactions: str | None = None
+    items: str | None = None
+    users: str | None = None
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    item_categorical: tuple = ()
+    item_text: tuple = ()
+    item_numeric: tuple = ()
+    item_multi_hot: tuple = ()
+    user_categorical: tuple = ()
+    user_text: tuple = ()
+    user_numeric: tuple = ()
+    user_multi_hot: tuple = ()
+    infer_features: bool = True
     oov_rate: float = 0.02
     verbose: int = 0
 
@@ -63,6 +79,10 @@ class RecipeConfig:
             raise ValueError(f"oov_rate must be in [0, 1), got {self.oov_rate!r}")
         movielens.RetrievalConfig(min_rating=self.min_rating, split=self.split,
                                   history_length=self.history_length)
+        for flag in ("items", "users"):
+            if getattr(self, flag) and not self.interactions:
+                raise ValueError(f"--{flag} {getattr(self, flag)!r} needs --interactions "
+                                 "(feature tables go with your own log)")
         return self
 
 
@@ -89,8 +109,42 @@ def add_common_arguments(parser, defaults=None):
     g = parser.add_argument_group("data")
     g.add_argument("--data", dest="source", default=d.source,
                    help="MovieLens source: a folder (u.data/u.item/u.user, ratings.dat, or "
-                   "ratings.csv), a zip, 'url' (GroupLens ml-100k.zip, cached), 'recbole' (the "
-                   "offline recbole 1.2.1 wheel), or 'auto' (default)")
+                   "ratings.csv + movies.csv), a zip, a release downloaded once into "
+                   "$TWOTOWER_DATA (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
+                   "ml-latest-small), 'url' (GroupLens ml-100k.zip, cached), 'recbole' (the "
+                   "offline recbole 1.2.1 wheel), or 'auto' (default). Ignored with "
+                   "--interactions")
+    g.add_argument("--interactions", default=d.interactions, metavar="FILE",
+                   help="your own interaction log instead of MovieLens: a CSV with a header "
+                   "(user_id,item_id,timestamp; string or integer ids; timestamps in Unix "
+                   "seconds or ISO-8601), a Parquet file, or a folder of Parquet shards "
+                   "(twotower.data.interactions.csv_to_parquet). A 'rating' column is used "
+                   "by --min-rating")
+    g.add_argument("--items", default=d.items, metavar="FILE",
+                   help="item feature table (CSV with a header) keyed by the log's item "
+                   "column; items only in it are in the corpus too (cold start by features)")
+    g.add_argument("--users", default=d.users, metavar="FILE",
+                   help="user feature table (CSV with a header) keyed by the log's user column")
+    g.add_argument("--user-col", default=d.user_col,
+                   help="the log's user column (default %(default)s; userId is also accepted)")
+    g.add_argument("--item-col", default=d.item_col,
+                   help="the log's item column (default %(default)s; movieId, itemId, "
+                   "product_id are also accepted)")
+    g.add_argument("--time-col", default=d.time_col,
+                   help="the log's timestamp column (default %(default)s)")
+    for side in ("item", "user"):
+        for kind, what in (("categorical", "categorical (embedding per value)"),
+                           ("text", "free text (token embeddings, mean-pooled)"),
+                           ("numeric", "numeric (standardised)"),
+                           ("multi-hot", "'|'-separated sets (mean of token embeddings)")):
+            g.add_argument(f"--{side}-{kind}", type=_column_list, metavar="COLS",
+                           default=getattr(d, f"{side}_{kind.replace('-', '_')}"),
+                           help=f"comma-separated --{side}s columns to use as {what}")
+    g.add_argument("--no-infer-features", dest="infer_features", action="store_false",
+                   help="use only the feature columns named by --item-*/--user-* (default: "
+                   "every other column of --items/--users gets a kind inferred from its "
+                   "values, printed in a summary: numbers -> numeric, '|' -> multi-hot, long "
+                   "or multi-word mostly distinct text -> text, else categorical)")
     g.add_argument("--min-rating", type=float, default=d.min_rating,
                    help="keep ratings >= this as positives (default: every rating)")
     g.add_argument("--split", choices=("leave_last_out", "temporal"), default=d.split,
@@ -99,6 +153,11 @@ def add_common_arguments(parser, defaults=None):
     g.add_argument("--history-length", type=int, default=d.history_length,
                    help="items of watch history fed to history towers (default %(default)s)")
     return parser
+
+
+def _column_list(text):
+    """'genre,brand' -> ('genre', 'brand')."""
+    return tuple(c.strip() for c in text.split(",") if c.strip())
 
 
 def config_from_args(cls, args):
@@ -115,15 +174,41 @@ def config_from_args(cls, args):
 _DATA_CACHE = {}
 
 
+_KINDS = ("categorical", "text", "numeric", "multi_hot")
+
+
 def load_data(config):
-    """The MovieLens retrieval task for ``config`` (cached per process)."""
+    """The retrieval task for ``config`` (cached per process): MovieLens (``--data``), or
+    the user's own log (``--interactions`` with optional ``--items`` / ``--users``
+    feature tables, twotower.data.log_retrieval), printing what was read and inferred."""
+    retrieval = movielens.RetrievalConfig(min_rating=config.min_rating, split=config.split,
+                                          history_length=config.history_length)
+    interactions = getattr(config, "interactions", None)
+    if interactions:
+        kinds = {side: {k: tuple(getattr(config, f"{side}_{k}", ()) or ()) for k in _KINDS}
+                 for side in ("item", "user")}
+        key = ("log", interactions, config.items, config.users, config.user_col,
+               config.item_col, config.time_col, repr(kinds), config.infer_features,
+               config.min_rating, config.split, config.history_length)
+        if key not in _DATA_CACHE:
+            from twotower.data import interactions as logs
+            from twotower.data.log_retrieval import load_log_task
+
+            _DATA_CACHE[key] = load_log_task(
+                interactions, retrieval, items=config.items, users=config.users,
+                columns=logs.ColumnNames(config.user_col, config.item_col, config.time_col),
+                item_kinds=kinds["item"], user_kinds=kinds["user"],
+                infer=config.infer_features)
+        return _DATA_CACHE[key]
     key = (config.source, config.min_rating, config.split, config.history_length)
     if key not in _DATA_CACHE:
         raw = movielens.load_movielens(config.source)
-        _DATA_CACHE[key] = movielens.prepare_retrieval(raw, movielens.RetrievalConfig(
-            min_rating=config.min_rating, split=config.split,
-            history_length=config.history_length))
+        _DATA_CACHE[key] = movielens.prepare_retrieval(raw, retrieval)
     return _DATA_CACHE[key]
+
+
+def _is_log(data):
+    return getattr(data, "item_kinds", None) is not None
 
 
 def query_inputs(data, split):
@@ -132,21 +217,71 @@ def query_inputs(data, split):
 
 
 def item_inputs(data, index=None):
-    """Item-tower inputs for item indexes (all items when None)."""
+    """Item-tower inputs for item indexes (all items when None): MovieLens's
+    ITEM_FEATURES, or a log's item_id and its feature-table columns."""
     rows = slice(None) if index is None else np.asarray(index)
-    return {k: data.items[k][rows] for k in ITEM_FEATURES}
+    names = ("item_id", *data.item_kinds) if _is_log(data) else ITEM_FEATURES
+    return {k: data.items[k][rows] for k in names}
 
 
 # ----------------------------------------------------------------------------- towers
 
-def build_towers(data, config, *, history=True, l2_normalize=False):
-    """Query and item FeatureTowers for MovieLens.
+def _table_specs(table, kinds, dim):
+    """FeatureTower specs for a log's feature-table columns (see data/feature_table.py)."""
+    d = max(8, dim // 2)
+    specs = []
+    for name, kind in kinds.items():
+        col = table[name]
+        if kind == "numeric":
+            specs.append(ft.dense(name, col))
+        elif kind == "multi_hot":
+            if any(str(v) for v in np.asarray(col).reshape(-1)):
+                specs.append(ft.multi_hot(name, col, dim=d))
+        elif kind == "text":
+            if any(str(v).strip() for v in col):
+                specs.append(ft.text(name, col, dim=d, sequence_length=16))
+        else:
+            values = [v for v in col if str(v)]
+            if values:
+                specs.append(ft.categorical(name, vocabulary=sorted(set(map(str, values))),
+                                            dim=min(d, max(2, len(set(values))))))
+    return specs
 
-    Query: user id (OOV bucket: a new user is embedded from the rest), age bucket,
-    gender, occupation, zip prefix, and — when ``history`` — the pooled watch history.
-    Item: item id (only items seen in training are in the vocabulary; a never-rated
-    movie is embedded from its features), title tokens, year, genres.
+
+def _log_towers(data, config, history, l2_normalize):
+    """FeatureTowers for a user's own log: user id + history + user-table columns;
+    item id + item-table columns."""
+    train = data.train
+    q_specs = [ft.categorical("user_id", train.query["user_id"], dim=config.dim,
+                              oov_rate=config.oov_rate)]
+    q_specs += _table_specs(data.users, data.user_kinds or {}, config.dim)
+    if history and data.config.history_length > 0:
+        q_specs.append(ft.sequence("history", data.num_items + 1, dim=config.dim,
+                                   validate_ids=False))
+    seen_items = np.flatnonzero(data.item_counts > 0)
+    i_specs = [ft.categorical("item_id", vocabulary=seen_items.tolist(), dim=config.dim,
+                              oov_rate=config.oov_rate)]
+    i_specs += _table_specs(data.items, data.item_kinds or {}, config.dim)
+    common = dict(output_dim=config.dim, hidden_units=tuple(config.hidden),
+                  l2_normalize=l2_normalize)
+    return (ft.FeatureTower(q_specs, name="query_tower", **common),
+            ft.FeatureTower(i_specs, name="item_tower", **common))
+
+
+def build_towers(data, config, *, history=True, l2_normalize=False):
+    """Query and item FeatureTowers.
+
+    MovieLens — query: user id (OOV bucket: a new user is embedded from the rest), age
+    bucket, gender, occupation, zip prefix, and — when ``history`` — the pooled watch
+    history. Item: item id (only items seen in training are in the vocabulary; a
+    never-rated movie is embedded from its features), title tokens, year, genres.
+
+    A user's own log (``--interactions``): the same id and history features, plus one
+    feature per column of ``--users`` / ``--items`` by its kind (categorical, text,
+    numeric, multi-hot).
     """
+    if _is_log(data):
+        return _log_towers(data, config, history, l2_normalize)
     train = data.train
     d = max(8, config.dim // 2)
     q_specs = [ft.categorical("user_id", train.query["user_id"], dim=config.dim,

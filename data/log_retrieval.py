@@ -1,0 +1,173 @@
+"""A user's own interaction log → the retrieval task the two-tower recipes train on.
+
+The same ``RetrievalData`` that ``movielens.prepare_retrieval`` builds (train / valid /
+test splits, leave-last-out or temporal on the timestamp, each interaction's history,
+training popularity, seen items, item and user tables), from any log read by
+``twotower.data.interactions`` — string or integer ids — and optional feature tables
+(``twotower.data.feature_table``):
+
+* the item corpus is every item of the log plus every item of the items table (an item
+  nobody interacted with is still retrievable, embedded from its features);
+* internal indexes are in order of decreasing count in the log (ties: smaller id first),
+  then the table-only items / users in table order; ``item_vocab[i]`` / ``user_vocab[r]``
+  are the external ids;
+* ``items["item_id"]`` and ``users["user_id"]`` hold the internal indexes (what the id
+  features embed); the feature columns are aligned to them, missing values filled
+  (``FeatureTable.aligned``).
+"""
+
+import csv
+import os
+
+import numpy as np
+
+from twotower.data import feature_table as feature_tables
+from twotower.data import interactions as logs
+from twotower.data.movielens import RetrievalConfig, retrieval_task
+
+RESERVED = ("item_id", "user_id", "history")
+
+
+def _vocab(ids, table_ids=None):
+    """Frequency-ordered unique ids of ``ids`` (ties: smaller first), then the ids only in
+    ``table_ids`` (in table order). Returns (vocab, index of each of ``ids``)."""
+    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    order = np.lexsort((np.arange(len(uniq)), -counts))
+    rank = np.empty(len(uniq), np.int64)
+    rank[order] = np.arange(len(uniq))
+    vocab = uniq[order]
+    if table_ids is not None and len(table_ids):
+        only = table_ids[~np.isin(table_ids, vocab)]
+        vocab = np.concatenate([vocab, only])
+    return vocab, rank[inv.reshape(-1)]
+
+
+def _harmonise(log_ids, table, what, where):
+    """Makes a feature table's ids the same type as the log's (int64 or str)."""
+    if table is None:
+        return None
+    t = table.ids
+    if log_ids.dtype.kind == t.dtype.kind:
+        return t
+    if log_ids.dtype.kind in "iu":
+        try:
+            return t.astype(np.int64)
+        except ValueError:
+            raise ValueError(f"{table.source}: {what} ids such as {t[0]!r} are not integers, "
+                             f"but the log {where} has integer {what} ids") from None
+    return t.astype(str)
+
+
+def _features(table, ids):
+    if table is None:
+        return {}, {}
+    clash = [c for c in table.kinds if c in RESERVED]
+    if clash:
+        raise ValueError(f"{table.source}: feature column {clash[0]!r} clashes with the "
+                         f"recipe's own {clash[0]!r} input; rename it")
+    return table.aligned(ids), dict(table.kinds)
+
+
+def log_retrieval(log, config=None, *, items=None, users=None, name=None):
+    """Builds a RetrievalData from an interaction log and optional feature tables.
+
+    Args:
+      log: an ``interactions.Interactions`` (``read_interactions``) or a path to read.
+      config: a movielens.RetrievalConfig (split, history_length, min_rating — applied to
+        a ``rating`` column when the log has one —, min_user_interactions).
+      items, users: ``feature_table.FeatureTable`` or None.
+      name: the data's name in titles (default: the log's file name).
+
+    Returns:
+      a RetrievalData with user_vocab, item_vocab (external ids), name, item_kinds and
+      user_kinds (feature column → kind).
+    """
+    config = config or RetrievalConfig()
+    if not isinstance(log, logs.Interactions):
+        log = logs.read_interactions(log, extra=("rating",) if config.min_rating is not None
+                                     else ())
+    keep = np.ones(len(log), bool)
+    if config.min_rating is not None:
+        if "rating" not in log.extra:
+            raise ValueError(f"min_rating={config.min_rating!r} needs a 'rating' column; the "
+                             f"log {log.source!r} has none")
+        keep &= log.extra["rating"] >= config.min_rating
+    u_ids, i_ids, ts = log.user_id[keep], log.item_id[keep], log.timestamp[keep]
+    if config.min_user_interactions > 1 and len(u_ids):
+        uniq, inv, counts = np.unique(u_ids, return_inverse=True, return_counts=True)
+        ok = counts[inv.reshape(-1)] >= config.min_user_interactions
+        u_ids, i_ids, ts = u_ids[ok], i_ids[ok], ts[ok]
+    if len(u_ids) == 0:
+        raise ValueError(f"{log.source}: no interactions left after min_rating="
+                         f"{config.min_rating!r} and min_user_interactions="
+                         f"{config.min_user_interactions!r}")
+    item_table_ids = _harmonise(i_ids, items, "item", log.source)
+    user_table_ids = _harmonise(u_ids, users, "user", log.source)
+    item_vocab, item_index = _vocab(i_ids, item_table_ids)
+    user_vocab, user_rows = _vocab(u_ids, user_table_ids)
+    if items is not None:
+        items = type(items)(**{**items.__dict__, "ids": item_table_ids})
+    if users is not None:
+        users = type(users)(**{**users.__dict__, "ids": user_table_ids})
+    item_cols, item_kinds = _features(items, item_vocab)
+    user_cols, user_kinds = _features(users, user_vocab)
+    items_table = {"item_id": np.arange(len(item_vocab), dtype=np.int64), **item_cols}
+    users_table = {"user_id": np.arange(len(user_vocab), dtype=np.int64), **user_cols}
+    return retrieval_task(user_rows, item_index, ts, users_table, items_table, config,
+                          user_vocab=user_vocab, item_vocab=item_vocab,
+                          name=name or log.name or os.path.basename(log.source),
+                          item_kinds=item_kinds, user_kinds=user_kinds)
+
+
+def load_log_task(interactions, config=None, *, items=None, users=None, columns=None,
+                  item_kinds=None, user_kinds=None, infer=True, verbose=True):
+    """Reads a log and its feature tables from files and builds the retrieval task.
+
+    Args:
+      interactions: the log (CSV, Parquet file or folder of shards; a MovieLens folder
+        with ratings.csv reads as userId,movieId,rating,timestamp).
+      items, users: feature-table CSV paths or None; keyed by the log's item / user column.
+      columns: interactions.ColumnNames.
+      item_kinds, user_kinds: dict kind → column names (``{"categorical": ["brand"],
+        "text": ["title"]}``); other columns are inferred unless ``infer`` is False.
+      verbose: print what was read and inferred.
+    """
+    config = config or RetrievalConfig()
+    columns = columns or logs.ColumnNames()
+    first = logs.list_files(interactions)[0]
+    have = logs.resolve_columns(first, columns)[0]
+    file_columns = logs._file_columns(first)
+    extra = ("rating",) if "rating" in file_columns else ()
+    if config.min_rating is not None and not extra:
+        raise ValueError(f"--min-rating {config.min_rating!r} needs a 'rating' column; "
+                         f"{first} has columns {file_columns}")
+    tables = {}
+    for what, path, kinds, key in (("items", items, item_kinds, have.item),
+                                   ("users", users, user_kinds, have.user)):
+        if path is None:
+            tables[what] = None
+            continue
+        kinds = dict(kinds or {})
+        bad = [k for k in kinds if k not in feature_tables.KINDS]
+        if bad:
+            raise ValueError(f"{what} kinds must be among {feature_tables.KINDS}, got {bad[0]!r}")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--{what} {path!r}: no such file")
+        fkey = key if key in _header(path) else ("item_id" if what == "items" else "user_id")
+        tables[what] = feature_tables.read_feature_table(
+            path, fkey, infer=infer, flag_prefix=f"--{what[:-1]}", **kinds)
+    log = logs.read_interactions(interactions, columns, extra=extra)
+    data = log_retrieval(log, config, items=tables["items"], users=tables["users"])
+    if verbose:
+        print(f"{log.source}: {len(log)} interactions, {len(data.user_vocab)} users, "
+              f"{data.num_items} items ({'integer' if data.item_vocab.dtype.kind in 'iu' else 'string'}"
+              f" item ids); columns {have.user!r}, {have.item!r}, {have.time!r}")
+        for t in tables.values():
+            if t is not None:
+                print(t.summary())
+    return data
+
+
+def _header(path):
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
+        return [h.strip() for h in next(csv.reader(f), [])]
