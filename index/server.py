@@ -1,249 +1,1063 @@
-"""`twotower serve DIR`: a saved index folder behind an HTTP JSON API (stdlib only).
+"""`twotower serve DIR`: a saved index folder behind an HTTP JSON API (FastAPI on uvicorn).
 
-    GET  /health  -> {"status": "ok", "num_items", "dim", "distance", "config", "towers"}
-    POST /u2i     {"user_ids": [..]} | {"features": <batched query-tower inputs>}
-                  | {"embeddings": [[..], ..]},  optional "k" (10), "exclude": [[ids], ..]
-                  -> {"item_ids": [[..]], "scores": [[..]]}
-    POST /i2i     {"item_ids": [..]}, optional "k", "exclude"  (each item itself excluded)
-                  -> {"item_ids": [[..]], "scores": [[..]]}
+    GET    /health        status, num_items, dim, distance, tuned_k, users, read_only, ...
+    POST   /u2i           {"user_ids": [..]} | {"features": ..} | {"embeddings": [[..]]},
+                          optional "k" (10), "exclude": [[ids], ..], "exclude_seen" (true)
+                          -> {"item_ids": [[..]], "scores": [[..]], "k", "warnings": [..]}
+    POST   /i2i           {"item_ids": [..]} | {"features": ..}, optional "k", "exclude"
+    POST   /items         {"item_ids": [..], "embeddings": [[..]] | "features": ..}  (upsert)
+    DELETE /items         {"item_ids": [..]}   (also POST /items/delete)
+    GET    /metrics       Prometheus text format
+    GET    /docs, /openapi.json   OpenAPI (Swagger UI needs its assets from a CDN)
 
-"user_ids" look up each user's query-tower inputs in the folder's user table and
-exclude the items that user has seen (unless "exclude_seen": false); without a user
-table they are fed to the query tower as int64 ids (an ID-lookup query tower);
-"features" are a list or a dict of lists, batched, as the query tower takes them.
-Bad requests get 400 with {"error": message} and the server keeps serving; bodies over
---max-request-bytes get 413; batches over --max-batch get 400. Binds 127.0.0.1 unless
-told otherwise; ThreadingHTTPServer serves concurrent clients (the index holds a lock
-around ScaNN calls).
+Ids are the folder's own: integers, or strings when the index was saved with a string
+vocabulary. "user_ids" look each user up (feature table, or an ID-lookup query tower) and
+exclude the items that user has seen unless "exclude_seen" is false. "features" are what
+the query (or item) tower takes, batched: a list, or a dict of equal-length lists.
+
+Every answer is JSON, errors included: {"error": message} with 400 (bad body), 401/403
+(updates), 404 (unknown route, user or item: "unknown_ids" names them), 405, 408 (slow
+client), 413 (body or batch x k over the bounds), 429 (too many requests in progress),
+500 (a bug; no traceback is sent). Updates need ``--token-file`` (a bearer token,
+compared in constant time); without one the server is read-only.
+
+Binds 127.0.0.1 unless told otherwise (--host 0.0.0.0 exposes it).
 """
 
 import argparse
+import asyncio
+import hmac
 import json
+import math
+import os
+import resource
+import socket
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from typing import Any, Dict, List, Optional, Union
 
+import h11
 import numpy as np
+from typing_extensions import Annotated
+
+from twotower.index.external_ids import UnknownIdError
+
+DEFAULTS = dict(max_request_bytes=1 << 20, max_batch=1024, max_cost=100_000,
+                max_concurrency=128, max_connections=4096, workers=0,
+                timeout_keep_alive=5.0, timeout_header=10.0, timeout_body=30.0)
+
+# Endpoints that do index work: counted against --max-concurrency (429 above it).
+_WORK_PATHS = frozenset({"/u2i", "/i2i", "/items", "/items/delete"})
+_KNOWN_PATHS = _WORK_PATHS | {"/health", "/metrics", "/docs", "/openapi.json",
+                              "/docs/oauth2-redirect", "/redoc"}
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-class BadRequest(ValueError):
-    """A client error: answered with 400 and the message."""
+# -- request and response schemas -------------------------------------------------------
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator  # noqa: E402
+
+Int64 = Annotated[int, Field(strict=True, ge=-(2 ** 63), le=2 ** 63 - 1)]
+PositiveK = Annotated[int, Field(strict=True, ge=1, le=2 ** 63 - 1)]
+Id = Union[Int64, StrictStr]
+Ids = Annotated[List[Id], Field(min_length=1)]
+Vectors = Annotated[List[List[float]], Field(min_length=1)]
+Features = Union[Dict[str, List[Any]], List[Any]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def _exactly_one(self, *names):
+        given = [n for n in names if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of {list(names)}, got {given}")
+        return given[0]
+
+
+class U2IRequest(_Body):
+    """Top-k items for users (by id), query features, or query embeddings."""
+
+    user_ids: Optional[Ids] = Field(None, description="known users (the folder's ids)")
+    features: Optional[Features] = Field(
+        None, description="query-tower inputs, batched: a list or a dict of lists")
+    embeddings: Optional[Vectors] = Field(None, description="query embeddings [n, dim]")
+    k: PositiveK = Field(10, description="results per query")
+    exclude: Optional[List[List[Id]]] = Field(
+        None, description="per query, item ids to leave out")
+    exclude_seen: StrictBool = Field(True, description="leave out the items a user has seen")
+
+    @model_validator(mode="after")
+    def _one_query_kind(self):
+        self._exactly_one("user_ids", "features", "embeddings")
+        return self
+
+
+class I2IRequest(_Body):
+    """Top-k neighbours of indexed items (by id) or of new items (by features)."""
+
+    item_ids: Optional[Ids] = Field(None, description="indexed items (each excluded itself)")
+    features: Optional[Features] = Field(
+        None, description="item-tower inputs of (new) items, batched")
+    k: PositiveK = Field(10, description="neighbours per item")
+    exclude: Optional[List[List[Id]]] = Field(None, description="per item, ids to leave out")
+
+    @model_validator(mode="after")
+    def _one_item_kind(self):
+        self._exactly_one("item_ids", "features")
+        return self
+
+
+class UpsertRequest(_Body):
+    """Items to add or replace: ids with their embeddings, or with item-tower features."""
+
+    item_ids: Ids
+    embeddings: Optional[Vectors] = None
+    features: Optional[Features] = None
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        self._exactly_one("embeddings", "features")
+        return self
+
+
+class DeleteRequest(_Body):
+    """Items to remove."""
+
+    item_ids: Ids
+
+
+class SearchResponse(BaseModel):
+    item_ids: List[List[Optional[Id]]] = Field(
+        description="per query, k ids best first (null pads a row with fewer than k left)")
+    scores: List[List[Optional[float]]]
+    k: int
+    warnings: List[str] = Field(default_factory=list)
+
+
+class UpdateResponse(BaseModel):
+    added: Optional[int] = None
+    replaced: Optional[int] = None
+    removed: Optional[int] = None
+    num_items: int
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    unknown_ids: Optional[List[Id]] = None
+
+
+class ApiError(Exception):
+    """A client error answered with ``status`` and ``{"error": message, **extra}``."""
+
+    def __init__(self, status, message, headers=None, **extra):
+        super().__init__(message)
+        self.status, self.message, self.headers, self.extra = status, message, headers, extra
+
+
+# -- the index behind a readers/writer lock ---------------------------------------------
+class _ReadWriteLock:
+    """Many concurrent searches, or one update (writer preference).
+
+    The stdlib has no readers/writer lock; a plain Lock would also serialise the query
+    towers' TF work, which runs in parallel between updates.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+        self._writers_waiting = 0
+
+    def read(self):
+        return _Held(self, False)
+
+    def write(self):
+        return _Held(self, True)
+
+    def _acquire(self, write):
+        with self._cond:
+            if write:
+                self._writers_waiting += 1
+                while self._writer or self._readers:
+                    self._cond.wait()
+                self._writers_waiting -= 1
+                self._writer = True
+            else:
+                while self._writer or self._writers_waiting:
+                    self._cond.wait()
+                self._readers += 1
+
+    def _release(self, write):
+        with self._cond:
+            if write:
+                self._writer = False
+            else:
+                self._readers -= 1
+            self._cond.notify_all()
+
+
+class _Held:
+    def __init__(self, lock, write):
+        self.lock, self.write = lock, write
+
+    def __enter__(self):
+        self.lock._acquire(self.write)
+
+    def __exit__(self, *exc):
+        self.lock._release(self.write)
 
 
 def _as_array(value, name, dtype=None):
     try:
         arr = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError) as e:
-        raise BadRequest(f"{name} must be a (nested) list of numbers: {e}") from None
+    except (TypeError, ValueError, OverflowError) as e:
+        raise ApiError(400, f"{name} must be a (nested) list of numbers: {e}") from None
     if arr.dtype == object:
-        raise BadRequest(f"{name} must be a rectangular (nested) list of numbers")
+        raise ApiError(400, f"{name} must be a rectangular (nested) list of numbers or strings")
     return arr
 
 
-class Handler(BaseHTTPRequestHandler):
-    """Routes /health, /u2i, /i2i to the server's Retriever."""
+def _id_array(ids, name):
+    """JSON ids (validated ints or strings) as one int64 or unicode array."""
+    kinds = {type(i) for i in ids}
+    if len(kinds) > 1:
+        raise ApiError(400, f"{name} must be all integers or all strings, got both")
+    return np.asarray(ids, dtype=np.int64 if kinds == {int} else None)
 
-    server_version = "twotower-index/1"
-    protocol_version = "HTTP/1.1"
 
-    def log_message(self, fmt, *args):  # quiet unless asked
-        if self.server.verbose:
-            super().log_message(fmt, *args)
+def _features(value, name):
+    if isinstance(value, dict):
+        arrays = {key: _as_array(v, f"{name}[{key!r}]") for key, v in value.items()}
+        lengths = {len(v) if v.ndim else 0 for v in arrays.values()} or {0}
+        if len(lengths) != 1:
+            raise ApiError(400, f"{name} columns differ in length: {sorted(lengths)}")
+        return arrays, lengths.pop()
+    arr = _as_array(value, name)
+    return arr, (len(arr) if arr.ndim else 0)
 
-    def _send(self, code, obj):
-        body = json.dumps(obj).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def do_GET(self):
-        if self.path.rstrip("/") == "/health":
-            r = self.server.retriever
-            users = 0 if r.user_table is None else len(r.user_table["user_id"])
-            self._send(200, {"status": "ok", "num_items": r.index.size, "dim": r.index.dim,
-                             "distance": r.index.config.distance,
-                             "config": r.index.config.to_dict(), "users": users,
-                             "towers": {"query": r.query_tower is not None,
-                                        "item": r.item_tower is not None}})
+def _is_union_tag(part):
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool")
+                                      or "-" in part or "[" in part)
+
+
+def _validation_message(errors):
+    """pydantic's errors as one line: the field path, what was wrong, the value."""
+    groups = {}
+    for e in errors:
+        loc = tuple(x for x in e.get("loc", ()) if x != "body" and not _is_union_tag(x))
+        groups.setdefault(loc, []).append(e)
+    parts = []
+    for loc, errs in list(groups.items())[:5]:
+        where = ".".join(str(x) for x in loc) or "body"
+        e = errs[0]
+        if e.get("type") == "json_invalid":
+            parts.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', '')}")
+        elif not loc and e.get("type") in ("model_attributes_type", "dict_type"):
+            parts.append("body must be a JSON object (sent with Content-Type: "
+                         "application/json)")
+        elif len(errs) > 1 and loc and loc[-1] != "features" and (
+                isinstance(loc[-1], int) or "ids" in str(loc[0]) or loc[0] == "exclude"):
+            parts.append(f"{where}: an id must be an int64 integer or a string, got "
+                         f"{e.get('input')!r:.80}")
         else:
-            self._send(404, {"error": f"unknown path {self.path!r}; GET /health, "
-                                      "POST /u2i, POST /i2i"})
-
-    def do_POST(self):
-        route = {"/u2i": self._u2i, "/i2i": self._i2i}.get(self.path.rstrip("/"))
-        length = self.headers.get("Content-Length")
-        try:
-            length = int(length)
-        except (TypeError, ValueError):
-            self.close_connection = True
-            return self._send(411 if length is None else 400,
-                              {"error": f"Content-Length required, got {length!r}"})
-        if length < 0 or length > self.server.max_request_bytes:
-            self.close_connection = True  # the body is not read: drop the connection
-            return self._send(413, {"error": f"request body of {length} bytes exceeds "
-                                             f"{self.server.max_request_bytes}"})
-        raw = self.rfile.read(length)
-        if route is None:
-            return self._send(404, {"error": f"unknown path {self.path!r}; POST /u2i or /i2i"})
-        try:
-            try:
-                body = json.loads(raw or b"null")
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise BadRequest(f"body is not valid JSON: {e}") from None
-            if not isinstance(body, dict):
-                raise BadRequest(f"body must be a JSON object, got {type(body).__name__}")
-            ids, scores = route(body)
-        except (BadRequest, ValueError, KeyError) as e:
-            return self._send(400, {"error": str(e)})
-        except Exception as e:  # noqa: BLE001  the server must keep serving
-            return self._send(500, {"error": f"{type(e).__name__}: {e}"})
-        self._send(200, {"item_ids": ids.tolist(),
-                         "scores": [[None if not np.isfinite(s) else float(s) for s in row]
-                                    for row in scores]})
-
-    def _common(self, body, allowed):
-        unknown = sorted(set(body) - allowed)
-        if unknown:
-            raise BadRequest(f"unknown fields {unknown}; expected some of {sorted(allowed)}")
-        k = body.get("k", 10)
-        if isinstance(k, bool) or not isinstance(k, int):
-            raise BadRequest(f"k must be an integer, got {k!r}")
-        exclude = body.get("exclude")
-        if exclude is not None and (not isinstance(exclude, list)
-                                    or not all(isinstance(e, list) for e in exclude)):
-            raise BadRequest("exclude must be a list of lists of item ids")
-        if exclude is not None:
-            exclude = [_as_array(e, "exclude", np.int64) for e in exclude]
-        return k, exclude
-
-    def _batch(self, n):
-        if n < 1 or n > self.server.max_batch:
-            raise BadRequest(f"batch size must be in [1, {self.server.max_batch}], got {n}")
-
-    def _u2i(self, body):
-        keys = {"user_ids", "features", "embeddings"}
-        given = sorted(keys & set(body))
-        if len(given) != 1:
-            raise BadRequest(f"give exactly one of {sorted(keys)}, got {given}")
-        k, exclude = self._common(body, keys | {"k", "exclude", "exclude_seen"})
-        r = self.server.retriever
-        if "embeddings" in body:
-            q = _as_array(body["embeddings"], "embeddings")
-            if q.ndim != 2:
-                raise BadRequest(f"embeddings must be a list of vectors, got shape {q.shape}")
-            self._batch(len(q))
-            if q.dtype.kind not in "iuf":
-                raise BadRequest(f"embeddings must be numbers, got dtype {q.dtype}")
-            return r.u2i_embeddings(q.astype(np.float32), k, exclude=exclude)
-        if r.query_tower is None:
-            raise BadRequest("this index was saved without a query tower: send embeddings")
-        if "user_ids" in body:
-            inputs = _as_array(body["user_ids"], "user_ids")
-            if inputs.ndim != 1 or inputs.dtype.kind not in "iu":
-                raise BadRequest(f"user_ids must be a list of integers, got {body['user_ids']!r}"[:200])
-            inputs = inputs.astype(np.int64)
-            n = len(inputs)
-            if r.user_table is not None:
-                self._batch(n)
-                exclude_seen = body.get("exclude_seen", True)
-                if not isinstance(exclude_seen, bool):
-                    raise BadRequest(f"exclude_seen must be true or false, got {exclude_seen!r}")
-                return r.u2i_users(inputs, k, exclude_seen=exclude_seen, exclude=exclude)
-        else:
-            feats = body["features"]
-            if isinstance(feats, dict):
-                inputs = {name: _as_array(v, f"features[{name!r}]") for name, v in feats.items()}
-                lengths = {len(v) for v in inputs.values()} if inputs else {0}
-                if len(lengths) != 1:
-                    raise BadRequest(f"feature columns differ in length: {sorted(lengths)}")
-                n = lengths.pop()
-            else:
-                inputs = _as_array(feats, "features")
-                n = len(inputs) if inputs.ndim else 0
-        self._batch(n)
-        try:
-            q = r.embed_queries(inputs)
-        except (ValueError, TypeError) as e:
-            raise BadRequest(f"the query tower rejected the inputs: {e}"[:1000]) from None
-        except Exception as e:  # noqa: BLE001  (TF raises InvalidArgumentError for bad ids)
-            raise BadRequest(f"the query tower rejected the inputs: "
-                             f"{type(e).__name__}: {e}"[:1000]) from None
-        return r.u2i_embeddings(q, k, exclude=exclude)
-
-    def _i2i(self, body):
-        if "item_ids" not in body:
-            raise BadRequest("i2i needs item_ids")
-        k, exclude = self._common(body, {"item_ids", "k", "exclude"})
-        ids = _as_array(body["item_ids"], "item_ids")
-        if ids.ndim != 1 or ids.dtype.kind not in "iu":
-            raise BadRequest(f"item_ids must be a list of integers, got {body['item_ids']!r}"[:200])
-        self._batch(len(ids))
-        return self.server.retriever.i2i(ids.astype(np.int64), k, exclude=exclude)
+            msg = e.get("msg", "invalid").removeprefix("Value error, ")
+            got = e.get("input")
+            tail = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r:.80}"
+            parts.append(f"{where}: {msg}{tail}")
+    return "; ".join(parts) or "invalid request"
 
 
-class IndexServer(ThreadingHTTPServer):
-    """ThreadingHTTPServer holding a Retriever and the request limits."""
+def _short(e):
+    """A one-line description of a tower's exception (TF's messages carry graph dumps)."""
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
-    daemon_threads = True
-    # socketserver's default listen backlog is 5: a burst of concurrent clients would get
-    # connection resets before the accept loop reaches them.
-    request_queue_size = 128
 
-    def __init__(self, retriever, host="127.0.0.1", port=8080, *, max_request_bytes=1 << 20,
-                 max_batch=1024, verbose=False):
+class IndexService:
+    """The HTTP endpoints' work on a :class:`~twotower.index.retriever.Retriever`.
+
+    Every method but :meth:`health` runs in a worker thread. Searches hold the read side
+    and updates the write side of one lock, so a search sees an update wholly or not at
+    all. Ids are passed to the Retriever as the client sent them (its vocabulary, if any,
+    maps them; an unknown one raises UnknownIdError, answered with 404).
+    """
+
+    def __init__(self, retriever, *, max_batch, max_cost):
         self.retriever = retriever
-        self.max_request_bytes = int(max_request_bytes)
         self.max_batch = int(max_batch)
-        self.verbose = verbose
-        super().__init__((host, port), Handler)
+        self.max_cost = int(max_cost)
+        self.lock = _ReadWriteLock()
+
+    def tuned_k(self):
+        """The k the index's search knobs were tuned for (None: never tuned)."""
+        return int(getattr(self.retriever.index.config, "tuned_k", 0) or 0) or None
+
+    def health(self, read_only):
+        """Cheap facts only: answered on the event loop, so it stays quick under load."""
+        r = self.retriever
+        config = r.index.config
+        return {"status": "ok", "num_items": int(r.index.size), "dim": int(r.index.dim),
+                "distance": config.distance, "exact": bool(config.brute_force),
+                "tuned_k": self.tuned_k(), "users": r.num_users,
+                "users_with_seen": r.num_users_with_seen, "read_only": read_only,
+                "id_kind": ("int" if r.item_vocab is None else r.item_vocab.kind),
+                "towers": {"query": r.query_tower is not None,
+                           "item": r.item_tower is not None},
+                "config": config.to_dict(),
+                "limits": {"max_batch": self.max_batch, "max_cost": self.max_cost}}
+
+    # -- bounds --
+    def _check_bounds(self, rows, k, exclude):
+        if rows < 1 or rows > self.max_batch:
+            raise ApiError(413 if rows > self.max_batch else 400,
+                           f"batch size must be in [1, {self.max_batch}], got {rows}")
+        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+        cost = rows * (k + extra)
+        if cost > self.max_cost:
+            raise ApiError(413, f"request cost {cost} = batch {rows} x (k {k} + longest "
+                                f"exclude list {extra}) exceeds --max-cost {self.max_cost}: "
+                                "send fewer queries per request or a smaller k")
+        if exclude is not None and len(exclude) != rows:
+            raise ApiError(400, f"exclude must have one list per query ({rows}), "
+                                f"got {len(exclude)}")
+
+    def _answer(self, result, k):
+        ids, scores = result
+        ids, scores = np.asarray(ids), np.asarray(scores, dtype=np.float64)
+        id_rows, score_rows = ids.tolist(), scores.tolist()
+        pad = ~np.isfinite(scores)
+        for r, c in zip(*np.nonzero(pad)):  # rows with fewer than k items left
+            id_rows[r][c] = score_rows[r][c] = None
+        warnings = []
+        tuned = self.tuned_k()
+        if tuned is not None and k > tuned and not self.retriever.index.config.brute_force:
+            warnings.append(f"k={k} exceeds the k={tuned} this index was tuned for: recall "
+                            "may be below the tuned target (re-tune with a larger k)")
+        return {"item_ids": id_rows, "scores": score_rows, "k": int(k), "warnings": warnings}
+
+    @staticmethod
+    def _tower(fn, *args, what, **kwargs):
+        """Calls into a tower; its rejections (TF's InvalidArgumentError, ...) are 400s."""
+        try:
+            return fn(*args, **kwargs)
+        except (ApiError, ValueError):
+            raise
+        except Exception as e:  # noqa: BLE001
+            if not type(e).__module__.startswith("tensorflow") and not isinstance(
+                    e, (TypeError, KeyError, IndexError)):
+                raise
+            raise ApiError(400, f"the {what} tower rejected the inputs: {_short(e)}") from None
+
+    # -- endpoints --
+    def u2i(self, req: U2IRequest):
+        r = self.retriever
+        if req.embeddings is not None:
+            q = _as_array(req.embeddings, "embeddings", np.float32)
+            self._check_bounds(len(q), req.k, req.exclude)
+            with self.lock.read():
+                return self._answer(r.u2i_embeddings(q, req.k, exclude=req.exclude), req.k)
+        if req.user_ids is not None:
+            users = _id_array(req.user_ids, "user_ids")
+            self._check_bounds(len(users), req.k, req.exclude)
+            with self.lock.read():
+                return self._answer(self._tower(
+                    r.u2i_users, users, req.k, exclude_seen=req.exclude_seen,
+                    exclude=req.exclude, what="query"), req.k)
+        if r.query_tower is None:
+            raise ApiError(400, "this index was saved without a query tower: send embeddings")
+        inputs, n = _features(req.features, "features")
+        self._check_bounds(n, req.k, req.exclude)
+        with self.lock.read():
+            return self._answer(self._tower(r.u2i, inputs, req.k, exclude=req.exclude,
+                                            what="query"), req.k)
+
+    def i2i(self, req: I2IRequest):
+        r = self.retriever
+        if req.item_ids is not None:
+            ids = _id_array(req.item_ids, "item_ids")
+            self._check_bounds(len(ids), req.k, req.exclude)
+            with self.lock.read():
+                return self._answer(r.i2i(ids, req.k, exclude=req.exclude), req.k)
+        if r.item_tower is None:
+            raise ApiError(400, "this index was saved without an item tower: send item_ids")
+        inputs, n = _features(req.features, "features")
+        self._check_bounds(n, req.k, req.exclude)
+        with self.lock.read():
+            return self._answer(self._tower(r.i2i_features, inputs, req.k,
+                                            exclude=req.exclude, what="item"), req.k)
+
+    def upsert(self, req: UpsertRequest):
+        r = self.retriever
+        ids = _id_array(req.item_ids, "item_ids")
+        if req.embeddings is not None:
+            vectors = _as_array(req.embeddings, "embeddings", np.float32)
+            features = None
+        else:
+            vectors = None
+            features, n = _features(req.features, "features")
+            if n != len(ids):
+                raise ApiError(400, f"item_ids ({len(ids)}) and features ({n} rows) differ "
+                                    "in length")
+        with self.lock.write():
+            done = self._tower(r.upsert_items, ids, vectors=vectors, features=features,
+                               what="item")
+            return {**done, "num_items": int(r.index.size)}
+
+    def delete(self, req: DeleteRequest):
+        r = self.retriever
+        ids = _id_array(req.item_ids, "item_ids")
+        with self.lock.write():
+            return {"removed": int(r.remove_items(ids)), "num_items": int(r.index.size)}
+
+
+# -- metrics ------------------------------------------------------------------------------
+class Metrics:
+    """Prometheus counters and histograms in a registry of this server's own."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = CollectorRegistry()
+        self.requests = Counter("twotower_http_requests_total", "HTTP requests answered",
+                                ["endpoint", "method", "status"], registry=self.registry)
+        self.errors = Counter("twotower_http_errors_total",
+                              "HTTP requests answered with a status >= 400",
+                              ["endpoint", "status"], registry=self.registry)
+        self.latency = Histogram(
+            "twotower_http_request_duration_seconds", "time from request headers to the "
+            "last byte of the response", ["endpoint"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                     2.5, 5.0, 10.0))
+        self.in_progress = Gauge("twotower_http_requests_in_progress",
+                                 "index-work requests being served", registry=self.registry)
+        self.connections = Gauge("twotower_http_connections_open", "open TCP connections",
+                                 registry=self.registry)
+        self.dropped = Counter("twotower_http_connections_dropped_total",
+                               "connections closed by a limit", ["reason"],
+                               registry=self.registry)
+
+    def render(self):
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+# -- ASGI middleware: body limits, concurrency limit, metrics ----------------------------
+def _json_bytes(status, message, **extra):
+    return json.dumps({"error": message, **extra}).encode()
+
+
+async def _send_json(send, status, message, *, close=False, headers=(), **extra):
+    body = _json_bytes(status, message, **extra)
+    hdrs = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        hdrs.append((b"connection", b"close"))
+    hdrs.extend(headers)
+    await send({"type": "http.response.start", "status": status, "headers": hdrs})
+    await send({"type": "http.response.body", "body": body})
+
+
+class LimitsMiddleware:
+    """Reads each request body whole under a deadline and a size bound, caps the index
+    work in progress, and records metrics.
+
+    - ``timeout_body`` (408, connection closed): a client that sends its body slowly (a
+      slow-POST / "R.U.D.Y." attack) cannot hold the request open; the header phase is
+      guarded in the protocol (:class:`GuardedH11Protocol`), before any ASGI code runs.
+    - ``max_request_bytes`` (413, connection closed): by Content-Length before reading,
+      and by bytes received for chunked bodies.
+    - ``max_concurrency`` (429 with Retry-After): /u2i, /i2i and the updates in progress
+      at once, queued or running; /health and /metrics are not counted, so they stay
+      answerable under load.
+    """
+
+    def __init__(self, app, *, metrics, max_request_bytes, timeout_body, max_concurrency):
+        self.app = app
+        self.metrics = metrics
+        self.max_request_bytes = int(max_request_bytes)
+        self.timeout_body = float(timeout_body)
+        self.max_concurrency = int(max_concurrency)
+        self.in_progress = 0  # touched only on the event loop thread
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = time.perf_counter()
+        path = scope["path"].rstrip("/") or "/"
+        endpoint = path if path in _KNOWN_PATHS else "other"
+        status_box = [500]
+
+        async def send_recording(message):
+            if message["type"] == "http.response.start":
+                status_box[0] = message["status"]
+            await send(message)
+
+        counted = False
+        try:
+            replay = None
+            if scope["method"] in _BODY_METHODS:
+                body = await self._read_body(scope, receive, send_recording)
+                if body is None:
+                    return
+                replay = _replay(body, receive)
+            if path in _WORK_PATHS:
+                if self.in_progress >= self.max_concurrency:
+                    return await _send_json(
+                        send_recording, 429, f"{self.in_progress} requests in progress "
+                        f"(--max-concurrency {self.max_concurrency}): retry shortly",
+                        headers=[(b"retry-after", b"1")])
+                self.in_progress += 1
+                self.metrics.in_progress.inc()
+                counted = True
+            await self.app(scope, replay or receive, send_recording)
+        finally:
+            if counted:
+                self.in_progress -= 1
+                self.metrics.in_progress.dec()
+            status = str(status_box[0])
+            self.metrics.requests.labels(endpoint, scope["method"], status).inc()
+            if status_box[0] >= 400:
+                self.metrics.errors.labels(endpoint, status).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+
+    async def _read_body(self, scope, receive, send):
+        limit = self.max_request_bytes
+        length = None
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                try:
+                    length = int(value)
+                except ValueError:
+                    length = -1
+        if length is not None and length > limit:
+            await _send_json(send, 413, f"request body of {length} bytes exceeds "
+                                        f"--max-request-bytes {limit}", close=True)
+            return None
+        chunks, size = [], 0
+        deadline = time.monotonic() + self.timeout_body
+        while True:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                self.metrics.dropped.labels("body_timeout").inc()
+                await _send_json(send, 408, f"request body not received within "
+                                            f"{self.timeout_body:g} s", close=True)
+                return None
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                await _send_json(send, 413, f"request body exceeds --max-request-bytes "
+                                            f"{limit}", close=True)
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _replay(body, receive):
+    sent = [False]
+
+    async def replay():
+        if not sent[0]:
+            sent[0] = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # the disconnect, when it comes
+
+    return replay
+
+
+# -- the HTTP/1.1 protocol: header timeout, connection cap, one write per response ------
+from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
+
+
+class _CoalescingTransport:
+    """Holds a response's writes (status line + headers, body, end) and sends them in
+    one ``write``, i.e. one ``send()`` for a small answer.
+
+    uvicorn's h11 protocol writes the head and the body separately. asyncio sets
+    TCP_NODELAY, so that costs no Nagle / delayed-ACK stall, but it does cost a second
+    segment and syscall per answer; interim 1xx answers pass through at once.
+    """
+
+    _FLUSH_AT = 1 << 16
+
+    def __init__(self, transport):
+        self._transport = transport
+        self._buffer = []
+        self._size = 0
+        self.holding = False
+
+    def write(self, data):
+        if not self.holding and data[:9] == b"HTTP/1.1 " and data[9:10] != b"1":
+            self.holding = True
+        if not self.holding:
+            return self._transport.write(data)
+        self._buffer.append(bytes(data))
+        self._size += len(data)
+        if self._size >= self._FLUSH_AT:
+            self.flush(keep_holding=True)
+
+    def flush(self, keep_holding=False):
+        if self._buffer:
+            data = b"".join(self._buffer)
+            self._buffer, self._size = [], 0
+            self._transport.write(data)
+        self.holding = keep_holding
+
+    def close(self):
+        self.flush()
+        self._transport.close()
+
+    def __getattr__(self, name):
+        return getattr(self._transport, name)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with the limits uvicorn lacks (set by :func:`_protocol_for`).
+
+    - ``timeout_header``: from a connection's opening (or the first byte of a later
+      request on a kept-alive connection) to the end of the request headers. It drops a
+      slowloris client that sends its headers a byte at a time, and a connection that
+      never sends a request; uvicorn's ``timeout_keep_alive`` only covers the quiet gap
+      between two requests, and its ``limit_concurrency`` answers a plain-text 503.
+    - ``max_connections``: connections over it get a JSON 503 and are closed at once
+      (bounds file descriptors and memory; uvicorn's own cap counts them the same way).
+    - Protocol errors (a malformed request line) get a JSON 400 instead of plain text.
+    """
+
+    timeout_header = DEFAULTS["timeout_header"]
+    max_connections = DEFAULTS["max_connections"]
+    metrics = None
+
+    def connection_made(self, transport):
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Nagle off, whatever socket we were handed (see IndexServer).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().connection_made(_CoalescingTransport(transport))
+        self._header_timer = None
+        self._partial = False
+        if self.metrics is not None:
+            self.metrics.connections.inc()
+        if len(self.connections) > self.max_connections:
+            if self.metrics is not None:
+                self.metrics.dropped.labels("connection_limit").inc()
+            self._raw_error(503, f"more than {self.max_connections} connections open "
+                                 "(--max-connections): retry shortly")
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc):
+        self._cancel_header_timer()
+        if self.metrics is not None:
+            self.metrics.connections.dec()
+        super().connection_lost(exc)
+
+    def data_received(self, data):
+        if self.conn.their_state is h11.IDLE:
+            self._partial = True
+            if self._header_timer is None:
+                self._arm_header_timer()
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._cancel_header_timer()
+            self._partial = False
+
+    def on_response_complete(self):
+        self.transport.flush()
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self._partial = True
+            self._arm_header_timer()  # a pipelined request's head is already arriving
+
+    def send_400_response(self, msg):
+        self._raw_error(400, msg)
+
+    def _arm_header_timer(self):
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(self.timeout_header, self._header_timeout)
+
+    def _cancel_header_timer(self):
+        timer = getattr(self, "_header_timer", None)
+        if timer is not None:
+            timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self):
+        self._header_timer = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+            return
+        if self.metrics is not None:
+            self.metrics.dropped.labels("header_timeout").inc()
+        if self._partial:
+            self._raw_error(408, f"request headers not received within "
+                                 f"{self.timeout_header:g} s")
+        else:  # nothing was asked: close quietly, as for an expired keep-alive
+            self.transport.close()
+
+    def _raw_error(self, status, message):
+        # Written by hand: h11 cannot answer before it has parsed a request.
+        import http
+
+        body = _json_bytes(status, message)
+        head = (f"HTTP/1.1 {status} {http.HTTPStatus(status).phrase}\r\n"
+                "content-type: application/json\r\n"
+                f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
+        self._cancel_header_timer()
+        if not self.transport.is_closing():
+            self.transport.write(head + body)
+            self.transport.close()
+
+
+def _protocol_for(settings, metrics):
+    return type("GuardedH11Protocol", (GuardedH11Protocol,),
+                {"timeout_header": float(settings["timeout_header"]),
+                 "max_connections": int(settings["max_connections"]), "metrics": metrics})
+
+
+# -- the FastAPI application --------------------------------------------------------------
+def create_app(retriever, *, token=None, metrics=None, **limits):
+    """The FastAPI app serving ``retriever`` (see the module docstring for the routes).
+
+    Args:
+      retriever: a Retriever (e.g. ``twotower.index.load(folder)``).
+      token: the bearer token that allows updates; None makes the server read-only.
+      metrics: a :class:`Metrics` (one is made when None).
+      **limits: any of ``max_request_bytes``, ``max_batch``, ``max_cost``,
+        ``max_concurrency``, ``workers``, ``timeout_body`` (defaults in ``DEFAULTS``).
+    """
+    import anyio
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    unknown = set(limits) - set(DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown limits {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    s = {**DEFAULTS, **limits}
+    metrics = metrics or Metrics()
+    service = IndexService(retriever, max_batch=s["max_batch"], max_cost=s["max_cost"])
+    workers = int(s["workers"]) or min(32, (os.cpu_count() or 1) + 4)
+    limiter = anyio.CapacityLimiter(workers)
+    read_only = token is None
+    token_bytes = None if token is None else token.encode()
+
+    app = FastAPI(title="twotower index", version="1",
+                  description="Two-tower retrieval over a ScaNN index: u2i, i2i, updates.",
+                  responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
+                             413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}})
+    app.state.service = service
+    app.state.metrics = metrics
+
+    async def work(fn, *args):
+        # ScaNN and TF run in a bounded thread pool, never on the event loop.
+        return await anyio.to_thread.run_sync(fn, *args, limiter=limiter)
+
+    def error(status, message, headers=None, **extra):
+        return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc):
+        return error(exc.status, exc.message, exc.headers, **exc.extra)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc):
+        message = exc.detail
+        if exc.status_code == 404 and message == "Not Found":
+            message = (f"unknown path {request.url.path!r}; see GET /docs for the routes "
+                       "(GET /health, POST /u2i, POST /i2i, ...)")
+        elif exc.status_code == 405:
+            message = (f"method {request.method} not allowed on {request.url.path!r}; "
+                       f"allowed: {(exc.headers or {}).get('Allow', '?')}")
+        return error(exc.status_code, str(message), getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc):
+        return error(400, _validation_message(exc.errors()))
+
+    @app.exception_handler(UnknownIdError)
+    async def _unknown(request, exc):
+        ids = [i.item() if hasattr(i, "item") else i for i in list(exc.ids)[:100]]
+        return error(404, str(exc), unknown_ids=ids)
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request, exc):
+        return error(400, str(exc))
+
+    @app.exception_handler(Exception)
+    async def _internal(request, exc):
+        return error(500, f"internal error ({type(exc).__name__}); see the server log")
+
+    def authorize(request: Request):
+        if read_only:
+            raise ApiError(403, "this server is read-only: start it with --token-file to "
+                                "allow updates")
+        got = request.headers.get("authorization", "")
+        scheme, _, value = got.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(),
+                                                                 token_bytes):
+            raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer ...)",
+                           headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/health", summary="Index facts and liveness")
+    async def health():
+        return JSONResponse(service.health(read_only))
+
+    @app.post("/u2i", response_model=SearchResponse, summary="Top-k items for users")
+    async def u2i(body: U2IRequest):
+        return JSONResponse(await work(service.u2i, body))
+
+    @app.post("/i2i", response_model=SearchResponse, summary="Top-k neighbours of items")
+    async def i2i(body: I2IRequest):
+        return JSONResponse(await work(service.i2i, body))
+
+    @app.post("/items", response_model=UpdateResponse,
+              summary="Add or replace items (needs the bearer token)")
+    async def upsert(body: UpsertRequest, request: Request):
+        authorize(request)
+        return JSONResponse(await work(service.upsert, body))
+
+    @app.delete("/items", response_model=UpdateResponse,
+                summary="Remove items (needs the bearer token)")
+    async def delete(body: DeleteRequest, request: Request):
+        authorize(request)
+        return JSONResponse(await work(service.delete, body))
+
+    @app.post("/items/delete", response_model=UpdateResponse,
+              summary="Remove items, for clients that cannot send DELETE with a body")
+    async def delete_post(body: DeleteRequest, request: Request):
+        return await delete(body, request)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus():
+        data, content_type = metrics.render()
+        return Response(data, media_type=content_type)
+
+    return LimitsMiddleware(app, metrics=metrics, max_request_bytes=s["max_request_bytes"],
+                            timeout_body=s["timeout_body"],
+                            max_concurrency=s["max_concurrency"])
+
+
+# -- the server -----------------------------------------------------------------------------
+def raise_open_files_limit(wanted=65536):
+    """Raises RLIMIT_NOFILE's soft limit toward ``wanted`` within the hard limit; returns
+    the new soft limit (idle connections each hold a file descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        return target
+    return soft
+
+
+class IndexServer:
+    """A Retriever served by uvicorn on a socket bound at construction.
+
+    Args:
+      retriever: the Retriever to serve.
+      host, port: where to listen (port 0 picks a free one; see :attr:`url`).
+      token: bearer token for updates (None: read-only).
+      timeout_keep_alive: seconds an idle kept-alive connection is held (uvicorn's).
+      timeout_header: seconds to receive a request's headers (slowloris guard).
+      timeout_body: seconds to receive a request's body.
+      verbose: log every request.
+      **limits: ``max_request_bytes``, ``max_batch``, ``max_cost``, ``max_concurrency``,
+        ``max_connections``, ``workers`` (see ``twotower serve --help``).
+
+    Raises:
+      OSError: the address cannot be bound (e.g. the port is in use).
+    """
+
+    def __init__(self, retriever, host="127.0.0.1", port=8080, *, token=None,
+                 verbose=False, **limits):
+        import uvicorn
+
+        unknown = set(limits) - set(DEFAULTS)
+        if unknown:
+            raise ValueError(f"unknown limits {sorted(unknown)}; expected some of "
+                             f"{sorted(DEFAULTS)}")
+        s = {**DEFAULTS, **limits}
+        self.retriever = retriever
+        self.metrics = Metrics()
+        app_limits = {k: s[k] for k in ("max_request_bytes", "max_batch", "max_cost",
+                                        "max_concurrency", "workers", "timeout_body")}
+        self.app = create_app(retriever, token=token, metrics=self.metrics, **app_limits)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets
+        # whose proto says TCP, and accepted sockets inherit it; with proto 0 a kept-alive
+        # client waits ~40 ms per answer (Nagle + delayed ACK).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(2048)
+        except OSError:
+            sock.close()
+            raise
+        sock.set_inheritable(True)
+        self.socket = sock
+        self.server_address = sock.getsockname()[:2]
+        config = uvicorn.Config(
+            self.app, http=_protocol_for(s, self.metrics), ws="none", lifespan="off",
+            interface="asgi3", timeout_keep_alive=float(s["timeout_keep_alive"]),
+            timeout_graceful_shutdown=5, log_level="info" if verbose else "warning",
+            access_log=verbose, server_header=False, backlog=2048)
+        self.server = uvicorn.Server(config)
+        self._thread = None
 
     @property
     def url(self):
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        host, port = self.server_address
+        return f"http://{'[' + host + ']' if ':' in host else host}:{port}"
 
-    def start_background(self):
-        """Serves in a daemon thread (tests, notebooks); returns the thread."""
-        t = threading.Thread(target=self.serve_forever, daemon=True)
-        t.start()
-        return t
+    def serve(self):
+        """Serves until :meth:`shutdown` (or Ctrl-C in the main thread)."""
+        try:
+            self.server.run(sockets=[self.socket])
+        finally:
+            self.socket.close()
+
+    def start_background(self, timeout=30.0):
+        """Serves in a daemon thread (tests, notebooks) once started; returns the thread."""
+        self._thread = threading.Thread(target=self.serve, daemon=True,
+                                        name="twotower-serve")
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the index server did not start")
+            time.sleep(0.01)
+        return self._thread
+
+    def shutdown(self, timeout=10.0):
+        """Stops serving (closing connections) and waits for the serving thread."""
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def server_close(self):
+        self.socket.close()
+
+
+# -- the command line -----------------------------------------------------------------------
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag in one line (exit 2), not usage + error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def _positive(kind):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0 or (kind is float and not math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
+        return value
+    return parse
 
 
 def build_parser():
-    p = argparse.ArgumentParser(
-        prog="twotower serve", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dir", help="an index folder written by twotower.index.persistence.save")
+    p = _OneLineParser(prog="twotower serve", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dir", help="an index folder written by twotower.index.save (or a "
+                               "recipe's --out/index)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default loopback only; 0.0.0.0 exposes it)")
-    p.add_argument("--port", type=int, default=8080, help="port (0 picks a free one)")
-    p.add_argument("--max-request-bytes", type=int, default=1 << 20,
-                   help="largest request body accepted (413 above)")
-    p.add_argument("--max-batch", type=int, default=1024, help="most queries in one request")
+                   help="address to bind (default 127.0.0.1, loopback only; 0.0.0.0 "
+                        "exposes the server to the network)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a "
+                                                          "free one and prints it)")
+    p.add_argument("--token-file", metavar="FILE",
+                   help="file holding the bearer token that allows POST/DELETE /items; "
+                        "without it the server is read-only")
+    p.add_argument("--max-request-bytes", type=_positive(int),
+                   default=DEFAULTS["max_request_bytes"],
+                   help="largest request body accepted, in bytes (413 above; default 1 MiB)")
+    p.add_argument("--max-batch", type=_positive(int), default=DEFAULTS["max_batch"],
+                   help="most queries in one request (413 above; default %(default)s)")
+    p.add_argument("--max-cost", type=_positive(int), default=DEFAULTS["max_cost"],
+                   help="most results one request may ask for: batch x (k + longest "
+                        "exclude list) (413 above; default %(default)s)")
+    p.add_argument("--max-concurrency", type=_positive(int),
+                   default=DEFAULTS["max_concurrency"],
+                   help="search/update requests in progress at once, queued or running "
+                        "(429 above; /health is not counted; default %(default)s)")
+    p.add_argument("--max-connections", type=_positive(int),
+                   default=DEFAULTS["max_connections"],
+                   help="open connections (a JSON 503 and close above; default "
+                        "%(default)s; the open-files limit is raised to fit)")
+    p.add_argument("--workers", type=int, default=DEFAULTS["workers"],
+                   help="threads for the ScaNN/TF work (0 = CPU cores + 4, at most 32)")
+    p.add_argument("--timeout-keep-alive", type=_positive(float),
+                   default=DEFAULTS["timeout_keep_alive"],
+                   help="seconds an idle kept-alive connection stays open "
+                        "(default %(default)s)")
+    p.add_argument("--timeout-header", type=_positive(float),
+                   default=DEFAULTS["timeout_header"],
+                   help="seconds a client has to send a request's headers, from "
+                        "connecting (slowloris guard; default %(default)s)")
+    p.add_argument("--timeout-body", type=_positive(float), default=DEFAULTS["timeout_body"],
+                   help="seconds a client has to send a request's body (408 after; "
+                        "default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     return p
 
 
+def _fail(message):
+    print(f"twotower serve: error: {message}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
-        raise SystemExit(f"--port must be in [0, 65535], got {args.port}")
+        return _fail(f"--port must be in [0, 65535], got {args.port}")
+    if args.workers < 0:
+        return _fail(f"--workers must be >= 0, got {args.workers}")
+    token = None
+    if args.token_file is not None:
+        try:
+            with open(args.token_file, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            return _fail(f"--token-file {args.token_file!r}: {e}")
+        if not token or any(c.isspace() for c in token):
+            return _fail(f"--token-file {args.token_file!r} must hold one token (no spaces)")
+    if not os.path.isdir(args.dir):
+        return _fail(f"index folder {args.dir!r} does not exist or is not a folder")
     from twotower.index import persistence
 
-    retriever = persistence.load(args.dir)
-    server = IndexServer(retriever, args.host, args.port,
-                         max_request_bytes=args.max_request_bytes, max_batch=args.max_batch,
-                         verbose=args.verbose)
-    print(f"serving {args.dir} ({retriever.index.size} items) on {server.url} "
-          "(GET /health, POST /u2i, POST /i2i); Ctrl-C stops", flush=True)
     try:
-        server.serve_forever()
+        retriever = persistence.load(args.dir)
+    except (ValueError, OSError, KeyError, TypeError) as e:
+        return _fail(f"cannot load index folder {args.dir!r}: "
+                     f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    raise_open_files_limit(args.max_connections + 256)
+    try:
+        server = IndexServer(
+            retriever, args.host, args.port, token=token, verbose=args.verbose,
+            max_request_bytes=args.max_request_bytes, max_batch=args.max_batch,
+            max_cost=args.max_cost, max_concurrency=args.max_concurrency,
+            max_connections=args.max_connections, workers=args.workers,
+            timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
+            timeout_body=args.timeout_body)
+    except OSError as e:
+        return _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
+    mode = "read-only" if token is None else "updates allowed with the bearer token"
+    print(f"serving {args.dir} ({retriever.index.size} items, {mode}) on {server.url} "
+          "(GET /health, POST /u2i, POST /i2i, GET /docs); Ctrl-C stops", flush=True)
+    try:
+        server.serve()
     except KeyboardInterrupt:
         pass
-    finally:
-        server.server_close()
     return 0
 
 

@@ -1,6 +1,15 @@
+"""The HTTP server, started in-process on a free loopback port over small saved folders.
+
+Every check talks to 127.0.0.1 only, with short server timeouts (1-2 s) and client
+timeouts; nothing asserts a duration.
+"""
+
 import http.client
 import json
+import re
+import socket
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,59 +19,133 @@ import twotower  # noqa: F401
 from twotower.index import persistence
 from twotower.index.builder import build_index, embed
 from twotower.index.retriever import Retriever
-from twotower.index.server import IndexServer, build_parser
+from twotower.index.server import IndexServer, _CoalescingTransport, build_parser, main
 from twotower.towers import IDTower, evaluation
+
+TOKEN = "s3cret-token"
+FAST = dict(timeout_header=1.0, timeout_body=1.0, timeout_keep_alive=2.0)
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
+def int_folder(tmp_path_factory):
+    """800 items with integer ids 1..800, an IDTower over 20 users, no vocabulary."""
     tf.keras.utils.set_random_seed(3)
     query_tower, item_tower = IDTower(20, 8), IDTower(800, 8)
     items = embed(item_tower, np.arange(800), progress=False)
     path = str(tmp_path_factory.mktemp("srv") / "index")
     persistence.save(path, Retriever(build_index(items, np.arange(800) + 1), query_tower),
                      query_example=np.arange(2))
-    server = IndexServer(persistence.load(path), "127.0.0.1", 0, max_request_bytes=4096,
-                         max_batch=16)
+    return path, query_tower(np.arange(20)).numpy(), items
+
+
+@pytest.fixture(scope="module")
+def served(int_folder):
+    """Read-only server with small limits."""
+    path, users, items = int_folder
+    server = IndexServer(persistence.load(path), "127.0.0.1", 0, max_request_bytes=8192,
+                         max_batch=16, max_cost=1000, max_concurrency=2, **FAST)
     server.start_background()
-    yield server, query_tower(np.arange(20)).numpy(), items
+    yield server, users, items
     server.shutdown()
-    server.server_close()
 
 
-def _call(server, method, path, body=None, raw=None):
-    host, port = server.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=30)
+@pytest.fixture(scope="module")
+def writable(tmp_path_factory):
+    """String ids (items "sku-i", users "u-j"), seen items, an item tower, a token."""
+    tf.keras.utils.set_random_seed(5)
+    query_tower, item_tower = IDTower(6, 8), IDTower(400, 8)
+    items = embed(item_tower, np.arange(300), progress=False)
+    retriever = Retriever(build_index(items, np.arange(300)), query_tower, item_tower,
+                          user_seen={0: [0, 1, 2], 2: [7]},
+                          item_vocab=[f"sku-{i}" for i in range(300)],
+                          user_vocab=[f"u-{j}" for j in range(6)])
+    path = str(tmp_path_factory.mktemp("srv") / "index")
+    persistence.save(path, retriever, query_example=np.arange(2), item_example=np.arange(2))
+    server = IndexServer(persistence.load(path), "127.0.0.1", 0, token=TOKEN, **FAST)
+    server.start_background()
+    yield server, query_tower(np.arange(6)).numpy(), items, item_tower
+    server.shutdown()
+
+
+def _call(server, method, path, body=None, raw=None, headers=None, conn=None):
+    host, port = server.server_address
+    own = conn is None
+    conn = conn or http.client.HTTPConnection(host, port, timeout=30)
     data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    conn.request(method, path, body=data,
-                 headers={"Content-Type": "application/json"} if data is not None else {})
+    hdrs = {"Content-Type": "application/json"} if data is not None else {}
+    hdrs.update(headers or {})
+    conn.request(method, path, body=data, headers=hdrs)
     resp = conn.getresponse()
-    out = resp.status, json.loads(resp.read() or b"null")
-    conn.close()
+    payload = resp.read()
+    assert resp.getheader("content-type", "").startswith(
+        "application/json" if path != "/metrics" else "text/plain"), payload[:200]
+    out = resp.status, (json.loads(payload) if path != "/metrics" else payload.decode())
+    if own:
+        conn.close()
     return out
 
 
-def test_binds_loopback_by_default():
-    args = build_parser().parse_args(["some/dir"])
-    assert args.host == "127.0.0.1"
+def _ids(names):
+    return [int(n.split("-")[1]) for n in names]
 
 
+# -- the command line -----------------------------------------------------------------
+def test_binds_loopback_by_default_and_every_flag_has_help():
+    parser = build_parser()
+    assert parser.parse_args(["some/dir"]).host == "127.0.0.1"
+    for action in parser._actions:
+        assert action.help, action.dest
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["/no/such/folder"], "does not exist"),
+    (["{tmp}"], "cannot load index folder"),
+    (["{tmp}", "--max-cost", "0"], "--max-cost: must be > 0"),
+    (["{tmp}", "--port", "70000"], r"--port must be in \[0, 65535\]"),
+    (["{tmp}", "--token-file", "/no/such/token"], "--token-file"),
+])
+def test_serve_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, match):
+    (tmp_path / "junk.txt").write_text("not an index")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and re.search(match, err), err
+    assert "Traceback" not in err
+
+
+def test_serve_port_in_use_is_one_line_exit_2(int_folder, capsys):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen(1)
+    try:
+        code = main([int_folder[0], "--port", str(taken.getsockname()[1])])
+    finally:
+        taken.close()
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "cannot listen" in err, err
+
+
+# -- answers ----------------------------------------------------------------------------
 def test_health(served):
     server, _, _ = served
     status, body = _call(server, "GET", "/health")
     assert status == 200 and body["status"] == "ok" and body["num_items"] == 800
     assert body["dim"] == 8 and body["towers"] == {"query": True, "item": False}
+    assert body["read_only"] is True and body["users"] == 20 and body["distance"] == "dot"
+    assert "tuned_k" in body
 
 
-def test_u2i_by_user_id_matches_brute_force(served):
+def test_u2i_by_user_id_and_embeddings_match_brute_force(served):
     server, users, items = served
     seen = [[1, 2, 3]] * 4
     status, body = _call(server, "POST", "/u2i",
                          {"user_ids": [0, 5, 7, 19], "k": 5, "exclude": seen})
-    assert status == 200
+    assert status == 200 and body["warnings"] == []
     want, _ = evaluation.top_k(users[[0, 5, 7, 19]], items, 5, exclude=[[0, 1, 2]] * 4)
     np.testing.assert_array_equal(body["item_ids"], want + 1)
-    # by embeddings, the same answer
     status, body2 = _call(server, "POST", "/u2i", {"embeddings": users[[0, 5, 7, 19]].tolist(),
                                                     "k": 5, "exclude": seen})
     assert status == 200 and body2["item_ids"] == body["item_ids"]
@@ -76,48 +159,286 @@ def test_i2i_matches_brute_force(served):
     np.testing.assert_array_equal(body["item_ids"], want + 1)
 
 
-@pytest.mark.parametrize("path,body,raw,code,match", [
-    ("/u2i", None, b"{not json", 400, "not valid JSON"),
-    ("/u2i", [1, 2], None, 400, "must be a JSON object"),
-    ("/u2i", {"user_ids": [1], "k": 0}, None, 400, r"k must be an int in \[1, 800\], got 0"),
-    ("/u2i", {"user_ids": [1], "k": "3"}, None, 400, "k must be an integer"),
-    ("/u2i", {"user_ids": [99]}, None, 400, "query tower rejected"),
-    ("/u2i", {"user_ids": ["a"]}, None, 400, "user_ids must be a list of integers"),
-    ("/u2i", {"embeddings": [[0.1] * 3]}, None, 400, r"shape \[n, 8\], got \(1, 3\)"),
-    ("/u2i", {"user_ids": [1], "embeddings": [[0.0] * 8]}, None, 400, "exactly one of"),
-    ("/u2i", {"user_ids": list(range(17))}, None, 400, r"batch size must be in \[1, 16\]"),
-    ("/i2i", {"item_ids": [0]}, None, 400, "unknown item id 0"),
-    ("/i2i", {"item_ids": [1], "k": 800}, None, 400, r"k must be an int in \[1, 799\]"),
-    ("/i2i", {"items": [1]}, None, 400, "i2i needs item_ids"),
-    ("/nope", {}, None, 404, "unknown path"),
-    ("/u2i", None, b"x" * 5000, 413, "exceeds 4096"),
+@pytest.mark.parametrize("method,path,body,raw,code,match", [
+    ("POST", "/u2i", None, b"{not json", 400, "not valid JSON"),
+    ("POST", "/u2i", None, b"", 400, "body"),
+    ("POST", "/u2i", [1, 2], None, 400, "must be a JSON object"),
+    ("POST", "/u2i", {"user_ids": [1], "k": 0}, None, 400, "k: .*greater than or equal to 1"),
+    ("POST", "/u2i", {"user_ids": [1], "k": 900}, None, 400, r"k must be an int in \[1, 800\]"),
+    ("POST", "/u2i", {"user_ids": [1], "k": "3"}, None, 400, "k: .*valid integer"),
+    ("POST", "/u2i", {"user_ids": [1.5]}, None, 400, "user_ids.0: an id must be"),
+    ("POST", "/u2i", {"user_ids": [1], "exclude": [[2 ** 70]]}, None, 400,
+     "exclude.0.0: an id must be an int64 integer"),
+    ("POST", "/u2i", {"user_ids": [1], "exclude": [[1], [2]]}, None, 400,
+     "one list per query"),
+    ("POST", "/u2i", {"embeddings": [[0.1] * 3]}, None, 400, r"shape \[n, 8\], got \(1, 3\)"),
+    ("POST", "/u2i", {"embeddings": [[0.1] * 8, [0.1]]}, None, 400, "rectangular|sequence"),
+    ("POST", "/u2i", {"user_ids": [1], "embeddings": [[0.0] * 8]}, None, 400,
+     "exactly one of"),
+    ("POST", "/u2i", {"user_ids": [1], "bogus": 1}, None, 400, "bogus: Extra inputs"),
+    ("POST", "/u2i", {"user_ids": [1], "exclude_seen": "no"}, None, 400, "exclude_seen"),
+    ("POST", "/i2i", {"item_ids": [1], "k": 800}, None, 400, r"k must be an int in \[1, 799\]"),
+    ("POST", "/i2i", {"items": [1]}, None, 400, "items: Extra inputs"),
+    ("POST", "/i2i", {"features": [1, 2]}, None, 400, "without an item tower"),
 ])
-def test_bad_requests_get_a_message_and_the_server_keeps_serving(served, path, body, raw,
-                                                                 code, match):
-    import re
-
+def test_bad_requests_get_400_json_and_the_server_keeps_serving(served, method, path, body,
+                                                                raw, code, match):
     server, _, _ = served
-    status, answer = _call(server, "POST", path, body=body, raw=raw)
+    status, answer = _call(server, method, path, body=body, raw=raw)
     assert status == code and re.search(match, answer["error"]), answer
     assert _call(server, "GET", "/health")[0] == 200
 
 
-def test_concurrent_clients(served):
-    server, users, items = served
-    want, _ = evaluation.top_k(users, items, 10)
-    results, errors = {}, []
+@pytest.mark.parametrize("method,path,code,match", [
+    ("GET", "/nope", 404, "unknown path '/nope'"),
+    ("POST", "/nope", 404, "unknown path"),
+    ("GET", "/u2i", 405, "method GET not allowed .* POST"),
+    ("PUT", "/i2i", 405, "method PUT not allowed"),
+    ("DELETE", "/health", 405, "not allowed"),
+])
+def test_unknown_routes_and_methods_are_json(served, method, path, code, match):
+    server, _, _ = served
+    status, answer = _call(server, method, path, body={} if method != "GET" else None)
+    assert status == code and re.search(match, answer["error"]), answer
 
-    def client(u):
-        try:
-            results[u] = _call(server, "POST", "/u2i", {"user_ids": [u]})[1]["item_ids"][0]
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
 
-    threads = [threading.Thread(target=client, args=(u,)) for u in range(20)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
-    for u in range(20):
-        np.testing.assert_array_equal(results[u], want[u] + 1)
+def test_unknown_ids_are_404_naming_them(served):
+    server, _, _ = served
+    status, answer = _call(server, "POST", "/i2i", {"item_ids": [3, 0]})
+    assert status == 404 and answer["unknown_ids"] == [0] and "0" in answer["error"]
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": [99]})
+    assert status == 404 and answer["unknown_ids"] == [99], answer
+
+
+def test_size_bounds_are_413(served):
+    server, _, _ = served
+    status, answer = _call(server, "POST", "/u2i", raw=b"x" * 9000)
+    assert status == 413 and "--max-request-bytes 8192" in answer["error"]
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": [1] * 10, "k": 101})
+    assert status == 413 and re.search(r"cost 1010 .* exceeds --max-cost 1000",
+                                       answer["error"])
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": [1], "k": 300,
+                                                    "exclude": [list(range(1, 800))]})
+    assert status == 413 and "longest exclude list 799" in answer["error"], answer
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": [1] * 17, "k": 1})
+    assert status == 413 and "batch size" in answer["error"]
+    assert _call(server, "GET", "/health")[0] == 200
+
+
+def test_read_only_server_refuses_updates(served):
+    server, _, _ = served
+    for method, path in (("POST", "/items"), ("DELETE", "/items"), ("POST", "/items/delete")):
+        body = {"item_ids": [5000], "embeddings": [[1.0] * 8]} if path == "/items" and \
+            method == "POST" else {"item_ids": [1]}
+        status, answer = _call(server, method, path, body,
+                               headers={"Authorization": f"Bearer {TOKEN}"})
+        assert status == 403 and "read-only" in answer["error"] and "--token-file" in \
+            answer["error"]
+    assert _call(server, "GET", "/health")[1]["num_items"] == 800
+
+
+def test_concurrency_limit_is_429_and_updates_exclude_searches(served):
+    """max_concurrency=2: two searches wait on the index lock (held here, as an update
+    holds it), a third gets 429 at once; the two finish once the lock is released."""
+    server, users, _ = served
+    service = server.app.app.state.service
+    middleware = server.app
+    results = []
+    lock = service.lock
+    lock._acquire(True)
+    threads = [threading.Thread(target=lambda: results.append(_call(
+        server, "POST", "/u2i", {"user_ids": [0], "k": 3})[0])) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while middleware.in_progress < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert middleware.in_progress == 2
+        status, answer = _call(server, "POST", "/u2i", {"user_ids": [0], "k": 3})
+        assert status == 429 and "--max-concurrency 2" in answer["error"]
+        assert _call(server, "GET", "/health")[0] == 200  # not counted
+        assert results == []  # the searches wait for the "update"
+    finally:
+        lock._release(True)
+        for t in threads:
+            t.join(20)
+    assert results == [200, 200]
+
+
+def test_metrics_and_openapi(served):
+    server, _, _ = served
+    _call(server, "POST", "/u2i", {"user_ids": [1]})
+    _call(server, "GET", "/nope")
+    status, text = _call(server, "GET", "/metrics")
+    assert status == 200
+    assert re.search(r'twotower_http_requests_total\{endpoint="/u2i",method="POST",'
+                     r'status="200"\} [1-9]', text)
+    assert 'twotower_http_errors_total{endpoint="other",status="404"}' in text
+    assert 'twotower_http_request_duration_seconds_bucket{endpoint="/u2i",le="0.005"}' in text
+    status, spec = _call(server, "GET", "/openapi.json")
+    assert status == 200 and {"/u2i", "/i2i", "/items", "/health"} <= set(spec["paths"])
+    host, port = server.server_address
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    conn.request("GET", "/docs")
+    resp = conn.getresponse()
+    assert resp.status == 200 and b"swagger" in resp.read().lower()
+    conn.close()
+
+
+# -- connections --------------------------------------------------------------------------
+def _read_until_closed(sock, limit=30.0):
+    """Everything the server sends until it closes the connection (bounded)."""
+    sock.settimeout(limit)
+    chunks = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def test_slow_header_client_is_dropped_while_health_answers(served):
+    server, _, _ = served
+    slow = socket.create_connection(server.server_address, timeout=30)
+    try:
+        slow.sendall(b"GET /hea")  # a slowloris: the headers never finish
+        assert _call(server, "GET", "/health")[0] == 200
+        slow.sendall(b"l")
+        answer = _read_until_closed(slow)
+    finally:
+        slow.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b'"error"' in answer, answer
+    idle = socket.create_connection(server.server_address, timeout=30)
+    try:
+        assert _read_until_closed(idle) == b""  # sent nothing: closed quietly
+    finally:
+        idle.close()
+    assert _call(server, "GET", "/health")[0] == 200
+
+
+def test_slow_body_is_408_and_malformed_http_is_json_400(served):
+    server, _, _ = served
+    slow = socket.create_connection(server.server_address, timeout=30)
+    try:
+        slow.sendall(b"POST /u2i HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 100\r\n\r\n{\"user_ids\"")
+        answer = _read_until_closed(slow)
+    finally:
+        slow.close()
+    assert answer.startswith(b"HTTP/1.1 408") and b"request body not received" in answer
+    bad = socket.create_connection(server.server_address, timeout=30)
+    try:
+        bad.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        answer = _read_until_closed(bad)
+    finally:
+        bad.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400") and "error" in json.loads(body)
+
+
+def test_keep_alive_connection_serves_many_requests_without_nagle(served):
+    server, _, _ = served
+    host, port = server.server_address
+    conn = http.client.HTTPConnection(host, port, timeout=30)
+    for _ in range(5):
+        assert _call(server, "POST", "/u2i", {"user_ids": [2], "k": 2}, conn=conn)[0] == 200
+        assert _call(server, "GET", "/health", conn=conn)[0] == 200
+    # the server side of this connection has Nagle off (asyncio sets TCP_NODELAY)
+    nodelay = [c.transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP,
+                                                                socket.TCP_NODELAY)
+               for c in list(server.server.server_state.connections)]
+    conn.close()
+    assert nodelay and all(nodelay)
+
+
+def test_a_response_is_written_in_one_send():
+    class Recorder:
+        def __init__(self):
+            self.writes = []
+
+        def write(self, data):
+            self.writes.append(data)
+
+        def close(self):
+            pass
+
+    raw = Recorder()
+    t = _CoalescingTransport(raw)
+    t.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # interim answers go at once
+    assert raw.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
+    t.write(b"{}")
+    t.write(b"")
+    assert len(raw.writes) == 1
+    t.flush()
+    assert raw.writes[1] == b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}"
+    t.write(b"HTTP/1.1 404 Not Found\r\n\r\n")
+    t.close()  # closing sends what is held
+    assert raw.writes[2] == b"HTTP/1.1 404 Not Found\r\n\r\n"
+
+
+# -- string ids, seen items, updates -----------------------------------------------------------
+def test_string_ids_with_seen_items_excluded(writable):
+    server, users, items, _ = writable
+    status, health = _call(server, "GET", "/health")
+    assert health["read_only"] is False and health["users"] == 6
+    assert health["users_with_seen"] == 2 and health["id_kind"] == "str"
+    status, body = _call(server, "POST", "/u2i", {"user_ids": ["u-0", "u-2"], "k": 4})
+    assert status == 200 and all(i.startswith("sku-") for row in body["item_ids"] for i in row)
+    want, _ = evaluation.top_k(users[[0, 2]], items, 4, exclude=[[0, 1, 2], [7]])
+    assert [_ids(row) for row in body["item_ids"]] == want.tolist()
+    status, body = _call(server, "POST", "/u2i", {"user_ids": ["u-0"], "k": 4,
+                                                  "exclude_seen": False})
+    want, _ = evaluation.top_k(users[[0]], items, 4)
+    assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
+    status, body = _call(server, "POST", "/i2i", {"item_ids": ["sku-3"], "k": 3,
+                                                  "exclude": [["sku-0"]]})
+    want, _ = evaluation.top_k(items[[3]], items, 3, exclude=[[3, 0]])
+    assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": ["u-0", "nobody"]})
+    assert status == 404 and answer["unknown_ids"] == ["nobody"], answer
+    status, answer = _call(server, "POST", "/i2i", {"item_ids": ["sku-999"]})
+    assert status == 404 and answer["unknown_ids"] == ["sku-999"], answer
+    status, answer = _call(server, "POST", "/i2i", {"item_ids": [3]})
+    assert status == 400 and "string ids" in answer["error"], answer
+
+
+def test_i2i_by_features_embeds_a_new_item(writable):
+    server, _, items, item_tower = writable
+    new = item_tower(np.array([350])).numpy()  # an id the item tower knows, not indexed
+    status, body = _call(server, "POST", "/i2i", {"features": [350], "k": 5})
+    want, _ = evaluation.top_k(new, items, 5)
+    assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
+
+
+def test_updates_need_the_token_and_are_searchable(writable):
+    server, _, _, _ = writable
+    vec = [[5.0] * 8]
+    upsert = {"item_ids": ["sku-new"], "embeddings": vec}
+    status, answer = _call(server, "POST", "/items", upsert)
+    assert status == 401 and "bearer token" in answer["error"]
+    status, answer = _call(server, "POST", "/items", upsert,
+                           headers={"Authorization": "Bearer wrong"})
+    assert status == 401
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    status, answer = _call(server, "POST", "/items", upsert, headers=auth)
+    assert status == 200 and answer["added"] == 1 and answer["num_items"] == 301
+    status, body = _call(server, "POST", "/u2i", {"embeddings": vec, "k": 1})
+    assert body["item_ids"] == [["sku-new"]]
+    status, answer = _call(server, "POST", "/items",
+                           {"item_ids": ["sku-new2"], "features": [360]}, headers=auth)
+    assert status == 200 and answer["added"] == 1
+    status, answer = _call(server, "DELETE", "/items", {"item_ids": ["sku-new"]}, headers=auth)
+    assert status == 200 and answer["removed"] == 1
+    status, answer = _call(server, "POST", "/items/delete", {"item_ids": ["sku-new2"]},
+                           headers=auth)
+    assert status == 200 and answer["num_items"] == 300
+    status, body = _call(server, "POST", "/u2i", {"embeddings": vec, "k": 1})
+    assert body["item_ids"] != [["sku-new"]]
+    status, answer = _call(server, "POST", "/items/delete", {"item_ids": ["sku-new"]},
+                           headers=auth)
+    assert status == 404 and answer["unknown_ids"] == ["sku-new"]
+    status, answer = _call(server, "POST", "/items",
+                           {"item_ids": ["a", "b"], "embeddings": vec}, headers=auth)
+    assert status == 400 and "differ in length" in answer["error"]
