@@ -30,9 +30,13 @@ item's 10 nearest cosine neighbours in its own market, averaged over items.
     twotower airbnb --out out/airbnb                       # MovieLens-100K, offline
     twotower airbnb --sessions clicks.csv --out out/mine   # your own session logs
 
-Writes to --out: vectors.txt (word2vec text format; "index:name"), index/ (a ScaNN
-cosine index of the listing vectors, twotower.index.load reads it), metrics.json; prints
-the side-by-side table.
+Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
+before any work): vectors.txt (word2vec text format; "index:name"), model/ (the Airbnb
+model's config.json + weights.h5 + vocab.json; towers.word2vec.load_model rebuilds its
+towers), index/ (a ScaNN cosine index of the listing vectors, tuned, addressed by the
+CSV's own item_id strings, or by MovieLens movie id: ``twotower serve OUT/index``, then
+``/i2i {"item_ids": ["listing_17"]}``), hit_rate.png (HR@K of both models and
+popularity), metrics.json; prints the side-by-side table.
 """
 
 import argparse
@@ -43,7 +47,7 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.global_context import GlobalContext
 from twotower.data.movielens import load_movielens
 from twotower.data.samplers import UnigramSampler
@@ -51,8 +55,11 @@ from twotower.data.sessions import (movielens_booking_sessions, read_session_csv
                                     split_booked_sessions)
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.index import build_index, save
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
+from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
+                                            check_index_arguments, hit_rate_curves,
+                                            index_metrics, plot_hit_rates, save_model_folder,
+                                            save_vector_index)
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics, same_group_share
 from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
@@ -63,15 +70,17 @@ K = 10
 
 
 def load_sessions(args):
-    """The SessionLog of --sessions (CSV) or of MovieLens (--source), and its origin."""
+    """The SessionLog of --sessions (CSV) or of MovieLens (--source), its origin, and the
+    external id of every log item (the CSV's item_id strings; MovieLens movie ids)."""
     if args.sessions:
         if not os.path.isfile(args.sessions):
             raise FileNotFoundError(f"--sessions {args.sessions!r}: no such file")
-        return read_session_csv(args.sessions), f"sessions:{args.sessions}"
+        log = read_session_csv(args.sessions)
+        return log, f"sessions:{args.sessions}", np.asarray(log.item_names, dtype=str)
     ml = load_movielens(args.source)
     return (movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours,
                                        booking_rating=args.booking_rating),
-            f"movielens:{args.source}")
+            f"movielens:{args.source}", np.asarray(ml.movies["movie_id"], np.int64))
 
 
 def prepare(log, min_count):
@@ -115,14 +124,16 @@ def evaluate(vocab, vectors, held, market):
 
 
 def run(args):
-    """Trains both models; returns (metrics, vocab, airbnb vectors, names)."""
+    """Trains both models; returns a dict: metrics, vocab, vectors (Airbnb's), names,
+    external_ids (per vocabulary row), model and model_config (Airbnb's), curves (HR@K
+    of both models and popularity)."""
     data = DataConfig(corpus="sessions", min_count=args.min_count)
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
     train = training_config(args)
     validate(data, model_config, train)
     if isinstance(args.market_negatives, bool) or args.market_negatives < 0:
         raise ValueError(f"--market-negatives must be an int >= 0, got {args.market_negatives!r}")
-    log, origin = load_sessions(args)
+    log, origin, external = load_sessions(args)
     data.corpus = origin
     sentences, vocab, booked, held, market, info = prepare(log, args.min_count)
     names = [str(log.item_names[int(w)]) for w in vocab.words]
@@ -141,12 +152,17 @@ def run(args):
     metrics = dict(info, dim=args.dim, epochs=args.epochs, airbnb_seconds=stats["seconds"],
                    item2vec_seconds=plain_stats["seconds"],
                    airbnb_examples=stats["examples"], item2vec_examples=plain_stats["examples"])
-    for name, v in (("airbnb", vectors), ("item2vec", word_vectors(plain, "sg"))):
+    plain_vectors = word_vectors(plain, "sg")
+    for name, v in (("airbnb", vectors), ("item2vec", plain_vectors)):
         m = evaluate(vocab, v, held, market)
         metrics["eval_sessions"] = m.pop("eval_sessions")
         metrics[f"popularity_hr@{K}"] = m.pop("popularity_hr")
         metrics.update({f"{name}_{k}": val for k, val in m.items()})
-    return metrics, vocab, vectors, names
+    curves = hit_rate_curves({"airbnb": (vocab, vectors, held),
+                              "item2vec": (vocab, plain_vectors, held)})
+    return dict(metrics=metrics, vocab=vocab, vectors=vectors, names=names,
+                external_ids=external[np.asarray(vocab.words, np.int64)], model=ours,
+                model_config=model_config, curves=curves)
 
 
 def build_parser():
@@ -186,8 +202,7 @@ def build_parser():
     g.add_argument("--sample", type=float, default=1e-3,
                    help="subsampling threshold of frequent items; 0 = off (default %(default)s)")
     add_training_arguments(p, epochs=10, batch_size=512, batch_help="pairs per sparse SGD step")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", required=True, help="output folder (written atomically)")
+    g = add_output_arguments(p)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -195,25 +210,38 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        out = check_output_dir(args.out, overwrite=args.overwrite)
+        check_index_arguments(args)
         set_threads(args.threads)
-        metrics, vocab, vectors, names = run(args)
+        result = run(args)
+        metrics, vocab, vectors = result["metrics"], result["vocab"], result["vectors"]
+        retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
+                                                 target_recall=args.target_recall,
+                                                 k=args.index_k, seed=args.seed,
+                                                 progress=not args.quiet)
+        metrics.update(index_metrics(retriever, tuned))
+        ids = np.asarray(vocab.words, np.int64)
+        with atomic_directory(out, overwrite=args.overwrite) as tmp:
+            write_word2vec_text(os.path.join(tmp, "vectors.txt"),
+                                [f"{i}:{n.replace(' ', '_')}"
+                                 for i, n in zip(ids, result["names"])], vectors)
+            save_model_folder(os.path.join(tmp, "model"), result["model"],
+                              result["model_config"], vocab)
+            save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
+                              {"recipe": "airbnb"})
+            plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                           title="Airbnb vs item2vec: next click of each session (held out)")
+            write_metrics(tmp, metrics)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         print(f"twotower airbnb: error: {e}", file=sys.stderr)
         return 2
-    ids = np.asarray(vocab.words, np.int64)
-    index = build_index(vectors, ids, distance="cosine")
-    with atomic_directory(args.out) as tmp:
-        write_word2vec_text(os.path.join(tmp, "vectors.txt"),
-                            [f"{i}:{n.replace(' ', '_')}" for i, n in zip(ids, names)], vectors)
-        save(os.path.join(tmp, "index"), index, extra={"recipe": "airbnb"})
-        write_metrics(tmp, metrics)
     rows = [{"metric": k, "airbnb": metrics[f"airbnb_{k}"], "item2vec": metrics[f"item2vec_{k}"]}
             for k in (f"hr@{K}", f"ndcg@{K}", f"same_market@{K}")]
     print(format_table(rows))
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
                         if not k.startswith(("airbnb_hr", "airbnb_ndcg", "airbnb_same",
                                              "item2vec_hr", "item2vec_ndcg", "item2vec_same"))]))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
     return 0
 
 

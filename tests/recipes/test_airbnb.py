@@ -52,12 +52,23 @@ def test_metrics_side_by_side(run, capsys):
     assert m["airbnb_examples"] > m["item2vec_examples"]
 
 
-def test_vectors_and_index(run):
+def test_vectors_model_and_index(run):
+    """The index answers i2i by the CSV's own item ids; the model reloads with the same
+    vectors as vectors.txt."""
+    from twotower.towers.word2vec import load_model, word_vectors
+
     retriever = load(os.path.join(run, "index"))
     lines = open(os.path.join(run, "vectors.txt")).read().splitlines()
     assert lines[0] == "40 16" and len(lines) == 41
-    ids, _ = retriever.i2i(retriever.index.item_ids[:3], k=5)
-    assert ids.shape == (3, 5)
+    ids, _ = retriever.i2i(["t0_1", "t5_3"], k=4)
+    assert ids.shape == (2, 4) and "t0_1" not in ids[0]
+    # planted tastes: a listing's neighbours are mostly of its own taste
+    assert np.mean([str(i).startswith("t0_") for i in ids[0]]) >= 0.5
+    assert np.mean([str(i).startswith("t5_") for i in ids[1]]) >= 0.5
+    model, vocab, config = load_model(os.path.join(run, "model"))
+    saved = np.array([[float(x) for x in line.split()[1:]] for line in lines[1:]])
+    np.testing.assert_allclose(word_vectors(model, config.arch), saved, atol=1e-5)
+    assert len(vocab) == 40 and os.path.getsize(os.path.join(run, "hit_rate.png")) > 1000
 
 
 def test_single_item_sessions_and_oov_booking(tmp_path, capsys):
@@ -86,3 +97,30 @@ def test_bad_inputs(tmp_path, capsys):
                         "--market-negatives", "-1"] + FLAGS) == 2
     assert "--market-negatives" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_non_utf8_sessions_name_the_file_and_line(tmp_path, capsys):
+    path = tmp_path / "s.csv"
+    write_sessions(path, n_sessions=8)
+    data = path.read_bytes().splitlines(keepends=True)
+    data[5] = data[5].replace(b",m", b",m\xe9", 1)                # a Latin-1 byte on line 6
+    path.write_bytes(b"".join(data))
+    out = tmp_path / "o"
+    assert airbnb.main(["--sessions", str(path), "--out", str(out)] + FLAGS) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "line 6" in err and "not UTF-8" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_out_checked_before_reading_sessions(tmp_path, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("the sessions were read before --out was checked")
+
+    monkeypatch.setattr(airbnb, "load_sessions", no_work)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "data.csv").write_text("the user's")
+    assert airbnb.main(["--sessions", "whatever.csv", "--out", str(mine)] + FLAGS) == 2
+    err = capsys.readouterr().err
+    assert str(mine) in err and "--overwrite" in err
+    assert (mine / "data.csv").read_text() == "the user's"
