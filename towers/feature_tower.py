@@ -22,7 +22,11 @@ Each feature is a small plain dict (a "spec") made by the builders below, so the
 * ``multi_hot`` — a padded list of tokens ("" pads) through StringLookup(multi_hot), then
   the mean of the present tokens' embeddings.
 * ``dense`` — the Normalization layer with a mean and variance fixed from data.
-* ``sequence`` — item ids (0 = padding) pooled by PooledIDTower.
+* ``sequence`` — item ids (0 = padding) pooled by PooledIDTower: a user's history.
+
+The builders are also ``FeatureTower``'s static methods (``FeatureTower.categorical``, …),
+so ``from twotower import FeatureTower`` is all a user needs; the FeatureTower docstring
+shows a tower on a user's own columns.
 """
 
 import numpy as np
@@ -137,7 +141,37 @@ def sequence(name, vocab_size, *, dim=16, pooling="mean", validate_ids=True):
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class FeatureTower(tf.keras.layers.Layer):
-    """Embeds a dict of named features, concatenates, applies an MLP (see module doc).
+    """Embeds a dict of named features, concatenates, applies an MLP (see module doc):
+    the DSSM / YouTube / EBR tower.
+
+    On your own columns (any dict of equal-length arrays: a CSV read with pandas or
+    pyarrow, then ``.to_numpy()`` per column). String ids become row numbers first — the
+    row number is the item id the losses and the index use:
+
+        import numpy as np
+        from twotower import FeatureTower
+
+        vocab, item_id = np.unique(items_csv["item_id"], return_inverse=True)  # "i17" -> 3
+        item_features = {
+            "item_id": item_id,                                  # int64 [N], row = item
+            "category": items_csv["category"],                   # strings
+            "title": items_csv["title"],                         # free text
+            "price": items_csv["price"].astype("float32"),       # numbers
+        }
+        item_tower = FeatureTower([
+            FeatureTower.categorical("item_id", item_features["item_id"], dim=32),
+            FeatureTower.categorical("category", item_features["category"], dim=8),
+            FeatureTower.text("title", item_features["title"], dim=16),
+            FeatureTower.dense("price", item_features["price"]),
+        ], output_dim=32, hidden_units=(64,))
+        item_tower(item_features)                                 # float32 [N, 32]
+
+    A user tower is built the same way (``FeatureTower.categorical("user_id", …)``,
+    ``FeatureTower.multi_hot("genres", padded_lists)``, ``FeatureTower.sequence("history",
+    num_items + 1)`` for the ids of past items, 0 = padding; ``FeatureTower.hashed`` for
+    very many distinct values). Pass the item dict as ``TwoTowerModel(...,
+    item_features=item_features)`` so that sampled negatives are embedded from features.
+    Values never seen when the tower was made (a new user or item) fall in an OOV bucket.
 
     Args:
       features: list of feature specs (from ``categorical``, ``hashed``, ``text``,
@@ -149,8 +183,17 @@ class FeatureTower(tf.keras.layers.Layer):
       dropout: dropout rate after each hidden layer.
 
     Call with a dict {feature name: tensor [B] or [B, k]}; extra keys are ignored.
-    Returns [B, output_dim].
+    Returns [B, output_dim]. ``get_config`` carries the vocabularies; the input dtypes
+    seen on the first call are the build config, so the Keras v3 ``.keras`` format and
+    SavedModel both reload it.
     """
+
+    categorical = staticmethod(categorical)
+    hashed = staticmethod(hashed)
+    text = staticmethod(text)
+    multi_hot = staticmethod(multi_hot)
+    dense = staticmethod(dense)
+    sequence = staticmethod(sequence)
 
     def __init__(self, features, output_dim=32, hidden_units=(64,), activation="relu",
                  l2_normalize=False, dropout=0.0, **kwargs):
@@ -179,6 +222,8 @@ class FeatureTower(tf.keras.layers.Layer):
                         for i, u in enumerate(self.hidden_units)]
         self._drop = [tf.keras.layers.Dropout(self.dropout) for _ in self.hidden_units]
         self._out = tf.keras.layers.Dense(self.output_dim, name="output")
+        # not Keras-tracked: the dtypes/shapes of the first call, for get_build_config
+        self.__dict__["_input_signature"] = None
 
     # Sublayers are made here (Keras tracks them); their weights are created in their own
     # build on the first call, which Keras triggers through ours.
@@ -256,6 +301,11 @@ class FeatureTower(tf.keras.layers.Layer):
         if missing:
             raise ValueError(f"FeatureTower {self.name!r} is missing inputs {missing}; "
                              f"got keys {sorted(inputs)}")
+        if self._input_signature is None:
+            from twotower.towers.two_tower_model import input_signature
+
+            self.__dict__["_input_signature"] = input_signature(
+                {f["name"]: inputs[f["name"]] for f in self.features})
         parts = [tf.cast(self._embed(f, inputs[f["name"]], training), tf.float32)
                  for f in self.features]
         x = tf.concat(parts, axis=-1)
@@ -265,6 +315,21 @@ class FeatureTower(tf.keras.layers.Layer):
         if self.l2_normalize:
             x = tf.math.l2_normalize(x, axis=-1)
         return x
+
+    def get_build_config(self):
+        """The input dtypes and shapes of the first call (JSON)."""
+        if self._input_signature is not None:
+            return {"input_signature": self._input_signature}
+        return super().get_build_config()
+
+    def build_from_config(self, config):
+        """Builds every sublayer by calling the tower on a small batch of the recorded
+        dtypes (Keras's default would build from shapes alone, with float inputs)."""
+        if "input_signature" not in config:
+            return super().build_from_config(config)
+        from twotower.towers.two_tower_model import inputs_from_signature
+
+        self(inputs_from_signature(config["input_signature"]), training=False)
 
     def get_config(self):
         config = super().get_config()

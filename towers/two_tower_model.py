@@ -12,12 +12,25 @@ The item input is an int id tensor [B], or a dict of features holding ``item_id_
 This is the role tfrs.Model + tfrs.tasks.Retrieval play in TFRS; twotower keeps the
 towers and the loss as separate, serializable parts so that any head × candidate source
 runs in the same step.
+
+Metrics: ``compile(metrics=[TopKRecall(ks=(10, 50))])`` makes ``evaluate`` (and the
+validation pass of ``fit``) report whole-catalogue recall@K beside the loss
+(towers/top_k_recall.py); a batch may carry ``"exclude"`` (seen item ids [B, m], -1 pads).
+
+Saving: both Keras formats round-trip to a TwoTowerModel with the same towers, loss,
+item_features table and weights — ``model.save("m.keras")`` (the Keras v3 zip) and
+``model.save("dir")`` (a SavedModel); ``tf.keras.models.load_model`` gives back the
+twotower classes. The model records the dtypes and shapes its towers were first called
+with (``get_build_config``), so that a reload builds them with ids as ints and strings as
+strings rather than Keras's default float placeholders. Compiled metrics are not saved:
+compile again after loading.
 """
 
 import numpy as np
 import tensorflow as tf
 
 from twotower.losses.retrieval import RetrievalLoss
+from twotower.towers.top_k_recall import TopKRecall
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -30,6 +43,16 @@ class TwoTowerModel(tf.keras.Model):
         ids), or a dict of arrays [N, ...] (or one array) indexed by item id.
       item_id_key: the key of the id in a dict of item features.
       query_id_key: the key in the batch dict that holds the query's own item id.
+
+    ``compile(metrics=[TopKRecall(...)])`` adds whole-catalogue recall@K to ``evaluate``
+    (module docstring); ``save``/``load_model`` work in both Keras formats.
+
+        model = TwoTowerModel(IDTower(num_users, 32), IDTower(num_items, 32),
+                              RetrievalLoss("softmax", InBatch()))
+        model.compile(optimizer="adam", metrics=[TopKRecall(ks=(10, 50))])
+        model.fit(train_ds, validation_data=val_ds, epochs=3)   # val_recall@10, @50
+        model.save("model.keras")
+        same = tf.keras.models.load_model("model.keras")        # a TwoTowerModel
     """
 
     def __init__(self, query_tower, item_tower, loss, *, item_features=None,
@@ -49,10 +72,82 @@ class TwoTowerModel(tf.keras.Model):
         # the table; get_config records its shapes and dtypes for from_config.
         self._item_features = _as_feature_table(item_features)
         self.loss_tracker = tf.keras.metrics.Mean(name="loss")
+        # Plain attributes, outside Keras's tracking (neither is model state to save):
+        # the towers' input signatures (for get_build_config) and the compiled TopKRecalls.
+        self.__dict__["_input_signature"] = {}
+        self.__dict__["_retrieval_metrics"] = []
 
     @property
     def metrics(self):
-        return [self.loss_tracker]
+        return [self.loss_tracker] + list(self._retrieval_metrics)
+
+    def compile(self, optimizer="rmsprop", metrics=None, **kwargs):
+        """Keras compile; ``metrics`` takes ``TopKRecall`` metrics (whole-catalogue recall@K
+        computed in ``evaluate``), the only kind that fits a retrieval model whose loss is
+        its own (there is no y_true / y_pred pair)."""
+        retrieval = []
+        for m in (metrics or []):
+            if not isinstance(m, TopKRecall):
+                raise ValueError(f"TwoTowerModel.compile(metrics=...) takes "
+                                 f"twotower.TopKRecall metrics, got {m!r}")
+            retrieval.append(m)
+        if retrieval and self.retrieval_loss.hierarchical:
+            raise ValueError("TopKRecall scores <u, v> against item-tower embeddings; a "
+                             "hierarchical-softmax model scores the Huffman tree instead")
+        if any(m.needs_candidates for m in retrieval) and not self._can_embed_catalogue():
+            raise ValueError("TopKRecall needs the catalogue's embeddings: give the model "
+                             "item_features=, use an item tower with a vocab_size (IDTower), "
+                             "or pass TopKRecall(candidates=...) or searcher=")
+        self.__dict__["_retrieval_metrics"] = retrieval
+        super().compile(optimizer=optimizer, **kwargs)
+
+    def get_compile_config(self):
+        """Keras's compile config, with the TopKRecall metrics that can be serialized
+        (those without a fixed candidate array or searcher)."""
+        config = super().get_compile_config()
+        if config is not None:
+            plain = [m for m in self._retrieval_metrics
+                     if m.searcher is None and not m.fixed_candidates]
+            config["metrics"] = ([tf.keras.saving.serialize_keras_object(m) for m in plain]
+                                 or None)
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles a reloaded model as it was compiled (optimizer, TopKRecall metrics);
+        Keras skips models whose compile() is overridden unless they define this."""
+        config = tf.keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.built and isinstance(self.optimizer, tf.keras.optimizers.Optimizer):
+            self.optimizer.build(self.trainable_variables)  # so its saved slots can load
+
+    def evaluate(self, *args, **kwargs):
+        """Keras evaluate, after re-embedding the catalogue for the TopKRecall metrics
+        (``fit`` calls this for ``validation_data`` too)."""
+        self.refresh_metric_candidates()
+        return super().evaluate(*args, **kwargs)
+
+    def refresh_metric_candidates(self):
+        """Embeds the whole catalogue with the current item tower and hands it to every
+        compiled TopKRecall that takes its candidates from the model."""
+        waiting = [m for m in self._retrieval_metrics if m.needs_candidates]
+        if waiting:
+            vectors = self.catalogue_embeddings()
+            for m in waiting:
+                m.set_candidates(vectors)
+
+    def _can_embed_catalogue(self):
+        return self._item_features is not None or hasattr(self.item_tower, "vocab_size")
+
+    def catalogue_embeddings(self, batch_size=4096):
+        """Every item's embedding, row = item id: the item_features table through the item
+        tower, or ids 0..V-1 of an item tower with a ``vocab_size`` (IDTower)."""
+        if self._item_features is not None:
+            return self.item_embeddings(batch_size=batch_size)
+        if hasattr(self.item_tower, "vocab_size"):
+            return embed(self.item_tower, np.arange(self.item_tower.vocab_size, dtype=np.int64),
+                         batch_size)
+        raise ValueError("the catalogue cannot be enumerated: give the model item_features= "
+                         "(one row per item id)")
 
     # -- inputs -----------------------------------------------------------------------
     def _unpack(self, data):
@@ -95,19 +190,24 @@ class TwoTowerModel(tf.keras.Model):
     # -- the step ---------------------------------------------------------------------
     def per_example_losses(self, data, training=False):
         """[B] retrieval losses of one batch, unreduced (see the module docstring)."""
+        return self._forward(data, training)[0]
+
+    def _forward(self, data, training):
+        """(per-example losses [B], query embeddings [B, d], positive ids [B])."""
         query, item, query_ids = self._unpack(data)
         positive_ids = self._item_ids(item)
         # Through Model.__call__ (not the towers directly) so that Keras records the
         # input signature that model.save() needs.
         if self.retrieval_loss.hierarchical:
             u = self({"query": query}, training=training)["query"]
-            return self.retrieval_loss(u, None, positive_ids)
+            return self.retrieval_loss(u, None, positive_ids), u, positive_ids
         out = self({"query": query, "item": item}, training=training)
         u, v = out["query"], out["item"]
         extra_ids = self.retrieval_loss.draw(positive_ids, training=training,
                                              query_ids=query_ids)
         extra = self._embed_extra(extra_ids, training)
-        return self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
+        losses = self.retrieval_loss(u, v, positive_ids, extra, extra_ids, query_ids)
+        return losses, u, positive_ids
 
     def compute_retrieval_loss(self, data, training=False):
         """Mean retrieval loss of one batch."""
@@ -124,8 +224,15 @@ class TwoTowerModel(tf.keras.Model):
         return self._logs()
 
     def test_step(self, data):
-        self.loss_tracker.update_state(self.compute_retrieval_loss(data, training=False))
-        return self._logs()
+        losses, u, positive_ids = self._forward(data, training=False)
+        self.loss_tracker.update_state(tf.reduce_mean(losses))
+        exclude = data.get("exclude") if isinstance(data, dict) else None
+        for metric in self._retrieval_metrics:
+            metric.update_state(u, positive_ids, exclude)
+        logs = self._logs()
+        for metric in self._retrieval_metrics:
+            logs.update(metric.result())
+        return logs
 
     def _logs(self):
         logs = {"loss": self.loss_tracker.result()}
@@ -137,12 +244,33 @@ class TwoTowerModel(tf.keras.Model):
         """{"query": q[, "item": i]} → {"query": u[, "item": v]}; other inputs → u."""
         if isinstance(inputs, dict) and ("query" in inputs or "item" in inputs):
             out = {}
-            if "query" in inputs:
-                out["query"] = self.query_tower(inputs["query"], training=training)
-            if "item" in inputs:
-                out["item"] = self.item_tower(inputs["item"], training=training)
+            for key in ("query", "item"):
+                if key in inputs:
+                    self._input_signature.setdefault(key, input_signature(inputs[key]))
+                    tower = self.query_tower if key == "query" else self.item_tower
+                    out[key] = tower(inputs[key], training=training)
             return out
+        self._input_signature.setdefault("query", input_signature(inputs))
         return self.query_tower(inputs, training=training)
+
+    # -- Keras v3 (.keras) loading --------------------------------------------------------
+    def get_build_config(self):
+        """The towers' input dtypes and shapes, recorded on the first call (JSON)."""
+        if self._input_signature:
+            return {"input_signature": dict(self._input_signature)}
+        return super().get_build_config()
+
+    def build_from_config(self, config):
+        """Builds the towers (and a lazily built loss head) by calling them on a small
+        batch of the recorded dtypes: Keras's default would call them on float32
+        placeholders, which an id tower rightly refuses."""
+        signature = config.get("input_signature")
+        if not signature:
+            return super().build_from_config(config)
+        inputs = {k: inputs_from_signature(v) for k, v in signature.items()}
+        out = self(inputs, training=False)
+        if self.retrieval_loss.hierarchical and "item" in inputs:
+            self.retrieval_loss(out["query"], None, self._item_ids(inputs["item"]))
 
     # -- embeddings for retrieval -------------------------------------------------------
     def query_embeddings(self, inputs, batch_size=4096):
@@ -180,6 +308,36 @@ class TwoTowerModel(tf.keras.Model):
         # placeholders of the right shapes; a reload then restores their values
         config["item_features"] = _feature_table_from_spec(config.pop("item_features_spec", None))
         return cls(**config)
+
+
+def input_signature(x):
+    """A JSON description of a (nested dict / list of) tensor(s): dtype and shape, the
+    batch dimension left open. Read back by :func:`inputs_from_signature`."""
+    if isinstance(x, dict):
+        return {"dict": {str(k): input_signature(v) for k, v in x.items()}}
+    if isinstance(x, (list, tuple)):
+        return {"list": [input_signature(v) for v in x]}
+    ragged = isinstance(x, tf.RaggedTensor)
+    if not ragged and not hasattr(x, "dtype"):
+        x = np.asarray(x)
+    shape = [None] + [None if d is None else int(d) for d in list(x.shape)[1:]]
+    return {"shape": shape, "dtype": tf.as_dtype(x.dtype).name, "ragged": ragged}
+
+
+def inputs_from_signature(signature, batch_size=2):
+    """Concrete placeholder inputs for ``signature``: zeros / empty strings / False, open
+    dimensions of size ``batch_size`` (the batch) or 1."""
+    if "dict" in signature:
+        return {k: inputs_from_signature(v, batch_size) for k, v in signature["dict"].items()}
+    if "list" in signature:
+        return [inputs_from_signature(v, batch_size) for v in signature["list"]]
+    dims = signature["shape"]
+    shape = [batch_size if i == 0 else (1 if d is None else d) for i, d in enumerate(dims)]
+    dtype = tf.as_dtype(signature["dtype"])
+    value = (tf.fill(shape, "") if dtype == tf.string else tf.zeros(shape, dtype))
+    if signature.get("ragged") and len(shape) >= 2:
+        value = tf.RaggedTensor.from_tensor(value)
+    return value
 
 
 def embed(tower, inputs, batch_size=4096, *, desc=None, progress=True):
