@@ -61,9 +61,12 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         self.num_buckets = num_buckets
         self.alpha = float(alpha)
         self.min_probability = None if min_probability is None else float(min_probability)
-        # step = t, the number of item occurrences recorded so far
+        # step: batches recorded (the training step); occurrences: the clock t, item
+        # occurrences recorded so far
         self.step = self.add_weight(name="step", shape=[], dtype=tf.int64,
                                     initializer="zeros", trainable=False)
+        self.occurrences = self.add_weight(name="occurrences", shape=[], dtype=tf.int64,
+                                           initializer="zeros", trainable=False)
         self.last_seen = self.add_weight(name="last_seen", shape=[num_buckets], dtype=tf.int64,
                                          initializer="zeros", trainable=False)
         self.delta = self.add_weight(name="delta", shape=[num_buckets], dtype=tf.float32,
@@ -74,10 +77,10 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
 
     def update(self, ids):
         """Records one batch of item ids, once per occurrence (module docstring).
-        Returns the new clock t (occurrences recorded so far)."""
+        Returns the new step (batches recorded so far); ``occurrences`` is the clock t."""
         buckets = tf.reshape(self._buckets(ids), [-1])
         n = tf.shape(buckets, out_type=tf.int64)[0]
-        t0 = self.step.assign_add(n) - n
+        t0 = self.occurrences.assign_add(n) - n
         positions = t0 + 1 + tf.range(n, dtype=tf.int64)     # global position of each id
         # Occurrences grouped by bucket, in position order within a bucket (stable sort).
         order = tf.argsort(buckets, stable=True)
@@ -107,14 +110,14 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         new_last = tf.math.unsorted_segment_max(pos_sorted, seg, num_uniq)
         self.delta.scatter_update(tf.IndexedSlices(new_delta, uniq))
         self.last_seen.scatter_update(tf.IndexedSlices(new_last, uniq))
-        return t0 + n
+        return self.step.assign_add(1)
 
     def call(self, ids):
         """p̂(ids): 1/δ̂ for seen ids; 1/(t + 1) for ids never seen (a count of one: an
         unseen id is not taken for rarer than one seen once, so its −log Q cannot
         outgrow the rarest real item's and dominate a softmax)."""
         delta = tf.gather(self.delta, self._buckets(ids))
-        unseen = 1.0 / (tf.cast(self.step, tf.float32) + 1.0)
+        unseen = 1.0 / (tf.cast(self.occurrences, tf.float32) + 1.0)
         p = tf.where(delta > 0, tf.math.divide_no_nan(1.0, delta), unseen)
         floor = 0.0 if self.min_probability is None else self.min_probability
         return tf.clip_by_value(p, floor, 1.0)

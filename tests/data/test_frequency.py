@@ -34,7 +34,8 @@ def test_per_occurrence_update_matches_the_plain_python_algorithm(rng):
     for batch in batches:
         est.update(tf.constant(batch))
     a, b, t = reference_algorithm_2(batches, 8, 0.3)
-    assert est.step.numpy() == t == batches.size
+    assert est.occurrences.numpy() == t == batches.size
+    assert est.step.numpy() == len(batches)  # batches recorded
     np.testing.assert_array_equal(est.last_seen.numpy(), a)
     np.testing.assert_allclose(est.delta.numpy(), b, rtol=1e-5)
     np.testing.assert_allclose(est(tf.range(8)).numpy(), 1.0 / b, rtol=1e-5)
