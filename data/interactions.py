@@ -46,7 +46,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, check_output_dir
 
 COLUMNS = ("user_id", "item_id", "timestamp")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -432,7 +432,9 @@ def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rows_per_shard=
     are named part-00000.parquet, part-00001.parquet, … with ``rows_per_shard`` rows each
     (the last one fewer), in row groups of ``batch_size`` rows. "auto" reads the CSV twice
     (the first pass only looks at the id columns). The folder is written atomically
-    (twotower.artifacts.atomic_directory): it appears complete or not at all.
+    (twotower.artifacts.atomic_directory): it appears complete or not at all, and only a
+    missing or empty folder, or (``overwrite=True``) an earlier twotower output, is
+    accepted — checked before the CSV is read.
 
     Returns the list of shard paths.
     """
@@ -444,6 +446,7 @@ def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rows_per_shard=
     files = list_files(csv_path)
     if any(_is_parquet(f) for f in files):
         raise ValueError(f"csv_path {csv_path!r} is already Parquet")
+    check_output_dir(out_dir, overwrite=overwrite, flag="out_dir")  # before any work
     from tqdm.auto import tqdm
 
     as_int = {"user_id": id_type == "int", "item_id": id_type == "int"}
@@ -464,7 +467,7 @@ def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rows_per_shard=
                         ("item_id", pa.int64() if as_int["item_id"] else pa.string()),
                         ("timestamp", pa.int64())] + [(c, pa.string()) for c in extra])
     written, rows = [], 0
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, flag="out_dir") as tmp:
         writer, in_shard = None, 0
         with tqdm(total=total, unit=" rows", unit_scale=True, desc="csv -> parquet",
                   disable=not progress) as bar:

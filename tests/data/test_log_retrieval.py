@@ -1,0 +1,91 @@
+"""Tests for twotower.data.log_retrieval: a generic log (string or integer ids) and its
+feature tables → the RetrievalData the recipes train on."""
+
+import numpy as np
+import pytest
+
+from twotower.data import feature_table as F
+from twotower.data import interactions as I
+from twotower.data.log_retrieval import load_log_task, log_retrieval
+from twotower.data.movielens import RetrievalConfig
+
+# u0: a(1) b(2) c(3) a(4)  u1: b(1) a(2) d(3)   u2: c(5)  (a 3x, b 2x, c 2x, d 1x)
+LOG = ("user_id,item_id,timestamp\n"
+       "u0,a,1\nu0,b,2\nu1,b,1\nu0,c,3\nu1,a,2\nu0,a,4\nu1,d,3\nu2,c,5\n")
+
+
+@pytest.fixture
+def log_csv(tmp_path):
+    p = tmp_path / "my_log.csv"
+    p.write_text(LOG)
+    return str(p)
+
+
+def test_string_ids_vocab_split_history(log_csv):
+    data = log_retrieval(I.read_interactions(log_csv),
+                         RetrievalConfig(history_length=2, min_user_interactions=1))
+    # frequency order, ties by id
+    assert data.item_vocab.tolist() == ["a", "b", "c", "d"]
+    assert data.user_vocab.tolist() == ["u0", "u1", "u2"]
+    assert data.name == "my_log.csv" and data.item_kinds == {} and data.num_items == 4
+    ix = {k: i for i, k in enumerate(data.item_vocab)}
+    test = {data.user_vocab[u]: data.item_vocab[i] for u, i in zip(data.test.user, data.test.item)}
+    assert test == {"u0": "a", "u1": "d", "u2": "c"}
+    valid = {data.user_vocab[u]: data.item_vocab[i]
+             for u, i in zip(data.valid.user, data.valid.item)}
+    assert valid == {"u0": "c", "u1": "a"}
+    row = list(data.test.user).index(0)
+    assert data.test.query["history"][row].tolist() == [ix["c"] + 1, ix["b"] + 1]
+    assert data.items["item_id"].tolist() == [0, 1, 2, 3]
+    assert data.item_counts.tolist() == [1, 2, 0, 0]  # train: u0 a, b; u1 b
+
+
+def test_feature_tables_extend_the_corpus_and_align(log_csv, tmp_path):
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,category\na,x\nb,y\nz,x\n")
+    users = tmp_path / "users.csv"
+    users.write_text("user_id,country\nu1,FR\nu9,US\n")
+    data = load_log_task(log_csv, RetrievalConfig(min_user_interactions=1), items=str(items),
+                         users=str(users), verbose=False)
+    assert data.item_vocab.tolist() == ["a", "b", "c", "d", "z"]  # z: only in the table
+    assert data.items["category"].tolist() == ["x", "y", "", "", "x"]
+    assert data.user_vocab.tolist() == ["u0", "u1", "u2", "u9"]
+    assert data.users["country"].tolist() == ["", "FR", "", "US"]
+    assert data.item_kinds == {"category": "categorical"}
+    assert "country" in data.test.query
+
+
+def test_integer_ids_min_rating_and_mismatched_table(tmp_path):
+    p = tmp_path / "r.csv"
+    p.write_text("user_id,item_id,rating,timestamp\n1,10,5,1\n1,11,1,2\n1,12,4,3\n2,10,4,1\n")
+    data = load_log_task(str(p), RetrievalConfig(min_rating=4, min_user_interactions=1),
+                         verbose=False)
+    assert data.item_vocab.dtype == np.int64 and sorted(data.item_vocab.tolist()) == [10, 12]
+    t = tmp_path / "t.csv"
+    t.write_text("item_id,c\nsku1,x\n")
+    with pytest.raises(ValueError, match="not integers.*integer item ids"):
+        load_log_task(str(p), RetrievalConfig(min_user_interactions=1), items=str(t),
+                      verbose=False)
+    q = tmp_path / "q.csv"
+    q.write_text(LOG)
+    with pytest.raises(ValueError, match="--min-rating 4.0 needs a 'rating' column"):
+        load_log_task(str(q), RetrievalConfig(min_rating=4.0), verbose=False)
+
+
+def test_movielens_ratings_folder_without_movies(tmp_path):
+    folder = tmp_path / "ml-latest"
+    folder.mkdir()
+    lines = [f"{u},{m},{3 + (u + m) % 3}.0,{1000 * u + m}" for u in range(1, 6)
+             for m in range(1, 5)]
+    (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "\n".join(lines))
+    data = load_log_task(str(folder), RetrievalConfig(), verbose=False)
+    assert len(data.test) == 5 and sorted(data.item_vocab.tolist()) == [1, 2, 3, 4]
+    assert data.name == "ml-latest"
+
+
+def test_feature_column_may_not_shadow_an_input(log_csv, tmp_path):
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,history\na,x\n")
+    with pytest.raises(ValueError, match="'history' clashes"):
+        load_log_task(log_csv, RetrievalConfig(min_user_interactions=1), items=str(items),
+                      verbose=False)
