@@ -28,8 +28,13 @@ graph (cold_neighbour_precision@10, beside the 10 most popular items as a baseli
     twotower eges --out out/eges
     twotower eges --source path/to/ml-100k --uniform-walks --out out/deepwalk-sideinfo
 
-Writes to --out: vectors.txt (every item, cold ones included; word2vec text format),
-index/ (a ScaNN cosine index of all item vectors), metrics.json; prints the table.
+Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
+before any work): vectors.txt (every item, cold ones included; word2vec text format),
+model/ (config.json + weights.h5 + vocab.json + query_tower.json, the SideInfoTower's
+config with its side information; towers.word2vec.load_model rebuilds it), index/ (a
+ScaNN cosine index of all item vectors, tuned, addressed by MovieLens movie id:
+``twotower serve OUT/index``, then ``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of
+EGES, item2vec, DeepWalk when compared, and popularity), metrics.json; prints the table.
 """
 
 import argparse
@@ -40,14 +45,17 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.item_graph import ItemGraph
 from twotower.data.movielens import load_movielens
 from twotower.data.sessions import leave_last_out, movielens_booking_sessions
 from twotower.data.side_info import encode_side_info, year_buckets
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.index import build_index, save
+from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
+                                            check_index_arguments, hit_rate_curves,
+                                            index_metrics, plot_hit_rates, save_model_folder,
+                                            save_vector_index)
 from twotower.reporting import format_table, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
 from twotower.towers.side_info_tower import SideInfoTower
@@ -113,6 +121,9 @@ def cold_neighbour_precision(vectors, sequences, hidden, counts, k=K):
 
 
 def run(args):
+    """Trains EGES and the baselines; returns a dict: metrics, vectors (EGES's, every
+    item), names, external_ids (movie ids), model, model_config, vocab, query_tower (the
+    SideInfoTower), curves (HR@K of every model and popularity)."""
     data = DataConfig(corpus=f"movielens:{args.source}", min_count=1)
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
     train = training_config(args)
@@ -187,7 +198,12 @@ def run(args):
                     f"popularity_cold_neighbour_precision@{K}": pop_prec,
                     "cold_items_with_neighbours": n_cold})
     names = [f"{i}:{str(log.item_names[i]).replace(' ', '_')}" for i in range(n)]
-    return metrics, vectors, names
+    # popularity as the metrics rank it: by training-session counts (item2vec's vocabulary)
+    curves = hit_rate_curves({name: (v, vec, held) for name, v, vec in results},
+                             popularity_of="item2vec")
+    return dict(metrics=metrics, vectors=vectors, names=names,
+                external_ids=np.asarray(ml.movies["movie_id"], np.int64), model=eges,
+                model_config=model_config, vocab=vocab, query_tower=tower, curves=curves)
 
 
 def build_parser():
@@ -226,8 +242,7 @@ def build_parser():
     g.add_argument("--compare-deepwalk", action="store_true",
                    help="also train plain skip-gram on uniform walks (DeepWalk) and report it")
     add_training_arguments(p, epochs=5, batch_size=512, batch_help="pairs per sparse SGD step")
-    g = p.add_argument_group("output")
-    g.add_argument("--out", required=True, help="output folder (written atomically)")
+    g = add_output_arguments(p)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -235,18 +250,30 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
+        out = check_output_dir(args.out, overwrite=args.overwrite)
+        check_index_arguments(args)
         set_threads(args.threads)
-        metrics, vectors, names = run(args)
+        result = run(args)
+        metrics, vectors = result["metrics"], result["vectors"]
+        retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
+                                                 target_recall=args.target_recall,
+                                                 k=args.index_k, seed=args.seed,
+                                                 progress=not args.quiet)
+        metrics.update(index_metrics(retriever, tuned))
+        with atomic_directory(out, overwrite=args.overwrite) as tmp:
+            write_word2vec_text(os.path.join(tmp, "vectors.txt"), result["names"], vectors)
+            save_model_folder(os.path.join(tmp, "model"), result["model"],
+                              result["model_config"], result["vocab"],
+                              query_tower=result["query_tower"])
+            save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "eges"})
+            plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                           title="EGES vs item2vec: next movie of each session (held out)")
+            write_metrics(tmp, metrics)
     except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
         print(f"twotower eges: error: {e}", file=sys.stderr)
         return 2
-    index = build_index(vectors, np.arange(len(vectors), dtype=np.int64), distance="cosine")
-    with atomic_directory(args.out) as tmp:
-        write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
-        save(os.path.join(tmp, "index"), index, extra={"recipe": "eges"})
-        write_metrics(tmp, metrics)
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
-    print(f"wrote {args.out}")
+    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
     return 0
 
 

@@ -133,16 +133,18 @@ def score_decimals(scores, low=2, high=6):
     return high
 
 
-def hit_rate_curves(curves, ks=(1, 5, 10, 20, 50)):
+def hit_rate_curves(curves, ks=(1, 5, 10, 20, 50), *, popularity_of=None):
     """{label: (vocab, vectors, held)} → {label: (ks, HR@k)} over the ks below the catalogue
-    size, ranking by cosine as towers.i2i_evaluation.next_item_metrics does; the label
-    "popularity" is added from the first model's training counts."""
+    size, ranking by cosine as towers.i2i_evaluation.next_item_metrics does; a
+    "popularity" curve is added, ranking by the training counts of the vocabulary of
+    ``popularity_of`` (a label; default the first)."""
     out, popularity = {}, None
+    popularity_of = popularity_of or next(iter(curves))
     for label, (vocab, vectors, held) in curves.items():
         usable = [k for k in ks if k < len(vocab)]
         rows = [next_item_metrics(vocab, vectors, held, k=k) for k in usable]
         out[label] = (usable, [r[f"hr@{k}"] for r, k in zip(rows, usable)])
-        if popularity is None:
+        if label == popularity_of:
             popularity = (usable, [r[f"popularity_hr@{k}"] for r, k in zip(rows, usable)])
     if popularity is not None:
         out["popularity"] = popularity

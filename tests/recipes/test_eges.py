@@ -53,13 +53,38 @@ def test_cold_items_land_near_their_side_info_siblings(run):
     assert m["eges_cold_neighbour_precision@10"] > m["popularity_cold_neighbour_precision@10"]
     colour = np.array([n.split(":")[1].split("_")[0] for n in names])
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    retriever = load(os.path.join(run, "index"))
-    ids, _ = retriever.i2i(np.arange(80), k=5)
-    same = (colour[ids] == colour[:80, None]).mean()
+    retriever = load(os.path.join(run, "index"))           # addressed by movie id 1..81
+    ids, _ = retriever.i2i(np.arange(1, 81), k=5)
+    same = (colour[np.asarray(ids) - 1] == colour[:80, None]).mean()
     assert same > 0.8
     # the never-rated movie 81 (Action, 1990: the red cluster's side information)
     sims = unit[:80] @ unit[80]
     assert (colour[np.argsort(-sims)[:5]] == "Red").mean() >= 0.8
+
+
+def test_model_folder_reloads_with_its_side_info_tower(run):
+    from twotower.towers.side_info_tower import SideInfoTower
+    from twotower.towers.word2vec import load_model, word_vectors
+
+    model, vocab, config = load_model(os.path.join(run, "model"))
+    assert isinstance(model.query_tower, SideInfoTower) and len(vocab) == 81
+    _, vectors = _vectors(os.path.join(run, "vectors.txt"))
+    np.testing.assert_allclose(word_vectors(model, config.arch), vectors, atol=1e-5)
+    m = json.load(open(os.path.join(run, "metrics.json")))
+    assert m["index_items"] == 81 and os.path.getsize(os.path.join(run, "hit_rate.png")) > 1000
+
+
+def test_out_checked_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*a, **k):
+        raise AssertionError("MovieLens was read before --out was checked")
+
+    monkeypatch.setattr(eges, "load_movielens", no_work)
+    target = tmp_path / "a_file"
+    target.write_text("keep")
+    assert eges.main(["--out", str(target), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert str(target) in err and len(err.strip().splitlines()) == 1
+    assert target.read_text() == "keep"
 
 
 def test_side_info_encoding_with_missing_values():
