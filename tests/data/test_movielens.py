@@ -191,3 +191,66 @@ def test_temporal_split_is_global_by_time(ml100k_dir):
 
 def test_age_buckets():
     assert ml.age_bucket([7, 18, 24, 49, 73, -1]).tolist() == [1, 18, 18, 45, 56, -1]
+
+
+# ----------------------------------------------------------------------------- 1M/10M/20M/25M
+
+ML10M_RATINGS = "1::122::5::838985046\n1::185::5::838983525\n2::122::3::868245777\n"
+ML10M_MOVIES = ("122::Boomerang (1992)::Comedy|Romance\n"
+                "185::Net, The (1995)::Action|Crime|Thriller\n")
+
+
+def _zip(path, top, files):
+    with zipfile.ZipFile(path, "w") as z:
+        for name, text in files.items():
+            z.writestr(f"{top}/{name}", text.encode("utf-8"))
+    return str(path)
+
+
+def test_ml10m_zip_dat_without_users(tmp_path):
+    # ML-10M's zip: ml-10M100K/ratings.dat, movies.dat, tags.dat; no users.dat
+    path = _zip(tmp_path / "ml-10m.zip", "ml-10M100K", {
+        "ratings.dat": ML10M_RATINGS, "movies.dat": ML10M_MOVIES, "tags.dat": ""})
+    data = ml.load_movielens(path)
+    assert data.users is None
+    assert data.ratings["movie_id"].tolist() == [122, 185, 122]
+    assert data.ratings["timestamp"].dtype == np.int64
+    assert data.ratings["rating"].tolist() == [5.0, 5.0, 3.0]
+    assert data.movies["title"][1] == "Net, The"
+
+
+def test_release_road_uses_the_cached_zip_without_network(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    _zip(cache / "ml-25m.zip", "ml-25m", {
+        "ratings.csv": "userId,movieId,rating,timestamp\n1,296,5.0,1147880044\n"
+                       "1,306,3.5,1147868817\n2,296,4.0,1141415820\n",
+        "movies.csv": "movieId,title,genres\n296,Pulp Fiction (1994),Comedy|Crime\n"
+                      "306,Trois couleurs : Rouge (1994),Drama\n"
+                      "307,Amélie (2001),Comedy|Romance\n"})
+    # an address that cannot resolve proves the cached file is used
+    assert ml.download_release("ml-25m", str(cache), url="http://invalid.invalid/x.zip") \
+        .endswith("ml-25m.zip")
+    data = ml.load_movielens("ml-25m", cache_dir=str(cache))
+    assert data.ratings["user_id"].tolist() == [1, 1, 2]
+    assert data.movies["title"][2] == "Amélie"  # the .csv releases are UTF-8
+    assert ml.RELEASES["ml-1m"] == "ml-1m.zip"
+    with pytest.raises(ValueError, match="release must be one of"):
+        ml.download_release("ml-3m", str(cache))
+
+
+def test_malformed_dat_line_is_named(tmp_path):
+    folder = _write(tmp_path / "ml-1m", {"ratings.dat": "1::1::5::9\n1::x::3::9\n",
+                                         "movies.dat": "1::A (1990)::Drama\n"})
+    with pytest.raises(ValueError, match="ratings.dat: malformed rating at line 2"):
+        ml.load_movielens(folder)
+
+
+def test_a_plain_log_is_pointed_to_interactions(tmp_path):
+    log = _write(tmp_path / "logs", {"interactions.csv": "user_id,item_id,timestamp\nu,i,1\n"})
+    with pytest.raises(ValueError, match="not a zip file.*--interactions"):
+        ml.load_movielens(os.path.join(log, "interactions.csv"))
+    folder = _write(tmp_path / "ratings-only", {
+        "ratings.csv": "userId,movieId,rating,timestamp\n1,2,3.0,4\n"})
+    with pytest.raises(FileNotFoundError, match="movies.csv.*--interactions"):
+        ml.load_movielens(folder)
