@@ -13,7 +13,12 @@
    the i2i neighbours of 3 well-known films; writes OUT/metrics.json and
    OUT/recall_at_k.png.
 
-    twotower demo --out out/demo
+``--out`` is checked before anything is loaded: a folder twotower did not write is
+refused, an earlier demo output is replaced only with ``--overwrite`` (swapped in whole,
+never half written). With ``--checkpoint-dir``, training resumes after a kill when the
+same command is run again.
+
+    twotower demo --out out/demo --overwrite
 """
 
 import argparse
@@ -26,9 +31,7 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 from twotower.artifacts import atomic_directory
 from twotower.index import persistence, saved_model
-from twotower.index.builder import build_index, embed
-from twotower.index.retriever import Retriever
-from twotower.index.tuner import tune
+from twotower.index.builder import embed
 from twotower.recipes import movielens_two_tower as common
 from twotower.recipes import youtube
 from twotower.reporting import format_table, plot_curves, write_metrics
@@ -42,7 +45,10 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="out/demo",
                    help="output folder: index/, saved_model/, metrics.json, recall_at_k.png "
-                   "(written through a temporary folder, then renamed)")
+                   "(written through a temporary folder and swapped in; a folder twotower "
+                   "did not write is never replaced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
     p.add_argument("--epochs", type=int, default=3, help="training epochs (default 3)")
     p.add_argument("--data", dest="source", default="auto",
                    help="MovieLens source: 'auto' (offline recbole wheel, cached), 'recbole', "
@@ -52,6 +58,11 @@ def build_parser():
     p.add_argument("--target-recall", type=float, default=0.95,
                    help="recall@10 against brute force the index is tuned to (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--checkpoint-dir", default=None,
+                   help="folder for training checkpoints; after a kill, the same command "
+                   "resumes training from the last one (see `twotower youtube --help`)")
+    p.add_argument("--checkpoint-every", type=int, default=50,
+                   help="training steps between checkpoints (default %(default)s)")
     return p
 
 
@@ -65,73 +76,44 @@ def _find_film(data, title, year):
     return int(hits[0]) if hits.size else None
 
 
-def _recall_curve(found_rows, targets):
-    """recall@K of ranked lists [Q, Kmax] against one target per query."""
-    hit_rank = np.full(len(targets), np.inf)
-    for q, (row, t) in enumerate(zip(found_rows, targets)):
-        where = np.flatnonzero(row == t)
-        if where.size:
-            hit_rank[q] = where[0] + 1
-    return [float(np.mean(hit_rank <= k)) for k in KS]
-
-
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.epochs < 1:
-        raise SystemExit(f"--epochs must be >= 1, got {args.epochs}")
-    if not 0 < args.target_recall <= 1:
-        raise SystemExit(f"--target-recall must be in (0, 1], got {args.target_recall}")
+    config = youtube.Config(epochs=args.epochs, seed=args.seed, source=args.source,
+                            out=args.out, overwrite=args.overwrite,
+                            checkpoint_dir=args.checkpoint_dir,
+                            checkpoint_every=args.checkpoint_every,
+                            target_recall=args.target_recall).validate()
+    common.check_outputs(config)  # before any data is loaded
     t_start = time.perf_counter()
 
     # 1. train ------------------------------------------------------------------------
     print(f"[1/5] training the youtube recipe on MovieLens 100K ({args.epochs} epochs) ...",
           flush=True)
-    config = youtube.Config(epochs=args.epochs, seed=args.seed, source=args.source)
     model, data, quality = youtube.train(config)
     pop = common.popularity(data)
 
     # 2. index ------------------------------------------------------------------------
-    print("[2/5] embedding the catalog and building the ScaNN index ...", flush=True)
-    item_vectors = embed(model.item_tower, common.item_inputs(data))
-    movie_ids = data.items["movie_id"].astype(np.int64)
-    index = build_index(item_vectors, movie_ids, distance="cosine")
+    print("[2/5] embedding the catalog, building and tuning the ScaNN index ...", flush=True)
+    export = common.export_retriever(model, data, target_recall=args.target_recall)
+    index, tuned, retriever = export.index, export.tuned, export.retriever
+    movie_ids, user_ids = export.item_ids, export.user_ids
+    user_seen = retriever.user_seen
     test_queries = common.query_inputs(data, data.test)
-    query_vectors = embed(model.query_tower, test_queries, desc="embedding users")
-    tuned = tune(index, query_vectors, target_recall=args.target_recall, k=10)
-
-    # the user feature store: each user's latest query features (the test split holds one
-    # row per user, its history ending before the held-out item) and everything seen
-    # before it, as movie ids
-    user_ids = test_queries["user_id"].astype(np.int64)
-    seen_rows = data.exclusions(data.test)
-    user_seen = {int(u): movie_ids[np.asarray(s, np.int64)] for u, s in zip(user_ids, seen_rows)}
-    retriever = Retriever(index, model.query_tower, model.item_tower,
-                          user_table=test_queries, user_seen=user_seen)
-
     # the index's own answers for the held-out item: recall@K through ScaNN, seen excluded
-    found, _ = retriever.u2i_users(user_ids, max(KS))
-    targets = movie_ids[data.test.item]
-    index_curve = _recall_curve(found, targets)
+    ks, found, index_curve = common.index_recall_curve(export, data, KS)
 
     # 3. save -------------------------------------------------------------------------
     print(f"[3/5] saving to {args.out} ...", flush=True)
-    example = {k: v[:2] for k, v in test_queries.items()}
-    with atomic_directory(args.out) as tmp:
-        persistence.save(os.path.join(tmp, "index"), retriever, query_example=example,
-                         item_example=common.item_inputs(data, [0, 1]),
-                         extra={"recipe": "youtube", "epochs": args.epochs})
-        saved_model.export(os.path.join(tmp, "saved_model"), index, model.query_tower, k=10,
-                           query_example=example)
+    with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+        common.write_serving(tmp, export, model, extra={"recipe": "youtube",
+                                                        "epochs": args.epochs})
         metrics = {f"model_{k}": v for k, v in quality.items() if k != "num_queries"}
         metrics.update({f"popularity_{k}": v for k, v in pop.items() if k != "num_queries"})
-        metrics.update({f"index_recall@{k}": v for k, v in zip(KS, index_curve)})
-        metrics.update({"index_vs_exact_recall@10": tuned.recall,
-                        "index_qps": tuned.qps, "index_build_s": index.build_seconds,
-                        "num_items": index.size, "num_users": len(user_ids)})
+        metrics.update(common.index_metrics(export, data))
         plot_curves(os.path.join(tmp, "recall_at_k.png"), {
             "two-tower (exact)": ([k for k in KS if f"recall@{k}" in quality],
                                   [quality[f"recall@{k}"] for k in KS if f"recall@{k}" in quality]),
-            "two-tower via ScaNN index": (list(KS), index_curve),
+            "two-tower via ScaNN index": (list(ks), index_curve),
             "popularity": ([k for k in KS if f"recall@{k}" in pop],
                            [pop[f"recall@{k}"] for k in KS if f"recall@{k}" in pop]),
         }, xlabel="K", ylabel="recall@K (held-out next movie)",
@@ -146,7 +128,9 @@ def main(argv=None):
         same_folder = bool(np.array_equal(again, found[:50, :10]))
         exported = saved_model.load(os.path.join(tmp, "saved_model"))
         sm_ids = exported.serve({k: tf.constant(v[:50]) for k, v in test_queries.items()})
-        want, _ = index.search(query_vectors[:50], 10)
+        query_vectors = embed(model.query_tower, {k: v[:50] for k, v in
+                                                         test_queries.items()})
+        want, _ = index.search(query_vectors, 10)
         same_sm = bool(np.array_equal(sm_ids["item_ids"].numpy(), want))
         metrics.update({"reload_same_ids": int(same_folder),
                         "saved_model_same_ids": int(same_sm)})
@@ -165,7 +149,8 @@ def main(argv=None):
     print(f"\nScaNN index: {index.size} items, config {index.config.to_dict()}\n"
           f"  recall@10 vs brute force {tuned.recall:.4f} at {tuned.qps:,.0f} queries/s "
           f"(target {args.target_recall}); build {index.build_seconds:.2f} s\n"
-          f"  recall@10 of the index's own u2i answers: {index_curve[KS.index(10)]:.4f}; "
+          f"  recall@10 of the index's own u2i answers: "
+          f"{dict(zip(ks, index_curve)).get(10, float('nan')):.4f}; "
           f"reloaded folder same ids: {same_folder}; SavedModel same ids: {same_sm}")
 
     row_of = {int(m): r for r, m in enumerate(movie_ids)}

@@ -62,6 +62,7 @@ def build_parser():
 
 def main(argv=None):
     config = common.config_from_args(Config, build_parser().parse_args(argv))
+    common.check_outputs(config)  # before any data is loaded
     model, data, metrics = train(config)
-    common.report("dssm", config, metrics, data)
+    common.report("dssm", config, metrics, data, model)
     return 0

@@ -59,6 +59,7 @@ def build_parser():
 
 def main(argv=None):
     config = common.config_from_args(Config, build_parser().parse_args(argv))
+    common.check_outputs(config)  # before any data is loaded
     model, data, metrics = train(config)
-    common.report("ebr", config, metrics, data)
+    common.report("ebr", config, metrics, data, model)
     return 0

@@ -62,6 +62,7 @@ def make_loss(config, num_items):
 def train(config):
     """Trains and evaluates; returns (model, data, metrics)."""
     config.validate()
+    common.check_outputs(config)
     data = common.load_data(config)
     loss = make_loss(config, data.num_items)  # checks K against the corpus before training
     return common.train_recipe(config, loss, history=True, l2_normalize=True)
@@ -89,6 +90,7 @@ def build_parser():
 
 def main(argv=None):
     config = common.config_from_args(Config, build_parser().parse_args(argv))
+    common.check_outputs(config)  # before any data is loaded
     model, data, metrics = train(config)
-    common.report(f"mns ({config.mode})", config, metrics, data)
+    common.report(f"mns ({config.mode})", config, metrics, data, model)
     return 0

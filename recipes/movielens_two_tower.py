@@ -5,12 +5,20 @@ the report. A recipe is a RetrievalLoss plus a few tower choices over this modul
     data   = load_data(config)                         # MovieLens -> retrieval task
     q, i   = build_towers(data, config, history=...)   # FeatureTowers (cold start by features)
     model  = TwoTowerModel(q, i, loss, item_features=data.items)
-    stats  = fit(model, data, config)                  # examples/sec after the first step
+    stats  = fit(model, data, config)                  # resumable (--checkpoint-dir)
     report = evaluate(model, data)                     # whole corpus, seen items excluded
+    export = export_retriever(model, data)             # tuned ScaNN index + user table
+    write_serving(folder, export, model, data)         # OUT/index (twotower serve), OUT/saved_model
+
+Outputs are safe (issue: nothing lost): ``check_outputs(config)`` refuses a bad ``--out``
+or ``--checkpoint-dir`` right after parsing, before data is loaded, and ``report`` writes
+``--out`` through ``twotower.artifacts.atomic_directory`` (replacing only an earlier
+twotower output, and only with ``--overwrite``).
 """
 
 import argparse
 import dataclasses
+import json
 import os
 import time
 
@@ -19,7 +27,8 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 
-from twotower.artifacts import atomic_directory
+from twotower.artifacts import (OutputPathError, atomic_directory, atomic_write_json,
+                                check_output_dir)
 from twotower.data import movielens
 from twotower.reporting import format_table, plot_curves, write_metrics
 from twotower.towers import feature_tower as ft
@@ -35,7 +44,11 @@ class RecipeConfig:
 
     Data: source (folder, zip, "recbole", "url" or "auto"), min_rating, split,
     history_length. Model: dim, hidden (MLP widths). Runtime: epochs, batch_size, lr,
-    seed, out (None: no files written), verbose.
+    seed, out (None: no files written), overwrite (replace an earlier twotower output at
+    out), checkpoint_dir (None: no checkpoints) and checkpoint_every (steps between
+    checkpoints), target_recall (recall@10 vs brute force the exported ScaNN index is
+    tuned to), export (write the index and SavedModel to out, not only the metrics),
+    verbose.
     """
 
     epochs: int = 3
@@ -66,10 +79,15 @@ class RecipeConfig:
     user_multi_hot: tuple = ()
     infer_features: bool = True
     oov_rate: float = 0.02
+    overwrite: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 50
+    target_recall: float = 0.95
+    export: bool = True
     verbose: int = 0
 
     def validate(self):
-        for name in ("epochs", "batch_size", "dim"):
+        for name in ("epochs", "batch_size", "dim", "checkpoint_every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -77,6 +95,8 @@ class RecipeConfig:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.oov_rate < 1.0:
             raise ValueError(f"oov_rate must be in [0, 1), got {self.oov_rate!r}")
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall!r}")
         movielens.RetrievalConfig(min_rating=self.min_rating, split=self.split,
                                   history_length=self.history_length)
         for flag in ("items", "users"):
@@ -103,9 +123,29 @@ def add_common_arguments(parser, defaults=None):
     g.add_argument("--oov-rate", type=float, default=d.oov_rate,
                    help="training-time rate of replacing a user/item id by the OOV bucket, "
                    "which teaches the cold-start embedding (default %(default)s)")
-    g.add_argument("--out", default=d.out, help="folder for metrics.json and recall_at_k.png "
-                   "(written atomically)")
     g.add_argument("--verbose", type=int, default=d.verbose, help="Keras fit verbosity 0/1/2")
+    g.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
+                   help="folder for training checkpoints (Keras BackupAndRestore: weights, "
+                   "optimizer slots, the frequency estimator, the input position); after a "
+                   "crash or kill, the same command resumes from the last one. Removed when "
+                   "training completes (default: no checkpoints)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="training steps between checkpoints (default %(default)s)")
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", default=d.out,
+                   help="output folder: index/ (the trained towers and the tuned ScaNN "
+                   "index, user features and seen items: `twotower serve OUT/index`), "
+                   "saved_model/ (query tower + index in one SavedModel), metrics.json, "
+                   "recall_at_k.png. Written atomically; a folder twotower did not write is "
+                   "never replaced (default: print only, write nothing)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
+    g.add_argument("--target-recall", type=float, default=d.target_recall,
+                   help="recall@10 against brute force that the exported ScaNN index is "
+                   "tuned to (default %(default)s)")
+    g.add_argument("--no-export", dest="export", action="store_false",
+                   help="write only metrics.json and the plot to --out (no index/, no "
+                   "saved_model/): for quick experiments")
     g = parser.add_argument_group("data")
     g.add_argument("--data", dest="source", default=d.source,
                    help="MovieLens source: a folder (u.data/u.item/u.user, ratings.dat, or "
@@ -167,6 +207,42 @@ def config_from_args(cls, args):
     if "hidden" in values:
         values["hidden"] = tuple(values["hidden"])
     return cls(**values).validate()
+
+
+RUN_FILE = "twotower-run.json"
+# fields that may change between a run and its resumption (they do not change the result)
+_RESUME_FREE = ("out", "overwrite", "verbose", "checkpoint_dir", "checkpoint_every",
+                "target_recall", "export")
+
+
+def check_checkpoint_dir(path):
+    """Checks that ``--checkpoint-dir`` may be used; returns its absolute path.
+
+    Allowed: a missing folder (its parent creatable), an empty one, or one that holds a
+    twotower training run (its ``twotower-run.json``). Anything else is refused with
+    OutputPathError before work starts: the checkpoint folder is deleted when training
+    completes, and twotower never deletes what it did not write.
+    """
+    if not isinstance(path, (str, os.PathLike)) or not str(path).strip():
+        raise OutputPathError(f"--checkpoint-dir must be a folder path, got {path!r}")
+    target = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    if os.path.isdir(target) and not os.path.islink(target) and os.listdir(target) \
+            and os.path.isfile(os.path.join(target, RUN_FILE)):
+        return target
+    # missing or empty: the same rules as an output folder
+    return check_output_dir(target, flag="--checkpoint-dir")
+
+
+def check_outputs(config):
+    """Refuses a bad ``--out`` / ``--checkpoint-dir`` (OutputPathError naming the path and
+    the flag) before any data is loaded. Call it right after parsing."""
+    if config.out:
+        check_output_dir(config.out, overwrite=config.overwrite)
+    if config.checkpoint_dir:
+        check_checkpoint_dir(config.checkpoint_dir)
+        if config.out and os.path.abspath(config.out) == os.path.abspath(config.checkpoint_dir):
+            raise OutputPathError(f"--checkpoint-dir {config.checkpoint_dir!r} must not be "
+                                  "the --out folder")
 
 
 # ----------------------------------------------------------------------------- data
@@ -309,7 +385,9 @@ def build_towers(data, config, *, history=True, l2_normalize=False):
 
 
 def training_dataset(data, config, split=None):
-    """tf.data of {"query": user features + history, "item": item features}, shuffled."""
+    """tf.data of {"query": user features + history, "item": item features}, shuffled: one
+    epoch per iteration, for a plain ``model.fit(ds, epochs=...)`` (the TFRS comparison in
+    benchmarks/). The recipes' :func:`fit` uses :func:`resumable_dataset` instead."""
     split = split or data.train
     q = query_inputs(data, split)
     feats = item_inputs(data, split.item)
@@ -318,42 +396,260 @@ def training_dataset(data, config, split=None):
     return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
+def steps_per_epoch(num_examples, batch_size):
+    """ceil(num_examples / batch_size): the last batch of an epoch may be smaller."""
+    return -(-int(num_examples) // int(batch_size))
+
+
+def epoch_order(num_examples, seed, epoch):
+    """The example order of one epoch: a permutation of [0, num_examples) that is a pure
+    function of (seed, epoch) (TensorFlow's stateless Philox shuffle), so that a resumed
+    run draws exactly the batches the interrupted one would have."""
+    key = tf.stack([tf.cast(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(
+        tf.range(num_examples, dtype=tf.int64), seed=key)
+
+
+def resumable_dataset(data, config, start_step, split=None):
+    """Every epoch's batches as one stream, starting at global step ``start_step``.
+
+    Epoch e is :func:`epoch_order` (seed, e) cut into batches of ``config.batch_size``;
+    global step s is batch s mod S of epoch s // S (S = steps per epoch). ``start_step``
+    is a tf.Variable read when the iterator starts, so that a callback can set it after
+    Keras' BackupAndRestore restored the optimizer's step count: Keras resumes mid-epoch
+    by running only the remaining steps of that epoch but reads them from the start of
+    the iterator, so the stream itself must begin at the restored position.
+
+    Returns (dataset of {"query": ..., "item": ...} batches, steps per epoch); pass both
+    to ``model.fit(ds, epochs=config.epochs, steps_per_epoch=...)``.
+    """
+    split = split if split is not None else data.train
+    n, batch = len(split), int(config.batch_size)
+    if n == 0:
+        raise ValueError("the training split is empty: nothing to train on")
+    steps = steps_per_epoch(n, batch)
+    query = {k: tf.constant(np.asarray(v)) for k, v in query_inputs(data, split).items()}
+    items = {k: tf.constant(np.asarray(v)) for k, v in item_inputs(data).items()}
+    item_rows = tf.constant(np.asarray(split.item, dtype=np.int64))
+    seed = int(config.seed)
+
+    def epoch_batches(epoch):
+        order = epoch_order(n, seed, epoch)
+        first = tf.maximum(start_step.read_value() - epoch * steps, 0)
+        return tf.data.Dataset.range(first, steps).map(
+            lambda j: order[j * batch:tf.minimum((j + 1) * batch, n)])
+
+    def features(rows):
+        item = tf.gather(item_rows, rows)
+        return {"query": {k: tf.gather(v, rows) for k, v in query.items()},
+                "item": {k: tf.gather(v, item) for k, v in items.items()}}
+
+    ds = tf.data.Dataset.range(int(config.epochs))
+    ds = ds.filter(lambda e: (e + 1) * steps > start_step.read_value())
+    ds = ds.flat_map(epoch_batches).map(features, num_parallel_calls=tf.data.AUTOTUNE,
+                                        deterministic=True)
+    return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
 # ----------------------------------------------------------------------------- training
 
 class Throughput(tf.keras.callbacks.Callback):
     """Training examples per second, timed from the end of the first step (so tracing
-    and graph building are not counted) to the end of training."""
+    and graph building are not counted) to the end of training. A resumed run counts the
+    steps it ran (``start_step``: a tf.Variable or int, read at train begin)."""
 
-    def __init__(self, batch_size, num_examples, epochs):
+    def __init__(self, batch_size, num_examples, epochs, *, start_step=0):
         super().__init__()
         self.batch_size, self.num_examples, self.epochs = batch_size, num_examples, epochs
+        self._start_step = start_step
+        self._steps_per_epoch = steps_per_epoch(num_examples, batch_size)
         self.start = None
         self.steps = 0
+        self.examples = 0
+        self.seconds = float("nan")
+        self.examples_per_sec = float("nan")
+
+    def on_train_begin(self, logs=None):
+        self._step = int(self._start_step.numpy() if hasattr(self._start_step, "numpy")
+                         else self._start_step)
+
+    def _rows(self, step):
+        if step % self._steps_per_epoch == self._steps_per_epoch - 1:
+            return self.num_examples - (self._steps_per_epoch - 1) * self.batch_size
+        return self.batch_size
 
     def on_train_batch_end(self, batch, logs=None):
+        rows = self._rows(self._step)
+        self._step += 1
         if self.start is None:
             self.start = time.perf_counter()
         else:
             self.steps += 1
+            self.examples += rows
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - (self.start or time.perf_counter())
-        total = self.num_examples * self.epochs - min(self.batch_size, self.num_examples)
-        self.examples_per_sec = total / self.seconds if self.seconds > 0 else float("nan")
+        self.examples_per_sec = (self.examples / self.seconds if self.seconds > 0
+                                 else float("nan"))
+
+
+class FitState(tf.Module):
+    """What Keras' BackupAndRestore does not keep but a resumed run must report: the mean
+    loss of every epoch so far and the epoch's running loss (the loss tracker's total and
+    count; fit resets metrics when an epoch starts, so a resumed epoch would otherwise
+    average only its remaining steps). Attached to the model, so it rides in the same
+    checkpoint as the weights."""
+
+    def __init__(self, epochs):
+        super().__init__(name="twotower_fit_state")
+        self.epoch_loss = tf.Variable(tf.fill([int(epochs)], float("nan")), trainable=False,
+                                      name="epoch_loss")
+        self.loss_total = tf.Variable(0.0, trainable=False, name="loss_total")
+        self.loss_count = tf.Variable(0.0, trainable=False, name="loss_count")
+
+
+class RecordLoss(tf.keras.callbacks.Callback):
+    """Copies the loss tracker into a :class:`FitState` after every step (before a
+    checkpoint of that step is written: list it before the backup callback)."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.state = state
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        tracker = self.model.loss_tracker
+        self.state.loss_total.assign(tracker.total)
+        self.state.loss_count.assign(tracker.count)
+        self.state.epoch_loss[self.epoch].assign(tracker.result())
+
+
+class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
+    """``tf.keras.callbacks.BackupAndRestore`` plus the input position and the running
+    epoch loss.
+
+    The checkpoint (``DIR/chief``, written every ``save_freq`` steps and deleted when
+    training completes) holds the model: tower weights, the item feature table, the
+    streaming frequency estimator's arrays and step (model variables), a learned
+    temperature, the optimizer's slots and step count, and the :class:`FitState`. After
+    restoring it, ``start_step`` is set to the optimizer's step count, which
+    :func:`resumable_dataset` starts from; at the first epoch begin, the loss tracker gets
+    the restored running total back.
+    """
+
+    def __init__(self, backup_dir, *, save_freq, state, start_step, steps_per_epoch):
+        super().__init__(backup_dir, save_freq=int(save_freq), delete_checkpoint=True)
+        self.state, self.start_step, self.steps_per_epoch = state, start_step, steps_per_epoch
+        self.resumed_at = 0
+        self._pending_tracker = None
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        done = int(self.model.optimizer.iterations.numpy())
+        self.resumed_at = done
+        self.start_step.assign(done)
+        if done % self.steps_per_epoch:
+            self._pending_tracker = (self.state.loss_total.numpy(),
+                                     self.state.loss_count.numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        super().on_epoch_begin(epoch, logs)
+        if self._pending_tracker is not None:
+            tracker = self.model.loss_tracker
+            tracker.total.assign(self._pending_tracker[0])
+            tracker.count.assign(self._pending_tracker[1])
+            self._pending_tracker = None
+
+
+def _run_record(config):
+    fields = {k: v for k, v in dataclasses.asdict(config).items() if k not in _RESUME_FREE}
+    record = {"format": "twotower-run/1", "recipe": type(config).__module__, "config": fields}
+    return json.loads(json.dumps(record))
+
+
+def _begin_checkpoints(config):
+    """Creates (or, resuming, checks) ``--checkpoint-dir`` and its run record: a resumed
+    run must be the same run (same data, model and training flags), or its input
+    position and shapes would not match."""
+    folder = check_checkpoint_dir(config.checkpoint_dir)
+    path = os.path.join(folder, RUN_FILE)
+    want = _run_record(config)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                have = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--checkpoint-dir {folder!r}: unreadable {RUN_FILE} ({e})") from None
+        old = have.get("config") if isinstance(have, dict) else None
+        # a setting the recorded run did not know (added since) counts as unchanged
+        diff = (sorted(k for k in set(old) & set(want["config"])
+                       if old[k] != want["config"][k])
+                if isinstance(old, dict) else ["config"])
+        if diff or have.get("recipe") != want["recipe"] or have.get("format") != want["format"]:
+            shown = ", ".join(f"{k}: {old.get(k)!r} there, {want['config'].get(k)!r} now"
+                              for k in diff[:5] if isinstance(old, dict)) or (
+                f"recipe {have.get('recipe')!r}, not {want['recipe']!r}")
+            raise ValueError(f"--checkpoint-dir {folder!r} holds the checkpoint of a different "
+                             f"run ({shown}); rerun with the same flags to resume, or give a "
+                             "new --checkpoint-dir")
+    else:
+        os.makedirs(folder, exist_ok=True)
+        atomic_write_json(path, want)
+    return folder
 
 
 def fit(model, data, config):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
-    loss_first_epoch, loss_last_epoch, train_seconds, examples_per_sec."""
+    loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,
+    resumed_at_step.
+
+    With ``config.checkpoint_dir``, training is resumable: a checkpoint every
+    ``config.checkpoint_every`` steps (:class:`ResumableBackup`), and the same call
+    after a kill continues from the last one. What is bit-exact after a resume: the
+    weights, optimizer slots, the streaming frequency estimator, the batches of every
+    remaining step (:func:`resumable_dataset`) and the loss history, so a model with no
+    random op inside its training step ends with the same weights as an uninterrupted
+    run (up to float reduction order). What is not: random draws made inside the
+    training step by stateful TF ops — the OOV-bucket drops of ``--oov-rate``
+    (towers/feature_tower.py) and the uniform index negatives of MixedNegatives /
+    SampledNegatives (data/samplers.py ``sample_tf``). Their kernel state is not
+    checkpointable; a resumed process draws them afresh from the op seeds, so from the
+    resumed step on they are other draws from the same distribution.
+    """
     tf.keras.utils.set_random_seed(config.seed)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.lr))
-    meter = Throughput(config.batch_size, len(data.train), config.epochs)
-    hist = model.fit(training_dataset(data, config), epochs=config.epochs,
-                     verbose=config.verbose, callbacks=[meter])
-    losses = hist.history.get("loss", [float("nan")])
-    return {"loss_first_epoch": float(losses[0]), "loss_last_epoch": float(losses[-1]),
+    split = data.train
+    # built before fit, so that BackupAndRestore can restore weights and optimizer slots
+    # in place (an unbuilt model would restore lazily, and Keras warns)
+    example = {"query": {k: v[:2] for k, v in query_inputs(data, split).items()},
+               "item": item_inputs(data, split.item[:2])}
+    model(example, training=False)
+    start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_step")
+    dataset, steps = resumable_dataset(data, config, start, split)
+    state = FitState(config.epochs)
+    model._twotower_fit_state = state  # tracked: saved in the checkpoint with the model
+    callbacks = [RecordLoss(state)]
+    backup = None
+    if config.checkpoint_dir:
+        folder = _begin_checkpoints(config)
+        backup = ResumableBackup(folder, save_freq=config.checkpoint_every, state=state,
+                                 start_step=start, steps_per_epoch=steps)
+        callbacks.append(backup)
+    meter = Throughput(config.batch_size, len(split), config.epochs, start_step=start)
+    callbacks.append(meter)
+    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, verbose=config.verbose,
+              callbacks=callbacks)
+    if backup is not None:
+        os.remove(os.path.join(folder, RUN_FILE))  # BackupAndRestore removed its checkpoint
+    losses = [float(x) for x in state.epoch_loss.numpy()]
+    return {"loss_first_epoch": losses[0], "loss_last_epoch": losses[-1],
+            **{f"loss_epoch_{e + 1}": v for e, v in enumerate(losses)},
             "train_seconds": float(meter.seconds),
-            "examples_per_sec": float(meter.examples_per_sec)}
+            "examples_per_sec": float(meter.examples_per_sec),
+            "resumed_at_step": int(backup.resumed_at) if backup is not None else 0}
 
 
 def evaluate_towers(query_tower, item_tower, data, split=None):
@@ -382,6 +678,7 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
     """Loads data, builds towers and a TwoTowerModel with ``loss`` (a RetrievalLoss or a
     function data -> RetrievalLoss), fits and evaluates. Returns (model, data, metrics)."""
     config.validate()
+    check_outputs(config)
     data = load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
     if callable(loss) and not isinstance(loss, tf.keras.layers.Layer):
@@ -398,15 +695,152 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
     return model, data, metrics
 
 
+# ----------------------------------------------------------------------------- export
+
+INDEX_KS = (1, 5, 10, 20, 50, 100)
+
+
+@dataclasses.dataclass
+class ServingExport:
+    """What :func:`export_retriever` built.
+
+    Attributes:
+      retriever: the Retriever (index + towers + user feature table + seen items).
+      index: its tuned ScannIndex.
+      tuned: the tuner's TuneResult (recall@10 vs brute force, queries/s, knobs).
+      user_ids: the user table's user ids (internal), one per row.
+      item_ids: the index's id of every item row (MovieLens movie ids, or the internal
+        row numbers when the data carries an item vocabulary).
+      item_keys: the ids the Retriever answers with, per item row (``item_vocab`` when
+        there is one, else ``item_ids``).
+      query_example, item_example: two-row input batches (the towers' signatures).
+    """
+
+    retriever: object
+    index: object
+    tuned: object
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_keys: np.ndarray
+    query_example: dict
+    item_example: dict
+
+
+def export_retriever(model, data, *, target_recall=0.95, k=10):
+    """The serving side of a trained MovieLens model.
+
+    1. the catalog embedded by the item tower and a ScaNN index over it (size rules of
+       index/config.py; cosine when the towers L2-normalise, else dot);
+    2. tuned (leaves to search, reorder) to ``target_recall`` recall@``k`` against brute
+       force on the test users' query embeddings;
+    3. a Retriever with the user feature store — each user's latest query features (the
+       test split holds one row per user, its history ending before the held-out item)
+       — and everything the user saw before it, excluded from u2i answers.
+
+    When the data carries external id vocabularies (``data.item_vocab`` /
+    ``data.user_vocab``, 1-D arrays, position = internal id), the index holds internal
+    rows and the Retriever gets them as ``item_vocab=`` / ``user_vocab=``, so that it is
+    asked and answers in the log's own ids.
+    """
+    from twotower.index.builder import build_index, embed
+    from twotower.index.retriever import Retriever
+    from twotower.index.tuner import tune
+
+    items = item_inputs(data)
+    item_vectors = embed(model.item_tower, items)
+    num_items = len(item_vectors)
+    item_vocab = getattr(data, "item_vocab", None)
+    user_vocab = getattr(data, "user_vocab", None)
+    if item_vocab is None and "movie_id" in data.items:
+        item_ids = np.asarray(data.items["movie_id"]).astype(np.int64)
+    else:
+        item_ids = np.arange(num_items, dtype=np.int64)
+    item_keys = np.asarray(item_vocab) if item_vocab is not None else item_ids
+    l2 = all(getattr(t, "l2_normalize", False) for t in (model.query_tower, model.item_tower))
+    index = build_index(item_vectors, item_ids, distance="cosine" if l2 else "dot")
+    test_queries = query_inputs(data, data.test)
+    query_vectors = embed(model.query_tower, test_queries, desc="embedding users")
+    tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size))
+    # one row per user: its last test row (a temporal split may hold several)
+    all_users = np.asarray(test_queries["user_id"])
+    _, last = np.unique(all_users[::-1], return_index=True)
+    rows = np.sort(len(all_users) - 1 - last)
+    user_table = {k: np.asarray(v)[rows] for k, v in test_queries.items()}
+    user_ids = user_table["user_id"]
+    seen_rows = data.exclusions(data.test)
+    user_seen = {int(all_users[r]): item_ids[np.asarray(seen_rows[r], np.int64)] for r in rows}
+    vocabs = {}
+    if item_vocab is not None:
+        vocabs["item_vocab"] = np.asarray(item_vocab)
+    if user_vocab is not None:
+        vocabs["user_vocab"] = np.asarray(user_vocab)
+    retriever = Retriever(index, model.query_tower, model.item_tower, user_table=user_table,
+                          user_seen=user_seen, **vocabs)
+    return ServingExport(
+        retriever=retriever, index=index, tuned=tuned, user_ids=user_ids, item_ids=item_ids,
+        item_keys=item_keys,
+        query_example={k: v[:2] for k, v in test_queries.items()},
+        item_example=item_inputs(data, [0, 1]) if num_items > 1 else item_inputs(data, [0]))
+
+
+def index_recall_curve(export, data, ks=INDEX_KS):
+    """recall@K of the index's own u2i answers for each test row's held-out item, the
+    row's seen items excluded as in the exact evaluation: what a served model scores.
+    Returns (the ks that fit the corpus, found ids [test rows, max K], recalls)."""
+    ks = [k for k in ks if k <= export.index.size]
+    exclude = [export.item_keys[np.asarray(s, np.int64)]
+               for s in data.exclusions(data.test)]
+    found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks), exclude=exclude)
+    targets = export.item_keys[np.asarray(data.test.item, np.int64)]
+    hit_rank = np.full(len(targets), np.inf)
+    for q, (row, t) in enumerate(zip(found, targets)):
+        where = np.flatnonzero(row == t)
+        if where.size:
+            hit_rank[q] = where[0] + 1
+    return ks, found, [float(np.mean(hit_rank <= k)) for k in ks]
+
+
+def index_metrics(export, data):
+    """metrics.json entries of an export: the index's own recall@K, its recall@10 vs
+    brute force, queries/s and build time, its size."""
+    ks, _, curve = index_recall_curve(export, data)
+    out = {f"index_recall@{k}": v for k, v in zip(ks, curve)}
+    out.update({"index_vs_exact_recall@10": float(export.tuned.recall),
+                "index_qps": float(export.tuned.qps),
+                "index_build_s": float(export.index.build_seconds),
+                "num_items": int(export.index.size), "num_users": int(len(export.user_ids))})
+    return out
+
+
+def write_serving(folder, export, model, *, extra=None, k=10):
+    """Writes ``folder/index`` (the index folder ``twotower serve`` takes: ScaNN index,
+    both towers as SavedModels, user table, seen items, checksummed manifest) and
+    ``folder/saved_model`` (query tower + ScaNN as one SavedModel answering top-``k``
+    item ids for query features)."""
+    from twotower.index import persistence, saved_model
+
+    persistence.save(os.path.join(folder, "index"), export.retriever,
+                     query_example=export.query_example, item_example=export.item_example,
+                     extra=extra or {})
+    saved_model.export(os.path.join(folder, "saved_model"), export.index, model.query_tower,
+                       k=min(k, export.index.size), query_example=export.query_example)
+
+
 # ----------------------------------------------------------------------------- report
 
 METRIC_ROWS = ("recall@10", "recall@20", "recall@50", "recall@100", "ndcg@10", "ndcg@50",
                "mrr", "coverage@50", "head_recall@50", "tail_recall@50")
 
+# settings worth keeping in the index manifest (what trained it)
+_MANIFEST_CONFIG = ("epochs", "batch_size", "lr", "dim", "seed", "split", "history_length")
 
-def report(name, config, metrics, data=None):
-    """Prints the table and, when config.out is set, writes metrics.json and
-    recall_at_k.png there atomically. Returns the table text."""
+
+def report(name, config, metrics, data=None, model=None):
+    """Prints the table and, when config.out is set, writes there atomically (replacing
+    only an earlier twotower output, with config.overwrite): metrics.json,
+    recall_at_k.png and — given the model — the tuned index folder ``index/`` and
+    ``saved_model/`` (:func:`export_retriever`, :func:`write_serving`). Returns the
+    table text."""
     pop = popularity(data) if data is not None else {}
     rows = [{"metric": k, name: metrics[k], **({"popularity": pop[k]} if k in pop else {})}
             for k in METRIC_ROWS if k in metrics]
@@ -417,14 +851,29 @@ def report(name, config, metrics, data=None):
     print(f"\n{name} on MovieLens ({data.config.split if data else ''}), full-corpus "
           f"retrieval, seen items excluded\n{table}\n{extra}")
     if config.out:
-        with atomic_directory(config.out) as tmp:
+        export = None
+        metrics = dict(metrics)
+        if model is not None and data is not None and getattr(config, "export", True):
+            print("building and tuning the ScaNN index ...", flush=True)
+            export = export_retriever(model, data, target_recall=config.target_recall)
+            metrics.update(index_metrics(export, data))
+            print(f"ScaNN index: {export.index.size} items, recall@10 vs brute force "
+                  f"{export.tuned.recall:.4f} at {export.tuned.qps:,.0f} queries/s; "
+                  f"index recall@10 {metrics.get('index_recall@10', float('nan')):.4f}")
+        with atomic_directory(config.out, overwrite=config.overwrite) as tmp:
+            if export is not None:
+                write_serving(tmp, export, model, extra={
+                    "recipe": name, **{k: getattr(config, k) for k in _MANIFEST_CONFIG
+                                       if hasattr(config, k)}})
             write_metrics(tmp, metrics)
             curves = {name: (list(KS), [metrics[f"recall@{k}"] for k in KS])}
             if pop:
                 curves["popularity"] = (list(KS), [pop[f"recall@{k}"] for k in KS])
             plot_curves(os.path.join(tmp, "recall_at_k.png"), curves, xlabel="K",
                         ylabel="recall@K", title=f"{name}: MovieLens full-corpus recall@K")
-        print(f"wrote {os.path.join(config.out, 'metrics.json')}")
+        print(f"wrote {config.out}: " + ("index/ (serve it: twotower serve "
+              f"{os.path.join(config.out, 'index')}), saved_model/, " if export else "")
+              + "metrics.json, recall_at_k.png")
     return table
 
 

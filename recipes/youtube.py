@@ -69,6 +69,7 @@ def build_parser():
 
 def main(argv=None):
     config = common.config_from_args(Config, build_parser().parse_args(argv))
+    common.check_outputs(config)  # before any data is loaded
     model, data, metrics = train(config)
-    common.report("youtube" if config.logq else "youtube (no logQ)", config, metrics, data)
+    common.report("youtube" if config.logq else "youtube (no logQ)", config, metrics, data, model)
     return 0
