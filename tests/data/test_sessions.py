@@ -64,3 +64,13 @@ def test_movielens_adaptation_books_the_last_five_star_and_uses_first_genre():
     assert log.booked_items().tolist() == [1, -1]  # B is the last 5-star of session 1
     assert [log.market_names[m] for m in log.item_market] == ["Drama", "Comedy", "(none)"]
     assert log.item_names == ["A (1995)", "B (1996)", "C"]
+
+
+def test_non_utf8_names_the_file_and_line_and_a_bom_is_read(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_bytes(CSV.encode().replace(b"s3,e", b"s3,\xe9"))     # Latin-1 'é', line 7
+    with pytest.raises(ValueError, match=r"s\.csv, line 7: not UTF-8 \(byte 4 of the line "
+                                         r"is b'\\xe9'\)"):
+        read_session_csv(path)
+    path.write_bytes(b"\xef\xbb\xbf" + CSV.encode())                # Excel's UTF-8 BOM
+    assert read_session_csv(path).num_sessions == 3

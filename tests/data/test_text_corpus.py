@@ -58,3 +58,21 @@ def test_text8_road_reads_the_zip(tmp_path, monkeypatch):
     monkeypatch.setenv("TWOTOWER_DATA", str(tmp_path / "data"))
     sentences = text_corpus.text8(url=src.as_uri(), max_sentence_length=4)
     assert sentences == [["anarchism", "originated", "as", "a"], ["term", "of", "abuse"]]
+
+
+def test_tokenize_lowercases_and_strips_punctuation_at_the_ends():
+    line = 'The "Liability." of (software, -- don\'t e-mail New_York 3D!'
+    assert text_corpus.tokenize(line) == line.split()               # off: the raw split
+    assert text_corpus.tokenize(line, lowercase=True, strip_punctuation=True) == [
+        "the", "liability", "of", "software", "don't", "e-mail", "new_york", "3d"]
+    assert text_corpus.tokenize(line, strip_punctuation=True)[:2] == ["The", "Liability"]
+
+
+def test_read_sentences_applies_the_tokenisation(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("Software, Liability.\n...\nsoftware liability\n")
+    # one word each, whatever the case and punctuation; a line of punctuation only is empty
+    assert read_sentences(str(p), lowercase=True, strip_punctuation=True) == [
+        ["software", "liability"], ["software", "liability"]]
+    assert read_sentences(str(p)) == [["Software,", "Liability."], ["..."],
+                                      ["software", "liability"]]

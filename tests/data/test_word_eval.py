@@ -35,3 +35,21 @@ def test_analogy_3cosadd(tmp_path):
     acc, in_vocab, total = analogy_accuracy(words, vecs, questions)
     assert (in_vocab, total) == (2, 3)
     assert acc == pytest.approx(0.5)   # "italy" is right, "spain" is not
+
+
+def test_split_by_support_marks_scores_on_few_items():
+    from twotower.data.word_eval import MIN_SUPPORT, split_by_support
+
+    results = {"ws353_spearman": 1.0, "ws353_pairs": 4,
+               "simlex_spearman": 0.31, "simlex_pairs": 120,
+               "analogy_accuracy": float("nan"), "analogy_in_vocab": 0, "analogy_total": 50}
+    headline, too_few, not_computed = split_by_support(results)
+    assert MIN_SUPPORT == 20
+    assert too_few == {"ws353_spearman": (1.0, 4)}
+    assert headline == {"ws353_pairs": 4, "simlex_spearman": 0.31, "simlex_pairs": 120,
+                        "analogy_in_vocab": 0, "analogy_total": 50}
+    assert not_computed == ["analogy_accuracy"]
+    headline, too_few, _ = split_by_support(results, min_support=4)
+    assert headline["ws353_spearman"] == 1.0 and not too_few
+    with pytest.raises(ValueError, match="min_support must be an int >= 1, got 0"):
+        split_by_support(results, min_support=0)

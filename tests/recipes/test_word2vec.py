@@ -249,3 +249,17 @@ def test_reload_and_continue_training(trained, tmp_path, capsys):
     fruit, tool = words.index("fruit0"), [words.index(f"tool{i}") for i in range(6)]
     others = [words.index(f"fruit{i}") for i in range(1, 6)]
     assert (unit[others] @ unit[fruit]).min() > (unit[tool] @ unit[fruit]).max()
+
+
+def test_resume_from_a_folder_that_is_not_a_model(tmp_path, capsys):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("a b c d\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for where, message in ((tmp_path / "nope", "is not a folder"),
+                           (empty, "no config.json")):
+        assert word2vec.main(["--corpus", str(corpus), "--resume-from", str(where), "--out",
+                              str(tmp_path / "o"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and str(where) in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
