@@ -20,3 +20,9 @@ import pytest  # noqa: E402
 def corpus():
     """(items [3000, 16], queries [100, 16]) clustered, seeded."""
     return clustered(3000)
+
+
+@pytest.fixture(scope="session")
+def corpus_with_held_out():
+    """(items [6000, 16], queries [1200, 16]) from 30 clusters: tuning + held-out queries."""
+    return clustered(6000, 16, clusters=30, seed=3, queries=1200)
