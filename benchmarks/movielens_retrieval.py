@@ -39,44 +39,96 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
-from twotower.artifacts import atomic_directory, atomic_write_text
+from twotower.artifacts import (atomic_directory, atomic_write_json, atomic_write_text,
+                                check_output_dir)
 from twotower.recipes import dssm, ebr, mns, youtube
 from twotower.recipes import movielens_two_tower as common
-from twotower.reporting import format_table, plot_curves, write_metrics
+from twotower.reporting import flatten_metrics, format_table, plot_curves
 from twotower.towers.retrieval_report import KS
 
 REPORTED = ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "coverage@50",
-            "head_recall@50", "tail_recall@50", "examples_per_sec")
+            "head_recall@50", "tail_recall@50", "examples_per_sec", "val_recall@10",
+            "val_recall@50")
+# the twotower recipes a "best recipe" is chosen from (on validation recall@50)
+RECIPES = ("dssm", "youtube", "mns", "ebr", "mns_tuned")
+GOAL_RATIO = 1.05  # issue 13: recall@10 and @50 each >= 1.05x tfrs_logq's
+# mns_tuned's levers, chosen on the validation split (seed 0; see the module docstring)
+TUNED = {"temperature": 0.05, "index_negatives": 256, "epochs": 5}
 
 
 class TFRSReference(tfrs.Model):
-    """The TFRS way: tfrs.Model whose compute_loss feeds both towers to tasks.Retrieval."""
+    """The TFRS way: tfrs.Model whose compute_loss feeds both towers to tasks.Retrieval.
 
-    def __init__(self, query_tower, item_tower, temperature):
+    With ``sampling_probability`` (p(c) for every item index, from static training
+    counts) it is TFRS at its best: ``candidate_sampling_probability`` = p(c) of each
+    in-batch candidate (TFRS subtracts log p after the temperature, which is our
+    z = s/τ − log(B·p) up to the row constant log B) and ``remove_accidental_hits=True``
+    on the item ids, as the TFRS documentation suggests for a popularity-skewed corpus.
+    """
+
+    def __init__(self, query_tower, item_tower, temperature, sampling_probability=None):
         super().__init__()
         self.query_tower = query_tower
         self.item_tower = item_tower
-        self.task = tfrs.tasks.Retrieval(temperature=temperature)
+        self.sampling_probability = (None if sampling_probability is None else
+                                     tf.constant(sampling_probability, tf.float32))
+        self.task = tfrs.tasks.Retrieval(
+            temperature=temperature,
+            remove_accidental_hits=sampling_probability is not None)
 
     def compute_loss(self, features, training=False):
         u = self.query_tower(features["query"], training=training)
         v = self.item_tower(features["item"], training=training)
-        return self.task(u, v, compute_metrics=False)
+        if self.sampling_probability is None:
+            return self.task(u, v, compute_metrics=False)
+        ids = features["item"]["item_id"]  # = the item index (data/movielens.py)
+        return self.task(u, v, compute_metrics=False, candidate_ids=ids,
+                         candidate_sampling_probability=tf.gather(
+                             self.sampling_probability, ids))
 
 
-def train_tfrs(config):
-    """Trains the TFRS reference on the youtube towers; returns (metrics)."""
+def _train_tfrs(config, logq):
     data = common.load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
     q, i = common.build_towers(data, config, history=True, l2_normalize=True)
-    model = TFRSReference(q, i, config.temperature)
+    p = data.item_counts / data.item_counts.sum() if logq else None
+    model = TFRSReference(q, i, config.temperature, sampling_probability=p)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.lr))
     meter = common.Throughput(config.batch_size, len(data.train), config.epochs)
     model.fit(common.training_dataset(data, config), epochs=config.epochs, verbose=0,
               callbacks=[meter])
     metrics = common.evaluate_towers(q, i, data)
     metrics["examples_per_sec"] = meter.examples_per_sec
+    metrics.update(_validation(common.evaluate_towers(q, i, data, data.valid)))
     return metrics
+
+
+def _validation(metrics):
+    """The validation split's recall@10/@50 as val_* keys (the levers are chosen on it)."""
+    return {f"val_{k}": metrics[k] for k in ("recall@10", "recall@50")}
+
+
+def run_one(train, config):
+    """Runs a train function; returns its test metrics plus validation recall (val_*)."""
+    out = train(config)
+    if isinstance(out, dict):  # the TFRS references evaluate validation themselves
+        return out
+    model, data, metrics = out
+    metrics = dict(metrics)
+    metrics.update(_validation(common.evaluate(model, data, data.valid)))
+    return metrics
+
+
+def train_tfrs(config):
+    """Trains the plain TFRS reference (in-batch softmax, no correction) on the youtube
+    towers; returns its metrics."""
+    return _train_tfrs(config, logq=False)
+
+
+def train_tfrs_logq(config):
+    """Trains TFRS at its best (static-count logQ, accidental hits removed) on the youtube
+    towers; returns its metrics."""
+    return _train_tfrs(config, logq=True)
 
 
 def experiments(args):
@@ -86,6 +138,7 @@ def experiments(args):
     yt = youtube.Config(**base)
     exps = {
         "tfrs": (train_tfrs, youtube.Config(**base)),
+        "tfrs_logq": (train_tfrs_logq, youtube.Config(**base)),
         "dssm": (dssm.train, dssm.Config(**base)),
     }
     for t in args.dssm_temperatures:
@@ -97,6 +150,11 @@ def experiments(args):
         "mns_uniform": (mns.train, mns.Config(**base, mode="uniform",
                                               index_negatives=args.index_negatives)),
         "ebr": (ebr.train, ebr.Config(**base)),
+        # mns with the levers chosen on the validation split (τ, index negatives, epochs;
+        # see --tuned-*); everything else as the other recipes
+        "mns_tuned": (mns.train, mns.Config(**{**base, "epochs": args.tuned_epochs},
+                                            temperature=args.tuned_temperature,
+                                            index_negatives=args.tuned_index_negatives)),
     })
     # The dssm sweep reuses the default temperature's runs rather than training twice.
     default_t = dssm.Config().temperature
@@ -131,7 +189,7 @@ def summarize(runs):
     flat = {}
     for name, results in runs.items():
         for key in REPORTED:
-            vals = np.asarray([r[key] for r in results], np.float64)
+            vals = np.asarray([r.get(key, np.nan) for r in results], np.float64)
             if np.isnan(vals).all():  # e.g. popularity has no training throughput
                 continue
             flat[f"{name}_{key}"] = float(np.mean(vals))
@@ -146,6 +204,8 @@ def build_parser():
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (metrics.json, results.md, "
                    "recall_at_k.png)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
     p.add_argument("--data", default="auto", help="MovieLens source (see twotower youtube "
                    "--help); default: cached ml-100k.zip, else the recbole wheel")
     p.add_argument("--min-rating", type=float, default=None,
@@ -158,6 +218,13 @@ def build_parser():
     p.add_argument("--index-negatives", type=int, default=256, help="K for mns / mns_uniform")
     p.add_argument("--dssm-temperatures", type=float, nargs="+", default=[0.02, 0.05, 0.2],
                    help="temperatures of the dssm sweep")
+    p.add_argument("--tuned-temperature", type=float, default=TUNED["temperature"],
+                   help="τ of mns_tuned (default %(default)s, chosen on validation)")
+    p.add_argument("--tuned-index-negatives", type=int, default=TUNED["index_negatives"],
+                   help="index negatives K of mns_tuned (default %(default)s, chosen on "
+                   "validation)")
+    p.add_argument("--tuned-epochs", type=int, default=TUNED["epochs"],
+                   help="epochs of mns_tuned (default %(default)s, chosen on validation)")
     p.add_argument("--throughput-rounds", type=int, default=3,
                    help="paired, interleaved 1-epoch fits of tfrs and youtube_nologq for the "
                    "throughput ratio (0 to skip)")
@@ -167,8 +234,10 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    if args.seeds < 1 or args.epochs < 1:
-        raise ValueError(f"--seeds and --epochs must be >= 1, got {args.seeds}, {args.epochs}")
+    if args.seeds < 1 or args.epochs < 1 or args.tuned_epochs < 1:
+        raise ValueError(f"--seeds, --epochs and --tuned-epochs must be >= 1, got "
+                         f"{args.seeds}, {args.epochs}, {args.tuned_epochs}")
+    check_output_dir(args.out, overwrite=args.overwrite)
     exps = experiments(args)
     if args.only:
         unknown = sorted(set(args.only) - set(exps) - {"popularity"})
@@ -188,8 +257,7 @@ def main(argv=None):
     for seed in range(args.seeds):
         for name, (train, config) in exps.items():
             config = dataclasses.replace(config, seed=seed)
-            out = train(config)
-            metrics = out if isinstance(out, dict) else out[2]
+            metrics = run_one(train, config)
             runs.setdefault(name, []).append(metrics)
             bar.set_postfix_str(f"{name} seed {seed}: recall@50 {metrics['recall@50']:.3f}")
             bar.update(1)
@@ -208,10 +276,29 @@ def main(argv=None):
     if recipes:
         flat["target_every_recipe_beats_popularity"] = int(all(
             flat[f"{n}_recall@50"] > flat["popularity_recall@50"] for n in recipes))
-    if recipes and "tfrs" in runs:
-        best = max(recipes, key=lambda n: flat[f"{n}_recall@50"])
+    best = None
+    candidates = [n for n in RECIPES if n in runs]
+    if candidates:
+        # chosen on validation, reported on test
+        best = max(candidates, key=lambda n: flat[f"{n}_val_recall@50"])
+        for key in ("recall@10", "recall@50"):
+            flat[f"best_recipe_{key}"] = flat[f"{best}_{key}"]
+            if f"{best}_{key}_std" in flat:
+                flat[f"best_recipe_{key}_std"] = flat[f"{best}_{key}_std"]
+    if best and "tfrs" in runs:
         flat["target_best_recipe_beats_tfrs"] = int(flat[f"{best}_recall@50"]
                                                     > flat["tfrs_recall@50"])
+    if best and "tfrs_logq" in runs:
+        clear = []
+        for key in ("recall@10", "recall@50"):
+            ours, theirs = flat[f"{best}_{key}"], flat[f"tfrs_logq_{key}"]
+            ratio = ours / theirs
+            flat[f"best_recipe_{key}_ratio_vs_tfrs_logq"] = ratio
+            # the goal: >= 1.05x, and the spreads apart (mean − std above mean + std)
+            apart = (ours - flat.get(f"{best}_{key}_std", 0.0)
+                     > theirs + flat.get(f"tfrs_logq_{key}_std", 0.0))
+            clear.append(ratio >= GOAL_RATIO and apart)
+        flat["target_best_recipe_beats_tfrs_logq"] = int(all(clear))
     if ratios:
         flat["throughput_ratio_vs_tfrs"] = float(np.median(ratios))
         flat["throughput_ratio_vs_tfrs_min"] = float(np.min(ratios))
@@ -225,7 +312,7 @@ def main(argv=None):
     for name, results in runs.items():
         row = {"model": name}
         for key in ("recall@10", "recall@50", "recall@100", "mrr", "coverage@50",
-                    "tail_recall@50", "examples_per_sec"):
+                    "tail_recall@50", "val_recall@50", "examples_per_sec"):
             mean = flat.get(f"{name}_{key}", float("nan"))
             std = flat.get(f"{name}_{key}_std")
             fmt = "{:.0f}" if key == "examples_per_sec" else "{:.4f}"
@@ -237,15 +324,22 @@ def main(argv=None):
               f"users); {args.seeds} seeds, {args.epochs} epochs, batch {args.batch_size}; "
               "mean ± std; full-corpus ranking, seen items excluded")
     print(f"\n{header}\n{table}\n")
-    for key in sorted(k for k in flat if k.startswith("target_") or k.startswith("throughput")):
+    if best:
+        print(f"best_recipe (on validation recall@50): {best}")
+    for key in sorted(k for k in flat if k.startswith(("target_", "throughput", "best_recipe"))):
         print(f"{key}: {flat[key]:.3f}" if isinstance(flat[key], float) else f"{key}: {flat[key]}")
 
-    with atomic_directory(args.out) as tmp:
-        write_metrics(tmp, flat)
+    with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+        # metrics.json is flat numbers, plus the best recipe's name (issue 13 §5)
+        named = flatten_metrics(flat)
+        if best:
+            named["best_recipe"] = best
+        atomic_write_json(os.path.join(tmp, "metrics.json"), named)
         atomic_write_text(os.path.join(tmp, "results.md"), f"{header}\n\n{table}\n")
         curves = {n: (list(KS), [float(np.mean([r[f'recall@{k}'] for r in runs[n]]))
                                  for k in KS])
-                  for n in ("popularity", "tfrs", "dssm", "youtube", "youtube_nologq", "mns",
+                  for n in ("popularity", "tfrs", "tfrs_logq", "dssm", "youtube",
+                            "youtube_nologq", "mns", "mns_tuned",
                             "ebr") if n in runs}
         plot_curves(os.path.join(tmp, "recall_at_k.png"), curves, xlabel="K",
                     ylabel="recall@K", title="MovieLens full-corpus recall@K")
