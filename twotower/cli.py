@@ -3,10 +3,22 @@
 Each subcommand lives in its own module that defines ``build_parser()`` (an
 argparse.ArgumentParser whose --help explains every flag) and ``main(argv=None)``; this
 file only dispatches, so `twotower word2vec --help` is the recipe's own help.
+
+Bad input — a ValueError (OutputPathError and UnknownIdError are ValueErrors), a missing,
+existing, unreadable or undecodable file, a corrupt zip — ends the command with one line
+on stderr, ``twotower <command>: error: <message>``, and exit status 2, as argparse does
+for a bad flag. ``TWOTOWER_DEBUG=1`` re-raises instead, for the traceback.
 """
 
 import importlib
+import os
 import sys
+import zipfile
+
+# the errors that mean "the input is wrong", not "twotower is broken"
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, PermissionError,
+                IsADirectoryError, NotADirectoryError, UnicodeDecodeError,
+                zipfile.BadZipFile)
 
 # subcommand -> (module, one-line summary)
 COMMANDS = {
@@ -46,8 +58,26 @@ def main(argv=None):
             print(f"twotower: command {name!r} is not available in this build", file=sys.stderr)
             return 2
         raise
-    result = module.main(rest)
+    try:
+        result = module.main(rest)
+    except INPUT_ERRORS as e:
+        if os.environ.get("TWOTOWER_DEBUG", "") not in ("", "0"):
+            raise
+        print(f"twotower {name}: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     return 0 if result is None else int(result)
+
+
+def _one_line(error):
+    """The error's message on one line (OSError: "<strerror>: <file>")."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        text = f"{error.strerror}: {error.filename!r}"
+    elif isinstance(error, UnicodeDecodeError):
+        text = (f"cannot decode byte {error.object[error.start:error.start + 1]!r} at offset "
+                f"{error.start} as {error.encoding} ({error.reason})")
+    else:
+        text = str(error) or type(error).__name__
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":
