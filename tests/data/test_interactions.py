@@ -231,3 +231,14 @@ def test_folder_with_ratings_csv_is_a_log(tmp_path):
     assert I.read_interactions(str(folder)).item_id.tolist() == [31, 1029]
     with pytest.raises(FileNotFoundError, match="does not exist"):
         I.read_interactions(str(tmp_path / "nowhere.csv"))
+
+
+def test_convert_command_line(tmp_path, log_csv, capsys):
+    out = str(tmp_path / "conv")
+    assert I.main([log_csv, out, "--rows-per-shard", "2"]) == 0
+    assert "wrote 3 shard(s), 5 rows" in capsys.readouterr().out
+    assert I.main([log_csv, out]) == 2  # an earlier output needs --overwrite
+    err = capsys.readouterr().err
+    assert err.startswith("twotower convert: ") and "--overwrite" in err and err.count("\n") == 1
+    assert I.main([log_csv, out, "--overwrite", "--item-col", "sku"]) == 2
+    assert "no item column 'sku'" in capsys.readouterr().err
