@@ -44,7 +44,7 @@ from typing_extensions import Annotated
 from twotower.index.external_ids import UnknownIdError
 
 DEFAULTS = dict(max_request_bytes=1 << 20, max_batch=1024, max_cost=100_000,
-                max_concurrency=128, max_connections=4096, workers=0,
+                max_concurrency=128, max_connections=4096, workers=0, batch_parallel=2,
                 timeout_keep_alive=5.0, timeout_header=10.0, timeout_body=30.0)
 
 # Endpoints that do index work: counted against --max-concurrency (429 above it).
@@ -289,6 +289,7 @@ class IndexService:
         self.max_batch = int(max_batch)
         self.max_cost = int(max_cost)
         self.lock = _ReadWriteLock()
+        self.batch_fallbacks = 0  # batches re-run request by request after an error
 
     def tuned_k(self):
         """The k the index's search knobs were tuned for (None: never tuned)."""
@@ -373,6 +374,45 @@ class IndexService:
             return self._answer(self._tower(r.u2i, inputs, req.k, exclude=req.exclude,
                                             what="query"), req.k)
 
+    def u2i_users_batch(self, requests):
+        """Several /u2i-by-user requests with one (k, exclude_seen, id kind) in one
+        retriever call; returns a JSONResponse or an exception per request.
+
+        A batch that fails (an unknown user in one request) is re-run request by request,
+        so that each request gets its own answer or error.
+        """
+        from fastapi.responses import JSONResponse
+
+        k, exclude_seen = requests[0].k, requests[0].exclude_seen
+        if len(requests) > 1:
+            users = [_id_array(req.user_ids, "user_ids") for req in requests]
+            exclude = None
+            if any(req.exclude is not None for req in requests):
+                exclude = [e for req, u in zip(requests, users)
+                           for e in (req.exclude if req.exclude is not None else [[]] * len(u))]
+            try:
+                with self.lock.read():
+                    ids, scores = self._tower(
+                        self.retriever.u2i_users, np.concatenate(users), k,
+                        exclude_seen=exclude_seen, exclude=exclude, what="query")
+            except Exception:  # noqa: BLE001  re-run one by one below, for the right errors
+                self.batch_fallbacks += 1
+            else:
+                out, start = [], 0
+                for u in users:
+                    stop = start + len(u)
+                    out.append(JSONResponse(self._answer((ids[start:stop],
+                                                          scores[start:stop]), k)))
+                    start = stop
+                return out
+        out = []
+        for req in requests:
+            try:
+                out.append(JSONResponse(self.u2i(req)))
+            except Exception as e:  # noqa: BLE001  answered by the app's error handlers
+                out.append(e)
+        return out
+
     def i2i(self, req: I2IRequest):
         r = self.retriever
         if req.item_ids is not None:
@@ -412,6 +452,61 @@ class IndexService:
             return {"removed": int(r.remove_items(ids)), "num_items": int(r.index.size)}
 
 
+class _Batcher:
+    """Coalesces concurrent requests of one kind into one call (dynamic batching, as TF
+    Serving's batching does, without a wait: a batch is whatever arrived while the
+    previous ones ran).
+
+    At most ``parallel`` batches of a kind run at once; a request arriving while a slot
+    is free starts at once, alone. ``run(requests)`` (in a worker thread) returns one
+    response or exception per request; a batch holds at most ``max_batch`` rows.
+    """
+
+    def __init__(self, run, work, *, max_batch, parallel=2, histogram=None):
+        self.run, self.work, self.histogram = run, work, histogram
+        self.max_batch, self.parallel = int(max_batch), int(parallel)
+        self.pending = {}   # key -> [(request, rows, future)]
+        self.running = {}   # key -> batches in flight
+        self.batches = 0    # batches run (for tests and metrics)
+
+    async def submit(self, key, request, rows):
+        future = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(key, []).append((request, rows, future))
+        if self.running.get(key, 0) < self.parallel:
+            self.running[key] = self.running.get(key, 0) + 1
+            asyncio.ensure_future(self._drain(key))
+        result = await future
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    async def _drain(self, key):
+        try:
+            while self.pending.get(key):
+                queue, batch, rows = self.pending[key], [], 0
+                while queue and (not batch or rows + queue[0][1] <= self.max_batch):
+                    item = queue.pop(0)
+                    if not item[2].done():  # skip requests whose client went away
+                        batch.append(item)
+                        rows += item[1]
+                if not queue:
+                    del self.pending[key]
+                if not batch:
+                    continue
+                self.batches += 1
+                if self.histogram is not None:
+                    self.histogram.observe(len(batch))
+                try:
+                    results = await self.work(self.run, [item[0] for item in batch])
+                except Exception as e:  # noqa: BLE001  every request gets the error
+                    results = [e] * len(batch)
+                for (_, _, future), result in zip(batch, results):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self.running[key] -= 1
+
+
 # -- metrics ------------------------------------------------------------------------------
 class Metrics:
     """Prometheus counters and histograms in a registry of this server's own."""
@@ -430,6 +525,9 @@ class Metrics:
             "last byte of the response", ["endpoint"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                      2.5, 5.0, 10.0))
+        self.batch_requests = Histogram(
+            "twotower_u2i_batch_requests", "/u2i-by-user requests answered per batch",
+            registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.in_progress = Gauge("twotower_http_requests_in_progress",
                                  "index-work requests being served", registry=self.registry)
         self.connections = Gauge("twotower_http_connections_open", "open TCP connections",
@@ -492,6 +590,9 @@ class LimitsMiddleware:
         async def send_recording(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+            elif message["type"] == "twotower.client_gone":
+                status_box[0] = 499  # nginx's "client closed request": nothing to answer
+                return
             await send(message)
 
         counted = False
@@ -546,6 +647,7 @@ class LimitsMiddleware:
                                             f"{self.timeout_body:g} s", close=True)
                 return None
             if message["type"] == "http.disconnect":
+                await send({"type": "twotower.client_gone"})
                 return None
             chunk = message.get("body", b"")
             size += len(chunk)
@@ -728,10 +830,11 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
       token: the bearer token that allows updates; None makes the server read-only.
       metrics: a :class:`Metrics` (one is made when None).
       **limits: any of ``max_request_bytes``, ``max_batch``, ``max_cost``,
-        ``max_concurrency``, ``workers``, ``timeout_body`` (defaults in ``DEFAULTS``).
+        ``max_concurrency``, ``workers``, ``timeout_body``, ``batch_parallel``
+        (defaults in ``DEFAULTS``).
     """
     import anyio
-    from fastapi import FastAPI, Request
+    from fastapi import Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response
     from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -804,34 +907,48 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
             raise ApiError(401, "missing or wrong bearer token (Authorization: Bearer ...)",
                            headers={"WWW-Authenticate": "Bearer"})
 
+    def answer(fn):
+        # JSONResponse renders (json.dumps) when made: in the worker too, off the loop.
+        return lambda body: JSONResponse(fn(body))
+
     @app.get("/health", summary="Index facts and liveness")
     async def health():
         return JSONResponse(service.health(read_only))
 
+    batcher = _Batcher(service.u2i_users_batch, work, max_batch=service.max_batch,
+                       parallel=max(1, int(s["batch_parallel"])),
+                       histogram=metrics.batch_requests)
+    app.state.batcher = batcher
+
     @app.post("/u2i", response_model=SearchResponse, summary="Top-k items for users")
     async def u2i(body: U2IRequest):
-        return JSONResponse(await work(service.u2i, body))
+        if body.user_ids is not None and s["batch_parallel"]:
+            service._check_bounds(len(body.user_ids), body.k, body.exclude)
+            kinds = tuple(sorted({type(i).__name__ for i in body.user_ids}))
+            return await batcher.submit((body.k, body.exclude_seen, kinds), body,
+                                        len(body.user_ids))
+        return await work(answer(service.u2i), body)
 
     @app.post("/i2i", response_model=SearchResponse, summary="Top-k neighbours of items")
     async def i2i(body: I2IRequest):
-        return JSONResponse(await work(service.i2i, body))
+        return await work(answer(service.i2i), body)
 
-    @app.post("/items", response_model=UpdateResponse,
+    # The token is checked (a dependency) before the body is validated.
+    @app.post("/items", response_model=UpdateResponse, dependencies=[Depends(authorize)],
               summary="Add or replace items (needs the bearer token)")
-    async def upsert(body: UpsertRequest, request: Request):
-        authorize(request)
-        return JSONResponse(await work(service.upsert, body))
+    async def upsert(body: UpsertRequest):
+        return await work(answer(service.upsert), body)
 
-    @app.delete("/items", response_model=UpdateResponse,
+    @app.delete("/items", response_model=UpdateResponse, dependencies=[Depends(authorize)],
                 summary="Remove items (needs the bearer token)")
-    async def delete(body: DeleteRequest, request: Request):
-        authorize(request)
-        return JSONResponse(await work(service.delete, body))
+    async def delete(body: DeleteRequest):
+        return await work(answer(service.delete), body)
 
     @app.post("/items/delete", response_model=UpdateResponse,
+              dependencies=[Depends(authorize)],
               summary="Remove items, for clients that cannot send DELETE with a body")
-    async def delete_post(body: DeleteRequest, request: Request):
-        return await delete(body, request)
+    async def delete_post(body: DeleteRequest):
+        return await work(answer(service.delete), body)
 
     @app.get("/metrics", summary="Prometheus metrics")
     async def prometheus():
@@ -885,7 +1002,8 @@ class IndexServer:
         self.retriever = retriever
         self.metrics = Metrics()
         app_limits = {k: s[k] for k in ("max_request_bytes", "max_batch", "max_cost",
-                                        "max_concurrency", "workers", "timeout_body")}
+                                        "max_concurrency", "workers", "timeout_body",
+                                        "batch_parallel")}
         self.app = create_app(retriever, token=token, metrics=self.metrics, **app_limits)
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets
@@ -995,6 +1113,10 @@ def build_parser():
                         "%(default)s; the open-files limit is raised to fit)")
     p.add_argument("--workers", type=int, default=DEFAULTS["workers"],
                    help="threads for the ScaNN/TF work (0 = CPU cores + 4, at most 32)")
+    p.add_argument("--batch-parallel", type=int, default=DEFAULTS["batch_parallel"],
+                   help="concurrent /u2i-by-user requests are answered in batches (one "
+                        "tower call and one ScaNN search for all); at most this many "
+                        "batches run at once (0 turns batching off; default %(default)s)")
     p.add_argument("--timeout-keep-alive", type=_positive(float),
                    default=DEFAULTS["timeout_keep_alive"],
                    help="seconds an idle kept-alive connection stays open "
@@ -1022,6 +1144,8 @@ def main(argv=None):
         return _fail(f"--port must be in [0, 65535], got {args.port}")
     if args.workers < 0:
         return _fail(f"--workers must be >= 0, got {args.workers}")
+    if args.batch_parallel < 0:
+        return _fail(f"--batch-parallel must be >= 0, got {args.batch_parallel}")
     token = None
     if args.token_file is not None:
         try:
@@ -1047,6 +1171,7 @@ def main(argv=None):
             max_request_bytes=args.max_request_bytes, max_batch=args.max_batch,
             max_cost=args.max_cost, max_concurrency=args.max_concurrency,
             max_connections=args.max_connections, workers=args.workers,
+            batch_parallel=args.batch_parallel,
             timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
             timeout_body=args.timeout_body)
     except OSError as e:

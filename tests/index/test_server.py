@@ -442,3 +442,44 @@ def test_updates_need_the_token_and_are_searchable(writable):
     status, answer = _call(server, "POST", "/items",
                            {"item_ids": ["a", "b"], "embeddings": vec}, headers=auth)
     assert status == 400 and "differ in length" in answer["error"]
+
+
+@pytest.mark.parametrize("asked", [
+    ["u-0", "u-1", "u-2", "u-3", "u-4", "u-5", "u-1", "u-2"],
+    ["u-0", "u-1", "nobody", "u-2", "u-3", "u-4", "u-5", "u-1"],
+])
+def test_concurrent_user_requests_are_batched_and_each_gets_its_answer(writable, asked):
+    """Requests queued while the index is busy are answered in one batch; an unknown user
+    in one of them is that request's 404 only."""
+    server, users, items, _ = writable
+    app = server.app.app
+    service, batcher = app.state.service, app.state.batcher
+    results = {}
+
+    def client(j):
+        results[j] = _call(server, "POST", "/u2i", {"user_ids": [asked[j]], "k": 3})
+
+    before, fallbacks = batcher.batches, service.batch_fallbacks
+    service.lock._acquire(True)  # the index is busy (as during an update)
+    threads = [threading.Thread(target=client, args=(j,)) for j in range(len(asked))]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while server.app.in_progress < len(asked) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        service.lock._release(True)
+        for t in threads:
+            t.join(20)
+    assert batcher.batches - before < len(asked)  # some requests shared a batch
+    assert (service.batch_fallbacks > fallbacks) == ("nobody" in asked)
+    seen = {0: [0, 1, 2], 2: [7]}
+    for j, user in enumerate(asked):
+        status, body = results[j]
+        if user == "nobody":
+            assert status == 404 and body["unknown_ids"] == ["nobody"]
+            continue
+        u = int(user.split("-")[1])
+        want, _ = evaluation.top_k(users[[u]], items, 3, exclude=[seen.get(u, [])])
+        assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
