@@ -98,9 +98,11 @@ def input_spec(tower, example=None):
         if len(args) == 1:
             return tf.nest.map_structure(
                 lambda s: tf.TensorSpec([None] + list(s.shape[1:]), s.dtype), args[0])
-    raise ValueError(f"cannot infer the input signature of tower {tower!r} (a "
-                     f"{type(tower).__name__} that declares no inputs and was never "
-                     "called): pass an example batch (query_example= / item_example=)")
+    raise ValueError(f"cannot infer the input signature of tower {tower!r}: a "
+                     f"{type(tower).__name__} whose inputs (or their dtypes: a hashed "
+                     "feature takes ints or strings alike) are not in its configuration, "
+                     "and Keras recorded no call signature; pass an example batch "
+                     "(query_example= / item_example=)")
 
 
 def id_range(tower):
