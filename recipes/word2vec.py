@@ -83,8 +83,11 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="twotower word2vec",
         description="word2vec (skip-gram or CBOW; NEG, HS, NCE or sampled-softmax head) "
-                    "trained as a two-tower model with word2vec's sparse SGD; writes "
-                    "vectors.txt, the model and metrics.json (analogy, WS353, SimLex).")
+                    "trained as a two-tower model with word2vec's sparse SGD, on text8, the "
+                    "enwiki extract or your own text file (lower-cased, punctuation stripped "
+                    "by default); writes vectors.txt, the model (reloadable, trainable "
+                    "further with --resume-from), a tuned ScaNN index of the words for "
+                    "`twotower serve` and metrics.json (analogy, WS353, SimLex).")
     g = parser.add_argument_group("data")
     g.add_argument("--corpus", default=d.corpus,
                    help="a plain-text file (one sentence per line, or one token stream), "
