@@ -8,9 +8,16 @@ root to leaf w visits inner nodes points[w, :L_w] and turns by codes[w, :L_w] �
 
 which sums to 1 over the leaves because σ(x) + σ(−x) = 1 at each inner node. Frequent
 items get short codes, so the expected path length is the entropy of the counts.
-"""
 
-import heapq
+The construction is word2vec.c's CreateBinaryTree, tie-breaks included: the leaves sorted
+by count descending (stably, so a vocabulary already in that order — word2vec.c's and
+data/vocab.py's — keeps it), and a two-pointer merge: pointer 1 walks the leaves from the
+rarest up, pointer 2 the inner nodes in creation order (their counts never decrease); each
+of the two picks of a merge takes the leaf only if its count is strictly smaller than the
+inner node's (a tie goes to the inner node). The first pick gets code 0, the second code 1;
+inner node a is the a-th merge, so the root is N − 2. Many Huffman trees are optimal for
+counts with ties; this is the one word2vec.c (and gensim, which ports it) builds.
+"""
 
 import numpy as np
 
@@ -35,23 +42,32 @@ class HuffmanTree:
         n = counts.size
         self.num_leaves = n
         self.num_inner = n - 1
-        # Heap of (count, tiebreak, node); leaves are 0..n-1, inner nodes n..2n-2.
-        heap = [(c, i, i) for i, c in enumerate(counts)]
-        heapq.heapify(heap)
-        parent = np.zeros(2 * n - 1, dtype=np.int64)
+        # word2vec.c: count[] holds the leaves by count descending, then the inner nodes
+        # (1e15 until made); pos1 walks the leaves from the rarest, pos2 the inner nodes.
+        order = np.argsort(-counts, kind="stable")          # position -> leaf id
+        count = np.concatenate([counts[order], np.full(n, np.inf)])
+        parent = np.zeros(2 * n - 1, dtype=np.int64)         # by position (leaves) / node
         turn = np.zeros(2 * n - 1, dtype=np.int8)
-        next_node = n
-        while len(heap) > 1:
-            c1, _, a = heapq.heappop(heap)
-            c2, _, b = heapq.heappop(heap)
-            parent[a], turn[a] = next_node, 0
-            parent[b], turn[b] = next_node, 1
-            heapq.heappush(heap, (c1 + c2, next_node, next_node))
-            next_node += 1
+        pos1, pos2 = n - 1, n
+        for a in range(n - 1):
+            picks = []
+            for _ in range(2):
+                if pos1 >= 0 and count[pos1] < count[pos2]:
+                    picks.append(pos1)
+                    pos1 -= 1
+                else:
+                    picks.append(pos2)
+                    pos2 += 1
+            count[n + a] = count[picks[0]] + count[picks[1]]
+            parent[picks[0]], parent[picks[1]] = n + a, n + a
+            turn[picks[1]] = 1
+        # Back from positions to leaf ids: leaf order[j] sits at position j.
+        position = np.empty(n, dtype=np.int64)
+        position[order] = np.arange(n)
         root = 2 * n - 2
         paths, turns = [], []
         for leaf in range(n):
-            nodes, bits, node = [], [], leaf
+            nodes, bits, node = [], [], int(position[leaf])
             while node != root:
                 nodes.append(parent[node] - n)
                 bits.append(turn[node])
