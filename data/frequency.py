@@ -83,33 +83,31 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         t0 = self.occurrences.assign_add(n) - n
         positions = t0 + 1 + tf.range(n, dtype=tf.int64)     # global position of each id
         # Occurrences grouped by bucket, in position order within a bucket (stable sort).
+        # Static shapes only (no tf.unique), so the update compiles with XLA.
         order = tf.argsort(buckets, stable=True)
         b_sorted = tf.gather(buckets, order)
         pos_sorted = tf.gather(positions, order)
-        uniq, seg = tf.unique(b_sorted)                       # seg: non-decreasing
-        num_uniq = tf.shape(uniq)[0]
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, num_uniq)
-        starts = tf.math.cumsum(counts, exclusive=True)
-        rank = tf.range(tf.shape(seg)[0]) - tf.gather(starts, seg)   # 0 .. n_y − 1
-        last = tf.gather(self.last_seen, uniq)                # A before this batch
-        old_delta = tf.gather(self.delta, uniq)
+        size = tf.shape(b_sorted)[0]
+        index = tf.range(size)
+        first = tf.logical_or(tf.equal(index, 0),
+                              tf.not_equal(b_sorted, tf.roll(b_sorted, shift=1, axis=0)))
+        seg = tf.cumsum(tf.cast(first, tf.int32)) - 1         # bucket's segment, 0, 1, ...
+        start = tf.gather(tf.math.unsorted_segment_min(index, seg, size), seg)
+        count = tf.gather(tf.math.unsorted_segment_sum(tf.ones_like(seg), seg, size), seg)
+        rank = index - start                                  # 0 .. n_y − 1 within a bucket
+        last = tf.gather(self.last_seen, b_sorted)            # A before this batch
         seen = last > 0
-        prev = tf.where(rank == 0, tf.gather(last, seg),
-                        tf.concat([[0], pos_sorted[:-1]], axis=0))
+        prev = tf.where(first, last, tf.roll(pos_sorted, shift=1, axis=0))
         gaps = tf.cast(pos_sorted - prev, tf.float32)
         a = tf.constant(self.alpha, tf.float32)
-        # weight of the k-th of n gaps (rank k−1) after n sequential EMA steps:
-        # α(1−α)^(n−k); a bucket's first-ever gap replaces B instead: weight (1−α)^(n−1).
-        remaining = tf.cast(tf.gather(counts, seg) - 1 - rank, tf.float32)
-        decay = tf.pow(1.0 - a, remaining)
-        first_ever = tf.logical_and(rank == 0, tf.logical_not(tf.gather(seen, seg)))
-        weights = tf.where(first_ever, decay, a * decay)
-        n_y = tf.cast(counts, tf.float32)
-        new_delta = (tf.where(seen, tf.pow(1.0 - a, n_y) * old_delta, 0.0)
-                     + tf.math.unsorted_segment_sum(weights * gaps, seg, num_uniq))
-        new_last = tf.math.unsorted_segment_max(pos_sorted, seg, num_uniq)
-        self.delta.scatter_update(tf.IndexedSlices(new_delta, uniq))
-        self.last_seen.scatter_update(tf.IndexedSlices(new_last, uniq))
+        # n sequential EMA steps in closed form: B ← (1−α)ⁿ·B + Σ_k α(1−α)^(n−k)·gap_k,
+        # a bucket's first-ever gap replacing B instead (weight (1−α)^(n−1), B·0).
+        # Scatter-multiply and scatter-add combine duplicate buckets exactly.
+        decay = tf.pow(1.0 - a, tf.cast(count - 1 - rank, tf.float32))
+        weights = tf.where(tf.logical_and(first, tf.logical_not(seen)), decay, a * decay)
+        self.delta.scatter_mul(tf.IndexedSlices(tf.where(seen, 1.0 - a, 0.0), b_sorted))
+        self.delta.scatter_add(tf.IndexedSlices(weights * gaps, b_sorted))
+        self.last_seen.scatter_max(tf.IndexedSlices(pos_sorted, b_sorted))
         return self.step.assign_add(1)
 
     def call(self, ids):

@@ -27,18 +27,30 @@ def _stream(estimator, batches):
         update(ids)
 
 
-def test_per_occurrence_update_matches_the_plain_python_algorithm(rng):
-    # small id range, so ids repeat inside batches and collide in buckets (ids 3 and 11)
+@pytest.mark.parametrize("mode", ["eager", "xla"])
+def test_per_occurrence_update_matches_the_plain_python_algorithm(rng, mode):
+    # small id range, so ids repeat inside batches and collide in buckets (ids 3 and 11);
+    # the update has static shapes only, so it also compiles with XLA (jit_compile)
     batches = rng.integers(0, 12, size=(30, 7))
     est = StreamingFrequencyEstimator(num_buckets=8, alpha=0.3)
+    update = est.update if mode == "eager" else tf.function(est.update, jit_compile=True)
     for batch in batches:
-        est.update(tf.constant(batch))
+        update(tf.constant(batch))
     a, b, t = reference_algorithm_2(batches, 8, 0.3)
     assert est.occurrences.numpy() == t == batches.size
     assert est.step.numpy() == len(batches)  # batches recorded
     np.testing.assert_array_equal(est.last_seen.numpy(), a)
     np.testing.assert_allclose(est.delta.numpy(), b, rtol=1e-5)
     np.testing.assert_allclose(est(tf.range(8)).numpy(), 1.0 / b, rtol=1e-5)
+
+
+def test_an_empty_batch_changes_nothing_but_the_step():
+    est = StreamingFrequencyEstimator(num_buckets=8, alpha=0.3)
+    est.update(tf.constant([1, 2, 1]))
+    before = est.delta.numpy().copy()
+    est.update(tf.zeros([0], tf.int64))
+    np.testing.assert_array_equal(est.delta.numpy(), before)
+    assert (est.step.numpy(), est.occurrences.numpy()) == (2, 3)
 
 
 def test_update_rule_worked_by_hand():
