@@ -188,9 +188,10 @@ def print_evaluation(metrics, too_few, not_computed, min_support):
     """The headline table, then the scores left out of it, each with its count."""
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
     for key, (value, count) in sorted(too_few.items()):
-        what = "questions" if key.startswith("analogy") else "pairs"
+        what = ("question" if key.startswith("analogy") else "pair") + ("s" if count != 1 else "")
+        stored = f"stored as {key}_too_few" if np.isfinite(value) else "not stored"
         print(f"too few to report: {key} {value:.4f} from {count} {what} in the vocabulary "
-              f"(fewer than {min_support}; stored as {key}_too_few, not in the table)")
+              f"(fewer than {min_support}; {stored}, not in the table)")
     if not_computed:
         print(f"not computed (no evaluation item in the vocabulary): {', '.join(not_computed)}")
 
