@@ -23,3 +23,44 @@ def test_bad_config_is_named():
         PlantedConfig(num_items=0)
     with pytest.raises(ValueError, match="beta must be a finite number >= 0, got -1"):
         PlantedConfig(beta=-1)
+
+
+def test_clustered_draws_follow_the_mixture():
+    from twotower.data.synthetic import ClusteredConfig, clustered_model
+
+    cfg = ClusteredConfig(num_users=3, num_items=60, interactions_per_user=20000,
+                          num_clusters=4, beta=4.0, seed=2)
+    model = clustered_model(cfg)
+    draws = model.draw(np.arange(3), np.random.default_rng(0))
+    assert draws.shape == (3, 20000) and draws.min() >= 0 and draws.max() < 60
+    # P(i | u) = P(k_i | u) π_i / Π_{k_i}
+    p = model.cluster_probabilities(np.arange(3))[:, model.item_cluster] * \
+        (model.popularity / model.cluster_mass[model.item_cluster])[None, :]
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    for u in range(3):
+        freq = np.bincount(draws[u], minlength=60) / 20000
+        assert np.abs(freq - p[u]).max() < 0.02
+    top = model.true_top_items(np.arange(3), k=5)
+    brute = np.argsort(-p, axis=1, kind="stable")[:, :5]
+    np.testing.assert_allclose(np.take_along_axis(p, top, 1), np.take_along_axis(p, brute, 1))
+
+
+def test_planted_shards_in_the_log_format(tmp_path):
+    from twotower.data import interactions as I
+    from twotower.data.synthetic import ClusteredConfig, load_planted, write_planted_shards
+
+    cfg = ClusteredConfig(num_users=50, num_items=200, interactions_per_user=6,
+                          num_clusters=5, seed=3)
+    files, model = write_planted_shards(str(tmp_path / "planted"), cfg, rows_per_shard=128,
+                                        chunk_users=16, progress=False)
+    assert len(files) == 3  # 300 rows in shards of 128
+    log = I.read_interactions(str(tmp_path / "planted"))
+    assert len(log) == 300 and log.item_id.dtype == np.int64
+    assert np.bincount(log.user_id).tolist() == [6] * 50
+    # each user's draws are stamped in order: the last one is the held-out one
+    assert np.all(np.diff(log.timestamp) > 0)
+    again = load_planted(str(tmp_path / "planted"))
+    np.testing.assert_array_equal(again.item_cluster, model.item_cluster)
+    assert again.config == cfg
+    with pytest.raises(ValueError, match="num_clusters must be <= num_items=3"):
+        ClusteredConfig(num_items=3, num_clusters=5)
