@@ -145,7 +145,7 @@ class Retriever:
 
     def _check_indexed(self, internal, given):
         """UnknownIdError naming (as given) the ids that are not in the index now."""
-        missing = [j for j, i in enumerate(internal.tolist()) if i not in self.index]
+        missing = np.flatnonzero(~self.index.indexed(internal)).tolist()
         if missing:
             shown = np.asarray(given).reshape(-1) if self.item_vocab is not None else internal
             raise UnknownIdError([shown[j].item() if hasattr(shown[j], "item") else shown[j]
@@ -325,7 +325,7 @@ class Retriever:
                 internal, _ = self.item_vocab.extend(given)
             else:
                 internal = given
-            present = np.asarray([i in self.index for i in internal.tolist()], dtype=bool)
+            present = self.index.indexed(internal)
             if present.any():
                 self.index.replace(internal[present], v[present])
             if (~present).any():

@@ -104,6 +104,12 @@ class ScannIndex:
             return False
         return i in self._pos
 
+    def indexed(self, item_ids, name="item_ids"):
+        """bool [n]: which of the (integer) ``item_ids`` are indexed now."""
+        pos = self._pos
+        return np.fromiter((i in pos for i in check_int_ids(item_ids, name).tolist()),
+                           dtype=bool)
+
     def positions(self, item_ids, name="item_ids"):
         """Positions of ``item_ids`` (int64 [n]); UnknownIdError (a ValueError) names
         every id not indexed; non-integer ids are a ValueError naming ``name``."""
