@@ -348,7 +348,8 @@ def _load_layout(names, read, where, open_binary=None):
         return parse_ml_csv(*texts, where=where, ratings=ratings)
     raise FileNotFoundError(
         f"no MovieLens files in {where!r}: expected u.data (100K), ratings.dat (1M) or "
-        f"ratings.csv (20M/25M/latest); it is missing u.data, u.item and u.user")
+        f"ratings.csv (20M/25M/latest); it is missing u.data, u.item and u.user (for your "
+        f"own interaction log, pass it with --interactions)")
 
 
 def load_folder(path):
