@@ -123,7 +123,7 @@ def index_metrics(retriever, tuned):
 
 def score_decimals(scores, low=2, high=6):
     """The fewest decimals (``low``..``high``) at which the distinct values of ``scores``
-    print distinctly: cosines of 0.99991 and 0.99987 need 4, not the 2 that show both
+    print distinctly: cosines of 0.9991 and 0.9987 need 4, not the 2 that show both
     as 1.00."""
     values = sorted({float(s) for s in scores if math.isfinite(s)})
     for decimals in range(low, high + 1):
