@@ -291,3 +291,19 @@ def test_serve_answers_i2i_by_word_over_http(trained):
     assert status == 200 and all(w.startswith("fruit") for w in body["item_ids"][0])
     status, body = answers["nothere"]
     assert status == 404 and "nothere" in body["error"]
+
+
+def test_builtin_corpora_keep_their_own_tokeniser(tmp_path, capsys, monkeypatch):
+    seen = {}
+
+    def fake_load(name, **kwargs):
+        seen[name] = kwargs
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(word2vec, "load_corpus", fake_load)
+    for corpus in ("enwiki-sample", "text8", str(tmp_path / "mine.txt")):
+        assert word2vec.main(["--corpus", corpus, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        assert "stop here" in capsys.readouterr().err
+    assert seen["enwiki-sample"] == {"encoding_errors": "strict"} == seen["text8"]
+    assert seen[str(tmp_path / "mine.txt")] == {"encoding_errors": "strict", "lowercase": True,
+                                                "strip_punctuation": True}
