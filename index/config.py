@@ -14,7 +14,7 @@ Indexing for Approximate Nearest Neighbor Search", NeurIPS 2023; the ScaNN READM
 
 TFRS's ``factorized_top_k.ScaNN`` layer instead fixes 100 leaves, searches 10, sets no
 anisotropic threshold and no reorder; measured here that gave recall@10 of 0.36–0.55
-on 100k–1M clustered corpora (DESIGN.md §3). The search-time knobs
+on synthetic clustered 100k–1M corpora. The search-time knobs
 (``num_leaves_to_search``, ``reorder``) are starting points: :func:`twotower.index.tuner.tune`
 replaces them with the cheapest values that reach a target recall.
 """

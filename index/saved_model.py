@@ -9,8 +9,8 @@ partitioner, AH codebook, hashed and float datasets, read back into
 with the tuned leaves-to-search and reorder. We go past
 ``tfrs.layers.factorized_top_k.ScaNN`` here: that layer retrains its own tree, exposes no
 anisotropic threshold, and its defaults (100 leaves, search 10, no reorder) gave
-recall@10 of 0.36–0.55 on 100k–1M corpora (DESIGN.md §3). The TF ops cannot run SOAR
-spilling: an index built with SOAR is rebuilt for export without it (same config
+recall@10 of 0.36–0.55 on synthetic clustered 100k–1M corpora. The TF ops cannot run
+SOAR spilling: an index built with SOAR is rebuilt for export without it (same config
 otherwise; ids may then differ slightly). No per-query exclusions: those are the HTTP
 server's job.
 
