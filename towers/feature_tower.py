@@ -151,7 +151,8 @@ class FeatureTower(tf.keras.layers.Layer):
         import numpy as np
         from twotower import FeatureTower
 
-        vocab, item_id = np.unique(items_csv["item_id"], return_inverse=True)  # "i17" -> 3
+        # items_csv: your table, e.g. {c: df[c].to_numpy() for c in df} from pandas
+        vocab, item_id = np.unique(items_csv["item_id"], return_inverse=True)  # vocab[3]: id 3
         item_features = {
             "item_id": item_id,                                  # int64 [N], row = item
             "category": items_csv["category"],                   # strings

@@ -110,8 +110,9 @@ class TopKRecall(tf.keras.metrics.Metric):
         self.hits = self.add_weight(name="hits", shape=[len(self.ks)], initializer="zeros")
         self.count = self.add_weight(name="count", shape=[], initializer="zeros")
         # Any catalogue size: a variable of unknown shape, reassigned before each evaluate
-        # (the traced test function reads its current value).
-        self._candidates = None
+        # (the traced test function reads its current value). A cache, not state: kept
+        # out of Keras's tracking so that saved models do not carry it.
+        self.__dict__["_candidates"] = None
         self.fixed_candidates = candidates is not None
         if candidates is not None:
             self.set_candidates(candidates)
@@ -129,8 +130,8 @@ class TopKRecall(tf.keras.metrics.Metric):
                              f"shape {v.shape}")
         if self._candidates is None:
             with tf.init_scope():
-                self._candidates = tf.Variable(v, trainable=False, shape=tf.TensorShape(None),
-                                               name="candidates")
+                self.__dict__["_candidates"] = tf.Variable(
+                    v, trainable=False, shape=tf.TensorShape(None), name="candidates")
         else:
             self._candidates.assign(v, read_value=False)
 
@@ -224,14 +225,17 @@ class TopKRecall(tf.keras.metrics.Metric):
         self.count.assign_add(tf.reduce_sum(weight))
 
     def result(self):
+        """{"recall@K": …} (keys prefixed with the metric's name and "_" when it was
+        given another name than the default, so that several can be compiled together)."""
         share = tf.math.divide_no_nan(self.hits, self.count)
-        return {f"recall@{k}": share[i] for i, k in enumerate(self.ks)}
+        prefix = "" if self.name == "top_k_recall" else f"{self.name}_"
+        return {f"{prefix}recall@{k}": share[i] for i, k in enumerate(self.ks)}
 
     def get_config(self):
-        if self.searcher is not None or self.fixed_candidates:
-            # a searcher or a fixed array is data, not configuration
-            raise NotImplementedError("TopKRecall with candidates= or searcher= is not "
-                                      "serializable; recompile after loading")
+        """ks, repeats and chunk_size. A fixed ``candidates`` array or a ``searcher`` is
+        data, not configuration, and is not part of it: a metric rebuilt from this config
+        takes its candidates from the model (TwoTowerModel leaves such metrics out of its
+        compile config; pass them to compile again after loading)."""
         config = super().get_config()
         config.update(ks=list(self.ks), repeats=self.repeats, chunk_size=self.chunk_size)
         return config

@@ -6,6 +6,7 @@ loaded on first use, so `import twotower` itself stays cheap.
 
     import twotower
     from twotower import TwoTowerModel, IDTower, RetrievalLoss, InBatch
+    from twotower import FeatureTower, TopKRecall, evaluate
 """
 
 import importlib
@@ -20,6 +21,10 @@ _EXPORTS = {
     # towers
     "IDTower": "twotower.towers", "PooledIDTower": "twotower.towers",
     "TwoTowerModel": "twotower.towers",
+    # feature towers (the specs are FeatureTower.categorical, .text, .multi_hot, .dense,
+    # .sequence, .hashed), whole-catalogue evaluation and its Keras metric
+    "FeatureTower": "twotower.towers", "evaluate": "twotower.towers",
+    "TopKRecall": "twotower.towers", "pad_exclusions": "twotower.towers",
     # losses
     "RetrievalLoss": "twotower.losses", "InBatch": "twotower.losses",
     "SampledNegatives": "twotower.losses", "MixedNegatives": "twotower.losses",
