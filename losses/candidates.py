@@ -10,7 +10,7 @@ candidates with the item tower in between:
   ``call(query, positives, positive_ids, extra, extra_ids, similarity=...)``
       → (scores [B, C], candidate_ids [C] or [B, C], labels [B], log_q or None)
 
-Q(c) is the expected number of times c appears in the candidate set (DESIGN.md §1):
+Q(c) is the expected number of times c appears in the candidate set (docs/formulation.md):
 
   | source            | candidates                 | Q(c)                   |
   | InBatch           | the batch's positives      | B·p(c)  (p counted or streamed) |

@@ -1,4 +1,4 @@
-"""The logit pipeline shared by every head (DESIGN.md §1).
+"""The logit pipeline shared by every head (docs/formulation.md).
 
 For a query q with embedding u and a candidate c with embedding v:
 

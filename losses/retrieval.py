@@ -43,7 +43,7 @@ def _make_head(head):
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
 class RetrievalLoss(tf.keras.layers.Layer):
-    """The loss family of DESIGN.md §1 as one layer.
+    """The loss family of docs/formulation.md as one layer.
 
     Args:
       head: "softmax", "neg", "nce", "triplet", a head object (e.g. Triplet(margin=0.3,

@@ -1,5 +1,5 @@
 """RetrievalLoss against a plain-numpy reference of the whole pipeline, and its limiting
-cases (DESIGN.md §1 and §5)."""
+cases (docs/formulation.md)."""
 
 import numpy as np
 import pytest
