@@ -137,6 +137,16 @@ def http_call(port, method, path, body=None, conn=None, timeout=30):
     return resp.status, payload
 
 
+def process_cpu_seconds(pid):
+    """User + system CPU seconds of a process (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 def percentiles(values_s):
     if not values_s:
         return float("nan"), float("nan")
@@ -407,9 +417,14 @@ def main(argv=None):
                       f"tuned_k {health.get('tuned_k')}; phases of {args.seconds:g} s",
                       flush=True)
                 metrics = {"items": health["num_items"], "dim": health["dim"],
-                           "seconds_per_phase": args.seconds}
+                           "seconds_per_phase": args.seconds, "cpus": os.cpu_count() or 0,
+                           "load_average_1m_at_start": os.getloadavg()[0]}
                 print("1/5 load ...", flush=True)
+                cpu0 = process_cpu_seconds(proc.pid)
                 metrics.update(phase_load(port, args, users))
+                # CPU per answer: unlike latency, it does not depend on what else runs here
+                metrics["server_cpu_ms_per_request"] = (
+                    1000 * (process_cpu_seconds(proc.pid) - cpu0) / max(1, metrics["requests"]))
                 print("2/5 idle connections ...", flush=True)
                 idle = phase_idle(port, args)
                 print("3/5 slowloris ...", flush=True)
@@ -451,7 +466,10 @@ def main(argv=None):
          "p99 ms": metrics["new_connection_p99_ms"], "rps": ""},
     ]
     table = format_table(rows, floatfmt="{:.2f}")
-    notes = (f"batch x k over the bound ({metrics['oversized_request_batch']} x "
+    notes = (f"server CPU per /u2i answer under load: "
+             f"{metrics['server_cpu_ms_per_request']:.2f} ms; load average at start "
+             f"{metrics['load_average_1m_at_start']:.1f} on {metrics['cpus']} CPUs.\n"
+             f"batch x k over the bound ({metrics['oversized_request_batch']} x "
              f"{metrics['oversized_request_k']}): HTTP {metrics['oversized_request_status']}; "
              f"a 2 MB body: HTTP {metrics['oversized_body_status']}.\n"
              f"idle connections dropped by the server's header timeout (and reopened): "

@@ -21,6 +21,20 @@ client), 413 (body or batch x k over the bounds), 429 (too many requests in prog
 500 (a bug; no traceback is sent). Updates need ``--token-file`` (a bearer token,
 compared in constant time); without one the server is read-only.
 
+Limits, and what each protects (defaults in brackets):
+  --timeout-header [10 s]    request line + headers, from connecting: slowloris clients
+                             and connections that never send a request (408 / close)
+  --timeout-body [30 s]      the whole body: slow-POST clients (408 and close)
+  --timeout-keep-alive [5 s] quiet time between two requests on a connection (uvicorn's)
+  --max-connections [4096]   open sockets (file descriptors): a JSON 503 and close above
+  --max-concurrency [128]    /u2i, /i2i, /items requests in progress (429 above); /health
+                             is never queued behind them
+  --max-request-bytes [1 MiB], --max-batch [1024], --max-cost [100000 = batch x (k +
+  longest exclude list)]     413 above: a few KB can no longer ask for 44 MB of answer
+ScaNN and TF run in a bounded thread pool (--workers), never on the event loop;
+concurrent /u2i-by-user requests share one tower call and one search (--batch-parallel).
+A k above the k the index was tuned for is answered with a "warnings" entry.
+
 Binds 127.0.0.1 unless told otherwise (--host 0.0.0.0 exposes it).
 """
 
@@ -37,9 +51,12 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Union
 
+from typing import Annotated
+
 import h11
 import numpy as np
-from typing_extensions import Annotated
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from twotower.index.external_ids import UnknownIdError
 
@@ -55,7 +72,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # -- request and response schemas -------------------------------------------------------
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator  # noqa: E402
 
 Int64 = Annotated[int, Field(strict=True, ge=-(2 ** 63), le=2 ** 63 - 1)]
 PositiveK = Annotated[int, Field(strict=True, ge=1, le=2 ** 63 - 1)]
@@ -673,7 +689,6 @@ def _replay(body, receive):
 
 
 # -- the HTTP/1.1 protocol: header timeout, connection cap, one write per response ------
-from uvicorn.protocols.http.h11_impl import H11Protocol  # noqa: E402
 
 
 class _CoalescingTransport:
@@ -1161,10 +1176,17 @@ def main(argv=None):
 
     try:
         retriever = persistence.load(args.dir)
-    except (ValueError, OSError, KeyError, TypeError) as e:
+    except Exception as e:  # noqa: BLE001  (TF's load errors are no OSError): one line
         return _fail(f"cannot load index folder {args.dir!r}: "
                      f"{str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    raise_open_files_limit(args.max_connections + 256)
+    files = raise_open_files_limit(args.max_connections + 256)
+    if files < args.max_connections + 64:
+        # Past the open-files limit accept() fails and asyncio stops accepting for a
+        # second; a lower cap answers the extra clients with a 503 instead.
+        capped = max(1, files - 64)
+        print(f"twotower serve: note: --max-connections {args.max_connections} lowered to "
+              f"{capped} (open-files limit {files})", file=sys.stderr)
+        args.max_connections = capped
     try:
         server = IndexServer(
             retriever, args.host, args.port, token=token, verbose=args.verbose,
