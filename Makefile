@@ -25,7 +25,7 @@ test-all: setup
 	$(BIN)/python -m pytest -q -m ""
 
 demo: setup
-	$(BIN)/python -m twotower.cli demo --out $(OUT)/demo
+	$(BIN)/python -m twotower.cli demo --out $(OUT)/demo --overwrite
 
 # Regenerates the lock from the current .venv (run after changing pyproject.toml).
 lock:

@@ -54,3 +54,32 @@ def write_planted_ml100k(folder, seed=0):
 @pytest.fixture(scope="session")
 def planted_ml100k(tmp_path_factory):
     return write_planted_ml100k(tmp_path_factory.mktemp("planted") / "ml-100k")
+
+
+def check_export(out, *, k=5):
+    """Asserts that a MovieLens recipe's --out holds what issue 9 §4 lists: metrics.json,
+    the plot, the index folder `twotower serve` takes (reloaded here through its
+    checksums, asked for a user's top-k), and the SavedModel. Returns the metrics."""
+    import json
+
+    from twotower.index import persistence
+
+    for name in ("metrics.json", "recall_at_k.png", "index/manifest.json",
+                 "saved_model/saved_model.pb", ".twotower-artifact"):
+        assert os.path.exists(os.path.join(out, name)), name
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    retriever = persistence.load(os.path.join(out, "index"))
+    user = int(retriever.user_table["user_id"][0])
+    ids, scores = retriever.u2i_users([user], k)
+    assert ids.shape == (1, k) and np.all(np.diff(scores[0]) <= 1e-6)
+    assert not set(ids[0].tolist()) & set(retriever.user_seen[user].tolist())
+    # the index answers as the exact evaluation scores (tuned to recall@10 >= 0.95)
+    assert metrics["index_vs_exact_recall@10"] >= 0.95
+    assert abs(metrics["index_recall@10"] - metrics["recall@10"]) <= 0.05
+    return metrics
+
+
+@pytest.fixture
+def exported():
+    """check_export as a fixture: ``exported(out)``."""
+    return check_export

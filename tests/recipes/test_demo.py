@@ -29,5 +29,18 @@ def test_demo_help_explains_every_flag(capsys):
     with pytest.raises(SystemExit):
         demo.build_parser().parse_args(["--help"])
     text = capsys.readouterr().out
-    for flag in ("--out", "--epochs", "--data", "--users", "--target-recall", "--seed"):
+    for flag in ("--out", "--overwrite", "--epochs", "--data", "--users", "--target-recall",
+                 "--seed", "--checkpoint-dir", "--checkpoint-every"):
         assert flag in text
+
+
+def test_demo_refuses_a_folder_it_did_not_write_before_training(tmp_path):
+    from twotower.artifacts import OutputPathError
+    from twotower.recipes import demo
+
+    (tmp_path / "data.csv").write_text("the user's own file")
+    with pytest.raises(OutputPathError, match="did not write"):
+        demo.main(["--out", str(tmp_path), "--data", str(tmp_path / "never-read")])
+    assert (tmp_path / "data.csv").read_text() == "the user's own file"
+    with pytest.raises(ValueError, match="epochs must be an int >= 1, got 0"):
+        demo.main(["--out", str(tmp_path / "new"), "--epochs", "0"])

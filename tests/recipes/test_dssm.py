@@ -20,3 +20,11 @@ def test_bad_values_are_named():
         dssm.main(["--epochs", "0"])  # refused before any data is loaded
     with pytest.raises(ValueError, match="temperature must be > 0, got -1"):
         dssm.Config(temperature=-1.0).validate()
+
+
+def test_out_holds_the_servable_index_and_model(planted_ml100k, tmp_path, exported):
+    out = str(tmp_path / "dssm")
+    assert dssm.main(["--data", planted_ml100k, "--epochs", "1", "--batch-size", "32",
+                      "--dim", "8", "--out", out]) == 0
+    metrics = exported(out)
+    assert 0.0 <= metrics["recall@50"] <= 1.0

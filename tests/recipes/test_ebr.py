@@ -20,3 +20,11 @@ def test_triplet_recipe_trains(planted_ml100k, mining, expected):
 def test_bad_mining_is_named():
     with pytest.raises(ValueError, match="mining must be one of .* got 'soft'"):
         ebr.Config(mining="soft").validate()
+
+
+def test_out_holds_the_servable_index_and_model(planted_ml100k, tmp_path, exported):
+    out = str(tmp_path / "ebr")
+    assert ebr.main(["--data", planted_ml100k, "--epochs", "1", "--batch-size", "32",
+                    "--dim", "8", "--out", out]) == 0
+    metrics = exported(out)
+    assert 0.0 <= metrics["recall@50"] <= 1.0

@@ -25,3 +25,11 @@ def test_index_negatives_larger_than_corpus_is_refused(planted_ml100k):
     with pytest.raises(ValueError, match="--index-negatives 500 is larger than the item "
                                          r"corpus \(81 items\)"):
         mns.main(["--data", planted_ml100k, "--index-negatives", "500"])
+
+
+def test_out_holds_the_servable_index_and_model(planted_ml100k, tmp_path, exported):
+    out = str(tmp_path / "mns")
+    assert mns.main(["--data", planted_ml100k, "--epochs", "1", "--batch-size", "32",
+                    "--dim", "8", "--index-negatives", "16", "--out", out]) == 0
+    metrics = exported(out)
+    assert 0.0 <= metrics["recall@50"] <= 1.0

@@ -56,6 +56,15 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
     assert not os.path.exists(os.path.join(out, "metrics.json"))  # killed while training
+    # what the checkpoint holds: the estimator's arrays, Adam's slots, the loss history
+    import tensorflow as tf
+
+    names = [n for n, _ in tf.train.list_variables(os.path.join(ckpt, "chief"))]
+    for part in ("frequency_estimator/last_seen", "frequency_estimator/delta",
+                 "optimizer/_iterations", "_twotower_fit_state/epoch_loss"):
+        assert any(part in n for n in names), (part, names)
+    trainable = sum("tower/" in n for n in names)
+    assert sum("optimizer/_variables/" in n for n in names) == 2 * trainable  # Adam m, v
 
     rerun = _run(args)
     _, err = rerun.communicate(timeout=300)

@@ -4,10 +4,12 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import twotower  # noqa: F401
 import tensorflow as tf
 
+from twotower.artifacts import OutputPathError
 from twotower.recipes import movielens_two_tower as common
 from twotower.recipes import youtube
 
@@ -16,14 +18,23 @@ EXPECTED_KEYS = {"recall@10", "recall@20", "recall@50", "recall@100", "ndcg@10",
                  "examples_per_sec", "popularity_recall@50"}
 
 
-def test_cli_writes_metrics_and_plot_and_beats_popularity(planted_ml100k, tmp_path, capsys):
+def test_cli_exports_index_and_model_and_beats_popularity(planted_ml100k, tmp_path, capsys,
+                                                          exported):
     out = str(tmp_path / "yt")
-    assert youtube.main(["--data", planted_ml100k, "--epochs", "8", "--batch-size", "32",
-                         "--lr", "0.02", "--dim", "16", "--out", out]) == 0
-    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    argv = ["--data", planted_ml100k, "--epochs", "8", "--batch-size", "32", "--lr", "0.02",
+            "--dim", "16", "--out", out]
+    assert youtube.main(argv) == 0
+    metrics = exported(out)
     assert EXPECTED_KEYS <= set(metrics)
     assert os.path.getsize(os.path.join(out, "recall_at_k.png")) > 0
-    assert "recall@50" in capsys.readouterr().out
+    text = capsys.readouterr().out
+    assert "recall@50" in text and f"twotower serve {os.path.join(out, 'index')}" in text
+    # a second run is refused before any work unless told to replace the first
+    before = open(os.path.join(out, "metrics.json")).read()
+    with pytest.raises(OutputPathError, match="--overwrite"):
+        youtube.main(argv)
+    assert open(os.path.join(out, "metrics.json")).read() == before
+    assert common.check_outputs(youtube.Config(out=out, overwrite=True)) is None
     config = youtube.Config(source=planted_ml100k)
     pop = common.popularity(common.load_data(config))
     # 81 movies in 4 planted clusters: ids/history reveal the cluster, popularity cannot.
@@ -43,3 +54,22 @@ def test_cold_start_user_and_item_get_embeddings(planted_ml100k):
     assert data.item_counts[cold_item] == 0
     v = model.item_embeddings()
     assert v.shape == (data.num_items, 8) and np.all(np.isfinite(v[cold_item]))
+
+
+def test_input_order_is_a_function_of_seed_and_epoch(planted_ml100k):
+    """What resuming relies on: the batches of global step s are the same whichever
+    step the stream starts at."""
+    config = youtube.Config(source=planted_ml100k, epochs=3, batch_size=32)
+    data = common.load_data(config)
+    start = tf.Variable(0, dtype=tf.int64)
+    ds, steps = common.resumable_dataset(data, config, start)
+    full = [b["item"]["item_id"].numpy() for b in ds]
+    assert len(full) == 3 * steps and steps == -(-len(data.train) // 32)
+    epoch = np.concatenate(full[:steps])
+    assert sorted(epoch.tolist()) == sorted(data.items["item_id"][data.train.item].tolist())
+    assert not np.array_equal(np.concatenate(full[steps:2 * steps]), epoch)  # reshuffled
+    start.assign(steps + 5)  # read when the iterator starts
+    resumed = [b["item"]["item_id"].numpy() for b in ds]
+    assert len(resumed) == len(full) - steps - 5
+    for a, b in zip(resumed, full[steps + 5:]):
+        np.testing.assert_array_equal(a, b)
