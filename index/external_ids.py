@@ -182,9 +182,9 @@ class ExternalIds:
 
     # -- lookups ----------------------------------------------------------------------
     def _index(self):
-        self._order = np.argsort(self._values, kind="stable")
-        self._sorted = self._values[self._order]
-        self._extra = {}
+        # one tuple, swapped in whole: a concurrent lookup sees the old or the new state
+        order = np.argsort(self._values, kind="stable")
+        self._state = (order, self._values[order], {})
 
     def __len__(self):
         return len(self._values)
@@ -203,15 +203,16 @@ class ExternalIds:
 
     def _find(self, arr):
         """Internal ids of the external ids ``arr`` (already coerced); -1 where unknown."""
+        order, ordered, extra = self._state
         out = np.full(len(arr), -1, dtype=np.int64)
-        if len(self._sorted):
-            at = np.searchsorted(self._sorted, arr)
-            at = np.minimum(at, len(self._sorted) - 1)
-            hit = self._sorted[at] == arr
-            out[hit] = self._order[at[hit]]
-        if self._extra:
+        if len(ordered):
+            at = np.searchsorted(ordered, arr)
+            at = np.minimum(at, len(ordered) - 1)
+            hit = ordered[at] == arr
+            out[hit] = order[at[hit]]
+        if extra:
             for j in np.flatnonzero(out < 0).tolist():
-                out[j] = self._extra.get(_py(arr[j]), -1)
+                out[j] = extra.get(_py(arr[j]), -1)
         return out
 
     def lookup(self, ids, name=None):
@@ -258,22 +259,25 @@ class ExternalIds:
             if not len(self):
                 self.kind = "str" if arr.dtype.kind == "U" else "int"
             pos = self._find(arr)
-            new = []
+            new, pending = [], {}
             for j in np.flatnonzero(pos < 0).tolist():
                 key = _py(arr[j])
-                got = self._extra.get(key)
+                got = pending.get(key)
                 if got is None:
                     got = len(self._values) + len(new)
-                    self._extra[key] = got
+                    pending[key] = got
                     new.append(arr[j])
                 pos[j] = got
             if new:
                 grown = np.concatenate([self._values, np.asarray(new, dtype=arr.dtype)])
                 if self.kind == "int":
                     grown = grown.astype(np.int64)
-                self._values = grown
-                if len(self._extra) > max(1024, len(self._values) // 20):
+                self._values = grown  # values first: a found id always has its value
+                order, ordered, extra = self._state
+                if len(extra) + len(pending) > max(1024, len(grown) // 20):
                     self._index()  # re-sort once the side dict grows
+                else:
+                    self._state = (order, ordered, {**extra, **pending})
         return pos, len(new)
 
     def __repr__(self):
