@@ -74,7 +74,9 @@ def load_sessions(args):
     external id of every log item (the CSV's item_id strings; MovieLens movie ids)."""
     if args.sessions:
         if not os.path.isfile(args.sessions):
-            raise FileNotFoundError(f"--sessions {args.sessions!r}: no such file")
+            raise FileNotFoundError(f"--sessions {args.sessions!r}: "
+                                    f"{'a folder, not a' if os.path.isdir(args.sessions) else 'no such'} "
+                                    f"file (give the sessions CSV)")
         log = read_session_csv(args.sessions)
         return log, f"sessions:{args.sessions}", np.asarray(log.item_names, dtype=str)
     ml = load_movielens(args.source)
