@@ -513,6 +513,13 @@ class IdVocabulary:
     def __len__(self):
         return len(self.ids)
 
+    def _arrow_ids(self):
+        # built once: converting V numpy strings to Arrow for every batch would dominate
+        cached = self.__dict__.get("_arrow")
+        if cached is None or len(cached) != len(self.ids):
+            cached = self.__dict__["_arrow"] = pa.array(self.ids)
+        return cached
+
     @property
     def probabilities(self):
         """counts / total: the unigram sampling probability the logQ correction uses."""
@@ -524,7 +531,7 @@ class IdVocabulary:
             np.asarray(values))
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        vocab = pa.array(self.ids)
+        vocab = self._arrow_ids()
         if pa.types.is_integer(vocab.type) and not pa.types.is_integer(values.type):
             ok = pc.match_substring_regex(values, _INT_LIKE)
             values = pc.cast(pc.if_else(ok, values, pa.scalar(None, values.type)), pa.int64())
@@ -656,9 +663,12 @@ def interactions_dataset(path, columns=None, *, extra=(), batch_size=4096, user_
             first.schema.field(name).type, tf)
         spec[name] = tf.TensorSpec([None], dtype)
 
-    def generate(file):
-        file = file.decode() if isinstance(file, bytes) else str(file)
-        for _, _, b in iter_batches(file, columns, extra=extra, batch_size=batch_size):
+    # Arrow work (reading, id lookup: a hash table of the vocabulary per call) is done on
+    # blocks of at least 64K rows, then cut into batch_size batches
+    block = max(int(batch_size), 1 << 16)
+
+    def blocks(file):
+        for _, _, b in iter_batches(file, columns, extra=extra, batch_size=block):
             out = {}
             for name in spec:
                 col = b.column(name)
@@ -677,6 +687,13 @@ def interactions_dataset(path, columns=None, *, extra=(), batch_size=4096, user_
                     out = {k: v[keep] for k, v in out.items()}
             if len(out["item_id"]):
                 yield out
+
+    def generate(file):
+        file = file.decode() if isinstance(file, bytes) else str(file)
+        for out in blocks(file):
+            n = len(out["item_id"])
+            for start in range(0, n, batch_size):
+                yield {k: v[start:start + batch_size] for k, v in out.items()}
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if num_shards > 1:
