@@ -147,8 +147,12 @@ def test_searchers_give_the_exact_recall():
     v = model.item_embeddings(np.arange(300))
     tfrs_layer = tfrs.layers.factorized_top_k.BruteForce(k=50)
     tfrs_layer.index(tf.constant(v), tf.range(300, dtype=tf.int64))
+    # TFRS's ScaNN layer searching every leaf and reordering every item: exact answers
+    scann = tfrs.layers.factorized_top_k.ScaNN(k=50, num_leaves=10, num_leaves_to_search=10,
+                                               num_reordering_candidates=300)
+    scann.index(tf.constant(v), tf.range(300, dtype=tf.int64))
     searchers = {"python": NumpySearcher(v), "exclude_arg": ExcludingSearcher(v),
-                 "tfrs": tfrs_layer}
+                 "tfrs": tfrs_layer, "scann": scann}
     metrics = [TopKRecall(ks=KS, searcher=s, name=n) for n, s in searchers.items()]
     model.compile(optimizer=tf.keras.optimizers.Adam(0.05), metrics=metrics)
     got = model.evaluate(_val_ds(), verbose=0, return_dict=True)
