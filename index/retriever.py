@@ -84,7 +84,11 @@ class Retriever:
             if bad:
                 raise ValueError(f"user_table columns must have {n} rows, got {bad}")
             self.user_table = {k: np.asarray(v) for k, v in user_table.items()}
-            keys = check_int_ids(self.user_table["user_id"], "user_table['user_id']")
+            try:
+                keys = check_int_ids(self.user_table["user_id"], "user_table['user_id']")
+            except ValueError as e:
+                raise ValueError(f"{e}: the user table is keyed by internal int user ids; "
+                                 "pass the user's own ids as user_vocab=") from None
             self._user_rows = {u: r for r, u in enumerate(keys.tolist())}
             if len(self._user_rows) != n:
                 raise ValueError("user_table['user_id'] holds duplicate user ids")

@@ -185,3 +185,10 @@ def test_id_tower_users_exclude_their_seen_items_without_a_user_table(towers):
     with pytest.raises(UnknownIdError, match="'u99'"):
         named.u2i_users(["u99"])
     assert Retriever(build_index(items)).num_users == 0
+
+
+def test_a_user_table_keyed_by_strings_points_to_user_vocab(towers):
+    query_tower, item_tower = towers
+    items = embed(item_tower, np.arange(600), progress=False)
+    with pytest.raises(ValueError, match="got str value 'u0'.*user_vocab="):
+        Retriever(build_index(items), query_tower, user_table={"user_id": np.array(["u0"])})
