@@ -85,7 +85,8 @@ def export(path, index, query_tower=None, *, k=10, query_example=None):
       index: a (tuned) ScannIndex; its current items and search knobs are exported.
       query_tower: the Keras query tower (optional: without it, only serve_embeddings).
       k: results per query.
-      query_example: an example query batch, for the signature.
+      query_example: an example query batch, for the signature (else inferred from the
+        tower, as twotower.index.towers_io.input_spec does).
     """
     from scann.scann_ops.py import scann_ops
 
@@ -93,6 +94,7 @@ def export(path, index, query_tower=None, *, k=10, query_example=None):
 
     if not isinstance(k, int) or not 1 <= k <= index.size:
         raise ValueError(f"k must be an int in [1, {index.size}], got {k!r}")
+    index._warn_beyond_tuned_k(k)  # the exported searcher answers at this k
     c = index.config
     if c.soar_lambda is not None:
         vectors = np.asarray(index.vectors, dtype=np.float32)
