@@ -509,22 +509,34 @@ class FitState(tf.Module):
 
 
 class RecordLoss(tf.keras.callbacks.Callback):
-    """Copies the loss tracker into a :class:`FitState` after every step (before a
-    checkpoint of that step is written: list it before the backup callback)."""
+    """Copies the loss tracker into a :class:`FitState`: at every epoch end and, with
+    ``every_step`` (when checkpointing), after every step, before a checkpoint of that
+    step is written (list it before the backup callback)."""
 
-    def __init__(self, state):
+    def __init__(self, state, *, every_step=False):
         super().__init__()
         self.state = state
+        self.every_step = bool(every_step)
         self.epoch = 0
+
+    def _record(self):
+        tracker = self.model.loss_tracker
+        self.state.loss_total.assign(tracker.total)
+        self.state.loss_count.assign(tracker.count)
+        self.state.epoch_loss[self.epoch].assign(tracker.result())
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
-        tracker = self.model.loss_tracker
-        self.state.loss_total.assign(tracker.total)
-        self.state.loss_count.assign(tracker.count)
-        self.state.epoch_loss[self.epoch].assign(tracker.result())
+        if self.every_step:
+            self._record()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._record()
+
+    def _implements_train_batch_hooks(self):
+        return self.every_step
 
 
 class ResumableBackup(tf.keras.callbacks.BackupAndRestore):
@@ -631,7 +643,7 @@ def fit(model, data, config):
     dataset, steps = resumable_dataset(data, config, start, split)
     state = FitState(config.epochs)
     model._twotower_fit_state = state  # tracked: saved in the checkpoint with the model
-    callbacks = [RecordLoss(state)]
+    callbacks = [RecordLoss(state, every_step=bool(config.checkpoint_dir))]
     backup = None
     if config.checkpoint_dir:
         folder = _begin_checkpoints(config)
