@@ -483,3 +483,41 @@ def test_concurrent_user_requests_are_batched_and_each_gets_its_answer(writable,
         u = int(user.split("-")[1])
         want, _ = evaluation.top_k(users[[u]], items, 3, exclude=[seen.get(u, [])])
         assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
+
+
+def test_connection_cap_and_chunked_body_bound(served):
+    """Over --max-connections a client gets a JSON 503 and is closed; a chunked body over
+    --max-request-bytes is a 413."""
+    server, _, _ = served
+    small = IndexServer(server.retriever, "127.0.0.1", 0, max_connections=2,
+                        max_request_bytes=1000, **FAST)
+    small.start_background()
+    try:
+        held = [socket.create_connection(small.server_address, timeout=30) for _ in range(2)]
+        try:
+            deadline = time.monotonic() + 20  # the server holds both before the third
+            while len(small.server.server_state.connections) < 2 and \
+                    time.monotonic() < deadline:
+                time.sleep(0.01)
+            extra = socket.create_connection(small.server_address, timeout=30)
+            answer = _read_until_closed(extra)
+            extra.close()
+        finally:
+            for s in held:
+                s.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and "--max-connections" in json.loads(body)[
+            "error"]
+        chunked = socket.create_connection(small.server_address, timeout=30)
+        try:
+            chunk = b'{"user_ids": [' + b"1, " * 400 + b"1]}"  # 1,216 bytes
+            chunked.sendall(b"POST /u2i HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                            b"\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                            f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n0\r\n\r\n")
+            answer = _read_until_closed(chunked)
+        finally:
+            chunked.close()
+        assert answer.startswith(b"HTTP/1.1 413") and b"--max-request-bytes 1000" in answer
+        assert _call(small, "GET", "/health")[0] == 200
+    finally:
+        small.shutdown()
