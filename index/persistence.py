@@ -1,21 +1,28 @@
 """One folder holds a retriever: ScaNN searcher, item ids and vectors, towers, manifest.
 
     DIR/manifest.json      format, package versions, dim, distance, item count, the
-                           IndexConfig (with tuned search knobs), sha256 of every file
+                           IndexConfig (with tuned search knobs and the k tuned for),
+                           sha256 of every file, and its own checksum (manifest_sha256)
     DIR/item_ids.npy       int64 [N], by ScaNN position
     DIR/item_vectors.npy   float32 [N, d] (normalised for cosine): i2i lookups, updates,
                            exact search
     DIR/scann/             searcher.serialize(relative_path=True): the folder can move
-    DIR/query_tower/       SavedModel (optional)
-    DIR/item_tower/        SavedModel (optional)
+    DIR/query_tower/       SavedModel (optional) + tower.json (class, id range)
+    DIR/item_tower/        SavedModel (optional) + tower.json
     DIR/user_table.npz     query-tower inputs per user, keyed by "user_id" (optional)
     DIR/user_seen.npz      items each user has seen: users, offsets, items (optional)
+    DIR/item_vocab.npy     the user's own item ids, position = internal id (optional)
+    DIR/user_vocab.npy     the user's own user ids (optional)
+    DIR/.twotower-artifact the marker of a folder twotower wrote
 
-Saving writes to a temporary sibling and renames (twotower.artifacts.atomic_directory).
-Loading checks the format, the ScaNN version and every checksum before using anything,
-and refuses with a ValueError that says what differs.
+Saving builds the folder beside the target and swaps it in atomically
+(twotower.artifacts.atomic_directory: an earlier index is replaced only with
+overwrite=True, anything else never). Loading validates the manifest (schema, its own
+checksum, format, ScaNN version, paths confined to the folder) and every file's checksum
+before using anything, and refuses with a ValueError that names what is wrong.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -69,8 +76,9 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None,
         once the new one is complete) only with ``overwrite=True``; a folder twotower did
         not write is never replaced (twotower.artifacts.check_output_dir).
       retriever: a Retriever (its towers are saved when present) or a ScannIndex.
-      query_example, item_example: an example batch for each tower's signature (else
-        Keras' save_spec() of a tower that was called).
+      query_example, item_example: optional example batches for the towers' signatures;
+        without them the signature is inferred from the towers' own inputs (ID towers,
+        FeatureTower specs, functional models), so saving right after ``fit`` works.
       extra: JSON-able dict stored in the manifest under "extra" (e.g. training info).
 
     Returns:
@@ -81,7 +89,9 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None,
     if isinstance(retriever, ScannIndex):
         retriever = Retriever(retriever)
     index = retriever.index
-    with atomic_directory(path, overwrite=overwrite, flag="index path") as tmp:
+    # the retriever's lock keeps a concurrent upsert from changing ids/vocab mid-save
+    lock = getattr(retriever, "_lock", None) or contextlib.nullcontext()
+    with lock, atomic_directory(path, overwrite=overwrite, flag="index path") as tmp:
         with index._lock:
             np.save(os.path.join(tmp, "item_ids.npy"), index._ids)
             np.save(os.path.join(tmp, "item_vectors.npy"), index._vectors)
