@@ -89,3 +89,18 @@ def test_feature_column_may_not_shadow_an_input(log_csv, tmp_path):
     with pytest.raises(ValueError, match="'history' clashes"):
         load_log_task(log_csv, RetrievalConfig(min_user_interactions=1), items=str(items),
                       verbose=False)
+
+
+def test_parquet_shards_give_the_same_task_as_the_csv(log_csv, tmp_path):
+    shards = str(tmp_path / "shards")
+    I.csv_to_parquet(log_csv, shards, rows_per_shard=3, progress=False)
+    config = RetrievalConfig(history_length=2, min_user_interactions=1)
+    a = load_log_task(log_csv, config, verbose=False)
+    b = load_log_task(shards, config, verbose=False)
+    assert a.item_vocab.tolist() == b.item_vocab.tolist()
+    assert a.user_vocab.tolist() == b.user_vocab.tolist()
+    for split in ("train", "valid", "test"):
+        np.testing.assert_array_equal(getattr(a, split).item, getattr(b, split).item)
+        np.testing.assert_array_equal(getattr(a, split).query["history"],
+                                      getattr(b, split).query["history"])
+    assert b.name == "shards"
