@@ -10,6 +10,7 @@ import re
 import socket
 import threading
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -521,3 +522,28 @@ def test_connection_cap_and_chunked_body_bound(served):
         assert _call(small, "GET", "/health")[0] == 200
     finally:
         small.shutdown()
+
+
+def test_u2i_by_features_matches_brute_force(served):
+    server, users, items = served
+    status, body = _call(server, "POST", "/u2i", {"features": [3, 11], "k": 4})
+    want, _ = evaluation.top_k(users[[3, 11]], items, 4)
+    assert status == 200 and np.array_equal(body["item_ids"], want + 1)
+
+
+def test_k_above_the_tuned_k_is_answered_with_a_warning():
+    from twotower.index.server import IndexService, U2IRequest
+    from twotower.index.tuner import tune
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(1000, 8)).astype(np.float32)
+    index = build_index(vectors, brute_force=False, reorder=50, training_sample_size=1000)
+    tune(index, vectors[:100] + 0.01, k=5, progress=False)
+    assert index.config.tuned_k == 5
+    service = IndexService(Retriever(index), max_batch=16, max_cost=10_000)
+    query = vectors[:1].tolist()
+    assert service.u2i(U2IRequest(embeddings=query, k=5))["warnings"] == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the Retriever warns in Python too
+        (warning,) = service.u2i(U2IRequest(embeddings=query, k=20))["warnings"]
+    assert "k=20 exceeds the k=5 this index was tuned for" in warning
