@@ -271,8 +271,7 @@ def _validation_message(errors):
         if e.get("type") == "json_invalid":
             parts.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', '')}")
         elif not loc and e.get("type") in ("model_attributes_type", "dict_type"):
-            parts.append("body must be a JSON object (sent with Content-Type: "
-                         "application/json)")
+            parts.append("body must be a JSON object")
         elif len(errs) > 1 and loc and loc[-1] != "features" and (
                 isinstance(loc[-1], int) or "ids" in str(loc[0]) or loc[0] == "exclude"):
             parts.append(f"{where}: an id must be an int64 integer or a string, got "
@@ -619,6 +618,8 @@ class LimitsMiddleware:
                 if body is None:
                     return
                 replay = _replay(body, receive)
+                if path in _WORK_PATHS:
+                    scope = _as_json_request(scope)
             if path in _WORK_PATHS:
                 if self.in_progress >= self.max_concurrency:
                     return await _send_json(
@@ -674,6 +675,13 @@ class LimitsMiddleware:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
+
+
+def _as_json_request(scope):
+    """The bodies of /u2i, /i2i and /items are JSON whatever their Content-Type says:
+    ``curl -d '{...}'`` sends form encoding unless told ``-H 'Content-Type: ...'``."""
+    headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
+    return {**scope, "headers": headers + [(b"content-type", b"application/json")]}
 
 
 def _replay(body, receive):

@@ -529,6 +529,10 @@ def test_u2i_by_features_matches_brute_force(served):
     status, body = _call(server, "POST", "/u2i", {"features": [3, 11], "k": 4})
     want, _ = evaluation.top_k(users[[3, 11]], items, 4)
     assert status == 200 and np.array_equal(body["item_ids"], want + 1)
+    # as `curl -d` sends it (form encoding): still read as JSON
+    status, body2 = _call(server, "POST", "/u2i", {"features": [3, 11], "k": 4}, headers={
+        "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200 and body2["item_ids"] == body["item_ids"]
 
 
 def test_k_above_the_tuned_k_is_answered_with_a_warning():
