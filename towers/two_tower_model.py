@@ -1,6 +1,6 @@
 """TwoTowerModel: a query tower, an item tower and a RetrievalLoss, trained with fit.
 
-score(q, c) = <f(q), g(c)> (DESIGN.md §1). Each train_step:
+score(q, c) = <f(q), g(c)>, the dot product of the two towers. Each train_step:
   1. u = query_tower(query), v⁺ = item_tower(item), ids⁺ = the item ids;
   2. extra ids = loss.draw(ids⁺) — sampled/index negatives, or every item — embedded with
      the same item tower (through ``item_features`` when the item tower takes features);

@@ -1,7 +1,7 @@
 """twotower: two-tower retrieval in which word2vec is the degenerate case.
 
 Importing this package makes tf.keras mean Keras 2 (tf_keras), which TensorFlow
-Recommenders needs; see twotower/_keras2.py and DESIGN.md §3. The public names below are
+Recommenders needs; see twotower/_keras2.py. The public names below are
 loaded on first use, so `import twotower` itself stays cheap.
 
     import twotower
