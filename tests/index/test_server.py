@@ -158,6 +158,11 @@ def test_i2i_matches_brute_force(served):
     assert status == 200
     want, _ = evaluation.top_k(items[[0, 399]], items, 3, exclude=[[0], [399]])
     np.testing.assert_array_equal(body["item_ids"], want + 1)
+    # fewer than k left after exclusions: the row is padded with nulls, never a fake id
+    status, body = _call(server, "POST", "/i2i", {"item_ids": [1], "k": 799,
+                                                  "exclude": [[2, 3]]})
+    assert status == 200 and body["item_ids"][0][-2:] == [None, None]
+    assert body["scores"][0][-2:] == [None, None] and None not in body["item_ids"][0][:-2]
 
 
 @pytest.mark.parametrize("method,path,body,raw,code,match", [
