@@ -798,18 +798,24 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
 def index_recall_curve(export, data, ks=INDEX_KS):
     """recall@K of the index's own u2i answers for each test row's held-out item, the
     row's seen items excluded as in the exact evaluation: what a served model scores.
+    As there (towers/retrieval_report.py, repeats="new"), a row whose target the user
+    had already seen is left out of the recall: excluded, it cannot be found.
     Returns (the ks that fit the corpus, found ids [test rows, max K], recalls)."""
     ks = [k for k in ks if k <= export.index.size]
-    exclude = [export.item_keys[np.asarray(s, np.int64)]
-               for s in data.exclusions(data.test)]
+    seen = [np.asarray(s, np.int64) for s in data.exclusions(data.test)]
+    exclude = [export.item_keys[s] for s in seen]
     found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks), exclude=exclude)
-    targets = export.item_keys[np.asarray(data.test.item, np.int64)]
+    target_rows = np.asarray(data.test.item, np.int64)
+    targets = export.item_keys[target_rows]
+    new = np.array([t not in set(s.tolist()) for t, s in zip(target_rows, seen)], bool)
     hit_rank = np.full(len(targets), np.inf)
     for q, (row, t) in enumerate(zip(found, targets)):
         where = np.flatnonzero(row == t)
         if where.size:
             hit_rank[q] = where[0] + 1
-    return ks, found, [float(np.mean(hit_rank <= k)) for k in ks]
+    if not new.any():
+        return ks, found, [float("nan") for _ in ks]
+    return ks, found, [float(np.mean(hit_rank[new] <= k)) for k in ks]
 
 
 def index_metrics(export, data):

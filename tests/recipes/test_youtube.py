@@ -73,3 +73,24 @@ def test_input_order_is_a_function_of_seed_and_epoch(planted_ml100k):
     assert len(resumed) == len(full) - steps - 5
     for a, b in zip(resumed, full[steps + 5:]):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_log_with_string_ids_exports_an_index_in_those_ids(tmp_path, exported):
+    """--interactions with the log's own string ids: the exported index is asked and
+    answers in them (the vocabularies travel to the Retriever)."""
+    rng = np.random.default_rng(0)
+    rows = ["user_id,item_id,timestamp"]
+    for u in range(48):
+        for t in range(8):
+            rows.append(f"u{u},sku-{u % 3}-{rng.integers(12)},{1_000_000 + 100 * u + t}")
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    out = str(tmp_path / "out")
+    assert youtube.main(["--interactions", str(log), "--epochs", "2", "--batch-size", "32",
+                         "--dim", "8", "--out", out]) == 0
+    exported(out)
+    from twotower.index import persistence
+
+    retriever = persistence.load(os.path.join(out, "index"))
+    ids, _ = retriever.i2i(["sku-0-1"], 3)
+    assert ids.dtype.kind == "U" and all(i.startswith("sku-") for i in ids[0])
