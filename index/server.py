@@ -144,6 +144,8 @@ class DeleteRequest(_Body):
 
 
 class SearchResponse(BaseModel):
+    """Top-k answers, one row per query, best first."""
+
     item_ids: List[List[Optional[Id]]] = Field(
         description="per query, k ids best first (null pads a row with fewer than k left)")
     scores: List[List[Optional[float]]]
@@ -152,6 +154,8 @@ class SearchResponse(BaseModel):
 
 
 class UpdateResponse(BaseModel):
+    """What an update changed, and the index size after it."""
+
     added: Optional[int] = None
     replaced: Optional[int] = None
     removed: Optional[int] = None
@@ -159,6 +163,8 @@ class UpdateResponse(BaseModel):
 
 
 class ErrorResponse(BaseModel):
+    """Every error: a message, and the unknown ids for a 404 about ids."""
+
     error: str
     unknown_ids: Optional[List[Id]] = None
 
@@ -1106,6 +1112,7 @@ def _positive(kind):
 
 
 def build_parser():
+    """The `twotower serve` flags (every one with --help)."""
     p = _OneLineParser(prog="twotower serve", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dir", help="an index folder written by twotower.index.save (or a "
@@ -1161,6 +1168,8 @@ def _fail(message):
 
 
 def main(argv=None):
+    """`twotower serve DIR ...`: 0 after a clean stop, 2 (one line on stderr) on a bad
+    folder, flag or address."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not 0 <= args.port <= 65535:
