@@ -36,38 +36,58 @@ from twotower.reporting import format_table, write_metrics
 CONFIGS = {"sg_neg": ("sg", "neg"), "cbow_neg": ("cbow", "neg"), "sg_hs": ("sg", "hs")}
 
 
-def run_gensim(sentences, arch, head, args, seed):
+def run_gensim(sentences, arch, head, args, seed, epochs=None):
     from gensim.models import Word2Vec  # benchmark extra only
 
-    start = time.perf_counter()
+    epochs = epochs or args.epochs
+    start, cpu = time.perf_counter(), time.process_time()
     model = Word2Vec(sentences, vector_size=args.dim, window=args.window,
                      min_count=args.min_count, sample=args.sample, sg=int(arch == "sg"),
                      hs=int(head == "hs"), negative=0 if head == "hs" else args.negative,
-                     alpha=args.alpha, min_alpha=args.min_alpha, epochs=args.epochs,
+                     alpha=args.alpha, min_alpha=args.min_alpha, epochs=epochs,
                      workers=args.workers, seed=seed)
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu
     tokens = sum(len(s) for s in sentences)
-    out = {"words_per_sec": tokens * args.epochs / seconds, "seconds": seconds}
+    out = {"words_per_sec": tokens * epochs / seconds, "seconds": seconds,
+           "cpu_utilisation": cpu / seconds, "converged": 1.0}
     out.update(evaluate_word_vectors(model.wv.index_to_key, model.wv.vectors))
     return out
 
 
-def run_ours(sentences, arch, head, args, seed, batch_size=None):
+def run_ours(sentences, arch, head, args, seed, batch_size=None, epochs=None):
+    """Our run; a diverged one (FloatingPointError) is recorded as converged = 0 with NaN
+    quality and speed, so that a sweep reports it instead of stopping."""
     data = DataConfig(corpus=args.corpus, min_count=args.min_count)
     model_config = ModelConfig(arch=arch, head=head, negative=args.negative, dim=args.dim,
                                window=args.window, sample=args.sample)
-    train = TrainConfig(epochs=args.epochs, alpha=args.alpha, min_alpha=args.min_alpha,
-                        batch_size=batch_size or args.batch_size, seed=seed,
-                        threads=args.workers)
-    vocab, model, stats = train_word2vec(sentences, data, model_config, train,
-                                         progress=not args.quiet)
-    out = {"words_per_sec": stats["words_per_sec"], "seconds": stats["seconds"]}
-    out.update(evaluate_word_vectors(vocab.words, word_vectors(model, arch)))
+    train = TrainConfig(epochs=epochs or args.epochs, alpha=args.alpha,
+                        min_alpha=args.min_alpha, batch_size=batch_size or args.batch_size,
+                        seed=seed, threads=args.workers, row_step_cap=args.row_step_cap,
+                        curvature_cap=args.curvature_cap,
+                        negative_block=args.negative_block)
+    start, cpu = time.perf_counter(), time.process_time()
+    try:
+        vocab, model, stats = train_word2vec(sentences, data, model_config, train,
+                                             progress=not args.quiet)
+    except FloatingPointError as e:
+        print(f"ours {arch}/{head} batch {train.batch_size} seed {seed}: {e}", flush=True)
+        nan = float("nan")
+        return {"words_per_sec": nan, "seconds": nan, "cpu_utilisation": nan,
+                "converged": 0.0, "ws353_spearman": nan, "simlex_spearman": nan,
+                "analogy_accuracy": nan, "analogy_in_vocab": nan}
+    cpu = time.process_time() - cpu
+    vectors = word_vectors(model, arch)
+    out = {"words_per_sec": stats["words_per_sec"], "seconds": stats["seconds"],
+           "cpu_utilisation": cpu / (time.perf_counter() - start),
+           "converged": float(np.all(np.isfinite(vectors)))}
+    out.update(evaluate_word_vectors(vocab.words, vectors))
     return out
 
 
 SHORT = {"words_per_sec": "words_per_sec", "ws353_spearman": "ws353",
-         "simlex_spearman": "simlex", "analogy_accuracy": "analogy", "seconds": "seconds"}
+         "simlex_spearman": "simlex", "analogy_accuracy": "analogy", "seconds": "seconds",
+         "cpu_utilisation": "cpu_utilisation"}
 
 
 def build_parser():
@@ -91,9 +111,24 @@ def build_parser():
     p.add_argument("--min-alpha", type=float, default=1e-4, help="(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
                    help="ours: examples per sparse SGD step (default %(default)s)")
-    p.add_argument("--sweep-batch-sizes", default="",
-                   help="also train ours (first config) at each of these comma-separated "
-                        "batch sizes, beside gensim, and report quality and speed per size")
+    p.add_argument("--row-step-cap", type=float, default=TrainConfig.row_step_cap,
+                   help="ours: the per-row step bound c (default %(default)s)")
+    p.add_argument("--curvature-cap", type=float, default=TrainConfig.curvature_cap,
+                   help="ours: the per-row curvature bound tau (default %(default)s)")
+    p.add_argument("--negative-block", type=int, default=TrainConfig.negative_block,
+                   help="ours: examples sharing one draw of negatives (default %(default)s)")
+    p.add_argument("--sweep-batch-sizes", default="256,1024,4096,16384",
+                   help="also train ours at each of these comma-separated batch sizes for "
+                        "--sweep-configs, every seed, beside gensim at the same epochs; "
+                        "'' = no sweep (default %(default)s)")
+    p.add_argument("--sweep-configs", default="sg_hs,sg_neg",
+                   help="configs of the batch-size sweep (default %(default)s)")
+    p.add_argument("--sweep-epochs", type=int, default=3,
+                   help="epochs of each sweep run (shorter than --epochs so that the sweep "
+                        "fits the run's time) (default %(default)s)")
+    p.add_argument("--sweep-band", type=float, default=0.05,
+                   help="a sweep run converged when it ends finite with WS353 no more than "
+                        "this below gensim's median at the same epochs (default %(default)s)")
     p.add_argument("--workers", type=int, default=2,
                    help="gensim workers and our TensorFlow threads (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -131,34 +166,56 @@ def main(argv=None):
         metrics[f"{name}_speed_ratio"] = (metrics[f"{name}_ours_words_per_sec"]
                                           / metrics[f"{name}_gensim_words_per_sec"])
     sizes = [int(b) for b in args.sweep_batch_sizes.split(",") if b]
-    if sizes:
-        name = configs[0]
+    sweep_configs = [c for c in args.sweep_configs.split(",") if c] if sizes else []
+    sweep_rows, all_converged = [], True
+    for name in sweep_configs:
         arch, head = CONFIGS[name]
-        sweep_rows = []
+        ref = [run_gensim(sentences, arch, head, args, seed, epochs=args.sweep_epochs)
+               for seed in seeds]
+        ref_ws = statistics.median(r["ws353_spearman"] for r in ref)
+        ref_wps = statistics.median(r["words_per_sec"] for r in ref)
+        metrics[f"{name}_sweep_gensim_ws353"] = ref_ws
+        sweep_rows.append({"config": name, "batch_size": "gensim", "words_per_sec": ref_wps,
+                           "ws353": ref_ws, "converged": 1,
+                           "simlex": statistics.median(r["simlex_spearman"] for r in ref),
+                           "analogy": statistics.median(r["analogy_accuracy"] for r in ref)})
         for size in sizes:
             results = []
             for seed in seeds:
-                results.append(run_ours(sentences, arch, head, args, seed, batch_size=size))
-                print(f"{name} batch {size} seed {seed}: ours "
-                      f"{results[-1]['words_per_sec']:.0f} w/s", flush=True)
-            row = {"config": name, "batch_size": size}
+                r = run_ours(sentences, arch, head, args, seed, batch_size=size,
+                             epochs=args.sweep_epochs)
+                r["converged"] = float(r["converged"] == 1.0
+                                       and r["ws353_spearman"] >= ref_ws - args.sweep_band)
+                results.append(r)
+                print(f"{name} batch {size} seed {seed}: ours {r['words_per_sec']:.0f} w/s, "
+                      f"WS353 {r['ws353_spearman']:.3f} (gensim {ref_ws:.3f}), converged "
+                      f"{int(r['converged'])}", flush=True)
+            row = {"config": name, "batch_size": size,
+                   "converged": int(all(r["converged"] == 1.0 for r in results))}
+            all_converged &= bool(row["converged"])
             for key, short in SHORT.items():
                 row[short] = statistics.median(r[key] for r in results)
                 metrics[f"{name}_ours_b{size}_{short}"] = row[short]
-            row["speed_ratio"] = row["words_per_sec"] / metrics[f"{name}_gensim_words_per_sec"]
-            metrics[f"{name}_ours_b{size}_speed_ratio"] = row["speed_ratio"]
+            metrics[f"{name}_ours_b{size}_converged"] = row["converged"]
+            row["speed_ratio"] = row["words_per_sec"] / ref_wps
             sweep_rows.append(row)
+    if sweep_configs:
+        metrics["batch_sweep_converged"] = int(all_converged)
+        metrics.update(sweep_epochs=args.sweep_epochs, sweep_band=args.sweep_band,
+                       sweep_batch_sizes=",".join(map(str, sizes)))
     if "sg_neg" in configs:
         metrics["speed_ratio"] = metrics["sg_neg_speed_ratio"]
     metrics.update(epochs=args.epochs, seeds=len(seeds), batch_size=args.batch_size,
                    tokens=sum(len(s) for s in sentences))
     os.makedirs(args.out, exist_ok=True)
     write_metrics(args.out, metrics)
-    print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds", "ws353",
-                                      "simlex", "analogy", "analogy_in_vocab"]))
-    if sizes:
-        print(format_table(sweep_rows, columns=["config", "batch_size", "words_per_sec",
-                                                "speed_ratio", "ws353", "simlex", "analogy"]))
+    print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds",
+                                      "cpu_utilisation", "ws353", "simlex", "analogy",
+                                      "analogy_in_vocab"]))
+    if sweep_rows:
+        print(format_table(sweep_rows, columns=["config", "batch_size", "converged",
+                                                "words_per_sec", "ws353", "simlex",
+                                                "analogy"]))
     print(f"medians over seeds {seeds}; wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 

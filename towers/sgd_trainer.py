@@ -9,28 +9,84 @@ twotower.losses — and replaces only the update:
 
     per batch of B examples with progress p_i ∈ [0, 1) (fraction of the run done):
       lr_i = α − (α − α_min) · p_i
-      L    = Σ_i lr_i · ℓ_i                    (a SUM over the batch, not a mean)
-      W   −= ∂L/∂W                             (IndexedSlices → scatter_sub on the rows used)
+      g_r  = Σ_{i touches row r} lr_i · ∂ℓ_i/∂W_r        (a SUM over the batch, not a mean)
+      n_r  = number of (example, slot) updates landing on row r in this batch
+      W_r −= g_r / max(1, n_r / c)                       (c = ``row_step_cap``)
 
 Summing per-example gradients of a batch and applying them at once is word2vec's Hogwild
-(Recht et al. 2011) with a larger stride; it equals B sequential updates to first order.
-Gathers give IndexedSlices gradients, so each step writes only the rows it read:
-O(B·(1+k)·d) per step, independent of the vocabulary size.
+(Recht et al. 2011) with a stride of B; it equals B sequential updates to first order.
+It is not stable at large B: a row that n examples of the batch touch — hierarchical
+softmax's root and upper nodes lie on every path, a frequent word sits in most batches,
+and with unigram^0.75 negatives its output vector is hit thousands of times a batch —
+moves n·lr times its gradient at once. word2vec.c applies those n updates one after the
+other, and each sees the row already moved by the ones before: the sigmoid saturates, the
+later steps shrink, and the row lands near where one step of the *mean* gradient at a
+rate between lr and n·lr would take it — never n·lr along a stale gradient, which is what
+sends the summed update to NaN (skip-gram + HS at B = 4096, anything at B = 16,384 on
+the enwiki extract). The per-row bound above keeps the sum where few updates land on a
+row (n_r ≤ c: exactly word2vec's summed step, so small batches and rare rows are
+untouched) and turns it into c·lr times the row's mean gradient where many do. That is
+the fix where the instability arises, for every head and candidate source (it needs only
+the sparse gradient's row ids); it costs one count scatter per table and step.
+
+Measured (enwiki extract, 2 epochs, short runs; the benchmark records the full runs):
+  c = ∞ (the plain sum) diverges for sg+HS at B ≥ 4096; c = 1 (each row's mean gradient)
+  converges everywhere but learns frequent rows slowly (WS353 −0.02…−0.04 at B = 16,384);
+  c = 8 (the default) converges for sg/cbow × neg/hs/nce at every B in 256 … 16,384 with
+  quality inside gensim's band. See ``ROW_STEP_CAP``.
+
+Speed: word2vec's own models (an IDTower or mean-PooledIDTower query tower, an IDTower
+item tower, a RetrievalLoss with NEG / NCE over unigram negatives or hierarchical
+softmax) run a hand-written compiled step with the gradients written out as word2vec.c
+does (no tape, no [B, 1+k, d] gradient tensors beyond the ones it must scatter), and NEG /
+NCE draw each negative once for a block of ``negative_block`` consecutive examples of the
+shuffled batch (HogBatch: Ji et al., "Parallelizing Word2Vec in Shared and Distributed
+Memory", 2016): the block's scores are a [b, d]×[d, k] matrix product and a negative's
+gradient row is summed over the block before the scatter, so the gathered and scattered
+traffic of the negatives — most of the step's memory traffic — shrinks b-fold. Every
+other model goes through its own ``per_example_losses`` and autodiff (same update, same
+row bound). Any model: gathers give IndexedSlices gradients, so each step writes only the
+rows it read: O(B·(1+k)·d) per step, independent of the vocabulary size.
 
 CBOW's query tower is a PooledIDTower (mean of the context, 0 = padding). word2vec.c and
 gensim (cbow_mean=1) give every context word the full gradient of the mean, not 1/|S| of
 it; ``pooled_gradient="sum"`` reproduces that, "mean" keeps the autodiff gradient.
+
+Checkpoints (``checkpoint_dir``): a tf.train.CheckpointManager holds every model
+variable, the step / element / example counters, the running loss, the progress p of
+the last example (the learning-rate position; the rate itself is a function of the
+input's p) and the RNG position. Resuming restores them and skips the elements already
+consumed, so the input stream must be a deterministic function of the run's settings
+(data/word2vec_examples.py: each epoch's order is a function of (seed, epoch)). The
+negatives of the compiled word2vec step are stateless draws keyed by (seed, step): a
+resumed run draws exactly what the uninterrupted one drew. Other models' samplers use
+TF's stateful ops, reseeded from (seed, step) at every (re)start: statistically the same
+run, not the same draws.
 """
 
+import itertools
+import json
+import math
+import os
 import time
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
+from twotower.towers.id_tower import IDTower
 from twotower.towers.pooled_id_tower import PooledIDTower
 
 POOLED_GRADIENTS = ("sum", "mean")
+
+#: Default τ of the curvature bound of word2vec's compiled step (module docstring).
+CURVATURE_CAP = 1.0
+#: Default c of the count bound W_r −= g_r / max(1, n_r / c) of other models.
+ROW_STEP_CAP = 32.0
+#: Default b: examples of a batch that share one draw of k negatives (HogBatch).
+NEGATIVE_BLOCK = 1
+#: Default checkpoint interval, in SGD steps.
+CHECKPOINT_EVERY = 2000
 
 
 class SparseSGDTrainer:
@@ -44,13 +100,26 @@ class SparseSGDTrainer:
       pooled_gradient: "sum" (word2vec.c's CBOW update) or "mean" (autodiff), see above.
       query_is_item: the query is an item id of the same catalogue (item2vec, Airbnb,
         EGES): it is passed as "query_id" to the model's step.
+      row_step_cap: c of the per-row bound (module docstring); ``math.inf`` applies the
+        plain summed update.
+      negative_block: b, consecutive examples of a batch that share one draw of k
+        negatives in the compiled word2vec step (1: each example draws its own, as
+        word2vec.c). Must divide the batch size (else the largest divisor of it <= b is
+        used).
+      seed: seeds the compiled step's stateless negative draws (by (seed, step)) and the
+        reseeding of other samplers at each (re)start.
+      checkpoint_dir: folder for a tf.train.CheckpointManager (None: no checkpoints);
+        ``fit`` resumes from its latest checkpoint.
+      checkpoint_every: SGD steps between checkpoints (and one at the end).
 
     Batches are dicts {"query", "item", "progress"} (data/word2vec_examples.py), one
     batch ([B] leading dim) or a stack of S batches ([S, B]) per element.
     """
 
     def __init__(self, model, *, alpha=0.025, min_alpha=1e-4, pooled_gradient="sum",
-                 query_is_item=False):
+                 query_is_item=False, row_step_cap=ROW_STEP_CAP, negative_block=NEGATIVE_BLOCK,
+                 seed=0, checkpoint_dir=None, checkpoint_every=CHECKPOINT_EVERY,
+                 curvature_cap=CURVATURE_CAP):
         if not (alpha > 0 and np.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         if not (0 <= min_alpha <= alpha):
@@ -58,11 +127,39 @@ class SparseSGDTrainer:
         if pooled_gradient not in POOLED_GRADIENTS:
             raise ValueError(f"pooled_gradient must be one of {POOLED_GRADIENTS}, got "
                              f"{pooled_gradient!r}")
+        if not (isinstance(row_step_cap, (int, float, np.number)) and row_step_cap >= 1):
+            raise ValueError(f"row_step_cap must be a number >= 1 (or math.inf), got "
+                             f"{row_step_cap!r}")
+        if not isinstance(negative_block, (int, np.integer)) or negative_block < 1:
+            raise ValueError(f"negative_block must be an int >= 1, got {negative_block!r}")
+        if not isinstance(seed, (int, np.integer)):
+            raise ValueError(f"seed must be an int, got {seed!r}")
+        if not isinstance(checkpoint_every, (int, np.integer)) or checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be an int >= 1, got {checkpoint_every!r}")
         self.model = model
         self.alpha = float(alpha)
         self.min_alpha = float(min_alpha)
         self.pooled_gradient = pooled_gradient
         self.query_is_item = bool(query_is_item)
+        self.row_step_cap = float(row_step_cap)
+        if curvature_cap is not None and not (
+                isinstance(curvature_cap, (int, float, np.number)) and curvature_cap > 0):
+            raise ValueError(f"curvature_cap must be a number > 0 (or math.inf, or None for "
+                             f"the count bound), got {curvature_cap!r}")
+        self.curvature_cap = None if curvature_cap is None else float(curvature_cap)
+        self.negative_block = int(negative_block)
+        self.seed = int(seed)
+        self.checkpoint_dir = checkpoint_dir
+        self.checkpoint_every = int(checkpoint_every)
+        self._kernel = _Word2VecKernel.for_model(model, query_is_item)
+        # Counters (checkpointed): SGD steps, dataset elements consumed, examples, the
+        # summed loss, the progress p of the last example.
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
+        self.elements = tf.Variable(0, dtype=tf.int64, trainable=False, name="elements")
+        self.examples = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="examples")
+        self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_sum")
+        self.last_progress = tf.Variable(0.0, dtype=tf.float32, trainable=False,
+                                         name="last_progress")
         # XLA fuses the gathers, the loss and its gradient into a few loops: 2-3x faster
         # than op-by-op on CPU. The loop over the S steps of an element is compiled too (one
         # launch per S steps, ~10% less CPU per step than a graph loop around a compiled
@@ -77,6 +174,8 @@ class SparseSGDTrainer:
         self._step_graph = tf.function(self._train_step, reduce_retracing=True)
         self._batch_size = None
         self._stack = None
+
+    # ------------------------------------------------------------------ the update
 
     def _train_steps(self, query, item, progress, num_steps, valid):
         """Steps 0 .. num_steps − 1 of a padded [S, B] stack whose batches hold ``valid``
@@ -133,10 +232,36 @@ class SparseSGDTrainer:
             batch["query_id"] = query
         return self.model.per_example_losses(batch, training=True)
 
+    def _row_scale(self, indices, hits, num_rows):
+        """1 / max(1, n_r / c) for each update of ``indices`` ([M]; ``hits`` [M] is 1 for
+        an update that moves its row, 0 for padding), n_r the updates on its row."""
+        if math.isinf(self.row_step_cap):
+            return None
+        counts = tf.math.unsorted_segment_sum(hits, indices, num_rows)
+        n = tf.gather(counts, indices)
+        return 1.0 / tf.maximum(1.0, n / self.row_step_cap)
+
+    def _curvature_scale(self, indices, curvature, num_rows):
+        """1 / max(1, T_r / τ) with T_r the summed curvature of the updates on row r."""
+        total = tf.math.unsorted_segment_sum(curvature, indices, num_rows)
+        if math.isinf(self.curvature_cap):
+            return None
+        return 1.0 / tf.maximum(1.0, tf.gather(total, indices) / self.curvature_cap)
+
     def _train_step(self, query, item, progress, weight=None):
         lr = self.alpha - (self.alpha - self.min_alpha) * tf.cast(progress, tf.float32)
         if weight is not None:  # 0 on padding
             lr = lr * weight
+        if self._kernel is not None:
+            per_example = self._kernel.step(self, query, item, lr)
+        else:
+            per_example = self._autodiff_step(query, item, lr)
+        self.steps.assign_add(1)
+        if weight is None:
+            return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
+        return tf.reduce_sum(per_example * weight), tf.reduce_sum(weight)
+
+    def _autodiff_step(self, query, item, lr):
         with tf.GradientTape() as tape:
             per_example = self.per_example_loss(query, item)
             total = tf.reduce_sum(per_example * lr)
@@ -156,60 +281,307 @@ class SparseSGDTrainer:
                     count = tf.reduce_sum(tf.cast(tf.not_equal(ids, 0), values.dtype), axis=1)
                     scale = tf.repeat(tf.maximum(count, 1.0), tf.shape(ids)[1])
                     values = values * scale[:, tf.newaxis]
+                # An update "lands" on its row when it moves it: padding slots, lr-0
+                # padding examples and masked candidates have exactly zero gradient rows.
+                hits = tf.cast(tf.reduce_any(tf.not_equal(values, 0), axis=1), values.dtype)
+                scale = self._row_scale(grad.indices, hits, tf.shape(var, tf.int64)[0])
+                if scale is not None:
+                    values = values * scale[:, tf.newaxis]
                 var.scatter_sub(tf.IndexedSlices(values, grad.indices, grad.dense_shape))
             else:
                 var.assign_sub(grad)
-        if weight is None:
-            return tf.reduce_sum(per_example), tf.cast(tf.shape(per_example)[0], tf.float32)
-        return tf.reduce_sum(per_example * weight), tf.reduce_sum(weight)
+        return per_example
 
     def train_step(self, batch):
         """One sparse SGD step on a batch dict; returns the batch's summed loss (float)."""
         loss, _ = self._step(batch["query"], batch["item"], batch["progress"])
         return float(loss)
 
-    def _check_finite(self, loss, examples_so_far):
+    # ------------------------------------------------------------------ the loop
+
+    def _check_finite(self, loss, examples_before, examples_after):
         if not np.isfinite(loss):
             raise FloatingPointError(
-                f"the loss became {loss} after about {int(examples_so_far)} examples: the "
-                f"summed per-example updates of a batch diverged; use a smaller batch size "
-                f"(this one: {self._batch_size}) or a smaller alpha ({self.alpha})")
+                f"the loss became {loss} between examples {int(examples_before)} and "
+                f"{int(examples_after)}: the summed per-example updates of a batch diverged; "
+                f"use a smaller alpha (this one: {self.alpha}), a smaller row_step_cap "
+                f"(this one: {self.row_step_cap}) or a smaller batch size (this one: "
+                f"{self._batch_size})")
+
+    def _checkpoint(self):
+        ckpt = tf.train.Checkpoint(model_variables=list(self.model.variables),
+                                   steps=self.steps, elements=self.elements,
+                                   examples=self.examples, loss_sum=self.loss_sum,
+                                   last_progress=self.last_progress)
+        return tf.train.CheckpointManager(ckpt, self.checkpoint_dir, max_to_keep=2)
+
+    def _check_settings(self, settings):
+        """The run's settings beside the checkpoints: resuming with other settings (or
+        another run's folder) would silently mix two runs, so it is refused."""
+        path = os.path.join(self.checkpoint_dir, "trainer.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                saved = json.load(f)
+            if saved != settings:
+                diff = sorted(k for k in set(saved) | set(settings)
+                              if saved.get(k) != settings.get(k))
+                raise ValueError(
+                    f"checkpoint_dir {self.checkpoint_dir!r} holds a run with other settings "
+                    f"({', '.join(diff)}); use another folder or the same settings")
+        else:
+            os.makedirs(self.checkpoint_dir, exist_ok=True)
+            with open(path + ".tmp", "w") as f:
+                json.dump(settings, f, indent=2, sort_keys=True)
+            os.replace(path + ".tmp", path)
+
+    def settings(self):
+        """The settings that must match for a checkpoint to be resumed."""
+        return {"alpha": self.alpha, "min_alpha": self.min_alpha,
+                "pooled_gradient": self.pooled_gradient, "row_step_cap": self.row_step_cap,
+                "negative_block": self.negative_block, "seed": self.seed,
+                "curvature_cap": self.curvature_cap,
+                "variables": [[v.name, v.shape.as_list()] for v in self.model.variables]}
 
     def fit(self, dataset, *, total_batches=None, progress=True, description="training",
-            log_every=200):
-        """Runs every batch of ``dataset``; returns a dict with examples, seconds, mean loss.
+            log_every=200, run_settings=None, batch_shape=None):
+        """Runs every batch of ``dataset``; returns a dict with examples, seconds, mean
+        loss, steps and resumed_from (elements skipped on resume).
 
         ``total_batches`` sizes the progress bar (None: unknown). The loss shown is the
         running mean per example over the last ``log_every`` batches (elements). Raises
-        FloatingPointError, naming the batch size and alpha, when the loss diverges (too
-        many summed updates land on the same frequent rows: 16384-example batches on the
-        enwiki extract do; 4096 do not).
+        FloatingPointError, naming alpha, the row bound and the batch size, when the loss
+        diverges. With ``checkpoint_dir`` the run resumes from the latest checkpoint
+        there: the first ``elements`` elements of ``dataset`` are skipped, so ``dataset``
+        must yield the same elements in the same order on every run. ``run_settings``
+        (a JSON-able dict, e.g. the data and model settings) joins the trainer's own in
+        the check that a checkpoint belongs to this run. ``batch_shape`` = (S, B), the
+        stack of the dataset's full elements, fixes the compiled shape up front (default:
+        the first element's; a resumed run may start on an epoch's short last element).
         """
+        if batch_shape is not None:
+            self._stack, self._batch_size = int(batch_shape[0]), int(batch_shape[1])
         start = time.perf_counter()
-        examples, loss_sum, recent = 0.0, 0.0, []
-        bar = tqdm(total=total_batches, desc=description, unit="batch", disable=not progress,
-                   mininterval=1.0)
-        for i, batch in enumerate(dataset):
+        manager, resumed_from = None, 0
+        if self.checkpoint_dir is not None:
+            self._check_settings(dict(self.settings(), run=run_settings))
+            manager = self._checkpoint()
+            if manager.latest_checkpoint:
+                manager.checkpoint.restore(manager.latest_checkpoint).assert_consumed()
+                resumed_from = int(self.elements.numpy())
+        # Other models' samplers draw with TF's stateful ops: reseed them by the position.
+        tf.random.set_seed(self.seed * 1_000_003 + int(self.steps.numpy()))
+        if resumed_from:
+            if isinstance(dataset, tf.data.Dataset):
+                dataset = dataset.skip(resumed_from)
+            else:
+                dataset = itertools.islice(dataset, resumed_from, None)
+        examples, loss_sum = float(self.examples.numpy()), float(self.loss_sum.numpy())
+        recent = []
+        last_saved = int(self.steps.numpy())
+        bar = tqdm(total=total_batches, initial=resumed_from, desc=description, unit="batch",
+                   disable=not progress, mininterval=1.0)
+
+        def flush():
+            nonlocal examples, loss_sum, recent
+            if not recent:
+                return
+            ls = float(tf.add_n([r[0] for r in recent]))
+            ns = float(tf.add_n([r[1] for r in recent]))
+            self._check_finite(ls, examples, examples + ns)
+            loss_sum += ls
+            examples += ns
+            bar.set_postfix(loss=f"{ls / max(ns, 1):.4f}")
+            self.examples.assign(examples)
+            self.loss_sum.assign(loss_sum)
+            recent = []
+
+        for batch in dataset:
             loss, n = self._step(batch["query"], batch["item"], batch["progress"])
             recent.append((loss, n))
+            self.elements.assign_add(1)
             bar.update(1)
             if len(recent) >= log_every:
-                ls = float(tf.add_n([r[0] for r in recent]))
-                ns = float(tf.add_n([r[1] for r in recent]))
-                self._check_finite(ls, examples)
-                loss_sum += ls
-                examples += ns
-                bar.set_postfix(loss=f"{ls / max(ns, 1):.4f}")
-                recent = []
-        if recent:
-            ls = float(tf.add_n([r[0] for r in recent]))
-            self._check_finite(ls, examples)
-            loss_sum += ls
-            examples += float(tf.add_n([r[1] for r in recent]))
+                flush()
+            if manager is not None and int(self.steps.numpy()) - last_saved >= self.checkpoint_every:
+                flush()  # never save a diverged state
+                self.last_progress.assign(float(np.max(batch["progress"])))
+                manager.save(checkpoint_number=int(self.steps.numpy()))
+                last_saved = int(self.steps.numpy())
+        flush()
+        if manager is not None and int(self.steps.numpy()) != last_saved:
+            manager.save(checkpoint_number=int(self.steps.numpy()))
         bar.close()
         seconds = time.perf_counter() - start
         return {"examples": int(examples), "seconds": seconds,
-                "mean_loss": loss_sum / max(examples, 1.0)}
+                "mean_loss": loss_sum / max(examples, 1.0), "steps": int(self.steps.numpy()),
+                "resumed_from": resumed_from}
+
+
+class _Word2VecKernel:
+    """word2vec's compiled step with the gradients written out (word2vec.c's updates) for
+    the models word2vec builds: query tower an IDTower (skip-gram) or a mean PooledIDTower
+    (CBOW), item tower an IDTower, and a RetrievalLoss with hierarchical softmax or a
+    NEG / NCE head over per-example unigram negatives (SampledNegatives(shared=False))."""
+
+    def __init__(self, model, head, sampler=None, num_negatives=0, logq=False,
+                 remove_accidental_hits=True):
+        self.model = model
+        self.head = head  # "hs" or "sigmoid"
+        self.sampler = sampler
+        self.k = num_negatives
+        self.logq = logq
+        self.remove_accidental_hits = remove_accidental_hits
+        self.cbow = isinstance(model.query_tower, PooledIDTower)
+        if sampler is not None:
+            with tf.init_scope():
+                self.alias_prob = tf.constant(sampler.alias_prob, tf.float32)
+                self.alias_index = tf.constant(sampler.alias_index, tf.int32)
+
+    @classmethod
+    def for_model(cls, model, query_is_item):
+        """The kernel for ``model`` when it is one of word2vec's, else None (autodiff)."""
+        from twotower.data.samplers import UnigramSampler
+        from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
+        from twotower.losses.sigmoid import NegativeSampling
+        q, i = getattr(model, "query_tower", None), getattr(model, "item_tower", None)
+        loss = getattr(model, "retrieval_loss", None)
+        if query_is_item or model.losses or not isinstance(loss, RetrievalLoss):
+            return None
+        if not (type(q) is IDTower or (type(q) is PooledIDTower and q.pooling == "mean")):
+            return None
+        if type(i) is not IDTower:
+            return None
+        if loss.hierarchical:
+            return cls(model, "hs") if type(loss.head) is HierarchicalSoftmax else None
+        c = loss.candidates
+        plain = (float(loss.initial_temperature) == 1.0 and not loss.learn_temperature
+                 and loss.similarity == "dot" and loss.num_hard_negatives is None
+                 and loss.padding_id is None)
+        if (plain and type(c) is SampledNegatives and not c.shared
+                and type(c.sampler) is UnigramSampler
+                and isinstance(loss.head, NegativeSampling)):
+            return cls(model, "sigmoid", c.sampler, c.num_negatives, loss.logq,
+                       loss.remove_accidental_hits)
+        return None
+
+    def _query(self, query):
+        W = self.model.query_tower.embeddings
+        if not self.cbow:
+            return W, query, tf.gather(W, query), None
+        mask = tf.cast(tf.not_equal(query, 0), tf.float32)              # [B, L]
+        size = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+        u = tf.reduce_sum(tf.gather(W, query) * mask[..., tf.newaxis], axis=1) / size
+        return W, query, u, (mask, size)
+
+    def _negatives(self, trainer, batch, block):
+        """[B / block, k] stateless unigram draws keyed by (seed, step)."""
+        shape = tf.stack([batch // block, self.k])
+        seed = tf.stack([tf.constant(trainer.seed, tf.int64), trainer.steps])
+        seeds = tf.random.experimental.stateless_split(seed, 2)
+        col = tf.random.stateless_uniform(shape, seeds[0], 0, self.sampler.num_items,
+                                          dtype=tf.int32)
+        u = tf.random.stateless_uniform(shape, seeds[1])
+        return tf.where(u < tf.gather(self.alias_prob, col), col,
+                        tf.gather(self.alias_index, col))
+
+    def step(self, trainer, query, item, lr):
+        """Applies one batch's update; returns the [B] losses before it."""
+        query = tf.cast(query, tf.int32)
+        item = tf.cast(item, tf.int32)
+        W, qids, u, pooled = self._query(query)
+        B, d = tf.shape(item)[0], tf.shape(u)[1]
+        cap = trainer._row_scale
+        if self.head == "hs":
+            hs = self.model.retrieval_loss.head
+            out = hs.node_vectors
+            points = tf.gather(hs._points, item)                          # [B, L]
+            codes = tf.gather(hs._codes, item)
+            valid = tf.sequence_mask(tf.gather(hs._lengths, item), tf.shape(points)[1],
+                                     dtype=tf.float32)
+            theta = tf.gather(out, points)                                # [B, L, d]
+            x = tf.reduce_sum(u[:, tf.newaxis, :] * theta, axis=2)       # [B, L]
+            sign = 1.0 - 2.0 * codes
+            per_example = tf.reduce_sum(tf.nn.softplus(-sign * x) * valid, axis=1)
+            # word2vec.c: g = (1 − code − σ(x))·α, the ascent direction.
+            g = (1.0 - codes - tf.sigmoid(x)) * valid * lr[:, tf.newaxis]
+            du = tf.reduce_sum(g[..., tf.newaxis] * theta, axis=1)       # [B, d]
+            out_idx = tf.reshape(points, [-1])
+            out_val = tf.reshape(g[..., tf.newaxis] * u[:, tf.newaxis, :], [-1, d])
+            out_hits = tf.reshape(valid * tf.cast(lr[:, tf.newaxis] > 0, tf.float32), [-1])
+            # Gauss-Newton curvature of each update along its row: lr·σ'(x)·|other side|².
+            h = tf.sigmoid(x) * tf.sigmoid(-x) * valid * lr[:, tf.newaxis]   # [B, L]
+            out_curv = tf.reshape(h * tf.reduce_sum(u * u, axis=1, keepdims=True), [-1])
+            q_curv = tf.reduce_sum(h * tf.reduce_sum(theta * theta, axis=2), axis=1)
+        else:
+            out = self.model.item_tower.embeddings
+            batch = item.shape[0]
+            block = 1 if batch is None else math.gcd(int(batch), trainer.negative_block)
+            neg = self._negatives(trainer, tf.shape(item)[0], block)      # [G, k]
+            pos = tf.gather(out, item)                                    # [B, d]
+            rows = tf.gather(out, neg)                                    # [G, k, d]
+            ub = tf.reshape(u, [-1, block, d])                            # [G, b, d]
+            s_pos = tf.reduce_sum(u * pos, axis=1)                        # [B]
+            # Broadcast products, not einsum: XLA on CPU fuses multiply + reduce into one
+            # loop, while a dot with tiny batched matrices runs as many small calls.
+            s_neg = tf.reduce_sum(ub[:, :, tf.newaxis, :] * rows[:, tf.newaxis], axis=3)
+            if self.logq:
+                from twotower.losses.candidates import log_expected_count
+                lq = lambda ids: log_expected_count(  # noqa: E731
+                    self.sampler.expected_count(ids, self.k))
+                s_pos = s_pos - lq(item)
+                s_neg = s_neg - lq(neg)[:, tf.newaxis, :]
+            keep = tf.ones_like(s_neg)
+            if self.remove_accidental_hits:
+                hit = tf.equal(tf.reshape(item, [-1, block, 1]), neg[:, tf.newaxis, :])
+                keep = 1.0 - tf.cast(hit, tf.float32)
+            per_example = tf.nn.softplus(-s_pos) + tf.reshape(
+                tf.reduce_sum(tf.nn.softplus(s_neg) * keep, axis=2), [-1])
+            lr_b = tf.reshape(lr, [-1, block, 1])
+            g_pos = (1.0 - tf.sigmoid(s_pos)) * lr                        # [B]
+            g_neg = -tf.sigmoid(s_neg) * keep * lr_b                      # [G, b, k]
+            du = g_pos[:, tf.newaxis] * pos + tf.reshape(tf.reduce_sum(
+                g_neg[..., tf.newaxis] * rows[:, tf.newaxis], axis=2), [-1, d])
+            d_neg = tf.reduce_sum(g_neg[..., tf.newaxis] * ub[:, :, tf.newaxis], axis=1)
+            out_idx = tf.concat([item, tf.reshape(neg, [-1])], axis=0)
+            out_val = tf.concat([g_pos[:, tf.newaxis] * u, tf.reshape(d_neg, [-1, d])], axis=0)
+            live = tf.cast(lr > 0, tf.float32)
+            neg_hits = tf.reduce_sum(keep * tf.reshape(live, [-1, block, 1]), axis=1)  # [G, k]
+            out_hits = tf.concat([live, tf.reshape(neg_hits, [-1])], axis=0)
+            h_pos = tf.sigmoid(s_pos) * tf.sigmoid(-s_pos) * lr                 # [B]
+            h_neg = tf.sigmoid(s_neg) * tf.sigmoid(-s_neg) * keep * lr_b         # [G, b, k]
+            uu = tf.reduce_sum(u * u, axis=1)                                    # [B]
+            out_curv = tf.concat([h_pos * uu, tf.reshape(tf.reduce_sum(
+                h_neg * tf.reshape(uu, [-1, block, 1]), axis=1), [-1])], axis=0)
+            q_curv = h_pos * tf.reduce_sum(pos * pos, axis=1) + tf.reshape(tf.reduce_sum(
+                h_neg * tf.reduce_sum(rows * rows, axis=2)[:, tf.newaxis], axis=2), [-1])
+        if trainer.curvature_cap is not None:
+            cap = trainer._curvature_scale
+            out_hits = out_curv
+        scale = cap(out_idx, out_hits, tf.shape(out)[0])
+        if scale is not None:
+            out_val = out_val * scale[:, tf.newaxis]
+        # word2vec.c order: neu1e from the output rows before they move, then both.
+        if pooled is None:
+            q_idx, q_val = qids, du
+            q_hits = tf.cast(lr > 0, tf.float32)
+            if trainer.curvature_cap is not None:
+                q_hits = q_curv
+        else:
+            mask, size = pooled
+            if trainer.pooled_gradient == "mean":
+                du = du / size
+            q_idx = tf.reshape(qids, [-1])
+            q_val = tf.reshape(du[:, tf.newaxis, :] * mask[..., tf.newaxis], [-1, d])
+            q_hits = tf.reshape(mask * tf.cast(lr[:, tf.newaxis] > 0, tf.float32), [-1])
+            if trainer.curvature_cap is not None:
+                q_hits = tf.reshape(mask * q_curv[:, tf.newaxis], [-1])
+        scale = cap(q_idx, q_hits, tf.shape(W)[0])
+        if scale is not None:
+            q_val = q_val * scale[:, tf.newaxis]
+        out.scatter_add(tf.IndexedSlices(out_val, out_idx))
+        W.scatter_add(tf.IndexedSlices(q_val, q_idx))
+        del B
+        return per_example
 
 
 def _pad_stack(chunk, steps, batch_size):

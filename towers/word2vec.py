@@ -33,7 +33,8 @@ from twotower.data.word2vec_examples import ARCHS, Word2VecExamples
 from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
 from twotower.towers.id_tower import IDTower
 from twotower.towers.pooled_id_tower import PooledIDTower
-from twotower.towers.sgd_trainer import SparseSGDTrainer
+from twotower.towers.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, NEGATIVE_BLOCK,
+                                         ROW_STEP_CAP, SparseSGDTrainer)
 from twotower.towers.two_tower_model import TwoTowerModel
 
 HEADS = ("neg", "hs", "nce", "sampled-softmax")
@@ -63,7 +64,8 @@ class ModelConfig:
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Optimiser and runtime: --epochs, --alpha, --min-alpha, --batch-size, --seed, --threads."""
+    """Optimiser and runtime: --epochs, --alpha, --min-alpha, --batch-size, --seed, --threads,
+    --row-step-cap, --negative-block, --checkpoint-dir, --checkpoint-every."""
 
     epochs: int = 5
     alpha: float = 0.025
@@ -72,12 +74,17 @@ class TrainConfig:
     steps_per_call: int = 64
     seed: int = 1
     threads: int = 2
-
+    row_step_cap: float = ROW_STEP_CAP
+    negative_block: int = NEGATIVE_BLOCK
+    checkpoint_dir: str = None
+    checkpoint_every: int = CHECKPOINT_EVERY
+    curvature_cap: float = CURVATURE_CAP
 
 
 def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
     """The flags of TrainConfig (--epochs, --alpha, --min-alpha, --batch-size, --seed,
-    --threads) as a "training" group of an argparse parser; returns the group."""
+    --threads, --row-step-cap, --negative-block, --checkpoint-dir, --checkpoint-every) as
+    a "training" group of an argparse parser; returns the group."""
     t = TrainConfig()
     g = parser.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=epochs, help="passes (default %(default)s)")
@@ -90,14 +97,40 @@ def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
     g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
     g.add_argument("--threads", type=int, default=t.threads,
                    help="CPU threads for TensorFlow (default %(default)s)")
+    g.add_argument("--curvature-cap", type=float, default=t.curvature_cap,
+                   help="tau: word2vec's own models (NEG/NCE/HS heads over ID towers) scale "
+                        "a row's summed step of a batch by 1/max(1, T/tau), T = sum of "
+                        "lr*sigmoid'(z)*|x|^2 over the batch's updates of that row (its "
+                        "curvature), so that a row many examples hit cannot overshoot; this "
+                        "keeps every batch size stable; 'inf' = the plain sum "
+                        "(default %(default)s)")
+    g.add_argument("--row-step-cap", type=float, default=t.row_step_cap,
+                   help="c: with other models (custom towers or candidates, sampled "
+                        "softmax) a row that n > c examples of one batch update moves by c/n "
+                        "of their summed step; 'inf' = the plain sum (default %(default)s)")
+    g.add_argument("--negative-block", type=int, default=t.negative_block,
+                   help="b: consecutive examples of a batch that share one draw of the "
+                        "negatives (HogBatch; 1 = each example draws its own, as word2vec.c; "
+                        "larger is faster) (default %(default)s)")
+    g.add_argument("--checkpoint-dir", default=t.checkpoint_dir,
+                   help="save training state here (tf.train.CheckpointManager) and resume "
+                        "from it: after a crash or kill, run the same command again "
+                        "(default: no checkpoints)")
+    g.add_argument("--checkpoint-every", type=int, default=t.checkpoint_every,
+                   help="SGD steps between checkpoints (default %(default)s)")
     return g
 
 
 def training_config(args):
     """TrainConfig from the flags of ``add_training_arguments``."""
+    t = TrainConfig
     return TrainConfig(args.epochs, args.alpha, args.min_alpha, args.batch_size,
-                       getattr(args, "steps_per_call", TrainConfig.steps_per_call), args.seed,
-                       args.threads)
+                       getattr(args, "steps_per_call", t.steps_per_call), args.seed,
+                       args.threads, getattr(args, "row_step_cap", t.row_step_cap),
+                       getattr(args, "negative_block", t.negative_block),
+                       getattr(args, "checkpoint_dir", t.checkpoint_dir),
+                       getattr(args, "checkpoint_every", t.checkpoint_every),
+                       getattr(args, "curvature_cap", t.curvature_cap))
 
 def validate(data, model, train):
     """Clear ValueErrors naming the flag and the value, before any work."""
@@ -108,7 +141,9 @@ def validate(data, model, train):
     checks = [("--min-count", data.min_count, 1), ("--negative", model.negative, 1),
               ("--dim", model.dim, 1), ("--window", model.window, 1),
               ("--epochs", train.epochs, 1), ("--batch-size", train.batch_size, 1),
-              ("--steps-per-call", train.steps_per_call, 1), ("--threads", train.threads, 1)]
+              ("--steps-per-call", train.steps_per_call, 1), ("--threads", train.threads, 1),
+              ("--negative-block", train.negative_block, 1),
+              ("--checkpoint-every", train.checkpoint_every, 1)]
     for flag, value, low in checks:
         if not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{flag} must be an int >= {low}, got {value!r}")
@@ -119,6 +154,14 @@ def validate(data, model, train):
     if not (train.alpha > 0 and 0 <= train.min_alpha <= train.alpha):
         raise ValueError(f"--alpha must be > 0 and 0 <= --min-alpha <= --alpha, got "
                          f"alpha={train.alpha!r}, min_alpha={train.min_alpha!r}")
+    if train.curvature_cap is not None and not train.curvature_cap > 0:
+        raise ValueError(f"--curvature-cap must be > 0 (or inf), got {train.curvature_cap!r}")
+    if not train.row_step_cap >= 1:
+        raise ValueError(f"--row-step-cap must be >= 1 (or inf), got {train.row_step_cap!r}")
+    if train.checkpoint_dir is not None and os.path.exists(train.checkpoint_dir) and (
+            not os.path.isdir(train.checkpoint_dir)):
+        raise ValueError(f"--checkpoint-dir must be a folder, got the file "
+                         f"{train.checkpoint_dir!r}")
     if data.encoding_errors not in ("strict", "replace"):
         raise ValueError(f"--encoding-errors must be 'strict' or 'replace', got "
                          f"{data.encoding_errors!r}")
@@ -237,16 +280,28 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
                                 seed=train_config.seed, extra_pairs=extra_pairs)
     model = (model_fn or (lambda v: build_model(v, model_config, train_config.seed)))(vocab)
     trainer = SparseSGDTrainer(model, alpha=train_config.alpha, min_alpha=train_config.min_alpha,
-                               query_is_item=query_is_item)
+                               query_is_item=query_is_item,
+                               row_step_cap=train_config.row_step_cap,
+                               negative_block=train_config.negative_block,
+                               seed=train_config.seed,
+                               checkpoint_dir=train_config.checkpoint_dir,
+                               checkpoint_every=train_config.checkpoint_every,
+                               curvature_cap=train_config.curvature_cap)
     dataset = examples.dataset(train_config.epochs, train_config.batch_size,
                                steps_per_element=train_config.steps_per_call)
-    result = trainer.fit(dataset, progress=progress,
+    run = {"data": dataclasses.asdict(data_config), "model": dataclasses.asdict(model_config),
+           "train": {k: v for k, v in dataclasses.asdict(train_config).items()
+                     if k not in ("checkpoint_dir", "checkpoint_every", "threads")},
+           "vocab_size": len(vocab), "tokens": int(len(ids))}
+    result = trainer.fit(dataset, progress=progress, run_settings=run,
+                         batch_shape=(train_config.steps_per_call, train_config.batch_size),
                          description=description or
                          f"word2vec {model_config.arch}/{model_config.head}")
     seconds = time.perf_counter() - start
     stats = {"tokens": tokens, "vocab_size": len(vocab), "examples": result["examples"],
              "seconds": seconds, "words_per_sec": tokens * train_config.epochs / seconds,
-             "mean_loss": result["mean_loss"]}
+             "mean_loss": result["mean_loss"], "steps": result["steps"],
+             "resumed_from_element": result["resumed_from"]}
     return vocab, model, stats
 
 

@@ -1,5 +1,7 @@
 """twotower.towers.sgd_trainer: per-example sparse SGD equals word2vec's update."""
 
+import math
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -36,7 +38,7 @@ def test_skipgram_neg_step_matches_word2vec():
     tf.random.set_seed(0)
     model = model_with(IDTower(V, D, validate_ids=False))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.1)
+    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.1, curvature_cap=math.inf)
     centre, ctx, progress = [1, 2], [3, 4], [0.0, 0.5]
     trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
                         "progress": tf.constant(progress)})
@@ -55,11 +57,17 @@ def test_skipgram_neg_step_matches_word2vec():
     np.testing.assert_array_equal(model.query_tower.embeddings.numpy()[untouched], W[untouched])
 
 
-def word2vec_batch_update(W, Wo, centre, ctx, lr):
+def word2vec_batch_update(W, Wo, centre, ctx, lr, cap=np.inf):
     """word2vec.c's NEG update of one batch (every negative is NEG_ID), gradients summed
-    over the batch and applied at once; returns the summed loss."""
+    over the batch and applied at once, each row's sum divided by max(1, n / cap) for the
+    n updates landing on it; returns the summed loss."""
     dW, dWo, loss = np.zeros_like(W), np.zeros_like(Wo), 0.0
+    nW, nWo = np.zeros(len(W)), np.zeros(len(Wo))
     for c, x, a in zip(centre, ctx, lr):
+        if a > 0:
+            nW[c] += 1
+            nWo[x] += 1
+            nWo[NEG_ID] += K
         u = W[c]
         s_pos, s_neg = u @ Wo[x], u @ Wo[NEG_ID]
         loss += -np.log(sigmoid(s_pos)) - K * np.log(sigmoid(-s_neg))
@@ -67,8 +75,8 @@ def word2vec_batch_update(W, Wo, centre, ctx, lr):
         dW[c] += g_pos * Wo[x] + K * g_neg * Wo[NEG_ID]
         dWo[x] += g_pos * u
         dWo[NEG_ID] += K * g_neg * u
-    W += dW
-    Wo += dWo
+    W += dW / np.maximum(1, nW / cap)[:, None]
+    Wo += dWo / np.maximum(1, nWo / cap)[:, None]
     return loss
 
 
@@ -80,7 +88,10 @@ def test_stacks_short_stacks_and_short_batches_match_word2vec():
     model = model_with(IDTower(V, D, validate_ids=False))
     model.item_tower.embeddings.assign(tf.random.normal([V, D], seed=6))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.4, min_alpha=0.1)
+    # The count bound (curvature_cap=None) with c = 4: NEG_ID takes K = 3 updates from
+    # every example, so the bound is active on it in every batch of 2 or more.
+    trainer = SparseSGDTrainer(model, alpha=0.4, min_alpha=0.1, curvature_cap=None,
+                               row_step_cap=4)
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (1, 4), (1, 3), (3, 4), (1, 1)]
     elements = [{"query": rng.integers(0, V, s).astype(np.int32),
@@ -90,11 +101,64 @@ def test_stacks_short_stacks_and_short_batches_match_word2vec():
     loss = 0.0
     for e in elements:
         for q, x, p in zip(e["query"], e["item"], e["progress"]):
-            loss += word2vec_batch_update(W, Wo, q, x, 0.4 - 0.3 * p)
+            loss += word2vec_batch_update(W, Wo, q, x, 0.4 - 0.3 * p, trainer.row_step_cap)
     np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W, atol=1e-5)
     np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo, atol=1e-5)
     assert result["examples"] == sum(a * b for a, b in shapes)
     np.testing.assert_allclose(result["mean_loss"], loss / result["examples"], rtol=1e-4)
+
+
+def test_curvature_bound_matches_its_formula():
+    # Each row's summed step is divided by max(1, T / tau), T = Σ lr·σ'(z)·|x|² over the
+    # batch's updates of that row (x: the other side's vector); NEG_ID, hit K times by
+    # every example at a large alpha, is bound; the others are not.
+    tf.random.set_seed(9)
+    model = model_with(IDTower(V, D, validate_ids=False))
+    model.item_tower.embeddings.assign(tf.random.normal([V, D], seed=10))
+    model.query_tower.embeddings.assign(0.3 * tf.random.normal([V, D], seed=12))
+    W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
+    tau, lr = 0.5, 1.5
+    trainer = SparseSGDTrainer(model, alpha=lr, min_alpha=lr, curvature_cap=tau)
+    centre, ctx = np.array([0, 1, 2, 0, 3, 4]), np.array([1, 2, 3, 4, 0, 1])
+    trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
+                        "progress": tf.zeros([6])})
+    dW, dWo, TW, TWo = (np.zeros_like(W), np.zeros_like(Wo), np.zeros(V), np.zeros(V))
+    for c, x in zip(centre, ctx):
+        u = W[c]
+        s_pos, s_neg = u @ Wo[x], u @ Wo[NEG_ID]
+        g_pos, g_neg = (1 - sigmoid(s_pos)) * lr, -sigmoid(s_neg) * lr
+        h_pos = lr * sigmoid(s_pos) * sigmoid(-s_pos)
+        h_neg = lr * sigmoid(s_neg) * sigmoid(-s_neg)
+        dW[c] += g_pos * Wo[x] + K * g_neg * Wo[NEG_ID]
+        TW[c] += h_pos * Wo[x] @ Wo[x] + K * h_neg * Wo[NEG_ID] @ Wo[NEG_ID]
+        dWo[x] += g_pos * u
+        dWo[NEG_ID] += K * g_neg * u
+        TWo[x] += h_pos * u @ u
+        TWo[NEG_ID] += K * h_neg * u @ u
+    assert TWo[NEG_ID] > tau  # the bound is active where many updates land
+    W += dW / np.maximum(1, TW / tau)[:, None]
+    Wo += dWo / np.maximum(1, TWo / tau)[:, None]
+    np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W, atol=1e-5)
+    np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo, atol=1e-5)
+
+
+def test_large_batches_of_one_hot_row_stay_finite():
+    # Every example of a 4096 batch hits row 0 (query) and row 1 (item): the plain sum
+    # overshoots by thousands of steps at once, the curvature bound does not.
+    counts = np.ones(V)
+    largest = {}
+    for cap in (math.inf, 1.0):
+        tf.random.set_seed(11)
+        model = model_with(IDTower(V, D, embeddings_initializer="ones", validate_ids=False),
+                           counts=counts)
+        trainer = SparseSGDTrainer(model, alpha=0.025, min_alpha=0.025, curvature_cap=cap)
+        q = np.zeros(4096, np.int32)
+        for _ in range(20):
+            trainer.train_step({"query": q, "item": q + 1, "progress": np.zeros(4096, np.float32)})
+        emb = np.concatenate([model.query_tower.embeddings.numpy(),
+                              model.item_tower.embeddings.numpy()])
+        largest[cap] = np.abs(emb).max() if np.all(np.isfinite(emb)) else np.inf
+    assert largest[1.0] < 5 and largest[math.inf] > 10 * largest[1.0]
 
 
 class BranchyIDTower(IDTower):
@@ -116,7 +180,7 @@ def test_a_tower_with_python_control_flow_still_trains_exactly():
     trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3)
     trainer.train_step({"query": tf.constant([1, 2, 1]), "item": tf.constant([3, 4, 0]),
                         "progress": tf.zeros([3])})
-    word2vec_batch_update(W, Wo, [1, 2, 1], [3, 4, 0], [0.3] * 3)
+    word2vec_batch_update(W, Wo, [1, 2, 1], [3, 4, 0], [0.3] * 3, trainer.row_step_cap)
     np.testing.assert_allclose(model.query_tower.embeddings.numpy(), W, atol=1e-5)
     np.testing.assert_allclose(model.item_tower.embeddings.numpy(), Wo, atol=1e-5)
 
@@ -126,7 +190,8 @@ def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
     tf.random.set_seed(1)
     model = model_with(PooledIDTower(V + 1, D, validate_ids=False))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3, pooled_gradient=pooled_gradient)
+    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3, pooled_gradient=pooled_gradient,
+                               curvature_cap=math.inf)
     ctx = [[2, 4, 0, 0]]                           # words 1 and 3, two padding slots
     trainer.train_step({"query": tf.constant(ctx), "item": tf.constant([2]),
                         "progress": tf.constant([0.0])})
@@ -181,9 +246,10 @@ def test_divergence_is_reported():
     tf.random.set_seed(4)
     model = model_with(IDTower(V, D, embeddings_initializer="ones", validate_ids=False),
                        counts=np.ones(V))
-    trainer = SparseSGDTrainer(model, alpha=1e30, min_alpha=1e30)
+    trainer = SparseSGDTrainer(model, alpha=1e30, min_alpha=1e30, curvature_cap=math.inf)
     q = np.zeros(64, np.int32)                     # every update lands on row 0
     ds = tf.data.Dataset.from_tensor_slices(
         {"query": q, "item": q + 1, "progress": np.zeros(64, np.float32)}).repeat(4).batch(64)
-    with pytest.raises(FloatingPointError, match="use a smaller batch size .*this one: 64"):
+    with pytest.raises(FloatingPointError, match="between examples 64 and 128: .*smaller alpha "
+                                                 r"\(this one: 1e\+30\).*this one: 64"):
         trainer.fit(ds, progress=False, log_every=1)
