@@ -48,7 +48,8 @@ def train(config):
 def build_parser():
     parser = common.make_parser(
         "twotower dssm", "DSSM: feature towers, cosine similarity, in-batch softmax with "
-        "temperature, on MovieLens; full-corpus evaluation.", Config())
+        "temperature, "
+        "on MovieLens or your own log (--interactions); full-corpus evaluation.", Config())
     g = parser.add_argument_group("dssm")
     g.add_argument("--temperature", type=float, default=Config.temperature,
                    help="softmax temperature τ = 1/γ on cosine scores (default %(default)s)")

@@ -47,8 +47,8 @@ def train(config):
 def build_parser():
     parser = common.make_parser(
         "twotower ebr", "Facebook EBR: cosine towers, triplet loss with margin and "
-        "hard/semi-hard mining over in-batch negatives, on MovieLens; full-corpus "
-        "evaluation.", Config())
+        "hard/semi-hard mining over in-batch negatives, "
+        "on MovieLens or your own log (--interactions); full-corpus evaluation.", Config())
     g = parser.add_argument_group("ebr")
     g.add_argument("--margin", type=float, default=Config.margin,
                    help="triplet margin m on cosine scores (default %(default)s)")

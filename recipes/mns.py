@@ -71,7 +71,8 @@ def train(config):
 def build_parser():
     parser = common.make_parser(
         "twotower mns", "Mixed negative sampling: in-batch + uniform index negatives "
-        "embedded by the item tower, mixture logQ, on MovieLens; full-corpus evaluation.",
+        "embedded by the item tower, mixture logQ, "
+        "on MovieLens or your own log (--interactions); full-corpus evaluation.",
         Config())
     g = parser.add_argument_group("mns")
     g.add_argument("--index-negatives", type=int, default=Config.index_negatives,

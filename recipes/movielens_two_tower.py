@@ -866,8 +866,10 @@ def report(name, config, metrics, data=None, model=None):
     extra = format_table([{"examples/sec": metrics.get("examples_per_sec", float("nan")),
                            "train seconds": metrics.get("train_seconds", float("nan")),
                            "last loss": metrics.get("loss_last_epoch", float("nan"))}])
-    print(f"\n{name} on MovieLens ({data.config.split if data else ''}), full-corpus "
-          f"retrieval, seen items excluded\n{table}\n{extra}")
+    source = getattr(data, "name", None) or "MovieLens"
+    print(f"\n{name} on {source} ({data.config.split if data else ''}), full-corpus "
+          f"retrieval, seen items excluded (held-out repeats left out, as serving "
+          f"excludes them)\n{table}\n{extra}")
     if config.out:
         export = None
         metrics = dict(metrics)
@@ -888,7 +890,7 @@ def report(name, config, metrics, data=None, model=None):
             if pop:
                 curves["popularity"] = (list(KS), [pop[f"recall@{k}"] for k in KS])
             plot_curves(os.path.join(tmp, "recall_at_k.png"), curves, xlabel="K",
-                        ylabel="recall@K", title=f"{name}: MovieLens full-corpus recall@K")
+                        ylabel="recall@K", title=f"{name}: {source} full-corpus recall@K")
         print(f"wrote {config.out}: " + ("index/ (serve it: twotower serve "
               f"{os.path.join(config.out, 'index')}), saved_model/, " if export else "")
               + "metrics.json, recall_at_k.png")

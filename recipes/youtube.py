@@ -54,7 +54,8 @@ def train(config):
 def build_parser():
     parser = common.make_parser(
         "twotower youtube", "YouTube 2019 two-tower: history + user features, in-batch "
-        "softmax with streaming logQ correction, on MovieLens; full-corpus evaluation.",
+        "softmax with streaming logQ correction, "
+        "on MovieLens or your own log (--interactions); full-corpus evaluation.",
         Config())
     g = parser.add_argument_group("youtube")
     g.add_argument("--temperature", type=float, default=Config.temperature,

@@ -25,6 +25,8 @@ _EXPORTS = {
     # .sequence, .hashed), whole-catalogue evaluation and its Keras metric
     "FeatureTower": "twotower.towers", "evaluate": "twotower.towers",
     "TopKRecall": "twotower.towers", "pad_exclusions": "twotower.towers",
+    # an optimizer whose step costs the rows used, not the table size
+    "LazyAdam": "twotower.towers.lazy_adam",
     # losses
     "RetrievalLoss": "twotower.losses", "InBatch": "twotower.losses",
     "SampledNegatives": "twotower.losses", "MixedNegatives": "twotower.losses",
@@ -34,6 +36,15 @@ _EXPORTS = {
     # data
     "UnigramSampler": "twotower.data.samplers", "UniformSampler": "twotower.data.samplers",
     "StreamingFrequencyEstimator": "twotower.data.frequency",
+    # a user's own log: one format (CSV or Parquet shards), one reader
+    "read_interactions": "twotower.data.interactions",
+    "csv_to_parquet": "twotower.data.interactions",
+    "interactions_dataset": "twotower.data.interactions",
+    "build_vocabularies": "twotower.data.interactions",
+    "read_feature_table": "twotower.data.feature_table",
+    "load_log_task": "twotower.data.log_retrieval",
+    # the index: the user's own ids
+    "UnknownIdError": "twotower.index", "ExternalIds": "twotower.index",
 }
 
 __all__ = sorted(_EXPORTS)
