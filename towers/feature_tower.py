@@ -33,6 +33,12 @@ import numpy as np
 import tensorflow as tf
 
 KINDS = ("categorical", "hashed", "text", "multi_hot", "dense", "sequence")
+PREPROCESSED_SUFFIX = "__pre"
+
+
+def preprocessed_key(name):
+    """The key of feature ``name``'s numeric input in ``FeatureTower.preprocess``'s dict."""
+    return f"{name}{PREPROCESSED_SUFFIX}"
 
 
 def _as_list(values):
@@ -225,6 +231,7 @@ class FeatureTower(tf.keras.layers.Layer):
         self._out = tf.keras.layers.Dense(self.output_dim, name="output")
         # not Keras-tracked: the dtypes/shapes of the first call, for get_build_config
         self.__dict__["_input_signature"] = None
+        self.__dict__["_signature_is_raw"] = False
 
     # Sublayers are made here (Keras tracks them); their weights are created in their own
     # build on the first call, which Keras triggers through ours.
@@ -266,49 +273,95 @@ class FeatureTower(tf.keras.layers.Layer):
                                             validate_ids=f.get("validate_ids", True),
                                             name=f"{name}_pooled")
 
-    def _embed(self, f, x, training):
+    # -- preprocessing: strings -> ids, once, outside the training step -----------------
+    def preprocess(self, inputs, *, keep=()):
+        """The numeric inputs of this tower: every string / lookup / hashing op applied.
+
+        Returns {``preprocessed_key(name)``: tensor} for every feature — categorical
+        and hashed: int64 lookup indexes [B] (unseen values already in their OOV
+        bucket); text: int64 token ids [B, sequence_length] (0 pads, 1 = unknown);
+        multi_hot: float32 token counts [B, V + 1]; dense: float32 [B, k] (standardised
+        in the tower); sequence: the item ids [B, L] — plus the raw inputs named in
+        ``keep`` unchanged (e.g. the item id a retrieval loss needs).
+
+        The tower called on this dict does only numeric work (gathers, pooling, the MLP),
+        so a training step over it compiles with XLA; called on the raw features it
+        gives the same output (``tower(x) == tower(tower.preprocess(x))``, the oov_rate
+        drops of training included, which act on the indexes). Preprocess an item table
+        once and gather its rows per batch, as TFX's Transform does for a whole
+        dataset; the saved and served towers keep taking raw features.
+        """
+        missing = [f["name"] for f in self.features if f["name"] not in inputs]
+        missing += [k for k in keep if k not in inputs and k not in missing]
+        if missing:
+            raise ValueError(f"FeatureTower {self.name!r}.preprocess is missing inputs "
+                             f"{missing}; got keys {sorted(inputs)}")
+        out = {preprocessed_key(f["name"]): self._preprocess_one(f, inputs[f["name"]])
+               for f in self.features}
+        out.update({k: inputs[k] for k in keep})
+        return out
+
+    def is_preprocessed(self, inputs):
+        """Whether ``inputs`` holds every feature's preprocessed entry (see preprocess)."""
+        return isinstance(inputs, dict) and all(
+            preprocessed_key(f["name"]) in inputs for f in self.features)
+
+    def _preprocess_one(self, f, x):
         name, kind = f["name"], f["kind"]
+        if kind == "sequence":
+            return x.to_tensor(0) if isinstance(x, tf.RaggedTensor) else tf.convert_to_tensor(x)
+        x = tf.convert_to_tensor(x)
         if kind in ("categorical", "hashed", "text") and x.shape.rank == 2 and x.shape[-1] == 1:
             x = tf.squeeze(x, -1)
         if kind == "categorical":
             if f["dtype"] == "int64":
                 x = tf.cast(x, tf.int64)
-            idx = self._pre[name](x)
-            if training and f["oov_rate"] > 0:
-                drop = tf.random.uniform(tf.shape(idx)) < f["oov_rate"]
-                idx = tf.where(drop, tf.zeros_like(idx), idx)  # index 0 = first OOV bucket
-            return self._emb[name](idx)
-        if kind == "hashed":
-            return self._emb[name](self._pre[name](x))
-        if kind == "text":
-            tokens = self._pre[name](x)  # [B, L]
-            vecs = self._emb[name](tokens)
-            present = tf.cast(tokens > 1, vecs.dtype)[..., None]
-            return tf.reduce_sum(vecs * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
+            return tf.cast(self._pre[name](x), tf.int64)
+        if kind in ("hashed", "text"):
+            return tf.cast(self._pre[name](x), tf.int64)
         if kind == "multi_hot":
             if x.shape.rank == 1:
                 x = x[:, None]
-            hot = self._pre[name](x)  # [B, V+1]
-            return self._emb[name](hot) / tf.maximum(tf.reduce_sum(hot, -1, keepdims=True), 1.0)
+            return tf.cast(self._pre[name](x), tf.float32)  # [B, V+1], column 0 = OOV
+        x = tf.cast(x, tf.float32)  # dense
+        return x[:, None] if x.shape.rank == 1 else x
+
+    def _embed(self, f, x, training):
+        """One feature's embedding from its raw input."""
+        return self._embed_numeric(f, self._preprocess_one(f, x), training)
+
+    def _embed_numeric(self, f, x, training):
+        """One feature's embedding from its preprocessed tensor (numeric ops only)."""
+        name, kind = f["name"], f["kind"]
+        if kind == "categorical":
+            if training and f["oov_rate"] > 0:
+                drop = tf.random.uniform(tf.shape(x)) < f["oov_rate"]
+                x = tf.where(drop, tf.zeros_like(x), x)  # index 0 = first OOV bucket
+            return self._emb[name](x)
+        if kind == "hashed":
+            return self._emb[name](x)
+        if kind == "text":
+            vecs = self._emb[name](x)  # [B, L, d]
+            present = tf.cast(x > 1, vecs.dtype)[..., None]
+            return tf.reduce_sum(vecs * present, 1) / tf.maximum(tf.reduce_sum(present, 1), 1.0)
+        if kind == "multi_hot":
+            return self._emb[name](x) / tf.maximum(tf.reduce_sum(x, -1, keepdims=True), 1.0)
         if kind == "dense":
-            x = tf.cast(x, tf.float32)
-            if x.shape.rank == 1:
-                x = x[:, None]
             return self._pre[name](x)
         return self._emb[name](x)  # sequence
 
     def call(self, inputs, training=None):
-        missing = [f["name"] for f in self.features if f["name"] not in inputs]
-        if missing:
-            raise ValueError(f"FeatureTower {self.name!r} is missing inputs {missing}; "
-                             f"got keys {sorted(inputs)}")
-        if self._input_signature is None:
-            from twotower.towers.two_tower_model import input_signature
-
-            self.__dict__["_input_signature"] = input_signature(
-                {f["name"]: inputs[f["name"]] for f in self.features})
-        parts = [tf.cast(self._embed(f, inputs[f["name"]], training), tf.float32)
-                 for f in self.features]
+        if not isinstance(inputs, dict):
+            raise ValueError(f"FeatureTower {self.name!r} takes a dict of features, got "
+                             f"{type(inputs).__name__}")
+        if not self.is_preprocessed(inputs):
+            numeric = self.preprocess(inputs)  # raises naming missing raw inputs
+            self._record_signature(inputs, raw=True)
+        else:
+            numeric = inputs
+            self._record_signature(inputs, raw=False)
+        parts = [tf.cast(self._embed_numeric(f, numeric[preprocessed_key(f["name"])], training),
+                         tf.float32) for f in self.features]
         x = tf.concat(parts, axis=-1)
         for hidden, drop in zip(self._hidden, self._drop):
             x = drop(hidden(x), training=training)
@@ -316,6 +369,18 @@ class FeatureTower(tf.keras.layers.Layer):
         if self.l2_normalize:
             x = tf.math.l2_normalize(x, axis=-1)
         return x
+
+    def _record_signature(self, inputs, *, raw):
+        """Keeps the dtypes/shapes of the raw inputs (else, until raw ones are seen, of
+        the preprocessed ones) for get_build_config: either builds every weight."""
+        if self._input_signature is not None and (self._signature_is_raw or not raw):
+            return
+        from twotower.towers.two_tower_model import input_signature
+
+        keys = ([f["name"] for f in self.features] if raw
+                else [preprocessed_key(f["name"]) for f in self.features])
+        self.__dict__["_input_signature"] = input_signature({k: inputs[k] for k in keys})
+        self.__dict__["_signature_is_raw"] = raw
 
     def get_build_config(self):
         """The input dtypes and shapes of the first call (JSON)."""
