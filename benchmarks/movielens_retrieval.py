@@ -334,7 +334,8 @@ def main(argv=None):
         rows.append(row)
     table = format_table(rows)
     header = (f"MovieLens ({data.config.split}, {data.num_items} items, {len(data.test)} test "
-              f"users); {args.seeds} seeds, {args.epochs} epochs, batch {args.batch_size}; "
+              f"users); {args.seeds} seeds, {args.epochs} epochs (mns_tuned {args.tuned_epochs}), "
+              f"batch {args.batch_size}; "
               "mean ± std; full-corpus ranking, seen items excluded")
     print(f"\n{header}\n{table}\n")
     if best:
