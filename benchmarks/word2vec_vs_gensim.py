@@ -101,7 +101,8 @@ def build_parser():
     p.add_argument("--configs", default="sg_neg,cbow_neg,sg_hs",
                    help=f"comma-separated, of {tuple(CONFIGS)} (default %(default)s)")
     p.add_argument("--seeds", default="1,2", help="comma-separated seeds (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=20, help="(default %(default)s)")
+    p.add_argument("--epochs", type=int, default=5,
+                   help="(default %(default)s, word2vec.c's and gensim's default)")
     p.add_argument("--dim", type=int, default=100, help="(default %(default)s)")
     p.add_argument("--window", type=int, default=5, help="(default %(default)s)")
     p.add_argument("--negative", type=int, default=5, help="(default %(default)s)")
@@ -123,7 +124,7 @@ def build_parser():
                         "'' = no sweep (default %(default)s)")
     p.add_argument("--sweep-configs", default="sg_hs,sg_neg",
                    help="configs of the batch-size sweep (default %(default)s)")
-    p.add_argument("--sweep-epochs", type=int, default=3,
+    p.add_argument("--sweep-epochs", type=int, default=2,
                    help="epochs of each sweep run (shorter than --epochs so that the sweep "
                         "fits the run's time) (default %(default)s)")
     p.add_argument("--sweep-band", type=float, default=0.05,
@@ -165,6 +166,8 @@ def main(argv=None):
             rows.append(row)
         metrics[f"{name}_speed_ratio"] = (metrics[f"{name}_ours_words_per_sec"]
                                           / metrics[f"{name}_gensim_words_per_sec"])
+        os.makedirs(args.out, exist_ok=True)
+        write_metrics(args.out, dict(metrics, partial=1))  # a long run leaves what it has
     sizes = [int(b) for b in args.sweep_batch_sizes.split(",") if b]
     sweep_configs = [c for c in args.sweep_configs.split(",") if c] if sizes else []
     sweep_rows, all_converged = [], True
@@ -202,11 +205,12 @@ def main(argv=None):
     if sweep_configs:
         metrics["batch_sweep_converged"] = int(all_converged)
         metrics.update(sweep_epochs=args.sweep_epochs, sweep_band=args.sweep_band,
-                       sweep_batch_sizes=",".join(map(str, sizes)))
+                       sweep_batch_size_min=min(sizes), sweep_batch_size_max=max(sizes))
     if "sg_neg" in configs:
         metrics["speed_ratio"] = metrics["sg_neg_speed_ratio"]
     metrics.update(epochs=args.epochs, seeds=len(seeds), batch_size=args.batch_size,
-                   tokens=sum(len(s) for s in sentences))
+                   tokens=sum(len(s) for s in sentences), negative_block=args.negative_block,
+                   curvature_cap=args.curvature_cap, partial=0)
     os.makedirs(args.out, exist_ok=True)
     write_metrics(args.out, metrics)
     print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds",
