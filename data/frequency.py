@@ -1,9 +1,9 @@
 """Streaming item-frequency estimation (Yi et al., "Sampling-Bias-Corrected Neural Modeling
 for Large Corpus Item Recommendations", RecSys 2019, Algorithm 2).
 
-Two arrays indexed by a hash h(y) of the item id: A[h] holds the last global step at
-which y was seen and B[h] an estimate of δ, the number of steps between two sightings.
-Algorithm 2 updates once per occurrence of y in the stream:
+Two arrays indexed by a hash h(y) of the item id: A[h] holds the last time t at which y
+was seen and B[h] an estimate of δ, the time between two sightings (the array B, not to
+be confused with the batch size B below). Algorithm 2 updates once per occurrence of y:
 
     B[h(y)] ← (1 − α) · B[h(y)] + α · (t − A[h(y)])
     A[h(y)] ← t
@@ -27,8 +27,8 @@ saturates at 1 for head items while B·p grows past it.)
 At the first sighting of a bucket, B is set to its first gap (the position since the
 stream began: the only evidence so far) rather than mixed with an arbitrary initial value.
 An id never seen gets p̂ = 1 / (t + 1): at most one occurrence in the t + 1 positions so
-far, i.e. a count of one, so it never looks rarer than an id seen once (see ``call``). h(y) = y mod num_buckets: collision-free for ids below
-num_buckets.
+far, i.e. a count of one, so it never looks rarer than an id seen once (see ``call``).
+h(y) = y mod num_buckets: collision-free for ids below num_buckets.
 """
 
 import tensorflow as tf
@@ -100,7 +100,8 @@ class StreamingFrequencyEstimator(tf.keras.layers.Layer):
         prev = tf.where(first, last, tf.roll(pos_sorted, shift=1, axis=0))
         gaps = tf.cast(pos_sorted - prev, tf.float32)
         a = tf.constant(self.alpha, tf.float32)
-        # n sequential EMA steps in closed form: B ← (1−α)ⁿ·B + Σ_k α(1−α)^(n−k)·gap_k,
+        # n sequential EMA steps in closed form,
+        # B ← (1−α)ⁿ·B + Σ_k α(1−α)^(n−k)·gap_k,
         # a bucket's first-ever gap replacing B instead (weight (1−α)^(n−1), B·0).
         # Scatter-multiply and scatter-add combine duplicate buckets exactly.
         decay = tf.pow(1.0 - a, tf.cast(count - 1 - rank, tf.float32))
