@@ -1,6 +1,6 @@
 """MovieLens ratings, users and movies, and the retrieval data built from them.
 
-Three roads to MovieLens 100K (DESIGN.md §4):
+Three roads to MovieLens 100K (docs/data.md):
 
 * the GroupLens zip by URL (https://files.grouplens.org/datasets/movielens/ml-100k.zip),
   downloaded once into the cache ($TWOTOWER_DATA, default ~/.cache/twotower);

@@ -6,7 +6,7 @@ Both expose the same small interface:
   - ``sample(n)``: n i.i.d. draws as numpy int64 (for data pipelines);
   - ``sample_tf(shape)``: the same distribution as a TensorFlow op (for train_step);
   - ``expected_count(ids, num_draws)``: Q(c) = num_draws · p(c), the term that logQ
-    correction subtracts (DESIGN.md §1).
+    correction subtracts (docs/formulation.md).
 """
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Data files shipped inside a registry package (DESIGN.md §4: the offline road).
+"""Data files shipped inside a registry package (docs/data.md: the offline road).
 
 The machines here reach package registries and nothing else, so real data that a wheel
 ships (gensim 4.4.0's test_data, recbole 1.2.1's dataset_example) is read from:

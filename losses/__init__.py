@@ -1,4 +1,4 @@
-"""twotower.losses — one logit pipeline, many heads (DESIGN.md §1).
+"""twotower.losses — one logit pipeline, many heads (docs/formulation.md).
 
 Pure functions on (logits [B, C], labels [B]): softmax_loss, sigmoid_loss, triplet_loss,
 hierarchical_softmax_loss. Keras heads: Softmax, NegativeSampling, NCE, Triplet,

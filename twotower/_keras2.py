@@ -1,4 +1,4 @@
-"""The Keras 2 guard (DESIGN.md §3).
+"""The Keras 2 guard (docs/stack.md).
 
 TensorFlow Recommenders refuses Keras 3, so twotower runs on Keras 2 (the tf_keras
 package). TensorFlow decides which Keras ``tf.keras`` means the first time an attribute of

@@ -1,5 +1,5 @@
 """What every recipe and benchmark reports: flat numeric metrics.json, a readable table,
-and a PNG where a person would rather look than read (DESIGN.md §5)."""
+and a PNG where a person would rather look than read (docs/conventions.md)."""
 
 import math
 import numbers
