@@ -19,6 +19,10 @@ Q(c) is the expected number of times c appears in the candidate set (docs/formul
   | AllItems          | all N items                | none (full softmax)    |
   | GroupNegatives    | positive + k from a group  | k / |group|            |
 
+Under a tf.distribute strategy with several replicas, InBatch and MixedNegatives gather
+the batch over replicas (``RetrievalLoss(cross_replica=...)``, losses/cross_replica.py):
+B above is then the global batch, and labels are offset by the replica's position.
+
 ``frequencies`` (for InBatch and MixedNegatives) is None, an array of item counts
 (p = counts / Σ counts), or a data.frequency.StreamingFrequencyEstimator updated by
 ``draw`` during training (p̂ = 1/δ̂ per occurrence, Q = B·p̂).
@@ -32,6 +36,7 @@ import tensorflow as tf
 
 from twotower.data.frequency import StreamingFrequencyEstimator
 from twotower.data.samplers import UniformSampler, sampler_from_config
+from twotower.losses import cross_replica as xr
 from twotower.losses.logits import scores as similarity_scores
 
 
@@ -114,6 +119,9 @@ class CandidateSource(tf.keras.layers.Layer):
     """Base class: see the module docstring for the two steps."""
 
     provides_q = False
+    # True for sources whose candidates include the batch's positives (InBatch, Mixed):
+    # their draw/call take ``cross_replica`` and gather the batch over replicas
+    batch_candidates = False
 
     def draw(self, positive_ids, training=False, query_ids=None):
         return None
@@ -140,16 +148,26 @@ class InBatch(_FrequencySource):
         self.frequency_estimator = self.frequencies.estimator
         self.provides_q = self.frequencies.available
 
-    def draw(self, positive_ids, training=False, query_ids=None):
+    # its candidates are the batch's positives: gathered over replicas (cross_replica.py)
+    batch_candidates = True
+
+    def draw(self, positive_ids, training=False, query_ids=None, cross_replica=False):
         if training:
-            self.frequencies.observe(positive_ids)
+            # every replica records the global batch's ids into its own copy of the
+            # estimator: one update per step, the same state on every replica
+            self.frequencies.observe(xr.all_gather(positive_ids) if cross_replica
+                                     else positive_ids)
         return None
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
-             similarity="dot"):
-        scores = similarity_scores(query, positives, similarity=similarity)
+             similarity="dot", cross_replica=False):
         batch = tf.shape(query)[0]
-        labels = tf.range(batch, dtype=tf.int32)
+        if cross_replica:
+            positives, positive_ids, labels, batch = xr.gather_candidates(positives,
+                                                                          positive_ids)
+        else:
+            labels = tf.range(batch, dtype=tf.int32)
+        scores = similarity_scores(query, positives, similarity=similarity)
         log_q = None
         if self.provides_q:
             log_q = log_expected_count(self.frequencies.batch_expected_count(positive_ids, batch))
@@ -230,18 +248,30 @@ class MixedNegatives(_FrequencySource):
         self.frequency_estimator = self.frequencies.estimator  # tracked, see InBatch
         self.provides_q = self.frequencies.available
 
-    def draw(self, positive_ids, training=False, query_ids=None):
+    batch_candidates = True  # see InBatch
+
+    def draw(self, positive_ids, training=False, query_ids=None, cross_replica=False):
+        """The k index negatives. Under ``cross_replica`` they are drawn once per global
+        step: every replica draws, and all take replica 0's draw, so the global candidate
+        set is the global batch ∪ the same k items (Q keeps k/N), each replica embedding
+        them with its own copy of the item tower."""
         if training:
-            self.frequencies.observe(positive_ids)
-        return self.sampler.sample_tf([self.num_index_negatives])
+            self.frequencies.observe(xr.all_gather(positive_ids) if cross_replica
+                                     else positive_ids)
+        ids = self.sampler.sample_tf([self.num_index_negatives])
+        return xr.first_replica(ids) if cross_replica else ids
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
-             similarity="dot"):
+             similarity="dot", cross_replica=False):
         batch = tf.shape(query)[0]
+        if cross_replica:
+            positives, positive_ids, labels, batch = xr.gather_candidates(positives,
+                                                                          positive_ids)
+        else:
+            labels = tf.range(batch, dtype=tf.int32)
         scores = tf.concat([similarity_scores(query, positives, similarity=similarity),
                             similarity_scores(query, extra, similarity=similarity)], axis=1)
         ids = tf.concat([tf.cast(positive_ids, tf.int64), tf.cast(extra_ids, tf.int64)], axis=0)
-        labels = tf.range(batch, dtype=tf.int32)
         log_q = None
         if self.provides_q:
             q = (self.frequencies.batch_expected_count(ids, batch)

@@ -20,6 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from twotower.losses import logits as L
+from twotower.losses import cross_replica as xr
 from twotower.losses.candidates import CandidateSource, InBatch
 from twotower.losses.hard_negatives import top_m_negatives
 from twotower.losses.hierarchical_softmax import HierarchicalSoftmax
@@ -58,6 +59,12 @@ class RetrievalLoss(tf.keras.layers.Layer):
       remove_accidental_hits: mask negatives whose id equals the row's positive id.
       num_hard_negatives: keep only the top-m negatives (TFRS's num_hard_negatives).
       padding_id: mask candidates with this id (e.g. 0 when 0 pads per-example negatives).
+      cross_replica: under a tf.distribute strategy with several replicas, gather the
+        in-batch / mixed candidates over replicas (global negatives, labels offset by the
+        replica's position, Q from the global batch; losses/cross_replica.py). None (the
+        default) = on whenever a step runs with more than one replica; False keeps each
+        replica's negatives its own (TFRS's behaviour). Sampled, per-example, group and
+        all-item candidates need no gathering: they are per row or the same everywhere.
 
     Call: ``loss_layer(query, positives, positive_ids, extra=None, extra_ids=None,
     query_ids=None)`` → [B] per-example losses, where ``extra`` are the embeddings of
@@ -68,7 +75,7 @@ class RetrievalLoss(tf.keras.layers.Layer):
     def __init__(self, head="softmax", candidates="in-batch", *, temperature=1.0,
                  learn_temperature=False, similarity="dot", logq=None,
                  remove_accidental_hits=True, num_hard_negatives=None, padding_id=None,
-                 **kwargs):
+                 cross_replica=None, **kwargs):
         super().__init__(**kwargs)
         self.head = _make_head(head)
         self.hierarchical = isinstance(self.head, HierarchicalSoftmax)
@@ -114,6 +121,9 @@ class RetrievalLoss(tf.keras.layers.Layer):
                              f"{num_hard_negatives!r}")
         self.num_hard_negatives = num_hard_negatives
         self.padding_id = padding_id
+        if cross_replica not in (None, True, False):
+            raise ValueError(f"cross_replica must be None, True or False, got {cross_replica!r}")
+        self.cross_replica = cross_replica
         if self.learn_temperature:
             self.log_temperature = self.add_weight(
                 name="log_temperature", shape=[],
@@ -129,7 +139,14 @@ class RetrievalLoss(tf.keras.layers.Layer):
         """Ids of extra candidates to embed with the item tower (see losses/candidates.py)."""
         if self.hierarchical:
             return None
+        if self.candidates.batch_candidates:
+            return self.candidates.draw(positive_ids, training=training, query_ids=query_ids,
+                                        cross_replica=self._gathers())
         return self.candidates.draw(positive_ids, training=training, query_ids=query_ids)
+
+    def _gathers(self):
+        """Whether this step gathers the batch's candidates over replicas."""
+        return self.candidates.batch_candidates and xr.resolve(self.cross_replica)
 
     def logits(self, query, positives, positive_ids, extra=None, extra_ids=None,
                query_ids=None):
@@ -140,8 +157,10 @@ class RetrievalLoss(tf.keras.layers.Layer):
         if extra_ids is not None:
             extra_ids = tf.convert_to_tensor(extra_ids)
         _check_embeddings(query, positives, extra)
+        gathered = {"cross_replica": True} if self._gathers() else {}
         scores, cand_ids, labels, log_q = self.candidates(
-            query, positives, positive_ids, extra, extra_ids, similarity=self.similarity)
+            query, positives, positive_ids, extra, extra_ids, similarity=self.similarity,
+            **gathered)
         z = L.adjust_logits(scores, temperature=tf.cast(self.temperature, scores.dtype),
                             log_q=log_q if self.logq else None)
         cand_ids = tf.cast(cand_ids, tf.int64)
@@ -175,7 +194,8 @@ class RetrievalLoss(tf.keras.layers.Layer):
             temperature=self.initial_temperature, learn_temperature=self.learn_temperature,
             similarity=self.similarity, logq=self.logq,
             remove_accidental_hits=self.remove_accidental_hits,
-            num_hard_negatives=self.num_hard_negatives, padding_id=self.padding_id)
+            num_hard_negatives=self.num_hard_negatives, padding_id=self.padding_id,
+            cross_replica=self.cross_replica)
         return config
 
 

@@ -29,6 +29,7 @@ compile again after loading.
 import numpy as np
 import tensorflow as tf
 
+from twotower.losses import cross_replica as xr
 from twotower.losses.retrieval import RetrievalLoss
 from twotower.towers.top_k_recall import TopKRecall
 
@@ -213,10 +214,31 @@ class TwoTowerModel(tf.keras.Model):
         """Mean retrieval loss of one batch."""
         return tf.reduce_mean(self.per_example_losses(data, training=training))
 
+    def compute_replica_loss(self, data, training=True):
+        """(this replica's share of the global batch's loss, the global mean loss).
+
+        Under a strategy with N replicas, replica r returns Σ_{i in r} ℓ_i / B_global:
+        Keras' optimizer sums the replicas' gradients, so the applied gradient is the
+        gradient of the global batch's mean loss, and one learning rate means the same
+        for any N (Keras' compiled losses scale the same way: SUM_OVER_BATCH_SIZE over
+        the global batch). Regularisation losses are divided by N (each replica adds
+        them once, as Keras' ``scale_loss_for_distribution`` does). With one replica
+        this is the batch mean and the regularisation as is."""
+        per_example = self.per_example_losses(data, training=training)
+        replicas = xr.num_replicas()
+        local = tf.cast(tf.shape(per_example)[0], tf.float32)
+        total = xr.global_batch_size(local)
+        share = tf.reduce_sum(per_example) / total
+        mean = (share if replicas == 1
+                else tf.reduce_sum(per_example) * tf.cast(replicas, tf.float32) / total)
+        if self.losses:
+            share = share + tf.add_n(self.losses) / tf.cast(replicas, share.dtype)
+        # ``mean`` averaged over the replicas (the loss tracker) is the global batch mean
+        return share, mean
+
     def train_step(self, data):
         with tf.GradientTape() as tape:
-            loss = self.compute_retrieval_loss(data, training=True)
-            total = loss + tf.add_n(self.losses) if self.losses else loss
+            total, loss = self.compute_replica_loss(data, training=True)
         variables = self.trainable_variables
         grads = tape.gradient(total, variables)
         self.optimizer.apply_gradients(zip(grads, variables))
