@@ -89,6 +89,11 @@ class Word2VecExamples:
         With ``steps_per_element`` = S > 1 each element stacks up to S full batches
         ([S', B] leading dims, S' <= S) so that a trainer can run S steps per call; an
         epoch's last, short batch comes alone as [1, t] (t < B).
+
+        The stream is a deterministic function of (seed, epochs, batch_size,
+        steps_per_element): epoch e is ``epoch(e)``, drawn from a generator seeded by
+        (seed, e) alone, so a resumed trainer that skips the elements it already consumed
+        (towers/sgd_trainer.py) sees exactly the rest of the uninterrupted stream.
         """
         for name, value in (("epochs", epochs), ("batch_size", batch_size),
                             ("steps_per_element", steps_per_element)):

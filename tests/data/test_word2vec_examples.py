@@ -50,3 +50,12 @@ def test_bad_input_is_named():
         Word2VecExamples([3], [0], [1, 1, 1, 1])
     with pytest.raises(ValueError, match="batch_size must be an int >= 1, got 0"):
         make().dataset(1, 0)
+
+
+def test_the_stream_is_the_same_on_every_run_so_a_resume_can_skip_into_it():
+    first = list(make().dataset(3, 64, steps_per_element=2))
+    again = list(make().dataset(3, 64, steps_per_element=2).skip(4))
+    assert len(again) == len(first) - 4
+    for a, b in zip(first[4:], again):
+        for key in ("query", "item", "progress"):
+            np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
