@@ -51,12 +51,24 @@ def resolve(cross_replica):
     return False
 
 
+def _placed(value):
+    """``value`` with a device. MultiWorkerMirroredStrategy runs a worker's one replica
+    without a device scope, and its all_gather refuses a tensor whose device is empty
+    ("destinations can not be empty"): place it on the worker's one device."""
+    value = tf.convert_to_tensor(value)
+    devices = tf.distribute.get_strategy().extended.worker_devices
+    if value.device or len(devices) != 1:
+        return value
+    with tf.device(devices[0]):
+        return tf.identity(value)
+
+
 def all_gather(value):
     """Concatenation over replicas along axis 0 (replica order), differentiable."""
     ctx = replica_context()
     if ctx is None:
         return value
-    return ctx.all_gather(value, axis=0)
+    return ctx.all_gather(_placed(value), axis=0)
 
 
 def batch_offset(local_batch):
@@ -66,7 +78,7 @@ def batch_offset(local_batch):
     local_batch = tf.cast(local_batch, tf.int32)
     if ctx is None:
         return tf.constant(0, tf.int32), local_batch
-    sizes = ctx.all_gather(tf.reshape(local_batch, [1]), axis=0)
+    sizes = ctx.all_gather(_placed(tf.reshape(local_batch, [1])), axis=0)
     replica = tf.cast(ctx.replica_id_in_sync_group, tf.int32)
     offset = tf.reduce_sum(sizes[:replica])
     return offset, tf.reduce_sum(sizes)
@@ -90,7 +102,7 @@ def first_replica(value):
         return value
     value = tf.stop_gradient(value)
     n = tf.shape(value)[0]
-    return ctx.all_gather(value, axis=0)[:n]
+    return ctx.all_gather(_placed(value), axis=0)[:n]
 
 
 def gather_candidates(positives, positive_ids):
