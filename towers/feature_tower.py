@@ -355,6 +355,12 @@ class FeatureTower(tf.keras.layers.Layer):
             raise ValueError(f"FeatureTower {self.name!r} takes a dict of features, got "
                              f"{type(inputs).__name__}")
         if not self.is_preprocessed(inputs):
+            keys = {f["name"]: preprocessed_key(f["name"]) for f in self.features}
+            if any(k in inputs for k in keys.values()):
+                missing = [n for n, k in keys.items() if k not in inputs]
+                raise ValueError(f"FeatureTower {self.name!r} got preprocessed inputs but is "
+                                 f"missing inputs {missing} (keys "
+                                 f"{[keys[n] for n in missing]}); got keys {sorted(inputs)}")
             numeric = self.preprocess(inputs)  # raises naming missing raw inputs
             self._record_signature(inputs, raw=True)
         else:
