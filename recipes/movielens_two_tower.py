@@ -85,9 +85,12 @@ class RecipeConfig:
     target_recall: float = 0.95
     export: bool = True
     verbose: int = 0
+    # the compiled training step (see fit): XLA, and steps run per call into TensorFlow
+    jit_compile: bool = True
+    steps_per_execution: int = 32
 
     def validate(self):
-        for name in ("epochs", "batch_size", "dim", "checkpoint_every"):
+        for name in ("epochs", "batch_size", "dim", "checkpoint_every", "steps_per_execution"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {v!r}")
@@ -124,6 +127,12 @@ def add_common_arguments(parser, defaults=None):
                    help="training-time rate of replacing a user/item id by the OOV bucket, "
                    "which teaches the cold-start embedding (default %(default)s)")
     g.add_argument("--verbose", type=int, default=d.verbose, help="Keras fit verbosity 0/1/2")
+    g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,
+                   help="training steps per call into TensorFlow (Keras compile's "
+                   "steps_per_execution; 1 while checkpointing) (default %(default)s)")
+    g.add_argument("--no-jit", dest="jit_compile", action="store_false",
+                   help="run the training step without XLA (default: compiled with XLA "
+                   "once features are preprocessed to ids)")
     g.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
                    help="folder for training checkpoints (Keras BackupAndRestore: weights, "
                    "optimizer slots, the frequency estimator, the input position); after a "
@@ -384,13 +393,36 @@ def build_towers(data, config, *, history=True, l2_normalize=False):
             ft.FeatureTower(i_specs, name="item_tower", **common))
 
 
-def training_dataset(data, config, split=None):
+def preprocessed(tower, inputs, *, keep=()):
+    """``tower.preprocess(inputs)`` as numpy arrays (strings -> ids once, outside the
+    training step; towers/feature_tower.py), or ``inputs`` unchanged for a tower that
+    has no preprocessing."""
+    if not hasattr(tower, "preprocess"):
+        return inputs
+    return {k: np.asarray(v) for k, v in tower.preprocess(inputs, keep=keep).items()}
+
+
+def item_table(item_tower, data):
+    """The item feature table a TwoTowerModel gathers sampled items from: every item
+    preprocessed once by the item tower (the raw ``item_id`` kept for the loss)."""
+    return preprocessed(item_tower, item_inputs(data), keep=("item_id",))
+
+
+def training_dataset(data, config, split=None, *, towers=None):
     """tf.data of {"query": user features + history, "item": item features}, shuffled: one
     epoch per iteration, for a plain ``model.fit(ds, epochs=...)`` (the TFRS comparison in
-    benchmarks/). The recipes' :func:`fit` uses :func:`resumable_dataset` instead."""
+    benchmarks/). The recipes' :func:`fit` uses :func:`resumable_dataset` instead.
+
+    With ``towers`` = (query tower, item tower), the features are those towers'
+    preprocessed inputs (:func:`preprocessed`; computed once for the split and, for the
+    items, once per item), so the training step does only numeric work."""
     split = split or data.train
     q = query_inputs(data, split)
-    feats = item_inputs(data, split.item)
+    if towers is not None:
+        q = preprocessed(towers[0], q)
+        feats = {k: v[np.asarray(split.item)] for k, v in item_table(towers[1], data).items()}
+    else:
+        feats = item_inputs(data, split.item)
     ds = tf.data.Dataset.from_tensor_slices({"query": q, "item": feats})
     ds = ds.shuffle(min(len(split), 200_000), seed=config.seed, reshuffle_each_iteration=True)
     return ds.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
@@ -410,7 +442,8 @@ def epoch_order(num_examples, seed, epoch):
         tf.range(num_examples, dtype=tf.int64), seed=key)
 
 
-def resumable_dataset(data, config, start_step, split=None):
+def resumable_dataset(data, config, start_step, split=None, *, query=None, items=None,
+                      drop_remainder=False):
     """Every epoch's batches as one stream, starting at global step ``start_step``.
 
     Epoch e is :func:`epoch_order` (seed, e) cut into batches of ``config.batch_size``;
@@ -420,6 +453,13 @@ def resumable_dataset(data, config, start_step, split=None):
     by running only the remaining steps of that epoch but reads them from the start of
     the iterator, so the stream itself must begin at the restored position.
 
+    ``query`` (the split's query inputs, row = example) and ``items`` (the item table,
+    row = item) replace the raw features, e.g. by their preprocessed forms.
+    ``drop_remainder`` leaves out each epoch's last, smaller batch (fewer than
+    ``config.batch_size`` examples, other ones every epoch as the order is reshuffled),
+    so that every batch has one shape: an XLA-compiled step compiles one program per
+    input shape.
+
     Returns (dataset of {"query": ..., "item": ...} batches, steps per epoch); pass both
     to ``model.fit(ds, epochs=config.epochs, steps_per_epoch=...)``.
     """
@@ -427,9 +467,11 @@ def resumable_dataset(data, config, start_step, split=None):
     n, batch = len(split), int(config.batch_size)
     if n == 0:
         raise ValueError("the training split is empty: nothing to train on")
-    steps = steps_per_epoch(n, batch)
-    query = {k: tf.constant(np.asarray(v)) for k, v in query_inputs(data, split).items()}
-    items = {k: tf.constant(np.asarray(v)) for k, v in item_inputs(data).items()}
+    steps = n // batch if drop_remainder and n >= batch else steps_per_epoch(n, batch)
+    query = query if query is not None else query_inputs(data, split)
+    items = items if items is not None else item_inputs(data)
+    query = {k: tf.constant(np.asarray(v)) for k, v in query.items()}
+    items = {k: tf.constant(np.asarray(v)) for k, v in items.items()}
     item_rows = tf.constant(np.asarray(split.item, dtype=np.int64))
     seed = int(config.seed)
 
@@ -472,6 +514,10 @@ class Throughput(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._step = int(self._start_step.numpy() if hasattr(self._start_step, "numpy")
                          else self._start_step)
+        self._epoch = self._step // self._steps_per_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
 
     def _rows(self, step):
         if step % self._steps_per_epoch == self._steps_per_epoch - 1:
@@ -479,13 +525,16 @@ class Throughput(tf.keras.callbacks.Callback):
         return self.batch_size
 
     def on_train_batch_end(self, batch, logs=None):
-        rows = self._rows(self._step)
-        self._step += 1
+        # with steps_per_execution > 1 Keras calls back once per execution, ``batch``
+        # being the index (in the epoch) of its last step
+        done = max(self._epoch * self._steps_per_epoch + int(batch) + 1, self._step + 1)
+        rows = sum(self._rows(s) for s in range(self._step, done))
         if self.start is None:
             self.start = time.perf_counter()
         else:
-            self.steps += 1
+            self.steps += done - self._step
             self.examples += rows
+        self._step = done
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - (self.start or time.perf_counter())
@@ -613,6 +662,22 @@ def _begin_checkpoints(config):
     return folder
 
 
+@tf.keras.utils.register_keras_serializable(package="twotower")
+class XLAAdam(tf.keras.optimizers.Adam):
+    """Adam (Kingma & Ba, 2015) for a training step compiled with XLA: a sparse gradient
+    (tf.IndexedSlices, from an embedding lookup) becomes a dense tensor by one segment
+    sum, instead of Keras' de-duplication by tf.unique followed by scatter-adds into m
+    and v. The update is the same Adam step — Keras' sparse Adam decays m and v of every
+    row too, and a row not looked up has gradient 0 in both forms — but XLA's CPU
+    scatters into variables made the compiled step ~2x slower than TensorFlow's
+    uncompiled one (measured on the youtube step, batch 256: 17.8 ms vs 7.6 ms; dense:
+    6.5 ms). For very large tables use twotower's LazyAdam without XLA instead."""
+
+    def _deduplicate_sparse_grad(self, grads):
+        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
+                for g in grads]
+
+
 def fit(model, data, config):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
     loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,
@@ -632,15 +697,35 @@ def fit(model, data, config):
     resumed step on they are other draws from the same distribution.
     """
     tf.keras.utils.set_random_seed(config.seed)
-    model.compile(optimizer=tf.keras.optimizers.Adam(config.lr))
     split = data.train
-    # built before fit, so that BackupAndRestore can restore weights and optimizer slots
-    # in place (an unbuilt model would restore lazily, and Keras warns)
+    # Strings -> ids once, outside the step: the split's query features and the item
+    # table (towers/feature_tower.py FeatureTower.preprocess); the step then does only
+    # numeric work and compiles with XLA.
+    query = preprocessed(model.query_tower, query_inputs(data, split))
+    items = preprocessed(model.item_tower, item_inputs(data), keep=("item_id",))
+    spe = 1 if config.checkpoint_dir else int(getattr(config, "steps_per_execution", 1))
+    # XLA for a one-device step; under a tf.distribute strategy (--strategy) the loss
+    # gathers candidates over replicas with collectives, which stay uncompiled
+    jit = (bool(getattr(config, "jit_compile", False)) and _numeric_step(model, query, items)
+           and not tf.distribute.has_strategy())
+    # steps_per_execution runs that many steps per call into TensorFlow; checkpoints
+    # keep 1, as Keras' BackupAndRestore counts calls, not steps, and resumes mid-epoch
+    # at a call's first step
+    model.compile(optimizer=(XLAAdam if jit else tf.keras.optimizers.Adam)(config.lr),
+                  jit_compile=jit, steps_per_execution=spe)
+    # built before fit (with raw features first, the signature a saved tower keeps), so
+    # that BackupAndRestore can restore weights and optimizer slots in place (an unbuilt
+    # model would restore lazily, and Keras warns)
     example = {"query": {k: v[:2] for k, v in query_inputs(data, split).items()},
                "item": item_inputs(data, split.item[:2])}
     model(example, training=False)
     start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_step")
-    dataset, steps = resumable_dataset(data, config, start, split)
+    # one batch shape under XLA (each shape is compiled anew: ~4 s on the youtube step, more
+    # than an epoch of ML-100K): the epoch's last, smaller batch is left out
+    drop = jit and len(split) >= config.batch_size
+    dataset, steps = resumable_dataset(data, config, start, split, query=query, items=items,
+                                       drop_remainder=drop)
+    trained = steps * config.batch_size if drop else len(split)
     state = FitState(config.epochs)
     model._twotower_fit_state = state  # tracked: saved in the checkpoint with the model
     callbacks = [RecordLoss(state, every_step=bool(config.checkpoint_dir))]
@@ -650,7 +735,7 @@ def fit(model, data, config):
         backup = ResumableBackup(folder, save_freq=config.checkpoint_every, state=state,
                                  start_step=start, steps_per_epoch=steps)
         callbacks.append(backup)
-    meter = Throughput(config.batch_size, len(split), config.epochs, start_step=start)
+    meter = Throughput(config.batch_size, trained, config.epochs, start_step=start)
     callbacks.append(meter)
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, verbose=config.verbose,
               callbacks=callbacks)
@@ -661,7 +746,19 @@ def fit(model, data, config):
             **{f"loss_epoch_{e + 1}": v for e, v in enumerate(losses)},
             "train_seconds": float(meter.seconds),
             "examples_per_sec": float(meter.examples_per_sec),
-            "resumed_at_step": int(backup.resumed_at) if backup is not None else 0}
+            "resumed_at_step": int(backup.resumed_at) if backup is not None else 0,
+            "jit_compile": int(jit), "steps_per_execution": spe}
+
+
+def _numeric_step(model, query, items):
+    """Whether the training step sees only numbers (XLA compiles no string op): the
+    batches' query and item features and the model's item table (sampled items)."""
+    table = getattr(model, "_item_features", None)
+    columns = [*query.values(), *items.values()]
+    columns += (list(table.values()) if isinstance(table, dict)
+                else [table] if table is not None else [])
+    return not any(c.dtype == tf.string if isinstance(c, (tf.Tensor, tf.Variable))
+                   else np.asarray(c).dtype.kind in "OUS" for c in columns)
 
 
 def evaluate_towers(query_tower, item_tower, data, split=None):
@@ -697,7 +794,8 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
         loss = loss(data)
     query_tower, item_tower = build_towers(data, config, history=history,
                                            l2_normalize=l2_normalize)
-    model = TwoTowerModel(query_tower, item_tower, loss, item_features=item_inputs(data))
+    model = TwoTowerModel(query_tower, item_tower, loss,
+                          item_features=item_table(item_tower, data))
     stats = fit(model, data, config)
     metrics = evaluate(model, data)
     metrics.update(stats)
