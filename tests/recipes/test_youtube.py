@@ -94,3 +94,55 @@ def test_a_log_with_string_ids_exports_an_index_in_those_ids(tmp_path, exported)
     retriever = persistence.load(os.path.join(out, "index"))
     ids, _ = retriever.i2i(["sku-0-1"], 3)
     assert ids.dtype.kind == "U" and all(i.startswith("sku-") for i in ids[0])
+
+
+def test_fit_compiles_the_preprocessed_step_with_xla(planted_ml100k):
+    """Strings become ids before the step, so fit compiles it with XLA (loss included)
+    and runs steps_per_execution steps per call; --no-jit trains the same model."""
+    config = youtube.Config(source=planted_ml100k, epochs=2, batch_size=32, dim=8)
+    _, data, metrics = youtube.train(config)
+    assert metrics["jit_compile"] == 1 and metrics["steps_per_execution"] == 32
+    assert metrics["loss_last_epoch"] < metrics["loss_first_epoch"]
+    table = common.item_table(common.build_towers(data, config)[1], data)
+    assert not any(np.asarray(v).dtype.kind in "OUS" for v in table.values())
+    _, _, plain = youtube.train(youtube.Config(source=planted_ml100k, epochs=2, batch_size=32,
+                                               dim=8, jit_compile=False,
+                                               steps_per_execution=1))
+    assert plain["jit_compile"] == 0 and plain["steps_per_execution"] == 1
+    assert np.isfinite(plain["recall@50"])
+
+
+def test_xla_adam_takes_the_same_step_as_adam_on_sparse_gradients():
+    table = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
+    ids = tf.constant([0, 2, 2, 5])
+    results = []
+    for cls, jit in ((tf.keras.optimizers.Adam, False), (common.XLAAdam, True)):
+        var = tf.Variable(table)
+        opt = cls(0.1)
+
+        def step():
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(tf.gather(var, ids) ** 2)
+            grad = tape.gradient(loss, var)
+            assert isinstance(grad, tf.IndexedSlices)
+            opt.apply_gradients([(grad, var)])
+
+        fn = tf.function(step, jit_compile=jit)
+        for _ in range(3):
+            fn()
+        results.append(var.numpy())
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(results[0], table)
+
+
+def test_throughput_counts_every_step_of_an_execution():
+    """With steps_per_execution, Keras calls back once per call, with its last step."""
+    meter = common.Throughput(10, 95, 2)  # 10 steps an epoch, the last one of 5 rows
+    meter.on_train_begin()
+    for epoch in range(2):
+        meter.on_epoch_begin(epoch)
+        for last in (3, 7, 9):  # calls of 4, 4 and 2 steps
+            meter.on_train_batch_end(last)
+    meter.on_train_end()
+    assert meter.steps == 20 - 4  # the first call (tracing) is not timed
+    assert meter.examples == 2 * 95 - 40
