@@ -7,9 +7,11 @@ exactly), the step / element / example counters and the running loss; the exampl
 stream is a deterministic function of (seed, epoch) and the consumed elements are
 skipped; the compiled word2vec step draws its negatives statelessly from (seed, step); and
 XLA's CPU code for one shape is the same program in both processes, whose scatters run in
-index order. So the final vectors are asserted equal to 1e-6 (they are bitwise equal on
-this machine); the tolerance only leaves room for a multi-threaded reduction whose
-partition could differ between processes."""
+index order. So the step count and the run's mean loss (float64 repr) are compared
+exactly — they matched bit for bit in every run here — and the final vectors to 1e-6,
+room left only for a multi-threaded reduction whose partition could differ between
+processes. Other models' samplers draw from TF's stateful ops: their resumed runs are
+statistically, not bitwise, the same (towers/sgd_trainer.py)."""
 
 import os
 import signal
