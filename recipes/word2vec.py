@@ -134,8 +134,9 @@ def build_parser():
     g = add_training_arguments(
         parser, epochs=t.epochs, batch_size=t.batch_size,
         batch_help="examples per sparse SGD step; gradients are summed, so larger batches are "
-                   "faster but further from per-pair SGD: on the enwiki extract 256-4096 match "
-                   "gensim's quality and 16384 diverges")
+                   "faster but further from per-pair SGD; each row's summed step is bounded "
+                   "(--curvature-cap / --row-step-cap), so 256-16384 all stay finite on the "
+                   "enwiki extract")
     g.add_argument("--steps-per-call", type=int, default=t.steps_per_call,
                    help="SGD steps per TensorFlow call (default %(default)s)")
     g = add_output_arguments(parser)
