@@ -36,6 +36,7 @@ from twotower.towers.retrieval_report import KS, popularity_report, retrieval_re
 from twotower.towers.two_tower_model import TwoTowerModel
 
 ITEM_FEATURES = ("item_id", "title", "year", "genres")
+STRATEGIES = ("none", "mirrored", "multi-worker")
 
 
 @dataclasses.dataclass
@@ -82,6 +83,9 @@ class RecipeConfig:
     overwrite: bool = False
     checkpoint_dir: str | None = None
     checkpoint_every: int = 50
+    # tf.distribute: "none", "mirrored" (the GPUs of one machine) or "multi-worker"
+    # (one process per machine, TF_CONFIG); see make_strategy
+    strategy: str = "none"
     target_recall: float = 0.95
     export: bool = True
     verbose: int = 0
@@ -106,6 +110,8 @@ class RecipeConfig:
             if getattr(self, flag) and not self.interactions:
                 raise ValueError(f"--{flag} {getattr(self, flag)!r} needs --interactions "
                                  "(feature tables go with your own log)")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         return self
 
 
@@ -140,6 +146,12 @@ def add_common_arguments(parser, defaults=None):
                    "training completes (default: no checkpoints)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="training steps between checkpoints (default %(default)s)")
+    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="tf.distribute strategy: none (one device), mirrored (every GPU of "
+                   "this machine, MirroredStrategy), multi-worker (one process per machine, "
+                   "MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG). "
+                   "--batch-size is the global batch; in-batch and mixed negatives are "
+                   "gathered over replicas (default %(default)s)")
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d.out,
                    help="output folder: index/ (the trained towers and the tuned ScaNN "
@@ -572,7 +584,9 @@ class RecordLoss(tf.keras.callbacks.Callback):
         tracker = self.model.loss_tracker
         self.state.loss_total.assign(tracker.total)
         self.state.loss_count.assign(tracker.count)
-        self.state.epoch_loss[self.epoch].assign(tracker.result())
+        # a whole-variable assign: a slice of a MirroredVariable (--strategy) is a tensor
+        loss = self.state.epoch_loss
+        loss.assign(tf.tensor_scatter_nd_update(loss, [[self.epoch]], [tracker.result()]))
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -783,20 +797,79 @@ def popularity(data, split=None):
                              data.head_items())
 
 
+_STRATEGIES = {}
+
+
+def make_strategy(name):
+    """The tf.distribute strategy of ``--strategy`` (one per process, created on first use).
+
+    none: the default strategy (one device). mirrored: ``tf.distribute.MirroredStrategy()``
+    over the GPUs of this machine (the CPU when there are none). multi-worker:
+    ``tf.distribute.MultiWorkerMirroredStrategy()``, one process per machine, the cluster
+    and this process's task read from the ``TF_CONFIG`` environment variable. Create it
+    before any other TensorFlow work: multi-worker sets up collective ops at startup.
+    """
+    if name not in STRATEGIES:
+        raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}")
+    if name == "none":
+        return tf.distribute.get_strategy()
+    if name not in _STRATEGIES:
+        if name == "multi-worker":
+            check_tf_config(os.environ.get("TF_CONFIG"))
+            _STRATEGIES[name] = tf.distribute.MultiWorkerMirroredStrategy()
+        else:
+            _STRATEGIES[name] = tf.distribute.MirroredStrategy()
+    return _STRATEGIES[name]
+
+
+def check_tf_config(text):
+    """Raises ValueError unless ``text`` (TF_CONFIG) is JSON with a cluster holding this
+    task: {"cluster": {"worker": ["host:port", ...]}, "task": {"type": "worker",
+    "index": i}}."""
+    if not text:
+        raise ValueError("--strategy multi-worker needs TF_CONFIG, e.g. TF_CONFIG='{\"cluster\":"
+                         " {\"worker\": [\"host1:12345\", \"host2:12345\"]}, \"task\": "
+                         "{\"type\": \"worker\", \"index\": 0}}' (see the README)")
+    try:
+        tf_config = json.loads(text)
+        task = tf_config["task"]
+        hosts = tf_config["cluster"][task["type"]]
+        if not 0 <= int(task["index"]) < len(hosts):
+            raise IndexError(task["index"])
+    except (ValueError, KeyError, TypeError, IndexError) as e:
+        raise ValueError(f"TF_CONFIG {text!r} is not a cluster with this task in it "
+                         f"({type(e).__name__}: {e})") from None
+    return tf_config
+
+
+def is_chief(strategy):
+    """Whether this process writes outputs: always without a cluster; under
+    multi-worker, the chief (worker 0 when the cluster names no chief)."""
+    return bool(getattr(strategy.extended, "should_checkpoint", True))
+
+
 def train_recipe(config, loss, *, history=True, l2_normalize=False):
     """Loads data, builds towers and a TwoTowerModel with ``loss`` (a RetrievalLoss or a
     function data -> RetrievalLoss), fits and evaluates. Returns (model, data, metrics)."""
     config.validate()
     check_outputs(config)
+    strategy = make_strategy(config.strategy)  # first: multi-worker sets up collectives
     data = load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
-    if callable(loss) and not isinstance(loss, tf.keras.layers.Layer):
-        loss = loss(data)
-    query_tower, item_tower = build_towers(data, config, history=history,
-                                           l2_normalize=l2_normalize)
-    model = TwoTowerModel(query_tower, item_tower, loss,
-                          item_features=item_table(item_tower, data))
-    stats = fit(model, data, config)
+    # Every variable (towers, loss, estimator, optimizer) is made in the strategy's scope;
+    # a loss layer made outside it is rebuilt from its config inside.
+    with strategy.scope():
+        if callable(loss) and not isinstance(loss, tf.keras.layers.Layer):
+            loss = loss(data)
+        elif config.strategy != "none":
+            loss = type(loss).from_config(loss.get_config())
+        query_tower, item_tower = build_towers(data, config, history=history,
+                                               l2_normalize=l2_normalize)
+        model = TwoTowerModel(query_tower, item_tower, loss,
+                              item_features=item_table(item_tower, data))
+        stats = fit(model, data, config)
+    if not is_chief(strategy):
+        config.out = None  # the chief writes --out; the other workers only train
     metrics = evaluate(model, data)
     metrics.update(stats)
     metrics["popularity_recall@50"] = popularity(data)["recall@50"]
