@@ -29,6 +29,12 @@ stream began: the only evidence so far) rather than mixed with an arbitrary init
 An id never seen gets p̂ = 1 / (t + 1): at most one occurrence in the t + 1 positions so
 far, i.e. a count of one, so it never looks rarer than an id seen once (see ``call``).
 h(y) = y mod num_buckets: collision-free for ids below num_buckets.
+
+Under a tf.distribute strategy (created in ``strategy.scope()``), the arrays are mirrored
+variables, one copy per replica, updated in replica context without aggregation. InBatch
+and MixedNegatives hand ``update`` the ids of the whole global batch (gathered over the
+replicas), so every copy records the same stream once per step, and the copies stay equal:
+the state is the one a single device reaches on the same global batches.
 """
 
 import tensorflow as tf
