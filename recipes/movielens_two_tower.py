@@ -754,7 +754,10 @@ def fit(model, data, config):
     model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, verbose=config.verbose,
               callbacks=callbacks)
     if backup is not None:
-        os.remove(os.path.join(folder, RUN_FILE))  # BackupAndRestore removed its checkpoint
+        try:  # BackupAndRestore removed its checkpoint
+            os.remove(os.path.join(folder, RUN_FILE))
+        except FileNotFoundError:  # another worker sharing the folder removed it first
+            pass
     losses = [float(x) for x in state.epoch_loss.numpy()]
     return {"loss_first_epoch": losses[0], "loss_last_epoch": losses[-1],
             **{f"loss_epoch_{e + 1}": v for e, v in enumerate(losses)},
