@@ -24,6 +24,10 @@ Each feature is a small plain dict (a "spec") made by the builders below, so the
 * ``dense`` — the Normalization layer with a mean and variance fixed from data.
 * ``sequence`` — item ids (0 = padding) pooled by PooledIDTower: a user's history.
 
+``FeatureTower.preprocess`` applies every string op once, outside the training step
+(strings -> ids, as TFX Transform does ahead of training); the tower called on its output
+gives the same embedding with numeric ops only.
+
 The builders are also ``FeatureTower``'s static methods (``FeatureTower.categorical``, …),
 so ``from twotower import FeatureTower`` is all a user needs; the FeatureTower docstring
 shows a tower on a user's own columns.
@@ -190,7 +194,12 @@ class FeatureTower(tf.keras.layers.Layer):
       dropout: dropout rate after each hidden layer.
 
     Call with a dict {feature name: tensor [B] or [B, k]}; extra keys are ignored.
-    Returns [B, output_dim]. ``get_config`` carries the vocabularies; the input dtypes
+    Returns [B, output_dim]. For fast training, preprocess once and call on the result:
+    ``table = item_tower.preprocess(item_features, keep=("item_id",))`` turns every
+    string into ids (lookups, tokens, hashing); ``item_tower(table)`` (or a batch of its
+    rows) then does only numeric work, so the training step compiles with XLA
+    (``compile(jit_compile=True)``), while the same tower keeps taking raw features for
+    evaluation, export and serving. ``get_config`` carries the vocabularies; the input dtypes
     seen on the first call are the build config, so the Keras v3 ``.keras`` format and
     SavedModel both reload it.
     """
