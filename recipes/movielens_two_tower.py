@@ -857,6 +857,10 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
     config.validate()
     check_outputs(config)
     strategy = make_strategy(config.strategy)  # first: multi-worker sets up collectives
+    if strategy.num_replicas_in_sync > 1:
+        # XLA compiles one device's step: a jit-compiled step over several replicas reads
+        # another device's variable copy and fails (measured on 2 logical CPUs)
+        config.jit_compile = False
     data = load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
     # Every variable (towers, loss, estimator, optimizer) is made in the strategy's scope;
