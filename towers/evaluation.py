@@ -85,24 +85,65 @@ def popularity_scores(item_counts):
     return score[:, np.newaxis]
 
 
+# Scores held in memory at once (float32): 2**25 = 128 MiB. A [1024 × 10⁷] block would be
+# 40 GB, so large catalogues are scored in item blocks with a running top-k.
+MAX_SCORES = 1 << 25
+
+
+def _top_k_of(scores, k, offset=0):
+    """(positions + offset, scores) of each row's k largest entries, best first."""
+    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return (np.take_along_axis(part, order, axis=1) + offset,
+            np.take_along_axis(part_scores, order, axis=1))
+
+
 def top_k(query_embeddings, item_embeddings, k, exclude=None, batch_size=1024):
     """Exact top-k item ids and scores per query, skipping ``exclude[i]`` for query i.
+
+    Memory stays bounded (about ``MAX_SCORES`` floats) whatever the catalogue size: when
+    a [batch × N] score block would be larger, items are scored in blocks and each
+    block's top-k merged into a running top-k (ties keep the lower item index).
 
     Returns (ids [Q, k] int64, scores [Q, k] float32), best first.
     """
     q, v = _check(query_embeddings, item_embeddings)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= v.shape[0]:
-        raise ValueError(f"k must be an int in [1, num_items={v.shape[0]}], got {k!r}")
+    n = v.shape[0]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= n:
+        raise ValueError(f"k must be an int in [1, num_items={n}], got {k!r}")
     excludes = _as_lists(exclude, len(q), "exclude")
     ids = np.empty((len(q), k), dtype=np.int64)
     out = np.empty((len(q), k), dtype=np.float32)
-    for start in range(0, len(q), batch_size):
-        s = _masked_scores(q[start:start + batch_size], v, excludes, start)
-        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
-        part_scores = np.take_along_axis(s, part, axis=1)
-        order = np.argsort(-part_scores, axis=1, kind="stable")
-        ids[start:start + len(s)] = np.take_along_axis(part, order, axis=1)
-        out[start:start + len(s)] = np.take_along_axis(part_scores, order, axis=1)
+    batch = max(1, min(batch_size, len(q)))
+    block = max(k, MAX_SCORES // batch)
+    for start in range(0, len(q), batch):
+        qb = q[start:start + batch]
+        if n <= block:
+            ids[start:start + len(qb)], out[start:start + len(qb)] = _top_k_of(
+                _masked_scores(qb, v, excludes, start), k)
+            continue
+        best_ids = best = None
+        for lo in range(0, n, block):
+            hi = min(n, lo + block)
+            s = qb @ v[lo:hi].T
+            for row, ex in enumerate(excludes[start:start + len(qb)]):
+                cols = [c - lo for c in ex if lo <= c < hi]
+                if cols:
+                    s[row, cols] = -np.inf
+            bi, bs = _top_k_of(s, min(k, hi - lo), lo)
+            if best is None:
+                best_ids, best = bi, bs
+            else:
+                best_ids = np.concatenate([best_ids, bi], axis=1)
+                best = np.concatenate([best, bs], axis=1)
+                keep = np.argsort(-best, axis=1, kind="stable")[:, :k]
+                best_ids = np.take_along_axis(best_ids, keep, axis=1)
+                best = np.take_along_axis(best, keep, axis=1)
+        bad = [c for ex in excludes[start:start + len(qb)] for c in ex if not 0 <= c < n]
+        if bad:  # -1 would silently exclude the last item
+            raise ValueError(f"exclude must hold item ids in [0, {n}), got {bad[0]}")
+        ids[start:start + len(qb)], out[start:start + len(qb)] = best_ids, best
     return ids, out
 
 

@@ -81,3 +81,19 @@ def test_retrieval_report_leaves_repeat_targets_out_by_default():
                             repeats="miss")
     assert miss["num_queries"] == 2 and miss["recall@10"] == 0.5 and miss["mrr"] == 0.5
     assert new["coverage@2"] == every["coverage@2"] == miss["coverage@2"]
+
+
+def test_top_k_in_item_blocks_equals_one_block(monkeypatch):
+    from twotower.towers import evaluation
+
+    rng = np.random.default_rng(5)
+    q = rng.normal(size=(37, 8)).astype(np.float32)
+    v = rng.normal(size=(1000, 8)).astype(np.float32)
+    exclude = [list(rng.integers(0, 1000, size=rng.integers(0, 30))) for _ in range(37)]
+    want = evaluation.top_k(q, v, 10, exclude=exclude)
+    monkeypatch.setattr(evaluation, "MAX_SCORES", 37 * 64)     # item blocks of 64
+    got = evaluation.top_k(q, v, 10, exclude=exclude)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5)   # BLAS blocks round differently
+    with pytest.raises(ValueError, match=r"exclude must hold item ids in \[0, 1000\)"):
+        evaluation.top_k(q[:1], v, 10, exclude=[[1000]])
