@@ -500,9 +500,18 @@ def resumable_dataset(data, config, start_step, split=None, *, query=None, items
 
     ds = tf.data.Dataset.range(int(config.epochs))
     ds = ds.filter(lambda e: (e + 1) * steps > start_step.read_value())
-    ds = ds.flat_map(epoch_batches).map(features, num_parallel_calls=tf.data.AUTOTUNE,
-                                        deterministic=True)
+    if drop_remainder and n >= batch:
+        # every batch full: gather _BLOCK batches per map call ([k, B] rows) and unbatch,
+        # the same stream with 1/_BLOCK of the per-call overhead (~10% of a compiled step)
+        ds = ds.flat_map(epoch_batches).batch(_BLOCK).map(
+            features, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).unbatch()
+    else:
+        ds = ds.flat_map(epoch_batches).map(features, num_parallel_calls=tf.data.AUTOTUNE,
+                                            deterministic=True)
     return ds.prefetch(tf.data.AUTOTUNE), steps
+
+
+_BLOCK = 32
 
 
 # ----------------------------------------------------------------------------- training

@@ -146,3 +146,25 @@ def test_throughput_counts_every_step_of_an_execution():
     meter.on_train_end()
     assert meter.steps == 20 - 4  # the first call (tracing) is not timed
     assert meter.examples == 2 * 95 - 40
+
+
+def test_the_one_shape_stream_is_the_full_batches_of_the_plain_one(planted_ml100k):
+    """drop_remainder (the XLA step's stream, gathered in blocks) yields, for every
+    global step, the plain stream's batch of that step, less each epoch's smaller last
+    batch; resuming mid-stream still starts at the given step."""
+    config = youtube.Config(source=planted_ml100k, epochs=2, batch_size=32)
+    data = common.load_data(config)
+    start = tf.Variable(0, dtype=tf.int64)
+    plain, steps = common.resumable_dataset(data, config, start)
+    full = [b["item"]["item_id"].numpy() for b in plain]
+    one, kept = common.resumable_dataset(data, config, start, drop_remainder=True)
+    assert kept == len(data.train) // 32 < steps
+    want = [b for e in range(2) for b in full[e * steps:e * steps + kept]]
+    got = [b["item"]["item_id"].numpy() for b in one]
+    assert len(got) == len(want)
+    for a, b in zip(got, want):
+        np.testing.assert_array_equal(a, b)
+    start.assign(kept + 3)
+    resumed = [b["item"]["item_id"].numpy() for b in one]
+    assert len(resumed) == kept - 3
+    np.testing.assert_array_equal(resumed[0], want[kept + 3])
