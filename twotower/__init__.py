@@ -27,6 +27,8 @@ _EXPORTS = {
     "TopKRecall": "twotower.towers", "pad_exclusions": "twotower.towers",
     # an optimizer whose step costs the rows used, not the table size
     "LazyAdam": "twotower.towers.lazy_adam",
+    # ID tables larger than one device (ParameterServerStrategy)
+    "ShardedIDTower": "twotower.towers.sharded_id_tower",
     # losses
     "RetrievalLoss": "twotower.losses", "InBatch": "twotower.losses",
     "SampledNegatives": "twotower.losses", "MixedNegatives": "twotower.losses",
