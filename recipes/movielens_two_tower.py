@@ -34,6 +34,7 @@ from twotower.reporting import format_table, plot_curves, write_metrics
 from twotower.towers import feature_tower as ft
 from twotower.towers.retrieval_report import KS, popularity_report, retrieval_report
 from twotower.towers.two_tower_model import TwoTowerModel
+from twotower.towers.xla_adam import XLAAdam
 
 ITEM_FEATURES = ("item_id", "title", "year", "genres")
 STRATEGIES = ("none", "mirrored", "multi-worker")
@@ -686,21 +687,6 @@ def _begin_checkpoints(config):
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
-class XLAAdam(tf.keras.optimizers.Adam):
-    """Adam (Kingma & Ba, 2015) for a training step compiled with XLA: a sparse gradient
-    (tf.IndexedSlices, from an embedding lookup) becomes a dense tensor by one segment
-    sum, instead of Keras' de-duplication by tf.unique followed by scatter-adds into m
-    and v. The update is the same Adam step — Keras' sparse Adam decays m and v of every
-    row too, and a row not looked up has gradient 0 in both forms — but XLA's CPU
-    scatters into variables made the compiled step ~2x slower than TensorFlow's
-    uncompiled one (measured on the youtube step, batch 256: 17.8 ms vs 7.6 ms; dense:
-    6.5 ms). For very large tables use twotower's LazyAdam without XLA instead."""
-
-    def _deduplicate_sparse_grad(self, grads):
-        return [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g
-                for g in grads]
-
-
 def fit(model, data, config):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
     loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,

@@ -27,6 +27,8 @@ _EXPORTS = {
     "TopKRecall": "twotower.towers", "pad_exclusions": "twotower.towers",
     # an optimizer whose step costs the rows used, not the table size
     "LazyAdam": "twotower.towers.lazy_adam",
+    # Adam for an XLA-compiled step (dense moments, sparse gradients densified first)
+    "XLAAdam": "twotower.towers.xla_adam",
     # ID tables larger than one device (ParameterServerStrategy)
     "ShardedIDTower": "twotower.towers.sharded_id_tower",
     # losses

@@ -112,29 +112,6 @@ def test_fit_compiles_the_preprocessed_step_with_xla(planted_ml100k):
     assert np.isfinite(plain["recall@50"])
 
 
-def test_xla_adam_takes_the_same_step_as_adam_on_sparse_gradients():
-    table = np.random.default_rng(0).normal(size=(6, 3)).astype(np.float32)
-    ids = tf.constant([0, 2, 2, 5])
-    results = []
-    for cls, jit in ((tf.keras.optimizers.Adam, False), (common.XLAAdam, True)):
-        var = tf.Variable(table)
-        opt = cls(0.1)
-
-        def step():
-            with tf.GradientTape() as tape:
-                loss = tf.reduce_sum(tf.gather(var, ids) ** 2)
-            grad = tape.gradient(loss, var)
-            assert isinstance(grad, tf.IndexedSlices)
-            opt.apply_gradients([(grad, var)])
-
-        fn = tf.function(step, jit_compile=jit)
-        for _ in range(3):
-            fn()
-        results.append(var.numpy())
-    np.testing.assert_allclose(results[1], results[0], rtol=1e-5, atol=1e-6)
-    assert not np.allclose(results[0], table)
-
-
 def test_throughput_counts_every_step_of_an_execution():
     """With steps_per_execution, Keras calls back once per call, with its last step."""
     meter = common.Throughput(10, 95, 2)  # 10 steps an epoch, the last one of 5 rows
