@@ -35,6 +35,7 @@ Writes metrics.json (``step_ms_{head}_{size}``, ``peak_rss_gb_train_{size}``,
 """
 
 import argparse
+import gc
 import json
 import os
 import resource
@@ -49,6 +50,10 @@ EVAL_USERS = 20_000   # held-out users evaluated in the end-to-end run
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+class PhaseFailed(RuntimeError):
+    """A phase's process ended without an answer (the run goes on and records it)."""
+
+
 def size_key(n):
     """10000 -> '1e4', 3_000_000 -> '3e6' (the metrics.json spelling)."""
     exponent = len(str(int(n))) - 1
@@ -60,14 +65,26 @@ def peak_rss_gb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20   # KiB -> GiB
 
 
+def _phase(metrics, name, args):
+    """_child, but a failed phase is printed and recorded (``{name}_failed``) so that the
+    other phases' numbers are still written."""
+    try:
+        return _child(args)
+    except PhaseFailed as e:
+        print(f"{name} FAILED: {str(e)[:2000]}", flush=True)
+        metrics[f"{name}_failed"] = 1
+        return None
+
+
 def _child(args):
-    """Runs one phase in a fresh process; returns its JSON answer."""
+    """Runs one phase in a fresh process; returns its JSON answer (raises PhaseFailed)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--phase", *args]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
     if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"phase {' '.join(args)} failed (exit {proc.returncode}):\n"
-                           f"{proc.stderr[-3000:]}")
+        raise PhaseFailed(f"phase {' '.join(args)} failed (exit {proc.returncode}"
+                          f"{', killed: out of memory?' if proc.returncode == -9 else ''}):\n"
+                          f"{proc.stderr[-3000:]}")
     return json.loads(lines[-1])
 
 
@@ -198,13 +215,19 @@ def phase_e2e(num_items, interactions, folder, batch_size, epochs, dim, per_user
         examples += summary["train_rows"] // batch_size * batch_size
     train_s = time.perf_counter() - t0
     # held-out: each evaluated user's last interaction; retrieval through ScaNN
+    # free the training state (table + LazyAdam's two slots: 3 × N × d floats) before
+    # the index is built: at 10⁷ × 64 both together did not fit in 24 GB
+    item_vectors = model.item_tower.embeddings.numpy()    # the IDTower's table, [N, d]
+    query_tower = model.query_tower
+    last_loss = float(hist.history["loss"][-1])
+    del model, hist
+    gc.collect()
     users, targets = summary["test_users"], summary["test_items"]
     if len(users) > EVAL_USERS:   # a uniform sample of users: the recall's std error ≈ 0.003
         pick = np.random.default_rng(seed).choice(len(users), EVAL_USERS, replace=False)
         users, targets = users[pick], targets[pick]
-    item_vectors = model.item_tower.embeddings.numpy()    # the IDTower's table, [N, d]
     index = build_index(item_vectors, np.arange(num_items), distance="dot")
-    query_vectors = model.query_tower(users).numpy()
+    query_vectors = query_tower(users).numpy()
     tune(index, query_vectors[:500], target_recall=0.95, progress=False)
     found, _ = index.search(query_vectors, 10)
     recall = float(np.mean([t in row for t, row in zip(targets, found)]))
@@ -214,7 +237,7 @@ def phase_e2e(num_items, interactions, folder, batch_size, epochs, dim, per_user
             "log_write_seconds": write_s, "interactions": int(summary["rows"]),
             "planted_recall@10": recall, "popularity_recall@10": popularity,
             "planted_oracle_recall@10": summary.get("oracle_recall@10", float("nan")),
-            "last_loss": float(hist.history["loss"][-1]), "peak_rss_gb": peak_rss_gb()}
+            "last_loss": last_loss, "peak_rss_gb": peak_rss_gb()}
 
 
 # ----------------------------------------------------------------------------- main
@@ -292,9 +315,12 @@ def main(argv=None):
     if "step" not in skip:
         for n in sizes:
             for head in heads:
-                r = _child(["step", head, str(n), str(args.batch_size), str(args.steps),
-                            str(args.dim)])
                 k = size_key(n)
+                r = _phase(metrics, f"step_{head}_{k}", ["step", head, str(n),
+                                                         str(args.batch_size), str(args.steps),
+                                                         str(args.dim)])
+                if r is None:
+                    continue
                 metrics[f"step_ms_{head}_{k}"] = r["step_ms"]
                 metrics[f"peak_rss_gb_train_{head}_{k}"] = r["peak_rss_gb"]
                 metrics[f"optimizer_state_gb_{k}"] = r["optimizer_state_gb"]
@@ -308,25 +334,30 @@ def main(argv=None):
                       f"peak {r['peak_rss_gb']:.2f} GB", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
         if "index" not in skip:
-            r = _child(["index", str(largest), "1" if largest <= args.hnswlib_max else "0",
-                        os.path.join(scratch, "index")])
+            r = _phase(metrics, "index", ["index", str(largest),
+                                          "1" if largest <= args.hnswlib_max else "0",
+                                          os.path.join(scratch, "index")]) or {"peak_rss_gb": None}
             k, corpus = size_key(largest), f"{largest}_cos"   # index_vs_peers' corpus name
             for peer in ("scann", "hnswlib", "bruteforce"):
                 for key in ("build_s", "recall@10", "qps", "batch_qps", "mb"):
                     if f"{peer}_{key}_{corpus}" in r:
                         metrics[f"{peer}_{key}_{k}"] = r[f"{peer}_{key}_{corpus}"]
-            metrics[f"peak_rss_gb_index_{k}"] = r["peak_rss_gb"]
+            if r["peak_rss_gb"] is not None:
+                metrics[f"peak_rss_gb_index_{k}"] = r["peak_rss_gb"]
             metrics[f"hnswlib_ran_{k}"] = int(largest <= args.hnswlib_max)
         if "tuner" not in skip:
             # the tuner's promise on held-out queries (it tunes a lower confidence bound)
-            r = _child(["index", "100000", "0", os.path.join(scratch, "tuner")])
-            metrics["tuned_heldout_recall@10_100k_cos"] = r["tuned_heldout_recall@10_100000_cos"]
-            metrics["tuned_target_recall_100k_cos"] = r["tuned_target_recall_100000_cos"]
+            r = _phase(metrics, "tuner", ["index", "100000", "0", os.path.join(scratch, "tuner")])
+            if r is not None:
+                metrics["tuned_heldout_recall@10_100k_cos"] = r["tuned_heldout_recall@10_100000_cos"]
+                metrics["tuned_target_recall_100k_cos"] = r["tuned_target_recall_100000_cos"]
         if "e2e" not in skip:
             folder = args.data or os.path.join(scratch, "log")
-            r = _child(["e2e", str(largest), str(2 * largest), folder, str(args.e2e_batch_size),
-                        str(args.epochs), str(args.dim), str(args.per_user), str(args.lr)])
+            r = _phase(metrics, "e2e", ["e2e", str(largest), str(2 * largest), folder,
+                                        str(args.e2e_batch_size), str(args.epochs), str(args.dim),
+                                        str(args.per_user), str(args.lr)])
             k = size_key(largest)
+        if "e2e" not in skip and r is not None:
             metrics[f"train_examples_per_sec_{k}"] = r["train_examples_per_sec"]
             metrics[f"peak_rss_gb_e2e_{k}"] = r["peak_rss_gb"]
             for key in ("planted_recall@10", "popularity_recall@10",
