@@ -42,7 +42,10 @@ K = 10
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, help="output folder (metrics.json, results.md)")
+    p.add_argument("--out", required=True, help="output folder (metrics.json, results.md; "
+                   "checked before any work, written atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
     p.add_argument("--sizes", default="100k,1m",
                    help="comma-separated synthetic corpus sizes (k/m suffixes)")
     p.add_argument("--distances", default="cos,dot", help="comma-separated: cos, dot")
@@ -275,7 +278,9 @@ def main(argv=None):
     for d in distances:
         if d not in ("cos", "dot"):
             raise ValueError(f"--distances entries must be cos or dot, got {d!r}")
-    os.makedirs(args.out, exist_ok=True)
+    from twotower.artifacts import atomic_directory, check_output_dir
+
+    check_output_dir(args.out, overwrite=args.overwrite)
     metrics, rows = {}, []
     n_q = args.queries + args.tune_queries
     if args.movielens:
@@ -297,10 +302,11 @@ def main(argv=None):
             del items, queries
     print()
     print(format_table(rows))
-    path = write_metrics(args.out, metrics)
-    with open(os.path.join(args.out, "results.md"), "w") as f:
-        f.write(format_table(rows) + "\n")
-    print(f"\nwrote {path}")
+    with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+        write_metrics(tmp, metrics)
+        with open(os.path.join(tmp, "results.md"), "w") as f:
+            f.write(format_table(rows) + "\n")
+    print(f"\nwrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 
 

@@ -17,6 +17,7 @@ library never imports it.
 """
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -95,7 +96,10 @@ def build_parser():
         prog="word2vec_vs_gensim",
         description="twotower word2vec vs gensim Word2Vec on the same corpus, "
                     "hyperparameters and cores, medians over seeds.")
-    p.add_argument("--out", required=True, help="output folder for metrics.json")
+    p.add_argument("--out", required=True, help="output folder for metrics.json (checked "
+                   "before any work, written atomically)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
     p.add_argument("--corpus", default="enwiki-sample",
                    help="'enwiki-sample', 'text8' or a text file (default %(default)s)")
     p.add_argument("--configs", default="sg_neg,cbow_neg,sg_hs",
@@ -137,7 +141,10 @@ def build_parser():
 
 
 def main(argv=None):
+    from twotower.artifacts import atomic_directory, check_output_dir
+
     args = build_parser().parse_args(argv)
+    check_output_dir(args.out, overwrite=args.overwrite)
     configs = [c for c in args.configs.split(",") if c]
     for c in configs:
         if c not in CONFIGS:
@@ -166,8 +173,7 @@ def main(argv=None):
             rows.append(row)
         metrics[f"{name}_speed_ratio"] = (metrics[f"{name}_ours_words_per_sec"]
                                           / metrics[f"{name}_gensim_words_per_sec"])
-        os.makedirs(args.out, exist_ok=True)
-        write_metrics(args.out, dict(metrics, partial=1))  # a long run leaves what it has
+        print(f"partial metrics after {name}: " + json.dumps(metrics, default=float), flush=True)
     sizes = [int(b) for b in args.sweep_batch_sizes.split(",") if b]
     sweep_configs = [c for c in args.sweep_configs.split(",") if c] if sizes else []
     sweep_rows, all_converged = [], True
@@ -211,8 +217,8 @@ def main(argv=None):
     metrics.update(epochs=args.epochs, seeds=len(seeds), batch_size=args.batch_size,
                    tokens=sum(len(s) for s in sentences), negative_block=args.negative_block,
                    curvature_cap=args.curvature_cap, partial=0)
-    os.makedirs(args.out, exist_ok=True)
-    write_metrics(args.out, metrics)
+    with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
+        write_metrics(tmp, metrics)
     print(format_table(rows, columns=["config", "who", "words_per_sec", "seconds",
                                       "cpu_utilisation", "ws353", "simlex", "analogy",
                                       "analogy_in_vocab"]))
