@@ -38,6 +38,7 @@ from twotower.towers.xla_adam import XLAAdam
 
 ITEM_FEATURES = ("item_id", "title", "year", "genres")
 STRATEGIES = ("none", "mirrored", "multi-worker")
+HISTORY_POOLINGS = ("mean", "attention")
 
 
 @dataclasses.dataclass
@@ -64,6 +65,9 @@ class RecipeConfig:
     min_rating: float | None = None
     split: str = "leave_last_out"
     history_length: int = 20
+    # how history towers pool the history: "mean" (order-blind) or "attention" (the most
+    # recent item attends over the others, with learned positions)
+    history_pooling: str = "mean"
     # a user's own log instead of MovieLens (twotower.data.interactions / feature_table)
     interactions: str | None = None
     items: str | None = None
@@ -105,6 +109,9 @@ class RecipeConfig:
             raise ValueError(f"oov_rate must be in [0, 1), got {self.oov_rate!r}")
         if not 0.0 < self.target_recall <= 1.0:
             raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall!r}")
+        if self.history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"history_pooling must be one of {HISTORY_POOLINGS}, got "
+                             f"{self.history_pooling!r}")
         movielens.RetrievalConfig(min_rating=self.min_rating, split=self.split,
                                   history_length=self.history_length)
         for flag in ("items", "users"):
@@ -214,6 +221,10 @@ def add_common_arguments(parser, defaults=None):
                    "validation; temporal: a global cut by time (default %(default)s)")
     g.add_argument("--history-length", type=int, default=d.history_length,
                    help="items of watch history fed to history towers (default %(default)s)")
+    g.add_argument("--history-pooling", choices=HISTORY_POOLINGS, default=d.history_pooling,
+                   help="how history towers pool the history: mean (order-blind) or "
+                   "attention (the most recent item attends over the others, with learned "
+                   "positions; towers/attention_id_tower.py) (default %(default)s)")
     return parser
 
 
@@ -346,6 +357,14 @@ def _table_specs(table, kinds, dim):
     return specs
 
 
+def _history_spec(data, config):
+    """The query tower's watch-history feature (ids come from this toolkit's data code,
+    always in range: no per-step assertion)."""
+    return ft.sequence("history", data.num_items + 1, dim=config.dim, validate_ids=False,
+                       pooling=config.history_pooling,
+                       max_length=data.config.history_length)
+
+
 def _log_towers(data, config, history, l2_normalize):
     """FeatureTowers for a user's own log: user id + history + user-table columns;
     item id + item-table columns."""
@@ -354,8 +373,7 @@ def _log_towers(data, config, history, l2_normalize):
                               oov_rate=config.oov_rate)]
     q_specs += _table_specs(data.users, data.user_kinds or {}, config.dim)
     if history and data.config.history_length > 0:
-        q_specs.append(ft.sequence("history", data.num_items + 1, dim=config.dim,
-                                   validate_ids=False))
+        q_specs.append(_history_spec(data, config))
     seen_items = np.flatnonzero(data.item_counts > 0)
     i_specs = [ft.categorical("item_id", vocabulary=seen_items.tolist(), dim=config.dim,
                               oov_rate=config.oov_rate)]
@@ -388,9 +406,7 @@ def build_towers(data, config, *, history=True, l2_normalize=False):
         if name in data.users:
             q_specs.append(ft.categorical(name, data.users[name], dim=dim))
     if history and data.config.history_length > 0:
-        # history ids come from data/movielens.py, always in range: no per-step assertion
-        q_specs.append(ft.sequence("history", data.num_items + 1, dim=config.dim,
-                                   validate_ids=False))
+        q_specs.append(_history_spec(data, config))
     seen_items = np.flatnonzero(data.item_counts > 0)
     i_specs = [
         ft.categorical("item_id", vocabulary=seen_items.tolist(), dim=config.dim,

@@ -22,7 +22,9 @@ Each feature is a small plain dict (a "spec") made by the builders below, so the
 * ``multi_hot`` — a padded list of tokens ("" pads) through StringLookup(multi_hot), then
   the mean of the present tokens' embeddings.
 * ``dense`` — the Normalization layer with a mean and variance fixed from data.
-* ``sequence`` — item ids (0 = padding) pooled by PooledIDTower: a user's history.
+* ``sequence`` — item ids (0 = padding) pooled by PooledIDTower (mean or sum), or by
+  AttentionPooledIDTower (the most recent item attending over the others, with learned
+  positions): a user's history.
 
 ``FeatureTower.preprocess`` applies every string op once, outside the training step
 (strings -> ids, as TFX Transform does ahead of training); the tower called on its output
@@ -136,17 +138,33 @@ def dense(name, values=None, *, mean=None, variance=None):
     return {"name": name, "kind": "dense", "mean": mean, "variance": variance}
 
 
-def sequence(name, vocab_size, *, dim=16, pooling="mean", validate_ids=True):
-    """A sequence of item ids (0 pads; e.g. the watch history), pooled by PooledIDTower.
+SEQUENCE_POOLINGS = ("mean", "sum", "attention")
 
-    validate_ids=False drops PooledIDTower's range assertion from the hot path, for ids
-    built by this toolkit's own data code (always in range).
+
+def sequence(name, vocab_size, *, dim=16, pooling="mean", validate_ids=True, max_length=None,
+             num_heads=2):
+    """A sequence of item ids (0 pads; e.g. the watch history, column 0 the most recent).
+
+    pooling "mean" / "sum": PooledIDTower (order-blind); "attention":
+    AttentionPooledIDTower (the most recent item attends over the sequence with learned
+    positions; needs ``max_length``, the longest sequence, and takes ``num_heads``).
+    validate_ids=False drops the range assertion from the hot path, for ids built by this
+    toolkit's own data code (always in range).
     """
     _check_name(name)
     if vocab_size < 2:
         raise ValueError(f"vocab_size must be >= 2 (0 is padding), got {vocab_size!r}")
-    return {"name": name, "kind": "sequence", "vocab_size": int(vocab_size), "dim": int(dim),
+    if pooling not in SEQUENCE_POOLINGS:
+        raise ValueError(f"sequence feature {name!r}: pooling must be one of "
+                         f"{SEQUENCE_POOLINGS}, got {pooling!r}")
+    spec = {"name": name, "kind": "sequence", "vocab_size": int(vocab_size), "dim": int(dim),
             "pooling": pooling, "validate_ids": bool(validate_ids)}
+    if pooling == "attention":
+        if max_length is None or isinstance(max_length, bool) or int(max_length) < 1:
+            raise ValueError(f"sequence feature {name!r}: pooling='attention' needs "
+                             f"max_length >= 1 (positions are learned), got {max_length!r}")
+        spec.update(max_length=int(max_length), num_heads=int(num_heads))
+    return spec
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")
@@ -275,6 +293,12 @@ class FeatureTower(tf.keras.layers.Layer):
         elif kind == "dense":
             self._pre[name] = tf.keras.layers.Normalization(
                 mean=f["mean"], variance=f["variance"], name=f"{name}_normalize")
+        elif kind == "sequence" and f["pooling"] == "attention":
+            from twotower.towers.attention_id_tower import AttentionPooledIDTower
+
+            self._emb[name] = AttentionPooledIDTower(
+                f["vocab_size"], f["dim"], f["max_length"], num_heads=f["num_heads"],
+                validate_ids=f.get("validate_ids", True), name=f"{name}_attention")
         elif kind == "sequence":
             from twotower.towers.pooled_id_tower import PooledIDTower
 
@@ -357,7 +381,9 @@ class FeatureTower(tf.keras.layers.Layer):
             return self._emb[name](x) / tf.maximum(tf.reduce_sum(x, -1, keepdims=True), 1.0)
         if kind == "dense":
             return self._pre[name](x)
-        return self._emb[name](x)  # sequence
+        if f["pooling"] == "attention":
+            return self._emb[name](x, training=training)
+        return self._emb[name](x)  # sequence, pooled
 
     def call(self, inputs, training=None):
         if not isinstance(inputs, dict):

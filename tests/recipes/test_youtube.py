@@ -145,3 +145,19 @@ def test_the_one_shape_stream_is_the_full_batches_of_the_plain_one(planted_ml100
     resumed = [b["item"]["item_id"].numpy() for b in one]
     assert len(resumed) == kept - 3
     np.testing.assert_array_equal(resumed[0], want[kept + 3])
+
+
+def test_attention_history_tower_compiles_trains_and_beats_popularity(planted_ml100k):
+    """--history-pooling attention: the query tower's history is an
+    AttentionPooledIDTower; the step still compiles with XLA and the model learns the
+    planted clusters."""
+    config = youtube.Config(source=planted_ml100k, epochs=8, batch_size=32, lr=0.02, dim=16,
+                            history_pooling="attention")
+    model, data, metrics = youtube.train(config)
+    assert metrics["jit_compile"] == 1
+    assert metrics["loss_last_epoch"] < metrics["loss_first_epoch"]
+    assert "history_attention" in {layer.name for layer in model.query_tower._emb.values()}
+    pop = common.popularity(data)
+    assert metrics["recall@10"] > pop["recall@10"] + 0.1, (metrics["recall@10"], pop)
+    with pytest.raises(ValueError, match="history_pooling"):
+        youtube.Config(history_pooling="max").validate()
