@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # towers
     "IDTower": "twotower.towers", "PooledIDTower": "twotower.towers",
+    "AttentionPooledIDTower": "twotower.towers",
     "TwoTowerModel": "twotower.towers",
     # feature towers (the specs are FeatureTower.categorical, .text, .multi_hot, .dense,
     # .sequence, .hashed), whole-catalogue evaluation and its Keras metric
