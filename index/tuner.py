@@ -65,7 +65,9 @@ def _grid_leaves(num_leaves):
 def _grid_reorder(config, k, n):
     if config.brute_force:
         return [0]
-    base = [2 * k, 3 * k, 30, 40, 60, 80, 100, 150, 200, 300, 400, 800]
+    # up to 3,200: at 10⁷ × 64 (cosine, clustered) the bound stopped at 0.949 with 800;
+    # the larger values are only tried where the smaller ones miss the target
+    base = [2 * k, 3 * k, 30, 40, 60, 80, 100, 150, 200, 300, 400, 800, 1600, 3200]
     return sorted({min(n, max(k, r)) for r in base})
 
 
