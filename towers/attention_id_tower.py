@@ -23,7 +23,6 @@ layer that pools a padded id sequence into one vector this way.
 
 import tensorflow as tf
 
-from twotower.data.ids import check_ids_in_range
 from twotower.towers.id_tower import EmbeddingTable, check_positive_int
 
 
@@ -59,18 +58,10 @@ class AttentionPooledIDTower(EmbeddingTable):
         super().build(input_shape)
 
     def call(self, ids, training=None):
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=0)
-        ids = tf.convert_to_tensor(ids)
-        if ids.shape.rank != 2:
-            raise ValueError(f"AttentionPooledIDTower {self.name!r}: ids must have rank 2 "
-                             f"[batch, length] (0 = padding), got shape {ids.shape}")
+        ids = self._id_rows(ids)
         # positions beyond max_length were never trained: a longer sequence keeps its
         # max_length most recent items (column 0 is the most recent)
         ids = ids[:, :self.max_length]
-        if self.validate_ids:
-            ids = check_ids_in_range(ids, self.vocab_size, f"AttentionPooledIDTower "
-                                                           f"{self.name!r}")
         length = tf.shape(ids)[1]
         e = tf.gather(self.embeddings, ids) + self.positions[tf.newaxis, :length]   # [B, L, d]
         present = tf.not_equal(ids, 0)                                              # [B, L]

@@ -30,6 +30,20 @@ class EmbeddingTable(tf.keras.layers.Layer):
             initializer=self.embeddings_initializer, trainable=True)
         super().build(input_shape)
 
+    def _id_rows(self, ids):
+        """[B, L] ids (0 = padding) of a dense or ragged input, range-checked when
+        ``validate_ids``; a clear error for another rank."""
+        if isinstance(ids, tf.RaggedTensor):
+            ids = ids.to_tensor(default_value=0)
+        ids = tf.convert_to_tensor(ids)
+        what = f"{type(self).__name__} {self.name!r}"
+        if ids.shape.rank != 2:
+            raise ValueError(f"{what}: ids must have rank 2 [batch, length] (0 = padding), "
+                             f"got shape {ids.shape}")
+        if self.validate_ids:
+            ids = check_ids_in_range(ids, self.vocab_size, what)
+        return ids
+
     def get_config(self):
         config = super().get_config()
         config.update(vocab_size=self.vocab_size, dim=self.dim,

@@ -10,7 +10,6 @@ empty row gives the zero vector.
 
 import tensorflow as tf
 
-from twotower.data.ids import check_ids_in_range
 from twotower.towers.id_tower import EmbeddingTable
 
 POOLINGS = ("mean", "sum")
@@ -29,14 +28,7 @@ class PooledIDTower(EmbeddingTable):
         self.pooling = pooling
 
     def call(self, ids):
-        if isinstance(ids, tf.RaggedTensor):
-            ids = ids.to_tensor(default_value=0)
-        ids = tf.convert_to_tensor(ids)
-        if ids.shape.rank != 2:
-            raise ValueError(f"PooledIDTower {self.name!r}: ids must have rank 2 [batch, "
-                             f"length] (0 = padding), got shape {ids.shape}")
-        if self.validate_ids:
-            ids = check_ids_in_range(ids, self.vocab_size, f"PooledIDTower {self.name!r}")
+        ids = self._id_rows(ids)
         mask = tf.cast(tf.not_equal(ids, 0), self.compute_dtype)[..., tf.newaxis]
         summed = tf.reduce_sum(tf.gather(self.embeddings, ids) * mask, axis=1)
         if self.pooling == "sum":
