@@ -513,11 +513,17 @@ class IdVocabulary:
     def __len__(self):
         return len(self.ids)
 
-    def _arrow_ids(self):
-        # built once: converting V numpy strings to Arrow for every batch would dominate
-        cached = self.__dict__.get("_arrow")
-        if cached is None or len(cached) != len(self.ids):
-            cached = self.__dict__["_arrow"] = pa.array(self.ids)
+    def _arrow_type(self):
+        return pa.int64() if self.ids.dtype.kind in "iu" else pa.string()
+
+    def _sorted_ids(self):
+        # built once (O(V log V)): then a batch costs O(B log V). Arrow's index_in rebuilds
+        # its hash table of all V ids at every call, O(V) a batch: at 10⁷ items that, not
+        # the training step, would set the speed of a streamed log.
+        cached = self.__dict__.get("_sorted")
+        if cached is None or len(cached[0]) != len(self.ids):
+            order = np.argsort(self.ids, kind="stable")
+            cached = self.__dict__["_sorted"] = (self.ids[order], order)
         return cached
 
     @property
@@ -531,16 +537,27 @@ class IdVocabulary:
             np.asarray(values))
         if isinstance(values, pa.ChunkedArray):
             values = values.combine_chunks()
-        vocab = self._arrow_ids()
-        if pa.types.is_integer(vocab.type) and not pa.types.is_integer(values.type):
+        vocab_type = self._arrow_type()
+        if pa.types.is_integer(vocab_type) and not pa.types.is_integer(values.type):
             ok = pc.match_substring_regex(values, _INT_LIKE)
             values = pc.cast(pc.if_else(ok, values, pa.scalar(None, values.type)), pa.int64())
-        elif not pa.types.is_integer(vocab.type) and pa.types.is_integer(values.type):
+        elif not pa.types.is_integer(vocab_type) and pa.types.is_integer(values.type):
             values = pc.cast(values, pa.string())
-        elif pa.types.is_integer(vocab.type):
+        elif pa.types.is_integer(vocab_type):
             values = pc.cast(values, pa.int64())
-        idx = pc.index_in(values, value_set=vocab)
-        return pc.fill_null(idx, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+        elif not pa.types.is_string(values.type):
+            values = pc.cast(values, pa.string())
+        if len(values) == 0 or len(self.ids) == 0:
+            return np.full(len(values), -1, np.int64)
+        valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
+        filler = 0 if pa.types.is_integer(vocab_type) else ""
+        flat = pc.fill_null(values, filler).to_numpy(zero_copy_only=False)
+        if not pa.types.is_integer(vocab_type):
+            flat = flat.astype(str)  # object -> '<U' as wide as the longest value
+        ids_sorted, order = self._sorted_ids()
+        pos = np.minimum(np.searchsorted(ids_sorted, flat), len(ids_sorted) - 1)
+        found = valid & (ids_sorted[pos] == flat)
+        return np.where(found, order[pos], -1).astype(np.int64)
 
 
 def _merge_counts(tables):

@@ -242,3 +242,27 @@ def test_convert_command_line(tmp_path, log_csv, capsys):
     assert err.startswith("twotower convert: ") and "--overwrite" in err and err.count("\n") == 1
     assert I.main([log_csv, out, "--overwrite", "--item-col", "sku"]) == 2
     assert "no item column 'sku'" in capsys.readouterr().err
+
+
+def test_lookup_agrees_with_a_dict_for_every_kind_of_value():
+    """IdVocabulary.lookup (a sorted search, O(B log V) a batch) against a plain dict:
+    unknowns, nulls, int-like strings for int ids, ints for string ids, values longer than
+    any vocabulary string, an empty batch."""
+    rng = np.random.default_rng(0)
+    int_ids = rng.choice(10**12, 500, replace=False).astype(np.int64)
+    vocab = I.IdVocabulary(ids=int_ids, counts=np.ones(500, np.int64))
+    ref = {int(v): i for i, v in enumerate(int_ids)}
+    probe = np.concatenate([int_ids[rng.integers(0, 500, 300)], rng.integers(0, 10**12, 300)])
+    np.testing.assert_array_equal(vocab.lookup(probe), [ref.get(int(v), -1) for v in probe])
+    text = pa.array([str(int_ids[7]), "x1", None, str(int_ids[0]), "07"])
+    np.testing.assert_array_equal(vocab.lookup(text), [7, -1, -1, 0, -1])
+    assert vocab.lookup(np.array([], np.int64)).shape == (0,)
+
+    str_ids = np.array([f"sku-{i}" for i in rng.permutation(300)])
+    svocab = I.IdVocabulary(ids=str_ids, counts=np.ones(300, np.int64))
+    sref = {v: i for i, v in enumerate(str_ids)}
+    sprobe = np.concatenate([str_ids[rng.integers(0, 300, 200)],
+                             np.array(["sku-", "sku-12345678901", "zzz", ""])])
+    np.testing.assert_array_equal(svocab.lookup(sprobe), [sref.get(v, -1) for v in sprobe])
+    num = I.IdVocabulary(ids=np.array(["5", "17", "a"]), counts=np.ones(3, np.int64))
+    np.testing.assert_array_equal(num.lookup(pa.array([17, 5, None, 4])), [1, 0, -1, -1])
