@@ -39,3 +39,33 @@ def tf_value_and_grad(f, x):
 def grads():
     """(numeric_grad, tf_value_and_grad) for value-and-gradient checks against numpy."""
     return numeric_grad, tf_value_and_grad
+
+
+@pytest.fixture
+def served():
+    """``served(retriever, [(path, body), ...])`` -> [(status, json answer), ...]: the
+    retriever behind an IndexServer on 127.0.0.1 (port chosen by the OS), each body POSTed
+    on its own connection (10 s timeout), the server stopped at the end."""
+    import http.client
+    import json
+
+    from twotower.index.server import IndexServer
+
+    def run(retriever, requests):
+        server = IndexServer(retriever, "127.0.0.1", 0)
+        server.start_background()
+        answers = []
+        try:
+            host, port = server.server_address[:2]
+            for path, body in requests:
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+                conn.request("POST", path, json.dumps(body),
+                             {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                answers.append((response.status, json.loads(response.read())))
+                conn.close()
+        finally:
+            server.shutdown()
+        return answers
+
+    return run

@@ -58,7 +58,7 @@ def test_own_log_trains_and_writes_metrics(own_log_run, capsys):
     assert metrics["recall@50"] > metrics["popularity_recall@50"], metrics
 
 
-def test_index_answers_in_the_logs_own_string_ids(own_log_run):
+def test_index_answers_in_the_logs_own_string_ids(own_log_run, served):
     code, out = own_log_run
     index_dir = os.path.join(out, "index")
     from twotower.index import load
@@ -77,30 +77,11 @@ def test_index_answers_in_the_logs_own_string_ids(own_log_run):
     assert not seen & set(ids[0].tolist()), (seen & set(ids[0].tolist()))
 
     # the same folder behind `twotower serve`, asked by the log's own string ids
-    import http.client
-    import json
-
-    from twotower.index.server import IndexServer
-
-    server = IndexServer(retriever, "127.0.0.1", 0)
-    server.start_background()
-    answers = {}
-    try:
-        host, port = server.server_address[:2]
-        for user in ("u0", "nobody"):
-            conn = http.client.HTTPConnection(host, port, timeout=10)
-            conn.request("POST", "/u2i", json.dumps({"user_ids": [user], "k": 10}),
-                         {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            answers[user] = (response.status, json.loads(response.read()))
-            conn.close()
-    finally:
-        server.shutdown()
-    status, body = answers["u0"]
+    (status, body), (missing_status, missing) = served(
+        retriever, [("/u2i", {"user_ids": [user], "k": 10}) for user in ("u0", "nobody")])
     assert status == 200 and body["item_ids"][0] == ids[0].tolist()
     assert not seen & set(body["item_ids"][0])
-    status, body = answers["nobody"]
-    assert status == 404 and "nobody" in body["error"]
+    assert missing_status == 404 and "nobody" in missing["error"]
 
 
 def test_data_flag_on_a_csv_log_points_to_interactions(tmp_path, capsys):

@@ -265,28 +265,14 @@ def test_resume_from_a_folder_that_is_not_a_model(tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
-def test_serve_answers_i2i_by_word_over_http(trained):
+def test_serve_answers_i2i_by_word_over_http(trained, served):
     """recipe → `twotower serve OUT/index` → POST /i2i {"item_ids": ["fruit0"]} (loopback,
     port chosen by the OS, stopped at the end)."""
-    import http.client
-
     from twotower.index import load
-    from twotower.index.server import IndexServer
 
-    server = IndexServer(load(os.path.join(trained, "index")), "127.0.0.1", 0)
-    server.start_background()
-    try:
-        host, port = server.server_address[:2]
-        answers = {}
-        for word in ("fruit0", "nothere"):
-            conn = http.client.HTTPConnection(host, port, timeout=10)
-            conn.request("POST", "/i2i", json.dumps({"item_ids": [word], "k": 3}),
-                         {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            answers[word] = (response.status, json.loads(response.read()))
-            conn.close()
-    finally:
-        server.shutdown()
+    words = ("fruit0", "nothere")
+    answers = dict(zip(words, served(load(os.path.join(trained, "index")),
+                                     [("/i2i", {"item_ids": [w], "k": 3}) for w in words])))
     status, body = answers["fruit0"]
     assert status == 200 and all(w.startswith("fruit") for w in body["item_ids"][0])
     status, body = answers["nothere"]
