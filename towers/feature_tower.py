@@ -38,6 +38,8 @@ shows a tower on a user's own columns.
 import numpy as np
 import tensorflow as tf
 
+from twotower.towers.pooled_id_tower import POOLINGS
+
 KINDS = ("categorical", "hashed", "text", "multi_hot", "dense", "sequence")
 PREPROCESSED_SUFFIX = "__pre"
 
@@ -138,7 +140,7 @@ def dense(name, values=None, *, mean=None, variance=None):
     return {"name": name, "kind": "dense", "mean": mean, "variance": variance}
 
 
-SEQUENCE_POOLINGS = ("mean", "sum", "attention")
+SEQUENCE_POOLINGS = POOLINGS + ("attention",)  # PooledIDTower's, then AttentionPooledIDTower
 
 
 def sequence(name, vocab_size, *, dim=16, pooling="mean", validate_ids=True, max_length=None,
