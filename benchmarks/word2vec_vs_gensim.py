@@ -29,6 +29,7 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word_eval import evaluate_word_vectors
+from twotower.towers.sgd_trainer import ENGINES
 from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
                                       train_word2vec, word_vectors)
 from twotower.reporting import format_table, write_metrics
@@ -56,7 +57,7 @@ def run_gensim(sentences, arch, head, args, seed, epochs=None):
     return out
 
 
-def run_ours(sentences, arch, head, args, seed, batch_size=None, epochs=None):
+def run_ours(sentences, arch, head, args, seed, batch_size=None, epochs=None, engine=None):
     """Our run; a diverged one (FloatingPointError) is recorded as converged = 0 with NaN
     quality and speed, so that a sweep reports it instead of stopping."""
     data = DataConfig(corpus=args.corpus, min_count=args.min_count)
@@ -66,7 +67,7 @@ def run_ours(sentences, arch, head, args, seed, batch_size=None, epochs=None):
                         min_alpha=args.min_alpha, batch_size=batch_size or args.batch_size,
                         seed=seed, threads=args.workers, row_step_cap=args.row_step_cap,
                         curvature_cap=args.curvature_cap,
-                        negative_block=args.negative_block)
+                        negative_block=args.negative_block, engine=engine or args.engine)
     start, cpu = time.perf_counter(), time.process_time()
     try:
         vocab, model, stats = train_word2vec(sentences, data, model_config, train,
@@ -80,6 +81,7 @@ def run_ours(sentences, arch, head, args, seed, batch_size=None, epochs=None):
     cpu = time.process_time() - cpu
     vectors = word_vectors(model, arch)
     out = {"words_per_sec": stats["words_per_sec"], "seconds": stats["seconds"],
+           "hogwild": stats["hogwild"],
            "cpu_utilisation": cpu / (time.perf_counter() - start),
            "converged": float(np.all(np.isfinite(vectors)))}
     out.update(evaluate_word_vectors(vocab.words, vectors))
@@ -114,6 +116,9 @@ def build_parser():
     p.add_argument("--min-count", type=int, default=5, help="(default %(default)s)")
     p.add_argument("--alpha", type=float, default=0.025, help="(default %(default)s)")
     p.add_argument("--min-alpha", type=float, default=1e-4, help="(default %(default)s)")
+    p.add_argument("--engine", choices=ENGINES, default=TrainConfig.engine,
+                   help="ours: the SGD engine of the main runs (towers/sgd_trainer.py) "
+                        "(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
                    help="ours: examples per sparse SGD step (default %(default)s)")
     p.add_argument("--row-step-cap", type=float, default=TrainConfig.row_step_cap,

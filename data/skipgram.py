@@ -28,7 +28,7 @@ def reduced_windows(n, window, rng):
     return rng.integers(1, window + 1, size=n, dtype=np.int32)
 
 
-def skipgram_pairs(ids, sentence_ids, window, rng, *, reduced=True):
+def skipgram_pairs(ids, sentence_ids, window, rng, *, reduced=True, text_order=False):
     """All (centre, context) id pairs of one pass over a corpus.
 
     Args:
@@ -37,27 +37,37 @@ def skipgram_pairs(ids, sentence_ids, window, rng, *, reduced=True):
       window: maximum distance.
       rng: numpy Generator for the reduced windows.
       reduced: draw b_i (word2vec); False uses the full window everywhere.
+      text_order: order the pairs by their centre's position in the corpus (word2vec.c's
+        order: a centre's pairs are consecutive, nearest context first, left before
+        right), instead of grouped by offset.
 
     Returns:
-      (centres, contexts), int32 arrays [P], grouped by offset (shuffle before batching).
+      (centres, contexts), int32 arrays [P], grouped by offset (shuffle before batching)
+      or in text order.
     """
     _check(ids, sentence_ids, window)
     ids = np.asarray(ids, dtype=np.int32)
     sentence_ids = np.asarray(sentence_ids)
     n = len(ids)
     b = reduced_windows(n, window, rng) if reduced else np.full(n, window, np.int32)
-    centres, contexts = [], []
+    centres, contexts, positions = [], [], []
     for o in range(1, min(window, n - 1) + 1):
         same = sentence_ids[:n - o] == sentence_ids[o:]
         fwd = np.flatnonzero(same & (b[:n - o] >= o))   # centre i, context i + o
-        centres.append(ids[fwd])
-        contexts.append(ids[fwd + o])
         bwd = np.flatnonzero(same & (b[o:] >= o))       # centre i + o, context i
-        centres.append(ids[bwd + o])
-        contexts.append(ids[bwd])
+        centres += [ids[fwd], ids[bwd + o]]
+        contexts += [ids[fwd + o], ids[bwd]]
+        if text_order:  # key: centre position, then context offset −b .. +b
+            span = 2 * window + 1
+            positions += [fwd.astype(np.int64) * span + (window + o),
+                          (bwd + o).astype(np.int64) * span + (window - o)]
     if not centres:
         return np.zeros(0, np.int32), np.zeros(0, np.int32)
-    return np.concatenate(centres), np.concatenate(contexts)
+    centres, contexts = np.concatenate(centres), np.concatenate(contexts)
+    if text_order:
+        order = np.argsort(np.concatenate(positions))
+        centres, contexts = centres[order], contexts[order]
+    return centres, contexts
 
 
 def cbow_examples(ids, sentence_ids, window, rng, *, reduced=True):

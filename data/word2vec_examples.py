@@ -2,8 +2,9 @@
 
 Every epoch is drawn afresh (a new subsampling draw and new reduced windows, as
 word2vec.c does on every pass) by vectorised numpy (data/subsample.py,
-data/skipgram.py) running inside tf.data (``py_function`` in a ``flat_map``), so the
-next epoch is built while the current one trains, and batches are prefetched.
+data/skipgram.py), the next epoch in a background thread while the current one trains.
+``batches`` yields numpy dicts (for a trainer that needs no TensorFlow: the hogwild
+engine), ``dataset`` the same stream as a prefetched tf.data pipeline.
 
 Each batch is a dict:
   "query": centre ids [B] (skip-gram), or for CBOW the context ids + 1 [B, 2·window]
@@ -13,9 +14,14 @@ Each batch is a dict:
     example (epoch + position in epoch) / epochs, from which a trainer draws
     word2vec's linearly decaying learning rate.
 
-Examples are shuffled within an epoch: with per-pair SGD applied to a large batch at
-once, a batch of consecutive text would repeat the same centre word 2·b times.
+Examples are shuffled within an epoch (``shuffle=True``): with per-pair SGD applied to a
+large batch at once, a batch of consecutive text would repeat the same centre word 2·b
+times. A trainer that applies the examples one by one (towers/hogwild.py) takes them in
+text order instead (``shuffle=False``), as word2vec.c does: a centre's pairs follow each
+other, so its row stays in cache.
 """
+
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
@@ -42,10 +48,12 @@ class Word2VecExamples:
         kept (subsampled) tokens and their sentences — e.g. Airbnb's booked listing as a
         global context of every centre of a booked session (recipes/airbnb.py).
         Skip-gram only (a CBOW query is a context, not one id).
+      shuffle: shuffle each epoch's examples (True), or keep them in text order (False;
+        extra pairs then follow the text's).
     """
 
     def __init__(self, ids, sentence_ids, counts, *, arch="sg", window=5, sample=1e-3, seed=0,
-                 extra_pairs=None):
+                 extra_pairs=None, shuffle=True):
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {ARCHS}, got {arch!r}")
         if extra_pairs is not None and (arch != "sg" or not callable(extra_pairs)):
@@ -62,14 +70,17 @@ class Word2VecExamples:
         self.keep_prob = keep_probabilities(counts, sample)
         self.arch, self.window, self.sample, self.seed = arch, window, sample, seed
         self.extra_pairs = extra_pairs
+        self.shuffle = bool(shuffle)
 
     def epoch(self, epoch):
-        """(query, item) numpy arrays of epoch ``epoch``, shuffled; deterministic in (seed, epoch)."""
+        """(query, item) numpy arrays of epoch ``epoch``, shuffled or in text order;
+        deterministic in (seed, epoch)."""
         rng = np.random.default_rng([self.seed, epoch])
         keep = subsample(self.ids, self.keep_prob, rng)
         ids, sids = self.ids[keep], self.sentence_ids[keep]
         if self.arch == "sg":
-            query, item = skipgram_pairs(ids, sids, self.window, rng)
+            query, item = skipgram_pairs(ids, sids, self.window, rng,
+                                         text_order=not self.shuffle)
         else:
             query, item = cbow_examples(ids, sids, self.window, rng)
             query = query + 1  # PAD (-1) → 0, word w → w + 1
@@ -80,15 +91,18 @@ class Word2VecExamples:
                 raise ValueError(f"extra_pairs must return two 1-D arrays of one length, got "
                                  f"shapes {eq.shape} and {ei.shape}")
             query, item = np.concatenate([query, eq]), np.concatenate([item, ei])
+        if not self.shuffle:
+            return query, item
         order = rng.permutation(len(item))
         return query[order], item[order]
 
-    def dataset(self, epochs, batch_size, *, steps_per_element=1, prefetch=2):
-        """The tf.data pipeline over ``epochs`` epochs; see the module docstring.
+    def batches(self, epochs, batch_size, *, steps_per_element=1, prefetch=True):
+        """The example stream over ``epochs`` epochs as numpy dicts, without TensorFlow.
 
-        With ``steps_per_element`` = S > 1 each element stacks up to S full batches
-        ([S', B] leading dims, S' <= S) so that a trainer can run S steps per call; an
-        epoch's last, short batch comes alone as [1, t] (t < B).
+        Each element holds ``steps_per_element`` = S full batches ([S', B] leading dims,
+        S' <= S; with S = 1 a plain [B] batch); an epoch's last, short batch comes alone
+        ([1, t], or [t] with S = 1). With ``prefetch`` the next epoch is drawn in a
+        background thread while this one is consumed.
 
         The stream is a deterministic function of (seed, epochs, batch_size,
         steps_per_element): epoch e is ``epoch(e)``, drawn from a generator seeded by
@@ -99,42 +113,53 @@ class Word2VecExamples:
                             ("steps_per_element", steps_per_element)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        qshape = [None] if self.arch == "sg" else [None, 2 * self.window]
-        keys = ("query", "item", "progress")
-        stack = steps_per_element > 1
+        return self._batches(int(epochs), int(batch_size), int(steps_per_element), prefetch)
 
-        def make(e):
-            query, item = self.epoch(int(e))
-            n = max(len(item), 1)
-            progress = ((int(e) + np.arange(len(item)) / n) / epochs).astype(np.float32)
-            return query, item, progress
+    def _arrays(self, epoch, epochs):
+        query, item = self.epoch(epoch)
+        n = max(len(item), 1)
+        progress = ((epoch + np.arange(len(item)) / n) / epochs).astype(np.float32)
+        return {"query": query, "item": item, "progress": progress}
 
-        def one_epoch(e):
-            query, item, progress = tf.numpy_function(make, [e], [tf.int32, tf.int32, tf.float32],
-                                                      stateful=False)
-            query.set_shape(qshape)
-            item.set_shape([None])
-            progress.set_shape([None])
-            # Batches are cut with reshapes, not by slicing examples one by one: tf.data's
-            # element-wise batch() costs ~10 ms per 8k-example batch here, this ~0.1 ms.
-            n = tf.shape(item)[0]
-            full = n // batch_size * batch_size
+    def _batches(self, epochs, batch_size, steps, prefetch):
+        pool = ThreadPoolExecutor(1) if prefetch and epochs > 1 else None
+        try:
+            upcoming = None
+            for e in range(epochs):
+                arrays = upcoming.result() if upcoming is not None else self._arrays(e, epochs)
+                upcoming = (pool.submit(self._arrays, e + 1, epochs)
+                            if pool is not None and e + 1 < epochs else None)
+                n = len(arrays["item"])
+                full = n // batch_size
+                # Batches are cut with reshapes, not example by example.
+                heads = {k: v[:full * batch_size].reshape((full, batch_size) + v.shape[1:])
+                         for k, v in arrays.items()}
+                if steps == 1:
+                    for b in range(full):
+                        yield {k: v[b] for k, v in heads.items()}
+                else:
+                    for b in range(0, full, steps):
+                        yield {k: v[b:b + steps] for k, v in heads.items()}
+                if n > full * batch_size:
+                    tail = {k: v[full * batch_size:] for k, v in arrays.items()}
+                    yield tail if steps == 1 else {k: v[np.newaxis] for k, v in tail.items()}
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
-            def cut(x):
-                head = tf.reshape(x[:full], tf.concat([[-1, batch_size], tf.shape(x)[1:]], 0))
-                return head, x[full:]
-
-            parts = dict(zip(keys, (cut(x) for x in (query, item, progress))))
-            heads = tf.data.Dataset.from_tensor_slices({k: p[0] for k, p in parts.items()})
-            tail = {k: p[1][tf.newaxis] for k, p in parts.items()}
-            if stack:
-                heads = heads.batch(steps_per_element)
-                tail = {k: v[tf.newaxis] for k, v in tail.items()}
-            tail_ds = tf.data.Dataset.from_tensor_slices(tail).filter(
-                lambda b: tf.size(b["item"]) > 0)
-            return heads.concatenate(tail_ds)
-
-        ds = tf.data.Dataset.range(epochs).flat_map(one_epoch)
+    def dataset(self, epochs, batch_size, *, steps_per_element=1, prefetch=2):
+        """The same stream as :meth:`batches` as a tf.data pipeline (``from_generator``:
+        the next epoch is drawn while the current one trains), with ``prefetch`` elements
+        ready ahead."""
+        self.batches(epochs, batch_size, steps_per_element=steps_per_element)  # checks
+        lead = [None] if steps_per_element == 1 else [None, None]
+        qshape = lead if self.arch == "sg" else lead + [2 * self.window]
+        signature = {"query": tf.TensorSpec(qshape, tf.int32),
+                     "item": tf.TensorSpec(lead, tf.int32),
+                     "progress": tf.TensorSpec(lead, tf.float32)}
+        ds = tf.data.Dataset.from_generator(
+            lambda: self.batches(epochs, batch_size, steps_per_element=steps_per_element),
+            output_signature=signature)
         return ds.prefetch(prefetch)
 
 

@@ -110,6 +110,8 @@ ROW_STEP_CAP = 32.0
 NEGATIVE_BLOCK = 8
 #: Default checkpoint interval, in SGD steps.
 CHECKPOINT_EVERY = 2000
+#: ``engine`` values of SparseSGDTrainer.
+ENGINES = ("auto", "hogwild", "batched")
 
 
 class SparseSGDTrainer:
@@ -134,6 +136,16 @@ class SparseSGDTrainer:
       checkpoint_dir: folder for a tf.train.CheckpointManager (None: no checkpoints);
         ``fit`` resumes from its latest checkpoint.
       checkpoint_every: SGD steps between checkpoints (and one at the end).
+      curvature_cap: τ of the curvature bound of the batched word2vec step (None: the
+        count bound, ``math.inf``: the plain sum).
+      engine: "hogwild" applies the examples one by one, in order, in ``threads``
+        threads over shared tables (towers/hogwild.py: word2vec.c's own update; word2vec's
+        own models only); "batched" runs the compiled summed step of a batch with the
+        row bound (any model); "auto" (default) is hogwild where it applies, else batched.
+        With hogwild the batch size only sets how many examples a call hands to the
+        threads; the bounds above (row_step_cap, curvature_cap, negative_block) are the
+        batched engine's.
+      threads: hogwild threads (1: deterministic; more: faster, not bitwise repeatable).
 
     Batches are dicts {"query", "item", "progress"} (data/word2vec_examples.py), one
     batch ([B] leading dim) or a stack of S batches ([S, B]) per element.
@@ -142,7 +154,7 @@ class SparseSGDTrainer:
     def __init__(self, model, *, alpha=0.025, min_alpha=1e-4, pooled_gradient="sum",
                  query_is_item=False, row_step_cap=ROW_STEP_CAP, negative_block=NEGATIVE_BLOCK,
                  seed=0, checkpoint_dir=None, checkpoint_every=CHECKPOINT_EVERY,
-                 curvature_cap=CURVATURE_CAP):
+                 curvature_cap=CURVATURE_CAP, engine="auto", threads=2):
         if not (alpha > 0 and np.isfinite(alpha)):
             raise ValueError(f"alpha must be a finite number > 0, got {alpha!r}")
         if not (0 <= min_alpha <= alpha):
@@ -175,6 +187,18 @@ class SparseSGDTrainer:
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = int(checkpoint_every)
         self._kernel = _Word2VecKernel.for_model(model, query_is_item)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+        if engine == "hogwild" and self._kernel is None:
+            raise ValueError("engine='hogwild' applies only to word2vec's own models (an "
+                             "IDTower or mean PooledIDTower query tower, an IDTower item "
+                             "tower, NEG / NCE over unigram negatives or hierarchical "
+                             "softmax); use engine='batched' or 'auto' for this model")
+        if not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be an int >= 1, got {threads!r}")
+        #: The engine in use: "hogwild" or "batched".
+        self.engine = "hogwild" if engine != "batched" and self._kernel is not None else "batched"
+        self.threads = int(threads)
         # Counters (checkpointed): SGD steps, dataset elements consumed, examples, the
         # summed loss, the progress p of the last example.
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="steps")
@@ -315,6 +339,11 @@ class SparseSGDTrainer:
                 var.assign_sub(grad)
         return per_example
 
+    def _hogwild(self):
+        """The hogwild engine over numpy copies of the model's tables (written back into
+        the variables at every checkpoint and at the end of ``fit``)."""
+        return _HogwildRun(self)
+
     def train_step(self, batch):
         """One sparse SGD step on a batch dict; returns the batch's summed loss (float)."""
         loss, _ = self._step(batch["query"], batch["item"], batch["progress"])
@@ -323,13 +352,18 @@ class SparseSGDTrainer:
     # ------------------------------------------------------------------ the loop
 
     def _check_finite(self, loss, examples_before, examples_after):
-        if not np.isfinite(loss):
+        if np.isfinite(loss):
+            return
+        where = (f"the loss became {loss} between examples {int(examples_before)} and "
+                 f"{int(examples_after)}")
+        if self.engine == "hogwild":
             raise FloatingPointError(
-                f"the loss became {loss} between examples {int(examples_before)} and "
-                f"{int(examples_after)}: the summed per-example updates of a batch diverged; "
-                f"use a smaller alpha (this one: {self.alpha}), a smaller row_step_cap "
-                f"(this one: {self.row_step_cap}) or a smaller batch size (this one: "
-                f"{self._batch_size})")
+                f"{where}: the per-example SGD diverged; use a smaller alpha (this one: "
+                f"{self.alpha})")
+        raise FloatingPointError(
+            f"{where}: the summed per-example updates of a batch diverged; use a smaller "
+            f"alpha (this one: {self.alpha}), a smaller row_step_cap (this one: "
+            f"{self.row_step_cap}) or a smaller batch size (this one: {self._batch_size})")
 
     def _checkpoint(self):
         ckpt = tf.train.Checkpoint(model_variables=list(self.model.variables),
@@ -362,7 +396,7 @@ class SparseSGDTrainer:
         return {"alpha": self.alpha, "min_alpha": self.min_alpha,
                 "pooled_gradient": self.pooled_gradient, "row_step_cap": self.row_step_cap,
                 "negative_block": self.negative_block, "seed": self.seed,
-                "curvature_cap": self.curvature_cap,
+                "curvature_cap": self.curvature_cap, "engine": self.engine,
                 "variables": [[v.name, v.shape.as_list()] for v in self.model.variables]}
 
     def fit(self, dataset, *, total_batches=None, progress=True, description="training",
@@ -401,6 +435,7 @@ class SparseSGDTrainer:
         examples, loss_sum = float(self.examples.numpy()), float(self.loss_sum.numpy())
         recent = []
         last_saved = int(self.steps.numpy())
+        hogwild = self._hogwild() if self.engine == "hogwild" else None
         bar = tqdm(total=total_batches, initial=resumed_from, desc=description, unit="batch",
                    disable=not progress, mininterval=1.0)
 
@@ -408,8 +443,8 @@ class SparseSGDTrainer:
             nonlocal examples, loss_sum, recent
             if not recent:
                 return
-            ls = float(tf.add_n([r[0] for r in recent]))
-            ns = float(tf.add_n([r[1] for r in recent]))
+            ls = math.fsum(float(r[0]) for r in recent)
+            ns = math.fsum(float(r[1]) for r in recent)
             self._check_finite(ls, examples, examples + ns)
             loss_sum += ls
             examples += ns
@@ -419,7 +454,10 @@ class SparseSGDTrainer:
             recent = []
 
         for batch in dataset:
-            loss, n = self._step(batch["query"], batch["item"], batch["progress"])
+            if hogwild is None:
+                loss, n = self._step(batch["query"], batch["item"], batch["progress"])
+            else:
+                loss, n = hogwild.train(batch, int(self.elements.numpy()))
             recent.append((loss, n))
             self.elements.assign_add(1)
             bar.update(1)
@@ -428,8 +466,12 @@ class SparseSGDTrainer:
             if manager is not None and int(self.steps.numpy()) - last_saved >= self.checkpoint_every:
                 flush()  # never save a diverged state
                 self.last_progress.assign(float(np.max(batch["progress"])))
+                if hogwild is not None:
+                    hogwild.write_back()
                 manager.save(checkpoint_number=int(self.steps.numpy()))
                 last_saved = int(self.steps.numpy())
+        if hogwild is not None:
+            hogwild.close()
         flush()
         if manager is not None and int(self.steps.numpy()) != last_saved:
             manager.save(checkpoint_number=int(self.steps.numpy()))
@@ -605,6 +647,57 @@ class _Word2VecKernel:
         W.scatter_add(tf.IndexedSlices(q_val, q_idx))
         del B
         return per_example
+
+
+class _HogwildRun:
+    """One ``fit``'s hogwild engine: the tables as numpy arrays, trained in place by
+    towers/hogwild.py, and written back into the model's variables."""
+
+    def __init__(self, trainer):
+        from twotower.losses.candidates import log_expected_count
+        from twotower.towers.hogwild import HogwildWord2Vec
+
+        kernel, model = trainer._kernel, trainer.model
+        self.trainer = trainer
+        query_var = model.query_tower.embeddings
+        if kernel.head == "hs":
+            head = model.retrieval_loss.head
+            output_var, options = head.node_vectors, {"head": "hs", "tree": head.tree}
+        else:
+            output_var = model.item_tower.embeddings
+            log_kq = None
+            if kernel.logq:  # NCE: log(k·q(c)) of every id, floored as the batched step does
+                q = kernel.sampler.expected_count(np.arange(kernel.sampler.num_items),
+                                                  kernel.k)
+                log_kq = log_expected_count(q).numpy()
+            options = {"head": "sigmoid", "alias_prob": kernel.sampler.alias_prob,
+                       "alias_index": kernel.sampler.alias_index, "num_negatives": kernel.k,
+                       "log_kq": log_kq,
+                       "remove_accidental_hits": kernel.remove_accidental_hits}
+        self.variables = (query_var, output_var)
+        self.tables = [np.array(v.numpy(), dtype=np.float32, order="C") for v in self.variables]
+        self.engine = HogwildWord2Vec(*self.tables, cbow=kernel.cbow,
+                                      pooled_sum=trainer.pooled_gradient == "sum",
+                                      threads=trainer.threads, **options)
+
+    def train(self, batch, element):
+        """One dataset element; the negatives are drawn from (seed, element)."""
+        item = np.asarray(batch["item"])
+        steps = 1 if item.ndim == 1 else item.shape[0]
+        loss, count = self.engine.train(
+            np.asarray(batch["query"]), item, np.asarray(batch["progress"]),
+            alpha=self.trainer.alpha, min_alpha=self.trainer.min_alpha,
+            seed=(self.trainer.seed, element))
+        self.trainer.steps.assign_add(steps)
+        return loss, float(count)
+
+    def write_back(self):
+        for var, table in zip(self.variables, self.tables):
+            var.assign(table)
+
+    def close(self):
+        self.write_back()
+        self.engine.close()
 
 
 def _pad_stack(chunk, steps, batch_size):

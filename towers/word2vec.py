@@ -33,8 +33,8 @@ from twotower.data.word2vec_examples import ARCHS, Word2VecExamples
 from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
 from twotower.towers.id_tower import IDTower
 from twotower.towers.pooled_id_tower import PooledIDTower
-from twotower.towers.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, NEGATIVE_BLOCK,
-                                         ROW_STEP_CAP, SparseSGDTrainer)
+from twotower.towers.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, ENGINES,
+                                         NEGATIVE_BLOCK, ROW_STEP_CAP, SparseSGDTrainer)
 from twotower.towers.two_tower_model import TwoTowerModel
 
 HEADS = ("neg", "hs", "nce", "sampled-softmax")
@@ -65,7 +65,8 @@ class ModelConfig:
 @dataclasses.dataclass
 class TrainConfig:
     """Optimiser and runtime: --epochs, --alpha, --min-alpha, --batch-size, --seed, --threads,
-    --row-step-cap, --negative-block, --checkpoint-dir, --checkpoint-every."""
+    --row-step-cap, --negative-block, --checkpoint-dir, --checkpoint-every, --curvature-cap,
+    --engine."""
 
     epochs: int = 5
     alpha: float = 0.025
@@ -79,11 +80,13 @@ class TrainConfig:
     checkpoint_dir: str = None
     checkpoint_every: int = CHECKPOINT_EVERY
     curvature_cap: float = CURVATURE_CAP
+    engine: str = "auto"
 
 
 def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
-    """The flags of TrainConfig (--epochs, --alpha, --min-alpha, --batch-size, --seed,
-    --threads, --row-step-cap, --negative-block, --checkpoint-dir, --checkpoint-every) as
+    """The flags of TrainConfig (--epochs, --alpha, --min-alpha, --engine, --batch-size,
+    --seed, --threads, --curvature-cap, --row-step-cap, --negative-block, --checkpoint-dir,
+    --checkpoint-every) as
     a "training" group of an argparse parser; returns the group."""
     t = TrainConfig()
     g = parser.add_argument_group("training")
@@ -92,24 +95,34 @@ def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
                    help="initial learning rate, decayed linearly (default %(default)s)")
     g.add_argument("--min-alpha", type=float, default=t.min_alpha,
                    help="final learning rate (default %(default)s)")
+    g.add_argument("--engine", choices=ENGINES, default=t.engine,
+                   help="hogwild: word2vec.c's update, each example applied on its own, in "
+                        "text order, by --threads threads over shared tables (word2vec's "
+                        "own models: NEG/NCE/HS over ID towers); batched: a compiled step "
+                        "applies the summed update of each --batch-size examples, with the "
+                        "row bounds below (any model); auto: hogwild where it applies "
+                        "(default %(default)s)")
     g.add_argument("--batch-size", type=int, default=batch_size,
-                   help=(batch_help or "examples per sparse SGD step") + " (default %(default)s)")
+                   help=(batch_help or "examples per sparse SGD step") + "; with the "
+                        "hogwild engine only how many examples a call hands to the threads "
+                        "(default %(default)s)")
     g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
     g.add_argument("--threads", type=int, default=t.threads,
-                   help="CPU threads for TensorFlow (default %(default)s)")
+                   help="CPU threads: hogwild's training threads, and TensorFlow's "
+                        "(default %(default)s)")
     g.add_argument("--curvature-cap", type=float, default=t.curvature_cap,
-                   help="tau: word2vec's own models (NEG/NCE/HS heads over ID towers) scale "
+                   help="tau, batched engine: word2vec's own models (NEG/NCE/HS heads over ID towers) scale "
                         "a row's summed step of a batch by 1/max(1, T/tau), T = sum of "
                         "lr*sigmoid'(z)*|x|^2 over the batch's updates of that row (its "
                         "curvature), so that a row many examples hit cannot overshoot; this "
                         "keeps every batch size stable; 'inf' = the plain sum "
                         "(default %(default)s)")
     g.add_argument("--row-step-cap", type=float, default=t.row_step_cap,
-                   help="c: with other models (custom towers or candidates, sampled "
+                   help="c, batched engine: with other models (custom towers or candidates, sampled "
                         "softmax) a row that n > c examples of one batch update moves by c/n "
                         "of their summed step; 'inf' = the plain sum (default %(default)s)")
     g.add_argument("--negative-block", type=int, default=t.negative_block,
-                   help="b: consecutive examples of a batch that share one draw of the "
+                   help="b, batched engine: consecutive examples of a batch that share one draw of the "
                         "negatives (HogBatch; 1 = each example draws its own, as word2vec.c; "
                         "larger is faster) (default %(default)s)")
     g.add_argument("--checkpoint-dir", default=t.checkpoint_dir,
@@ -130,7 +143,8 @@ def training_config(args):
                        getattr(args, "negative_block", t.negative_block),
                        getattr(args, "checkpoint_dir", t.checkpoint_dir),
                        getattr(args, "checkpoint_every", t.checkpoint_every),
-                       getattr(args, "curvature_cap", t.curvature_cap))
+                       getattr(args, "curvature_cap", t.curvature_cap),
+                       getattr(args, "engine", t.engine))
 
 def validate(data, model, train):
     """Clear ValueErrors naming the flag and the value, before any work."""
@@ -154,6 +168,8 @@ def validate(data, model, train):
     if not (train.alpha > 0 and 0 <= train.min_alpha <= train.alpha):
         raise ValueError(f"--alpha must be > 0 and 0 <= --min-alpha <= --alpha, got "
                          f"alpha={train.alpha!r}, min_alpha={train.min_alpha!r}")
+    if train.engine not in ENGINES:
+        raise ValueError(f"--engine must be one of {ENGINES}, got {train.engine!r}")
     if train.curvature_cap is not None and not train.curvature_cap > 0:
         raise ValueError(f"--curvature-cap must be > 0 (or inf), got {train.curvature_cap!r}")
     if not train.row_step_cap >= 1:
@@ -256,7 +272,8 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
 
     Returns (vocab, model, stats) with stats: tokens (raw corpus words), vocab_size,
     examples, seconds (vocabulary + training wall time), words_per_sec (tokens × epochs /
-    seconds), mean_loss.
+    seconds), mean_loss, steps, resumed_from_element, hogwild (1 when the hogwild engine
+    trained, 0 for the batched one).
     """
     validate(data_config, model_config, train_config)
     if not sentences:
@@ -275,9 +292,6 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
         raise ValueError(f"corpus {data_config.corpus!r} has no sentence with two "
                          f"in-vocabulary tokens: no training examples")
     tf.random.set_seed(train_config.seed)
-    examples = Word2VecExamples(ids, sentence_ids, vocab.counts, arch=model_config.arch,
-                                window=model_config.window, sample=model_config.sample,
-                                seed=train_config.seed, extra_pairs=extra_pairs)
     model = (model_fn or (lambda v: build_model(v, model_config, train_config.seed)))(vocab)
     trainer = SparseSGDTrainer(model, alpha=train_config.alpha, min_alpha=train_config.min_alpha,
                                query_is_item=query_is_item,
@@ -286,9 +300,18 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
                                seed=train_config.seed,
                                checkpoint_dir=train_config.checkpoint_dir,
                                checkpoint_every=train_config.checkpoint_every,
-                               curvature_cap=train_config.curvature_cap)
-    dataset = examples.dataset(train_config.epochs, train_config.batch_size,
-                               steps_per_element=train_config.steps_per_call)
+                               curvature_cap=train_config.curvature_cap,
+                               engine=train_config.engine, threads=train_config.threads)
+    # The batched engine sums a batch's updates: it needs shuffled examples; hogwild
+    # applies them one by one, in word2vec.c's text order (its rows stay in cache).
+    examples = Word2VecExamples(ids, sentence_ids, vocab.counts, arch=model_config.arch,
+                                window=model_config.window, sample=model_config.sample,
+                                seed=train_config.seed, extra_pairs=extra_pairs,
+                                shuffle=trainer.engine == "batched")
+    # The hogwild engine is numpy through and through: it takes the numpy stream.
+    stream = examples.dataset if trainer.engine == "batched" else examples.batches
+    dataset = stream(train_config.epochs, train_config.batch_size,
+                     steps_per_element=train_config.steps_per_call)
     run = {"data": dataclasses.asdict(data_config), "model": dataclasses.asdict(model_config),
            "train": {k: v for k, v in dataclasses.asdict(train_config).items()
                      if k not in ("checkpoint_dir", "checkpoint_every", "threads")},
@@ -301,7 +324,8 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
     stats = {"tokens": tokens, "vocab_size": len(vocab), "examples": result["examples"],
              "seconds": seconds, "words_per_sec": tokens * train_config.epochs / seconds,
              "mean_loss": result["mean_loss"], "steps": result["steps"],
-             "resumed_from_element": result["resumed_from"]}
+             "resumed_from_element": result["resumed_from"],
+             "hogwild": int(trainer.engine == "hogwild")}
     return vocab, model, stats
 
 

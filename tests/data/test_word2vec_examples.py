@@ -59,3 +59,32 @@ def test_the_stream_is_the_same_on_every_run_so_a_resume_can_skip_into_it():
     for a, b in zip(first[4:], again):
         for key in ("query", "item", "progress"):
             np.testing.assert_array_equal(a[key].numpy(), b[key].numpy())
+
+
+@pytest.mark.parametrize("arch,steps", [("sg", 1), ("sg", 3), ("cbow", 2)])
+def test_numpy_batches_are_the_dataset_stream(arch, steps):
+    ex = make(arch)
+    plain = list(ex.batches(2, 48, steps_per_element=steps, prefetch=False))
+    ahead = list(ex.batches(2, 48, steps_per_element=steps))
+    tfdata = list(ex.dataset(2, 48, steps_per_element=steps))
+    assert len(plain) == len(ahead) == len(tfdata) > 2
+    for a, b, c in zip(plain, ahead, tfdata):
+        for key in ("query", "item", "progress"):
+            np.testing.assert_array_equal(a[key], b[key])
+            np.testing.assert_array_equal(a[key], c[key].numpy())
+    n = sum(len(ex.epoch(e)[1]) for e in range(2))
+    assert sum(int(np.prod(b["item"].shape)) for b in plain) == n
+
+
+def test_text_order_keeps_a_centres_pairs_together_left_to_right():
+    ids = np.arange(12, dtype=np.int32)
+    sids = np.zeros(12, np.int32)
+    ex = Word2VecExamples(ids, sids, np.ones(12), window=2, sample=0, seed=0, shuffle=False)
+    centre, context = ex.epoch(0)
+    assert np.all(np.diff(centre) >= 0)                  # centres in text order
+    for c in np.unique(centre):
+        ctx = context[centre == c]
+        assert np.all(np.diff(ctx) > 0) and 0 < np.abs(ctx - c).max() <= 2
+    shuffled, _ = make().epoch(0)
+    ordered, _ = make(shuffle=False).epoch(0)
+    np.testing.assert_array_equal(np.sort(shuffled), np.sort(ordered))

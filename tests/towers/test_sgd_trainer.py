@@ -38,7 +38,7 @@ def test_skipgram_neg_step_matches_word2vec():
     tf.random.set_seed(0)
     model = model_with(IDTower(V, D, validate_ids=False))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.1, curvature_cap=math.inf)
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=0.5, min_alpha=0.1, curvature_cap=math.inf)
     centre, ctx, progress = [1, 2], [3, 4], [0.0, 0.5]
     trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
                         "progress": tf.constant(progress)})
@@ -90,7 +90,7 @@ def test_stacks_short_stacks_and_short_batches_match_word2vec():
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
     # The count bound (curvature_cap=None) with c = 4: NEG_ID takes K = 3 updates from
     # every example, so the bound is active on it in every batch of 2 or more.
-    trainer = SparseSGDTrainer(model, alpha=0.4, min_alpha=0.1, curvature_cap=None,
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=0.4, min_alpha=0.1, curvature_cap=None,
                                row_step_cap=4)
     rng = np.random.default_rng(0)
     shapes = [(3, 4), (1, 4), (1, 3), (3, 4), (1, 1)]
@@ -118,7 +118,7 @@ def test_curvature_bound_matches_its_formula():
     model.query_tower.embeddings.assign(0.3 * tf.random.normal([V, D], seed=12))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
     tau, lr = 0.5, 1.5
-    trainer = SparseSGDTrainer(model, alpha=lr, min_alpha=lr, curvature_cap=tau)
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=lr, min_alpha=lr, curvature_cap=tau)
     centre, ctx = np.array([0, 1, 2, 0, 3, 4]), np.array([1, 2, 3, 4, 0, 1])
     trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
                         "progress": tf.zeros([6])})
@@ -151,7 +151,7 @@ def test_large_batches_of_one_hot_row_stay_finite():
         tf.random.set_seed(11)
         model = model_with(IDTower(V, D, embeddings_initializer="ones", validate_ids=False),
                            counts=counts)
-        trainer = SparseSGDTrainer(model, alpha=0.025, min_alpha=0.025, curvature_cap=cap)
+        trainer = SparseSGDTrainer(model, engine="batched", alpha=0.025, min_alpha=0.025, curvature_cap=cap)
         q = np.zeros(4096, np.int32)
         for _ in range(20):
             trainer.train_step({"query": q, "item": q + 1, "progress": np.zeros(4096, np.float32)})
@@ -177,7 +177,7 @@ def test_a_tower_with_python_control_flow_still_trains_exactly():
     model = model_with(BranchyIDTower(V, D, validate_ids=False))
     model.item_tower.embeddings.assign(tf.random.normal([V, D], seed=8))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3)
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=0.3, min_alpha=0.3)
     trainer.train_step({"query": tf.constant([1, 2, 1]), "item": tf.constant([3, 4, 0]),
                         "progress": tf.zeros([3])})
     word2vec_batch_update(W, Wo, [1, 2, 1], [3, 4, 0], [0.3] * 3, trainer.row_step_cap)
@@ -190,7 +190,7 @@ def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
     tf.random.set_seed(1)
     model = model_with(PooledIDTower(V + 1, D, validate_ids=False))
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
-    trainer = SparseSGDTrainer(model, alpha=0.3, min_alpha=0.3, pooled_gradient=pooled_gradient,
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=0.3, min_alpha=0.3, pooled_gradient=pooled_gradient,
                                curvature_cap=math.inf)
     ctx = [[2, 4, 0, 0]]                           # words 1 and 3, two padding slots
     trainer.train_step({"query": tf.constant(ctx), "item": tf.constant([2]),
@@ -205,11 +205,13 @@ def test_cbow_context_rows_get_word2vec_gradient(pooled_gradient, scale):
     np.testing.assert_array_equal(new[0], W[0])    # padding row untouched
 
 
-def test_fit_lowers_the_loss_on_planted_pairs():
+@pytest.mark.parametrize("engine", ["batched", "hogwild"])
+def test_fit_lowers_the_loss_on_planted_pairs(engine):
     tf.random.set_seed(2)
     counts = np.ones(V)
     model = model_with(IDTower(V, D, validate_ids=False), counts=counts)
-    trainer = SparseSGDTrainer(model, alpha=0.2, min_alpha=0.01)
+    trainer = SparseSGDTrainer(model, alpha=0.2, min_alpha=0.01, engine=engine)
+    assert trainer.engine == engine
     q = np.array([0, 1, 2, 3, 4, 5] * 20, np.int32)
     x = (q + 1) % V                                # planted: i → i + 1
     first = trainer.per_example_loss(tf.constant(q), tf.constant(x)).numpy().mean()
@@ -224,7 +226,7 @@ def test_fit_lowers_the_loss_on_planted_pairs():
 def test_hierarchical_softmax_head_trains():
     tf.random.set_seed(3)
     model = model_with(IDTower(V, D, validate_ids=False), head="hs")
-    trainer = SparseSGDTrainer(model, alpha=0.5, min_alpha=0.5)
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=0.5, min_alpha=0.5)
     q, x = tf.constant([0, 1, 2]), tf.constant([3, 4, 5])
     before = trainer.per_example_loss(q, x).numpy().sum()
     for _ in range(20):
@@ -240,13 +242,25 @@ def test_bad_settings_are_named():
         SparseSGDTrainer(model, alpha=0.1, min_alpha=0.2)
     with pytest.raises(ValueError, match="pooled_gradient must be one of"):
         SparseSGDTrainer(model, pooled_gradient="max")
+    with pytest.raises(ValueError, match="engine must be one of .*, got 'fast'"):
+        SparseSGDTrainer(model, engine="fast")
+    with pytest.raises(ValueError, match="threads must be an int >= 1, got 0"):
+        SparseSGDTrainer(model, threads=0)
+
+
+def test_auto_engine_is_hogwild_for_word2vec_models_only():
+    assert SparseSGDTrainer(model_with(IDTower(V, D, validate_ids=False))).engine == "hogwild"
+    custom = model_with(IDTower(V, D, validate_ids=False), head="softmax")  # sampled softmax
+    assert SparseSGDTrainer(custom).engine == "batched"
+    with pytest.raises(ValueError, match="engine='hogwild' applies only to word2vec's own"):
+        SparseSGDTrainer(custom, engine="hogwild")
 
 
 def test_divergence_is_reported():
     tf.random.set_seed(4)
     model = model_with(IDTower(V, D, embeddings_initializer="ones", validate_ids=False),
                        counts=np.ones(V))
-    trainer = SparseSGDTrainer(model, alpha=1e30, min_alpha=1e30, curvature_cap=math.inf)
+    trainer = SparseSGDTrainer(model, engine="batched", alpha=1e30, min_alpha=1e30, curvature_cap=math.inf)
     q = np.zeros(64, np.int32)                     # every update lands on row 0
     ds = tf.data.Dataset.from_tensor_slices(
         {"query": q, "item": q + 1, "progress": np.zeros(64, np.float32)}).repeat(4).batch(64)

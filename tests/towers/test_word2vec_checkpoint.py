@@ -5,9 +5,10 @@ uninterrupted run ends.
 What is bit-exact and why: the resumed process restores every variable (float32, saved
 exactly), the step / element / example counters and the running loss; the example
 stream is a deterministic function of (seed, epoch) and the consumed elements are
-skipped; the compiled word2vec step draws its negatives statelessly from (seed, step); and
-XLA's CPU code for one shape is the same program in both processes, whose scatters run in
-index order. So the step count and the run's mean loss (float64 repr) are compared
+skipped; the hogwild engine (one thread) applies the examples in order and draws each
+element's negatives from (seed, element); the batched engine's compiled step draws its
+negatives statelessly from (seed, step), and XLA's CPU code for one shape is the same
+program in both processes, whose scatters run in index order. So the step count and the run's mean loss (float64 repr) are compared
 exactly — they matched bit for bit in every run here — and the final vectors to 1e-6,
 room left only for a multi-threaded reduction whose partition could differ between
 processes. Other models' samplers draw from TF's stateful ops: their resumed runs are
@@ -21,6 +22,7 @@ import textwrap
 import time
 
 import numpy as np
+import pytest
 
 CHILD = textwrap.dedent("""
     import sys
@@ -32,7 +34,8 @@ CHILD = textwrap.dedent("""
     set_threads(1)
     sentences = [line.split() for line in open(corpus)]
     train = TrainConfig(epochs=6, batch_size=32, steps_per_call=2, alpha=0.05, seed=3,
-                        checkpoint_dir=ckpt, checkpoint_every=10)
+                        checkpoint_dir=ckpt, checkpoint_every=10, engine=sys.argv[4],
+                        threads=1)
     vocab, model, stats = train_word2vec(
         sentences, DataConfig(min_count=1), ModelConfig(dim=8, window=2, sample=0), train,
         progress=False)
@@ -50,9 +53,9 @@ def planted_corpus(path, seed=0):
             f.write(" ".join(rng.choice(topics[s % 4], 6)) + "\n")
 
 
-def run(script, corpus, ckpt, out):
-    return subprocess.run([sys.executable, script, corpus, ckpt, out], capture_output=True,
-                          text=True, timeout=300)
+def run(script, corpus, ckpt, out, engine):
+    return subprocess.run([sys.executable, script, corpus, ckpt, out, engine],
+                          capture_output=True, text=True, timeout=300)
 
 
 def latest_step(ckpt):
@@ -64,19 +67,23 @@ def latest_step(ckpt):
     return int(first.rsplit("-", 1)[-1].strip().strip('"')) if "-" in first else None
 
 
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
+# The default engine (hogwild, one thread: its negatives are drawn from (seed, element),
+# its examples applied in order) in every run; the batched engine's resume with the slow
+# checks (each case starts three TensorFlow processes).
+@pytest.mark.parametrize("engine", ["hogwild", pytest.param("batched", marks=pytest.mark.slow)])
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path, engine):
     script, corpus = str(tmp_path / "child.py"), str(tmp_path / "corpus.txt")
     with open(script, "w") as f:
         f.write(CHILD)
     planted_corpus(corpus)
-    full = run(script, corpus, str(tmp_path / "ckpt_full"), str(tmp_path / "full.npy"))
+    full = run(script, corpus, str(tmp_path / "ckpt_full"), str(tmp_path / "full.npy"), engine)
     assert full.returncode == 0, full.stderr[-2000:]
     total_steps = int(full.stdout.split("STEPS")[1].split()[0])
 
     # Kill when the latest checkpoint is at a random step of the first 60 % of the run.
     ckpt = str(tmp_path / "ckpt")
     kill_at = int(np.random.default_rng().integers(10, max(11, int(0.6 * total_steps))))
-    args = [sys.executable, script, corpus, ckpt, str(tmp_path / "resumed.npy")]
+    args = [sys.executable, script, corpus, ckpt, str(tmp_path / "resumed.npy"), engine]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -87,7 +94,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path):
         time.sleep(0.01)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    resumed = run(script, corpus, ckpt, str(tmp_path / "resumed.npy"))
+    resumed = run(script, corpus, ckpt, str(tmp_path / "resumed.npy"), engine)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert not resumed.stdout.startswith("RESUMED_FROM 0 ")     # it did resume
     a, b = np.load(tmp_path / "full.npy"), np.load(tmp_path / "resumed.npy")
