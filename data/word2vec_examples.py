@@ -7,9 +7,11 @@ data/skipgram.py), the next epoch in a background thread while the current one t
 engine), ``dataset`` the same stream as a prefetched tf.data pipeline.
 
 Each batch is a dict:
-  "query": centre ids [B] (skip-gram), or for CBOW the context ids + 1 [B, 2·window]
+  "query": centre ids [B] (skip-gram; in text order the context ids, see ``epoch``), or
+    for CBOW the context ids + 1 [B, 2·window]
     with 0 = padding (PooledIDTower's convention: its row w + 1 is word w),
-  "item": the id to predict [B] (the context word for skip-gram, the centre for CBOW),
+  "item": the id to predict [B] (the context word for skip-gram — the centre in text
+    order — and the centre for CBOW),
   "progress": [B] float32 in [0, 1): the fraction of all training done at this
     example (epoch + position in epoch) / epochs, from which a trainer draws
     word2vec's linearly decaying learning rate.
@@ -79,8 +81,14 @@ class Word2VecExamples:
         keep = subsample(self.ids, self.keep_prob, rng)
         ids, sids = self.ids[keep], self.sentence_ids[keep]
         if self.arch == "sg":
-            query, item = skipgram_pairs(ids, sids, self.window, rng,
-                                         text_order=not self.shuffle)
+            centre, context = skipgram_pairs(ids, sids, self.window, rng,
+                                             text_order=not self.shuffle)
+            # Shuffled: the centre predicts each context. In text order, word2vec.c's roles:
+            # each context predicts its centre, so the centre's output row (or HS path)
+            # stays in cache over its window. Either way the same pairs in expectation:
+            # (a → b) and (b → a) are kept with the same probability, the reduced window
+            # of either end being drawn alike.
+            query, item = (centre, context) if self.shuffle else (context, centre)
         else:
             query, item = cbow_examples(ids, sids, self.window, rng)
             query = query + 1  # PAD (-1) → 0, word w → w + 1

@@ -53,19 +53,6 @@ def _next(r):
 
 
 @numba.njit(inline="always")
-def _softplus(x):
-    return max(x, 0.0) + math.log1p(math.exp(-abs(x)))
-
-
-@numba.njit(inline="always")
-def _sigmoid(x):
-    if x >= 0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
-@numba.njit(inline="always")
 def _query_vector(W, query, i, cbow, u):
     """u ← the query of example i (its row for skip-gram, the mean of the non-padding
     context rows for CBOW); returns the context size (1 for skip-gram)."""
@@ -126,8 +113,14 @@ def _train_example(out, rows, labels, shifts, m, u, e, z, lr):
     loss = 0.0
     for t in range(m):
         o = out[rows[t]]
-        loss += _softplus((1.0 - 2.0 * labels[t]) * z[t])
-        g = np.float32((labels[t] - _sigmoid(z[t])) * lr)
+        # σ(z) and σ(−z) from one exp; the loss term softplus((1 − 2y)·z) = −log σ(±z).
+        a = math.exp(-abs(z[t]))
+        big = 1.0 / (1.0 + a)            # σ(|z|)
+        small = a * big                  # σ(−|z|)
+        positive = z[t] >= 0
+        s = big if positive else small   # σ(z)
+        loss -= math.log(big if (labels[t] > 0.5) == positive else small)
+        g = np.float32((labels[t] - s) * lr)
         for j in range(d):
             e[j] += g * o[j]
             o[j] += g * u[j]

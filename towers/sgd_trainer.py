@@ -453,23 +453,26 @@ class SparseSGDTrainer:
             self.loss_sum.assign(loss_sum)
             recent = []
 
+        def steps_done():
+            return hogwild.steps if hogwild is not None else int(self.steps.numpy())
+
         for batch in dataset:
             if hogwild is None:
                 loss, n = self._step(batch["query"], batch["item"], batch["progress"])
-            else:
-                loss, n = hogwild.train(batch, int(self.elements.numpy()))
+                self.elements.assign_add(1)
+            else:  # counts in Python: no TensorFlow op between its kernels
+                loss, n = hogwild.train(batch)
             recent.append((loss, n))
-            self.elements.assign_add(1)
             bar.update(1)
             if len(recent) >= log_every:
                 flush()
-            if manager is not None and int(self.steps.numpy()) - last_saved >= self.checkpoint_every:
+            if manager is not None and steps_done() - last_saved >= self.checkpoint_every:
                 flush()  # never save a diverged state
                 self.last_progress.assign(float(np.max(batch["progress"])))
                 if hogwild is not None:
                     hogwild.write_back()
-                manager.save(checkpoint_number=int(self.steps.numpy()))
-                last_saved = int(self.steps.numpy())
+                manager.save(checkpoint_number=steps_done())
+                last_saved = steps_done()
         if hogwild is not None:
             hogwild.close()
         flush()
@@ -676,24 +679,28 @@ class _HogwildRun:
                        "remove_accidental_hits": kernel.remove_accidental_hits}
         self.variables = (query_var, output_var)
         self.tables = [np.array(v.numpy(), dtype=np.float32, order="C") for v in self.variables]
+        self.steps, self.elements = int(trainer.steps.numpy()), int(trainer.elements.numpy())
         self.engine = HogwildWord2Vec(*self.tables, cbow=kernel.cbow,
                                       pooled_sum=trainer.pooled_gradient == "sum",
                                       threads=trainer.threads, **options)
 
-    def train(self, batch, element):
-        """One dataset element; the negatives are drawn from (seed, element)."""
+    def train(self, batch):
+        """The next dataset element; its negatives are drawn from (seed, element index)."""
         item = np.asarray(batch["item"])
-        steps = 1 if item.ndim == 1 else item.shape[0]
         loss, count = self.engine.train(
             np.asarray(batch["query"]), item, np.asarray(batch["progress"]),
             alpha=self.trainer.alpha, min_alpha=self.trainer.min_alpha,
-            seed=(self.trainer.seed, element))
-        self.trainer.steps.assign_add(steps)
+            seed=(self.trainer.seed, self.elements))
+        self.elements += 1
+        self.steps += 1 if item.ndim == 1 else item.shape[0]
         return loss, float(count)
 
     def write_back(self):
+        """The tables and the step / element counters into the trainer's variables."""
         for var, table in zip(self.variables, self.tables):
             var.assign(table)
+        self.trainer.steps.assign(self.steps)
+        self.trainer.elements.assign(self.elements)
 
     def close(self):
         self.write_back()
