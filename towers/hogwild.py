@@ -108,19 +108,23 @@ def _train_example(out, rows, labels, shifts, m, u, e, z, lr):
         acc = np.float32(0.0)
         for j in range(d):
             acc += o[j] * u[j]
-        z[t] = np.float64(acc) - shifts[t]
+        z[t] = acc - shifts[t]
     e[:] = 0.0
     loss = 0.0
+    one = np.float32(1.0)
     for t in range(m):
         o = out[rows[t]]
-        # σ(z) and σ(−z) from one exp; the loss term softplus((1 − 2y)·z) = −log σ(±z).
+        # σ(z) and σ(−z) from one exp, in float32 (the exp and log of every row are most
+        # of an HS example's time in double); the loss term softplus((1 − 2y)·z) is
+        # −log σ(±z), floored at 1e-30 (a logit past ±69 in the wrong direction).
         a = math.exp(-abs(z[t]))
-        big = 1.0 / (1.0 + a)            # σ(|z|)
+        big = one / (one + a)            # σ(|z|)
         small = a * big                  # σ(−|z|)
         positive = z[t] >= 0
         s = big if positive else small   # σ(z)
-        loss -= math.log(big if (labels[t] > 0.5) == positive else small)
-        g = np.float32((labels[t] - s) * lr)
+        loss -= math.log(max(big if (labels[t] > 0.5) == positive else small,
+                             np.float32(1e-30)))
+        g = (labels[t] - s) * lr
         for j in range(d):
             e[j] += g * o[j]
             o[j] += g * u[j]
@@ -141,10 +145,10 @@ def sigmoid_examples(W, out, query, item, progress, start, stop, alpha, min_alph
     u = np.empty(d, np.float32)
     e = np.empty(d, np.float32)
     rows = np.empty(num_negatives + 1, np.int64)
-    labels = np.zeros(num_negatives + 1, np.float64)
+    labels = np.zeros(num_negatives + 1, np.float32)
     labels[0] = 1.0
-    shifts = np.zeros(num_negatives + 1, np.float64)
-    z = np.empty(num_negatives + 1, np.float64)
+    shifts = np.zeros(num_negatives + 1, np.float32)
+    z = np.empty(num_negatives + 1, np.float32)
     r = np.uint64(seed)
     loss = 0.0
     count = 0
@@ -168,7 +172,7 @@ def sigmoid_examples(W, out, query, item, progress, start, stop, alpha, min_alph
         if use_logq:
             for t in range(m):
                 shifts[t] = log_kq[rows[t]]
-        lr = alpha - (alpha - min_alpha) * progress[i]
+        lr = np.float32(alpha - (alpha - min_alpha) * progress[i])
         loss += _train_example(out, rows, labels, shifts, m, u, e, z, lr)
         _apply_query(W, query, i, cbow, pooled_sum, size, e)
         count += 1
@@ -185,9 +189,9 @@ def hs_examples(W, nodes, query, item, progress, start, stop, alpha, min_alpha, 
     u = np.empty(d, np.float32)
     e = np.empty(d, np.float32)
     depth = points.shape[1]
-    labels = np.empty(depth, np.float64)
-    shifts = np.zeros(depth, np.float64)
-    z = np.empty(depth, np.float64)
+    labels = np.empty(depth, np.float32)
+    shifts = np.zeros(depth, np.float32)
+    z = np.empty(depth, np.float32)
     loss = 0.0
     count = 0
     for i in range(start, stop):
@@ -198,7 +202,7 @@ def hs_examples(W, nodes, query, item, progress, start, stop, alpha, min_alpha, 
         m = lengths[target]
         for t in range(m):
             labels[t] = 1.0 - codes[target, t]  # word2vec.c: g = (1 − code − σ(z))·lr
-        lr = alpha - (alpha - min_alpha) * progress[i]
+        lr = np.float32(alpha - (alpha - min_alpha) * progress[i])
         loss += _train_example(nodes, points[target], labels, shifts, m, u, e, z, lr)
         _apply_query(W, query, i, cbow, pooled_sum, size, e)
         count += 1
