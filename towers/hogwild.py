@@ -131,6 +131,16 @@ def _train_example(out, rows, labels, shifts, m, u, e, z, lr):
     return loss
 
 
+@numba.njit(inline="always")
+def _finish_example(W, out, rows, labels, shifts, m, u, e, z, query, i, cbow, pooled_sum,
+                    size, alpha, min_alpha, progress):
+    """Example i's rate, its output rows' steps and its query's; returns its loss."""
+    lr = np.float32(alpha - (alpha - min_alpha) * progress[i])
+    loss = _train_example(out, rows, labels, shifts, m, u, e, z, lr)
+    _apply_query(W, query, i, cbow, pooled_sum, size, e)
+    return loss
+
+
 @numba.njit(nogil=True, fastmath=True, cache=True)
 def sigmoid_examples(W, out, query, item, progress, start, stop, alpha, min_alpha,
                      alias_prob, alias_index, num_negatives, log_kq, use_logq,
@@ -172,9 +182,8 @@ def sigmoid_examples(W, out, query, item, progress, start, stop, alpha, min_alph
         if use_logq:
             for t in range(m):
                 shifts[t] = log_kq[rows[t]]
-        lr = np.float32(alpha - (alpha - min_alpha) * progress[i])
-        loss += _train_example(out, rows, labels, shifts, m, u, e, z, lr)
-        _apply_query(W, query, i, cbow, pooled_sum, size, e)
+        loss += _finish_example(W, out, rows, labels, shifts, m, u, e, z, query, i, cbow,
+                                pooled_sum, size, alpha, min_alpha, progress)
         count += 1
     return loss, count
 
@@ -202,9 +211,8 @@ def hs_examples(W, nodes, query, item, progress, start, stop, alpha, min_alpha, 
         m = lengths[target]
         for t in range(m):
             labels[t] = 1.0 - codes[target, t]  # word2vec.c: g = (1 − code − σ(z))·lr
-        lr = np.float32(alpha - (alpha - min_alpha) * progress[i])
-        loss += _train_example(nodes, points[target], labels, shifts, m, u, e, z, lr)
-        _apply_query(W, query, i, cbow, pooled_sum, size, e)
+        loss += _finish_example(W, nodes, points[target], labels, shifts, m, u, e, z, query,
+                                i, cbow, pooled_sum, size, alpha, min_alpha, progress)
         count += 1
     return loss, count
 
