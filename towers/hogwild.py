@@ -36,6 +36,7 @@ negatives come from a per-thread linear congruential generator (word2vec.c's: r 
 """
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -312,4 +313,23 @@ class HogwildWord2Vec:
         return sum(r[0] for r in results), sum(r[1] for r in results)
 
 
-__all__ = ["HogwildWord2Vec", "sigmoid_examples", "hs_examples", "HEADS"]
+def load_kernels():
+    """Compiles or loads (from numba's on-disk cache) both kernels, once per process, by
+    running each on a tiny table; returns the seconds it took. ``train`` does this
+    itself on its first call; call it first to keep it out of a timed run (as a compiled
+    extension is loaded by its import)."""
+    from twotower.data.huffman import HuffmanTree
+
+    start = time.perf_counter()
+    counts = np.arange(1, 5)
+    tables = lambda rows: (np.zeros((rows, 2), np.float32), np.zeros((4, 2), np.float32))  # noqa: E731
+    probe = (np.ones((1, 1), np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32))
+    engines = [HogwildWord2Vec(*tables(4), head="sigmoid", alias_prob=counts / 10,
+                               alias_index=np.zeros(4, np.int64), num_negatives=1, threads=1),
+               HogwildWord2Vec(*tables(4), head="hs", tree=HuffmanTree(counts), threads=1)]
+    for engine in engines:
+        engine.train(*probe, alpha=0.0, min_alpha=0.0, seed=0)
+    return time.perf_counter() - start
+
+
+__all__ = ["HogwildWord2Vec", "sigmoid_examples", "hs_examples", "HEADS", "load_kernels"]

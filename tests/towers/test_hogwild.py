@@ -175,3 +175,18 @@ def test_bad_tables_and_settings_are_named():
         HogwildWord2Vec(W, out, head="sigmoid", threads=0, **kw)
     with pytest.raises(ValueError, match="needs the Huffman tree"):
         HogwildWord2Vec(W, out, head="hs")
+
+
+def test_load_kernels_leaves_train_nothing_to_compile():
+    from twotower.towers.hogwild import hs_examples, load_kernels, sigmoid_examples
+
+    assert load_kernels() >= 0
+    assert len(sigmoid_examples.signatures) == 1 and len(hs_examples.signatures) == 1
+    counts = np.array([5, 3, 2, 1])
+    sampler = UnigramSampler(counts, 0.75)
+    W, out = tables(4, 4)
+    HogwildWord2Vec(W, out, head="sigmoid", alias_prob=sampler.alias_prob,
+                    alias_index=sampler.alias_index, num_negatives=2, threads=1).train(
+        np.array([[1], [2]]), np.array([0, 3]), np.zeros(2, np.float32), alpha=0.1,
+        min_alpha=0.1, seed=0)
+    assert len(sigmoid_examples.signatures) == 1    # the same specialisation was used
