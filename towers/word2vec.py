@@ -104,7 +104,8 @@ def add_training_arguments(parser, *, epochs, batch_size, batch_help=None):
                         "(default %(default)s)")
     g.add_argument("--batch-size", type=int, default=batch_size,
                    help=(batch_help or "examples per sparse SGD step") + "; with the "
-                        "hogwild engine only how many examples a call hands to the threads "
+                        "hogwild engine only the unit of progress and checkpoints (its "
+                        "threads take shares of at least 2^21 examples a call) "
                         "(default %(default)s)")
     g.add_argument("--seed", type=int, default=t.seed, help="random seed (default %(default)s)")
     g.add_argument("--threads", type=int, default=t.threads,
@@ -244,6 +245,24 @@ def word_vectors(model, arch):
                            for s in range(0, n, 4096)])
 
 
+#: Examples the hogwild engine hands to its threads per call, at least: each thread takes
+#: a contiguous share, so the threads work ~2^20 examples apart in the text (word2vec.c's
+#: threads work on far-apart parts of the file) and the model sees distant passages
+#: interleaved. Measured (sg + HS, enwiki extract, 5 epochs, WS353 mean of 3 seeds): 16k
+#: examples a call 0.396, 262k 0.416, 2.1M 0.473; one thread over 262k 0.398.
+HOGWILD_ELEMENT_EXAMPLES = 2 ** 21
+
+
+def hogwild_steps(train_config, engine):
+    """Batches per element of the example stream: ``steps_per_call``, raised for the
+    hogwild engine to cover HOGWILD_ELEMENT_EXAMPLES examples (the batch size then only
+    sets the granularity of progress and checkpoints)."""
+    steps = train_config.steps_per_call
+    if engine == "hogwild":
+        steps = max(steps, -(-HOGWILD_ELEMENT_EXAMPLES // train_config.batch_size))
+    return steps
+
+
 def set_threads(threads):
     """Uses ``threads`` cores for TensorFlow (ignored once TF's runtime has started)."""
     try:
@@ -311,7 +330,7 @@ def train_word2vec(sentences, data_config, model_config, train_config, *, progre
     # The hogwild engine is numpy through and through: it takes the numpy stream.
     stream = examples.dataset if trainer.engine == "batched" else examples.batches
     dataset = stream(train_config.epochs, train_config.batch_size,
-                     steps_per_element=train_config.steps_per_call)
+                     steps_per_element=hogwild_steps(train_config, trainer.engine))
     run = {"data": dataclasses.asdict(data_config), "model": dataclasses.asdict(model_config),
            "train": {k: v for k, v in dataclasses.asdict(train_config).items()
                      if k not in ("checkpoint_dir", "checkpoint_every", "threads")},

@@ -293,3 +293,14 @@ def test_builtin_corpora_keep_their_own_tokeniser(tmp_path, capsys, monkeypatch)
     assert seen["enwiki-sample"] == {"encoding_errors": "strict"} == seen["text8"]
     assert seen[str(tmp_path / "mine.txt")] == {"encoding_errors": "strict", "lowercase": True,
                                                 "strip_punctuation": True}
+
+
+def test_hogwild_elements_keep_threads_far_apart():
+    from twotower.towers.word2vec import HOGWILD_ELEMENT_EXAMPLES, TrainConfig, hogwild_steps
+
+    for batch in (256, 4096, 16384):
+        train = TrainConfig(batch_size=batch, steps_per_call=64)
+        assert hogwild_steps(train, "hogwild") * batch >= HOGWILD_ELEMENT_EXAMPLES
+        assert hogwild_steps(train, "batched") == 64
+    big = TrainConfig(batch_size=2 ** 16, steps_per_call=64)
+    assert hogwild_steps(big, "hogwild") == 64      # already past the floor

@@ -28,8 +28,10 @@ CHILD = textwrap.dedent("""
     import sys
     import numpy as np
     import twotower  # noqa: F401
+    import twotower.towers.word2vec as w2v
     from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
                                           train_word2vec, word_vectors)
+    w2v.HOGWILD_ELEMENT_EXAMPLES = 64  # many small elements: a kill can land mid-run
     corpus, ckpt, out = sys.argv[1:4]
     set_threads(1)
     sentences = [line.split() for line in open(corpus)]
