@@ -133,7 +133,7 @@ def build_parser():
                         "word2vec.c; 0 = off (default %(default)s)")
     g = add_training_arguments(
         parser, epochs=t.epochs, batch_size=t.batch_size,
-        batch_help="examples per sparse SGD step; gradients are summed, so larger batches are "
+        batch_help="batched engine: examples per sparse SGD step; gradients are summed, so larger batches are "
                    "faster but further from per-pair SGD; each row's summed step is bounded "
                    "(--curvature-cap / --row-step-cap), so 256-16384 all stay finite on the "
                    "enwiki extract")
