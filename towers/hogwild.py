@@ -296,11 +296,13 @@ class HogwildWord2Vec:
         The examples are cut into ``threads`` contiguous shares, one per thread, each
         drawing its negatives from its own generator seeded by (``seed``, share); ``seed``
         is an int or a tuple of ints."""
-        item = np.ascontiguousarray(np.asarray(item).reshape(-1), np.int64)
+        # C-contiguous and writable (a read-only view, e.g. of a TF tensor, is another
+        # numba type: another compiled specialisation)
+        item = np.require(np.asarray(item).reshape(-1), np.int64, ["C", "W"])
         n = item.shape[0]
         query = np.asarray(query)
-        query = np.ascontiguousarray(query.reshape(n, -1), np.int64)
-        progress = np.ascontiguousarray(np.asarray(progress).reshape(-1), np.float32)
+        query = np.require(query.reshape(n, -1), np.int64, ["C", "W"])
+        progress = np.require(np.asarray(progress).reshape(-1), np.float32, ["C", "W"])
         bounds = np.linspace(0, n, self.threads + 1).astype(np.int64)
         entropy = [int(x) for x in (seed if isinstance(seed, (tuple, list)) else [seed])]
         seeds = np.random.SeedSequence(entropy).generate_state(self.threads, np.uint64)

@@ -5,7 +5,13 @@ rate that decays linearly from α to α_min over the whole run, touching only th
 example uses (Mikolov et al. 2013; word2vec.c). Keras ``fit`` with a batch-mean loss and
 Adam (the old TensorFlow tutorial) is a different optimiser, and both slower and worse
 here. This trainer keeps the model — query tower, item tower, RetrievalLoss of
-twotower.losses — and replaces only the update:
+twotower.losses — and replaces only the update, in one of two engines (``engine``):
+
+  hogwild (word2vec's own models; the default for them): each example applied on its
+    own, in text order, by several threads over shared numpy copies of the tables
+    (towers/hogwild.py; the variables are written back at each checkpoint and at the
+    end). No bound is needed: a row's many updates come one after the other.
+  batched (any model; the rest of this docstring): a compiled TensorFlow step per batch.
 
     per batch of B examples with progress p_i ∈ [0, 1) (fraction of the run done):
       lr_i = α − (α − α_min) · p_i
@@ -339,11 +345,6 @@ class SparseSGDTrainer:
                 var.assign_sub(grad)
         return per_example
 
-    def _hogwild(self):
-        """The hogwild engine over numpy copies of the model's tables (written back into
-        the variables at every checkpoint and at the end of ``fit``)."""
-        return _HogwildRun(self)
-
     def train_step(self, batch):
         """One sparse SGD step on a batch dict; returns the batch's summed loss (float)."""
         loss, _ = self._step(batch["query"], batch["item"], batch["progress"])
@@ -435,7 +436,7 @@ class SparseSGDTrainer:
         examples, loss_sum = float(self.examples.numpy()), float(self.loss_sum.numpy())
         recent = []
         last_saved = int(self.steps.numpy())
-        hogwild = self._hogwild() if self.engine == "hogwild" else None
+        hogwild = _HogwildRun(self) if self.engine == "hogwild" else None
         bar = tqdm(total=total_batches, initial=resumed_from, desc=description, unit="batch",
                    disable=not progress, mininterval=1.0)
 
