@@ -51,14 +51,14 @@ def skipgram_pairs(ids, sentence_ids, window, rng, *, reduced=True, text_order=F
     n = len(ids)
     b = reduced_windows(n, window, rng) if reduced else np.full(n, window, np.int32)
     centres, contexts, positions = [], [], []
+    span = 2 * window + 1  # text-order key: centre position, then context offset −b .. +b
     for o in range(1, min(window, n - 1) + 1):
         same = sentence_ids[:n - o] == sentence_ids[o:]
         fwd = np.flatnonzero(same & (b[:n - o] >= o))   # centre i, context i + o
         bwd = np.flatnonzero(same & (b[o:] >= o))       # centre i + o, context i
         centres += [ids[fwd], ids[bwd + o]]
         contexts += [ids[fwd + o], ids[bwd]]
-        if text_order:  # key: centre position, then context offset −b .. +b
-            span = 2 * window + 1
+        if text_order:
             positions += [fwd.astype(np.int64) * span + (window + o),
                           (bwd + o).astype(np.int64) * span + (window - o)]
     if not centres:

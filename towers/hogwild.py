@@ -42,6 +42,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 
+from twotower.data.huffman import HuffmanTree
+
 HEADS = ("sigmoid", "hs")
 
 _LCG_A = np.uint64(25214903917)
@@ -320,15 +322,13 @@ def load_kernels():
     running each on a tiny table; returns the seconds it took. ``train`` does this
     itself on its first call; call it first to keep it out of a timed run (as a compiled
     extension is loaded by its import)."""
-    from twotower.data.huffman import HuffmanTree
-
     start = time.perf_counter()
     counts = np.arange(1, 5)
-    tables = lambda rows: (np.zeros((rows, 2), np.float32), np.zeros((4, 2), np.float32))  # noqa: E731
+    tables = lambda: (np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32))  # noqa: E731
     probe = (np.ones((1, 1), np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32))
-    engines = [HogwildWord2Vec(*tables(4), head="sigmoid", alias_prob=counts / 10,
+    engines = [HogwildWord2Vec(*tables(), head="sigmoid", alias_prob=counts / 10,
                                alias_index=np.zeros(4, np.int64), num_negatives=1, threads=1),
-               HogwildWord2Vec(*tables(4), head="hs", tree=HuffmanTree(counts), threads=1)]
+               HogwildWord2Vec(*tables(), head="hs", tree=HuffmanTree(counts), threads=1)]
     for engine in engines:
         engine.train(*probe, alpha=0.0, min_alpha=0.0, seed=0)
     return time.perf_counter() - start

@@ -407,8 +407,8 @@ class SparseSGDTrainer:
 
         ``total_batches`` sizes the progress bar (None: unknown). The loss shown is the
         running mean per example over the last ``log_every`` batches (elements). Raises
-        FloatingPointError, naming alpha, the row bound and the batch size, when the loss
-        diverges. With ``checkpoint_dir`` the run resumes from the latest checkpoint
+        FloatingPointError, naming alpha (and for the batched engine the row bound and the
+        batch size), when the loss diverges. With ``checkpoint_dir`` the run resumes from the latest checkpoint
         there: the first ``elements`` elements of ``dataset`` are skipped, so ``dataset``
         must yield the same elements in the same order on every run. ``run_settings``
         (a JSON-able dict, e.g. the data and model settings) joins the trainer's own in
@@ -457,25 +457,27 @@ class SparseSGDTrainer:
         def steps_done():
             return hogwild.steps if hogwild is not None else int(self.steps.numpy())
 
-        for batch in dataset:
-            if hogwild is None:
-                loss, n = self._step(batch["query"], batch["item"], batch["progress"])
-                self.elements.assign_add(1)
-            else:  # counts in Python: no TensorFlow op between its kernels
-                loss, n = hogwild.train(batch)
-            recent.append((loss, n))
-            bar.update(1)
-            if len(recent) >= log_every:
-                flush()
-            if manager is not None and steps_done() - last_saved >= self.checkpoint_every:
-                flush()  # never save a diverged state
-                self.last_progress.assign(float(np.max(batch["progress"])))
-                if hogwild is not None:
-                    hogwild.write_back()
-                manager.save(checkpoint_number=steps_done())
-                last_saved = steps_done()
-        if hogwild is not None:
-            hogwild.close()
+        try:
+            for batch in dataset:
+                if hogwild is None:
+                    loss, n = self._step(batch["query"], batch["item"], batch["progress"])
+                    self.elements.assign_add(1)
+                else:  # counts in Python: no TensorFlow op between its kernels
+                    loss, n = hogwild.train(batch)
+                recent.append((loss, n))
+                bar.update(1)
+                if len(recent) >= log_every:
+                    flush()
+                if manager is not None and steps_done() - last_saved >= self.checkpoint_every:
+                    flush()  # never save a diverged state
+                    self.last_progress.assign(float(np.max(batch["progress"])))
+                    if hogwild is not None:
+                        hogwild.write_back()
+                    manager.save(checkpoint_number=steps_done())
+                    last_saved = steps_done()
+        finally:  # the tables back into the variables, the threads stopped
+            if hogwild is not None:
+                hogwild.close()
         flush()
         if manager is not None and int(self.steps.numpy()) != last_saved:
             manager.save(checkpoint_number=int(self.steps.numpy()))
