@@ -496,7 +496,8 @@ def resumable_dataset(data, config, start_step, split=None, *, query=None, items
     n, batch = len(split), int(config.batch_size)
     if n == 0:
         raise ValueError("the training split is empty: nothing to train on")
-    steps = n // batch if drop_remainder and n >= batch else steps_per_epoch(n, batch)
+    full = drop_remainder and n >= batch
+    steps = n // batch if full else steps_per_epoch(n, batch)
     query = query if query is not None else query_inputs(data, split)
     items = items if items is not None else item_inputs(data)
     query = {k: tf.constant(np.asarray(v)) for k, v in query.items()}
@@ -507,6 +508,9 @@ def resumable_dataset(data, config, start_step, split=None, *, query=None, items
     def epoch_batches(epoch):
         order = epoch_order(n, seed, epoch)
         first = tf.maximum(start_step.read_value() - epoch * steps, 0)
+        if full:  # every batch has ``batch`` rows: say so in its shape (one XLA program)
+            return tf.data.Dataset.range(first, steps).map(
+                lambda j: tf.reshape(order[j * batch:(j + 1) * batch], [batch]))
         return tf.data.Dataset.range(first, steps).map(
             lambda j: order[j * batch:tf.minimum((j + 1) * batch, n)])
 
@@ -517,7 +521,7 @@ def resumable_dataset(data, config, start_step, split=None, *, query=None, items
 
     ds = tf.data.Dataset.range(int(config.epochs))
     ds = ds.filter(lambda e: (e + 1) * steps > start_step.read_value())
-    if drop_remainder and n >= batch:
+    if full:
         # every batch full: gather _BLOCK batches per map call ([k, B] rows) and unbatch,
         # the same stream with 1/_BLOCK of the per-call overhead (~10% of a compiled step)
         ds = ds.flat_map(epoch_batches).batch(_BLOCK).map(

@@ -31,6 +31,7 @@ import tensorflow as tf
 
 from twotower.losses import cross_replica as xr
 from twotower.losses.retrieval import RetrievalLoss
+from twotower.towers import compiled_execution
 from twotower.towers.top_k_recall import TopKRecall
 
 
@@ -244,6 +245,30 @@ class TwoTowerModel(tf.keras.Model):
         self.optimizer.apply_gradients(zip(grads, variables))
         self.loss_tracker.update_state(loss)
         return self._logs()
+
+    def make_train_function(self, force=False):
+        """Keras' train function, except that with ``jit_compile=True`` and
+        ``steps_per_execution`` K > 1 the K steps of an execution run in one XLA program
+        instead of one launch each (towers/compiled_execution.py), for batches of one
+        static shape; others (and a distribution strategy) take Keras' loop."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        keras_function = super().make_train_function(force=True)
+        capacity = (int(self._steps_per_execution.numpy())
+                    if self._steps_per_execution is not None else 1)
+        if (not self.jit_compile or self.run_eagerly or capacity <= 1
+                or self.autotune_steps_per_execution or self._cluster_coordinator
+                or tf.distribute.has_strategy()):
+            return keras_function
+        compiled = compiled_execution.compiled_train_function(self, capacity)
+
+        def train_function(iterator):
+            if compiled_execution.has_static_shapes(iterator.element_spec):
+                return compiled(iterator)
+            return keras_function(iterator)
+
+        self.train_function = train_function
+        return train_function
 
     def test_step(self, data):
         losses, u, positive_ids = self._forward(data, training=False)
