@@ -143,7 +143,8 @@ def add_common_arguments(parser, defaults=None):
     g.add_argument("--verbose", type=int, default=d.verbose, help="Keras fit verbosity 0/1/2")
     g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,
                    help="training steps per call into TensorFlow (Keras compile's "
-                   "steps_per_execution; 1 while checkpointing) (default %(default)s)")
+                   "steps_per_execution; under XLA they run as one compiled program; 1 "
+                   "while checkpointing) (default %(default)s)")
     g.add_argument("--no-jit", dest="jit_compile", action="store_false",
                    help="run the training step without XLA (default: compiled with XLA "
                    "once features are preprocessed to ids)")
