@@ -29,7 +29,7 @@ def has_static_shapes(element_spec):
                                for s in specs)
 
 
-def compiled_train_function(model, capacity):
+def compiled_train_function(model, capacity, logs):
     """A train function for ``model`` that runs up to ``capacity`` steps in one XLA launch.
 
     Each call reads n = min(model's steps_per_execution variable, capacity) batches —
@@ -40,27 +40,24 @@ def compiled_train_function(model, capacity):
     compiled for one shape. An iterator that runs out mid-execution ends it as in Keras'
     loop: the steps read so far are run, then the iterator's ``OutOfRangeError`` is
     raised, on which Keras' fit stops.
-    Returns the last step's logs."""
-    capacity = int(capacity)
 
-    def step(stacked, k):
-        logs = model.train_step(tf.nest.map_structure(lambda x: x[k], stacked))
-        deps = [t for t in tf.nest.flatten(logs) if not isinstance(t, tf.Variable)][:1]
-        with tf.control_dependencies(deps):
-            model._train_counter.assign_add(1)
-        return logs
+    ``logs``: a function of no arguments giving what ``train_step`` returns, read after
+    the last step (TwoTowerModel's ``_logs``: its metrics' results), so that the loop
+    carries no step output and the step is compiled once, in the loop's body."""
+    capacity = int(capacity)
 
     @tf.function(jit_compile=True, reduce_retracing=True)
     def run_steps(stacked, count):
-        # the first step outside the loop defines the logs' structure; a ``while`` (not
-        # ``for k in tf.range(count)``, whose trip count XLA would need as a constant,
-        # compiling anew for each partial execution) runs the rest
-        logs = step(stacked, 0)
-        k = tf.constant(1, tf.int32)
+        # ``while``, not ``for k in tf.range(count)``: XLA would need the range's trip
+        # count as a constant and compile anew for each partial execution
+        k = tf.constant(0, tf.int32)
         while k < count:
-            logs = step(stacked, k)
+            outputs = model.train_step(tf.nest.map_structure(lambda x: x[k], stacked))
+            deps = [t for t in tf.nest.flatten(outputs) if not isinstance(t, tf.Variable)]
+            with tf.control_dependencies(deps[:1]):
+                model._train_counter.assign_add(1)
             k += 1
-        return logs
+        return logs()
 
     @tf.function(reduce_retracing=True)
     def train_function(iterator):

@@ -260,7 +260,7 @@ class TwoTowerModel(tf.keras.Model):
                 or self.autotune_steps_per_execution or self._cluster_coordinator
                 or tf.distribute.has_strategy()):
             return keras_function
-        compiled = compiled_execution.compiled_train_function(self, capacity)
+        compiled = compiled_execution.compiled_train_function(self, capacity, self._logs)
 
         def train_function(iterator):
             if compiled_execution.has_static_shapes(iterator.element_spec):

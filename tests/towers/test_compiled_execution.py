@@ -42,8 +42,8 @@ def _counting(monkeypatch):
     calls = []
     make = compiled_execution.compiled_train_function
 
-    def counted(model, capacity):
-        fn = make(model, capacity)
+    def counted(model, capacity, logs):
+        fn = make(model, capacity, logs)
 
         def call(iterator):
             calls.append(capacity)
