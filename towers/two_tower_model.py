@@ -153,6 +153,8 @@ class TwoTowerModel(tf.keras.Model):
 
     # -- inputs -----------------------------------------------------------------------
     def _unpack(self, data):
+        if isinstance(data, tuple) and len(data) == 1:
+            data = data[0]  # Keras packs (x,) when there is no y, e.g. train_on_batch(x)
         if isinstance(data, dict):
             missing = [k for k in ("query", "item") if k not in data]
             if missing:

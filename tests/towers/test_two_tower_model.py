@@ -185,6 +185,15 @@ def test_bad_batches_are_named():
         model.compute_retrieval_loss({"query": tf.constant([0, 1]), "item": tf.constant([-1, 1])})
 
 
+def test_train_on_batch_takes_a_dict_batch():
+    # Keras packs a batch without labels as (x,); the model unwraps it
+    model = TwoTowerModel(IDTower(5, 4), IDTower(5, 4), RetrievalLoss())
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.1))
+    logs = model.train_on_batch({"query": np.arange(4), "item": np.arange(4)}, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert int(model.optimizer.iterations.numpy()) == 1
+
+
 def test_item_features_table_and_streaming_state_survive_save_and_reload(tmp_path):
     est = StreamingFrequencyEstimator(1024, 0.05)
     loss = RetrievalLoss("softmax", MixedNegatives(16, N, frequencies=est))
