@@ -580,6 +580,11 @@ class RetrievalData:
     item_counts: [N] training interactions per item (popularity).
     seen_train: list per user row of the item_indexes in train.
     seen_valid: list per user row of the item_indexes in valid.
+    serving: a Split with one row per user who has any interaction: the user as the
+      whole log leaves them — query features with the history ending at (and including)
+      their last interaction, ``item``/``timestamp`` of that last interaction. This, not
+      the test split, is what a served model answers from.
+    seen_all: list per user row of every item_index in the user's log, all splits.
     """
 
     items: dict
@@ -602,6 +607,8 @@ class RetrievalData:
     # "multi_hot") of the items / users tables; None for MovieLens's fixed features.
     item_kinds: dict | None = None
     user_kinds: dict | None = None
+    serving: Split | None = None
+    seen_all: list | None = None
 
     @property
     def num_items(self):
@@ -640,6 +647,19 @@ def _history(users, items, length):
         same = users[k:] == users[:-k]
         hist[k:, k - 1] = np.where(same, items[:-k] + 1, 0)
     return hist
+
+
+def _after_last(users, items, history):
+    """For rows sorted by (user, time) with their :func:`_history` rows: the row index of
+    each user's last interaction and the history *after* it — that item first, then the
+    previous ``length - 1`` items."""
+    last = np.flatnonzero(np.r_[users[1:] != users[:-1], True]) if len(users) else \
+        np.zeros(0, np.int64)
+    after = np.zeros((len(last), history.shape[1]), np.int64)
+    if history.shape[1]:
+        after[:, 0] = items[last] + 1
+        after[:, 1:] = history[last, :-1]
+    return last, after
 
 
 def _positions(table, values):
@@ -773,6 +793,12 @@ def retrieval_task(rows, items_raw, ts, users, items, config, **fields):
                 out[r_[a]] = np.unique(i_[a:b])
         return out
 
+    last, after = _after_last(rows, items_raw, history)
+    serving_query = {k: v[rows[last]] for k, v in users.items()}
+    serving_query["history"] = after
+    serving = Split(query=serving_query, item=items_raw[last], user=rows[last],
+                    timestamp=ts[last])
     return RetrievalData(items=items, users=users, train=make(tr), valid=make(split == 1),
                          test=make(split == 2), item_counts=counts, seen_train=seen(tr),
-                         seen_valid=seen(split == 1), config=config, **fields)
+                         seen_valid=seen(split == 1), config=config, serving=serving,
+                         seen_all=seen(np.ones(len(rows), bool)), **fields)

@@ -159,7 +159,9 @@ def tune(index, queries, *, target_recall=0.95, k=10, confidence=0.95, leaves_gr
     # reaches the target -- the first grid value that does, then bisection down to
     # within 5%; bisection stays above k - 1, so no reorder below k is ever chosen.
     candidates = []
-    bar = tqdm(total=len(leaves_grid), desc="tuning ScaNN", disable=not progress, leave=False)
+    # leave=True, and the total cut to the leaves actually tried: the bar ends complete
+    # on its own line, so the next printed line never lands on it
+    bar = tqdm(total=len(leaves_grid), desc="tuning ScaNN", disable=not progress, leave=True)
     for leaves in leaves_grid:
         bar.update(1)
         low, met = k - 1, None
@@ -184,6 +186,8 @@ def tune(index, queries, *, target_recall=0.95, k=10, confidence=0.95, leaves_gr
         candidates.append((leaves, high, high_recall, high_bound))
         if high <= k or len(candidates) >= 4:
             break
+    bar.total = bar.n
+    bar.refresh()
     bar.close()
 
     # Phase 2 (timed): the candidates in interleaved rounds, so that load from other

@@ -30,7 +30,7 @@ import tensorflow as tf
 from twotower.artifacts import (OutputPathError, atomic_directory, atomic_write_json,
                                 check_output_dir)
 from twotower.data import movielens
-from twotower.reporting import format_table, plot_curves, write_metrics
+from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
 from twotower.towers import feature_tower as ft
 from twotower.towers.retrieval_report import KS, popularity_report, retrieval_report
 from twotower.towers.two_tower_model import TwoTowerModel
@@ -164,7 +164,10 @@ def add_common_arguments(parser, defaults=None):
     g = parser.add_argument_group("output")
     g.add_argument("--out", default=d.out,
                    help="output folder: index/ (the trained towers and the tuned ScaNN "
-                   "index, user features and seen items: `twotower serve OUT/index`), "
+                   "index, and every user as the whole log leaves them: features, history "
+                   "up to their last interaction, every item of their log excluded from "
+                   "their answers; the towers are those trained on the training split, not "
+                   "refit on held-out rows: `twotower serve OUT/index`), "
                    "saved_model/ (query tower + index in one SavedModel), metrics.json, "
                    "recall_at_k.png. Written atomically; a folder twotower did not write is "
                    "never replaced (default: print only, write nothing)")
@@ -188,8 +191,7 @@ def add_common_arguments(parser, defaults=None):
                    help="your own interaction log instead of MovieLens: a CSV with a header "
                    "(user_id,item_id,timestamp; string or integer ids; timestamps in Unix "
                    "seconds or ISO-8601), a Parquet file, or a folder of Parquet shards "
-                   "(twotower.data.interactions.csv_to_parquet). A 'rating' column is used "
-                   "by --min-rating")
+                   "(`twotower convert`). A 'rating' column is used by --min-rating")
     g.add_argument("--items", default=d.items, metavar="FILE",
                    help="item feature table (CSV with a header) keyed by the log's item "
                    "column; items only in it are in the corpus too (cold start by features)")
@@ -939,9 +941,10 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
        index/config.py; cosine when the towers L2-normalise, else dot);
     2. tuned (leaves to search, reorder) to ``target_recall`` recall@``k`` against brute
        force on the test users' query embeddings;
-    3. a Retriever with the user feature store — each user's latest query features (the
-       test split holds one row per user, its history ending before the held-out item)
-       — and everything the user saw before it, excluded from u2i answers.
+    3. a Retriever with the user feature store — each user as the whole log leaves them
+       (``data.serving``: history up to and including the last interaction, held-out
+       items too) — and every item of the user's log, excluded from u2i answers. The
+       towers are not refit on the held-out rows: they are the ones the metrics measure.
 
     When the data carries external id vocabularies (``data.item_vocab`` /
     ``data.user_vocab``, 1-D arrays, position = internal id), the index holds internal
@@ -967,14 +970,17 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     test_queries = query_inputs(data, data.test)
     query_vectors = embed(model.query_tower, test_queries, desc="embedding users")
     tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size))
-    # one row per user: its last test row (a temporal split may hold several)
-    all_users = np.asarray(test_queries["user_id"])
-    _, last = np.unique(all_users[::-1], return_index=True)
-    rows = np.sort(len(all_users) - 1 - last)
-    user_table = {k: np.asarray(v)[rows] for k, v in test_queries.items()}
+    # the served state: every user as the whole log leaves them (history up to and
+    # including their last interaction, every item of their log excluded), not the test
+    # split's state before the held-out item, which is only for measuring
+    serving = getattr(data, "serving", None)
+    if serving is None:
+        raise ValueError("the data has no serving state (RetrievalData.serving): build it "
+                         "with twotower.data.movielens.retrieval_task")
+    user_table = {k: np.asarray(v) for k, v in query_inputs(data, serving).items()}
     user_ids = user_table["user_id"]
-    seen_rows = data.exclusions(data.test)
-    user_seen = {int(all_users[r]): item_ids[np.asarray(seen_rows[r], np.int64)] for r in rows}
+    user_seen = {int(u): item_ids[np.asarray(data.seen_all[r], np.int64)]
+                 for u, r in zip(user_ids.tolist(), serving.user.tolist())}
     vocabs = {}
     if item_vocab is not None:
         vocabs["item_vocab"] = np.asarray(item_vocab)
@@ -1085,7 +1091,7 @@ def report(name, config, metrics, data=None, model=None):
                 curves["popularity"] = (list(KS), [pop[f"recall@{k}"] for k in KS])
             plot_curves(os.path.join(tmp, "recall_at_k.png"), curves, xlabel="K",
                         ylabel="recall@K", title=f"{name}: {source} full-corpus recall@K")
-        print(f"wrote {config.out}: " + ("index/ (serve it: twotower serve "
+        print(f"wrote {config.out}: " + (f"index/ (serve it: {twotower_command()} serve "
               f"{os.path.join(config.out, 'index')}), saved_model/, " if export else "")
               + "metrics.json, recall_at_k.png")
     return table

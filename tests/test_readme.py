@@ -1,24 +1,76 @@
-"""The README's model.fit example runs as written, and learns."""
+"""Every Python block of the README runs as printed, in order, in one namespace (as a
+reader pastes them into one session), after the README's own `twotower convert` line has
+made the Parquet folder its log example reads; and the first example learns."""
 
+import os
 import pathlib
 import re
+import shlex
 
 import numpy as np
+import pytest
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_fit_example_runs_and_learns():
+def python_blocks(text):
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
+def readme_command(text, prefix):
+    """The README's first indented command line starting with ``prefix``, as argv
+    (the comment after ``#`` dropped)."""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if line.startswith("    ") and stripped.startswith(prefix):
+            return shlex.split(stripped.split(" #")[0])
+    raise AssertionError(f"no README line starts with {prefix!r}")
+
+
+def write_my_log(folder, n_users=200, n_items=60, seed=0):
+    """my_log.csv as the README shows it: string ids, Unix-second timestamps."""
+    rng = np.random.default_rng(seed)
+    with open(os.path.join(folder, "my_log.csv"), "w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for u in range(n_users):
+            for t in range(8):
+                f.write(f"u{u},item_{int(rng.integers(n_items)):03d},{1714564800 + 60 * t}\n")
+
+
+def test_the_readme_starts_with_its_two_set_up_commands():
     text = README.read_text()
     assert text.index("make demo") < 400 and text.index("make test") < 400
-    code = re.search(r"```python\n(.*?)```", text, re.S).group(1)
+    # the command that puts `twotower` on the PATH follows the set-up commands
+    assert ". .venv/bin/activate" in text[:1200]
+
+
+def test_every_python_block_runs_as_printed(tmp_path, monkeypatch):
+    import twotower.cli as cli
+
+    text = README.read_text()
+    blocks = python_blocks(text)
+    assert len(blocks) >= 4, len(blocks)
+    monkeypatch.chdir(tmp_path)
+    write_my_log(str(tmp_path))
+    argv = readme_command(text, "twotower convert")
+    assert argv[:3] == ["twotower", "convert", "my_log.csv"], argv
+    assert cli.main(argv[1:]) == 0
     scope = {}
-    exec(compile(code, "README.md", "exec"), scope)
+    for number, code in enumerate(blocks, 1):
+        try:
+            exec(compile(code, f"README.md python block {number}", "exec"), scope)
+        except Exception as e:  # name the block that broke
+            pytest.fail(f"README python block {number} failed: {type(e).__name__}: {e}")
+    # the first example learns: each user's 5 liked items near the top of its 500 scores
     u, v = scope["user_vectors"], scope["item_vectors"]
     assert u.shape == (1000, 32) and v.shape == (500, 32)
-    # each user's 5 liked items should be near the top of its 500 scores
     users = np.arange(200)
     top = np.argsort(-(u[users] @ v.T), axis=1)[:, :10]
     liked = (users[:, None] * 7 + np.arange(5)) % 500
     hits = np.mean([np.isin(liked[i], top[i]).mean() for i in range(200)])
     assert hits > 0.5, hits
+    # the index block: answers by user id leave out what the user has seen
+    ids = scope["retriever"].u2i_users([0, 1], k=10)[0]
+    for row, user in zip(ids, (0, 1)):
+        assert not set(row.tolist()) & set(scope["seen"][user].tolist())
+    assert scope["r"].num_items == 499

@@ -25,7 +25,7 @@ import numpy as np
 
 from twotower.towers.evaluation import count_repeats, popularity_scores, positive_ranks, top_k
 
-KS = (10, 20, 50, 100)
+KS = (1, 5, 10, 20, 50, 100)
 
 
 def rank_metrics(ranks, ks=KS, ndcg_ks=(10, 50)):

@@ -23,9 +23,11 @@ def ensure_keras2() -> None:
     """Makes ``tf.keras`` resolve to tf_keras, or raises ImportError that says how."""
     if "tensorflow" not in sys.modules:
         os.environ["TF_USE_LEGACY_KERAS"] = "1"
-        # TensorFlow's C++ INFO lines (CUDA stubs, oneDNN notes) drown the output of
-        # recipes; a user who wants them sets TF_CPP_MIN_LOG_LEVEL themselves.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        # TensorFlow's C++ log (the cuInit error on a machine without a GPU, XLA's
+        # "compiled cluster" line, oneDNN notes) drowns the output of recipes: off unless
+        # TWOTOWER_DEBUG is set; a user who wants it sets TF_CPP_MIN_LOG_LEVEL themselves.
+        if os.environ.get("TWOTOWER_DEBUG", "") in ("", "0"):
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
         return
     import tensorflow as tf  # already imported: this costs nothing
 

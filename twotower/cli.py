@@ -7,7 +7,13 @@ file only dispatches, so `twotower word2vec --help` is the recipe's own help.
 Bad input — a ValueError (OutputPathError and UnknownIdError are ValueErrors), a missing,
 existing, unreadable or undecodable file, a corrupt zip — ends the command with one line
 on stderr, ``twotower <command>: error: <message>``, and exit status 2, as argparse does
-for a bad flag. ``TWOTOWER_DEBUG=1`` re-raises instead, for the traceback.
+for a bad flag. ``TWOTOWER_DEBUG=1`` re-raises instead, for the traceback. Bare
+``twotower`` prints the usage on stderr and exits 2, as argparse does for a missing
+command.
+
+TensorFlow's C++ log (on a machine without a GPU, the ``cuInit`` error; XLA's "compiled
+cluster" line) and absl's Python log lines are off unless ``TWOTOWER_DEBUG=1`` or the
+user set ``TF_CPP_MIN_LOG_LEVEL`` themselves.
 """
 
 import importlib
@@ -43,15 +49,43 @@ def _usage():
     return "\n".join(lines)
 
 
+def _debug():
+    return os.environ.get("TWOTOWER_DEBUG", "") not in ("", "0")
+
+
+def quiet_tensorflow(native=False):
+    """Silences absl's and TensorFlow's Python warnings for this process, unless
+    ``TWOTOWER_DEBUG`` is set (TensorFlow's C++ log is set by ``import twotower``, before
+    TensorFlow is imported: twotower/_keras2.py). ``native``: also drop absl's C++
+    INFO/WARNING lines from file descriptor 2 (twotower/_quiet.py) — for a real command
+    line only, not for a caller that runs :func:`main` inside its own process."""
+    if _debug():
+        return
+    import logging
+
+    if native:
+        from twotower._quiet import filter_native_stderr
+
+        filter_native_stderr()
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
 def main(argv=None):
+    command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
+    if not argv:
+        print(_usage(), file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
         print(f"twotower: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    quiet_tensorflow(native=command_line)
     try:
         module = importlib.import_module(COMMANDS[name][0])
     except ModuleNotFoundError as e:
@@ -62,7 +96,7 @@ def main(argv=None):
     try:
         result = module.main(rest)
     except INPUT_ERRORS as e:
-        if os.environ.get("TWOTOWER_DEBUG", "") not in ("", "0"):
+        if _debug():
             raise
         print(f"twotower {name}: error: {_one_line(e)}", file=sys.stderr)
         return 2

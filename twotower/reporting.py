@@ -57,8 +57,10 @@ def format_table(rows, columns=None, floatfmt="{:.4f}"):
     return "\n".join(out)
 
 
-def plot_curves(path, curves, *, xlabel, ylabel, title=None, logx=False):
-    """Saves a PNG line plot. ``curves`` maps a label to (xs, ys)."""
+def plot_curves(path, curves, *, xlabel, ylabel, title=None, logx=False, styles=None):
+    """Saves a PNG line plot. ``curves`` maps a label to (xs, ys); ``styles`` optionally
+    maps a label to matplotlib line keywords (e.g. a dashed line over a solid one, so
+    that two equal curves both stay visible)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -66,7 +68,7 @@ def plot_curves(path, curves, *, xlabel, ylabel, title=None, logx=False):
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
     for label, (xs, ys) in curves.items():
-        ax.plot(xs, ys, marker="o", label=label)
+        ax.plot(xs, ys, **{"marker": "o", "label": label, **(styles or {}).get(label, {})})
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -82,3 +84,20 @@ def plot_curves(path, curves, *, xlabel, ylabel, title=None, logx=False):
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def twotower_command():
+    """How to type the ``twotower`` command in this environment, for printed hints:
+    ``twotower`` when it is on PATH, else the console script beside the running Python
+    (``.venv/bin/twotower`` after ``make setup`` without an activated venv), else
+    ``python -m twotower.cli`` with that Python."""
+    import shutil
+    import sys
+
+    if shutil.which("twotower"):
+        return "twotower"
+    here = os.path.join(os.path.dirname(sys.executable), "twotower")
+    if os.path.isfile(here) and os.access(here, os.X_OK):
+        rel = os.path.relpath(here)
+        return here if rel.startswith("..") else rel
+    return f"{sys.executable} -m twotower.cli"

@@ -174,6 +174,28 @@ def test_leave_last_out_split_and_histories(ml100k_dir):
     assert data.test.query["age_bucket"][row] == 18 and data.test.query["zip"][row] == "85"
 
 
+def test_serving_state_is_the_whole_logs(ml100k_dir):
+    """What a served model answers from: each user after all their interactions —
+    history up to and including the last one, every item of the log as seen."""
+    data = ml.prepare_retrieval(ml.load_movielens(ml100k_dir),
+                                ml.RetrievalConfig(history_length=3, min_user_interactions=1))
+    item = {int(m): i for i, m in enumerate(data.items["movie_id"])}
+    s = data.serving
+    assert sorted(s.user.tolist()) == [0, 1, 2]  # one row per user with interactions
+    row = {int(u): r for r, u in enumerate(s.user)}
+    # user 1: 10, 20, 30, 40 in time order -> history 40, 30, 20 (the held-out 40 first)
+    assert s.query["history"][row[0]].tolist() == [item[40] + 1, item[30] + 1, item[20] + 1]
+    assert s.item[row[0]] == item[40] and s.query["zip"][row[0]] == "85"
+    # user 3's single rating is their whole history
+    assert s.query["history"][row[2]].tolist() == [item[10] + 1, 0, 0]
+    assert sorted(data.seen_all[0].tolist()) == sorted(item[m] for m in (10, 20, 30, 40))
+    assert sorted(data.seen_all[1].tolist()) == sorted(item[m] for m in (10, 20, 30))
+    # history_length 0: no history column content, the state is still there
+    none = ml.prepare_retrieval(ml.load_movielens(ml100k_dir),
+                                ml.RetrievalConfig(history_length=0, min_user_interactions=1))
+    assert none.serving.query["history"].shape == (3, 0)
+
+
 def test_threshold_and_min_interactions(ml100k_dir):
     data = ml.prepare_retrieval(ml.load_movielens(ml100k_dir),
                                 ml.RetrievalConfig(min_rating=4, min_user_interactions=3))

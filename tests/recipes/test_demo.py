@@ -16,6 +16,9 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert "Movies like Star Wars (1977)" in text and "User 1 " in text
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["reload_same_ids"] == 1 and metrics["saved_model_same_ids"] == 1
+    # every user's served top 10 leaves out every movie of their log, the last one too
+    assert metrics["served_own_items_returned"] == 0
+    assert metrics["i2i_agreement@10"] > metrics["popularity_i2i_agreement@10"]
     assert metrics["index_vs_exact_recall@10"] >= 0.95
     # the index's own answers score as the exact evaluation does
     assert metrics["index_recall@10"] == pytest.approx(metrics["model_recall@10"], abs=0.01)

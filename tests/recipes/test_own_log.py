@@ -68,20 +68,52 @@ def test_index_answers_in_the_logs_own_string_ids(own_log_run, served):
     ids = np.asarray(ids)
     assert ids.shape == (1, 10) and ids.dtype.kind == "U", ids
     assert all(i.startswith("item_") for i in ids[0])
-    # seen items are excluded: u0's training and validation items are not recommended
-    seen = set()
+    # the served state is the whole log's: every item of a user's own log, the held-out
+    # last one included, is excluded from their answers — for every user
     with open(os.path.join(os.path.dirname(out), "my_log.csv")) as f:
         rows = [line.strip().split(",") for line in f][1:]
-    u0 = sorted((int(t), i) for u, i, t in rows if u == "u0")
-    seen = {i for _, i in u0[:-1]}  # all but the held-out last one
-    assert not seen & set(ids[0].tolist()), (seen & set(ids[0].tolist()))
+    logged = {}
+    for u, i, _ in rows:
+        logged.setdefault(u, set()).add(i)
+    users = sorted(logged)
+    found, _ = retriever.u2i_users(users, 10)
+    assert {u: logged[u] & set(row.tolist()) for u, row in zip(users, found)
+            if logged[u] & set(row.tolist())} == {}
+    seen = logged["u0"]
 
     # the same folder behind `twotower serve`, asked by the log's own string ids
-    (status, body), (missing_status, missing) = served(
-        retriever, [("/u2i", {"user_ids": [user], "k": 10}) for user in ("u0", "nobody")])
+    answers = served(retriever, [("/u2i", {"user_ids": [user], "k": 10})
+                                 for user in ("u0", "nobody")]
+                     + [("/u2i", {"user_ids": users[a:a + 80], "k": 10})
+                        for a in range(0, len(users), 80)])
+    (status, body), (missing_status, missing) = answers[:2]
     assert status == 200 and body["item_ids"][0] == ids[0].tolist()
     assert not seen & set(body["item_ids"][0])
     assert missing_status == 404 and "nobody" in missing["error"]
+    served_rows = [row for st, b in answers[2:] for row in b["item_ids"]]
+    assert all(st == 200 for st, _ in answers[2:]) and len(served_rows) == len(users)
+    assert not any(logged[u] & set(row) for u, row in zip(users, served_rows))
+
+
+def test_served_history_ends_with_the_users_last_item(own_log_run):
+    """The exported user table feeds the query tower each user's history as the whole
+    log leaves it: most recent first, the held-out last item at its head."""
+    code, out = own_log_run
+    from twotower.index import load
+
+    retriever = load(os.path.join(out, "index"))
+    with open(os.path.join(os.path.dirname(out), "my_log.csv")) as f:
+        rows = [line.strip().split(",") for line in f][1:]
+    last = {}
+    for u, i, t in rows:
+        if u not in last or int(t) > last[u][0]:
+            last[u] = (int(t), i)
+    table = retriever.user_table
+    users = retriever.user_vocab.external(table["user_id"])
+    heads = table["history"][:, 0] - 1  # item index + 1, most recent first
+    assert np.all(table["history"][:, 0] > 0)
+    got = retriever.item_vocab.external(heads)
+    assert {u: g for u, g in zip(users, got) if g != last[u][1]} == {}
 
 
 def test_data_flag_on_a_csv_log_points_to_interactions(tmp_path, capsys):

@@ -29,6 +29,16 @@ def test_cli_exports_index_and_model_and_beats_popularity(planted_ml100k, tmp_pa
     assert os.path.getsize(os.path.join(out, "recall_at_k.png")) > 0
     text = capsys.readouterr().out
     assert "recall@50" in text and f"twotower serve {os.path.join(out, 'index')}" in text
+    # no user is served an item of their own log, the held-out last one included
+    from twotower.index import persistence
+
+    logged = {}
+    for line in open(os.path.join(planted_ml100k, "u.data")):
+        u, m = line.split("\t")[:2]
+        logged.setdefault(int(u), set()).add(int(m))
+    users = sorted(logged)
+    found, _ = persistence.load(os.path.join(out, "index")).u2i_users(users, 10)
+    assert not any(logged[u] & set(row.tolist()) for u, row in zip(users, found))
     # a second run is refused before any work unless told to replace the first
     before = open(os.path.join(out, "metrics.json")).read()
     with pytest.raises(OutputPathError, match="--overwrite"):
