@@ -9,10 +9,20 @@ towers embed:
     numeric       a number (price, year, age)                         → standardised
     multi_hot     a ``|``-separated set (Action|Comedy)               → mean embedding
 
+The file is comma-, tab-, semicolon- or pipe-separated (detected, as for the interaction
+log: ``interactions.detect_dialect``) and its first line names the columns.
+
+Missing values. Ids and categorical, text and multi_hot values are text, read as written:
+``NA``, ``null``, ``NaN``, ``N/A`` are values like any other (a country code, a brand).
+Only an empty field is missing. In a numeric column an empty field and the pandas null
+markers (``interactions.NULL_MARKERS``: ``NA``, ``NaN``, ``null``, ``N/A``…) are missing
+(filled with the column's mean, as an empty cell is).
+
 Kinds are named (``categorical=["brand"]``, as ``--item-categorical brand`` on the command
 line) or inferred per column from its values:
 
-* every non-empty value parses as a number → numeric;
+* every value that is not empty or a null marker parses as a number (at least one does)
+  → numeric;
 * some value contains ``|`` → multi_hot;
 * the values are long (mean ≥ 24 characters) or multi-word with mostly distinct values
   (mean ≥ 2 words and more than half the rows distinct) → text;
@@ -27,6 +37,9 @@ import os
 import re
 
 import numpy as np
+
+from twotower.data.interactions import (NULL_MARKERS, _looks_like_data, _utf8_error,
+                                        detect_dialect, no_header_error)
 
 KINDS = ("categorical", "text", "numeric", "multi_hot")
 MULTI_SEP = "|"
@@ -62,6 +75,8 @@ class FeatureTable:
             if kind == "numeric":
                 finite = v[np.isfinite(v)]
                 hint = (f"{finite.min():g}..{finite.max():g}" if len(finite) else "all empty")
+                if 0 < len(finite) < len(v):
+                    hint += f", {len(v) - len(finite)} missing"
             elif kind == "multi_hot":
                 toks = {t for x in v for t in split_multi(x)}
                 hint = f"{len(toks)} distinct tokens"
@@ -112,9 +127,17 @@ def split_multi(value):
 
 def _is_number(text):
     try:
-        return np.isfinite(float(text))
+        return bool(np.isfinite(float(text)))
     except ValueError:
         return False
+
+
+_MISSING = frozenset(NULL_MARKERS)
+
+
+def is_missing_number(text):
+    """True for what a numeric column reads as missing: an empty field or a null marker."""
+    return not text.strip() or text.strip() in _MISSING
 
 
 def infer_kind(values):
@@ -122,7 +145,8 @@ def infer_kind(values):
     nonempty = [v for v in values if v.strip()]
     if not nonempty:
         return "categorical"
-    if all(_is_number(v) for v in nonempty):
+    present = [v for v in nonempty if not is_missing_number(v)]
+    if present and all(_is_number(v) for v in present):
         return "numeric"
     if any(MULTI_SEP in v for v in nonempty):
         return "multi_hot"
@@ -148,7 +172,8 @@ def _names(arg, flag):
 
 def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
                        multi_hot=None, infer=True, flag_prefix="--item"):
-    """Reads a CSV feature table (UTF-8, header line) keyed by column ``key``.
+    """Reads a CSV feature table (UTF-8, header line; the delimiter detected) keyed by
+    column ``key``.
 
     Args:
       path: the CSV file.
@@ -162,9 +187,10 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: an empty file, no ``key`` column, a named column that is not in the
-        file, a column named twice, a duplicate or empty id, a numeric column with a
-        non-number (all naming the file, the line and the value), bytes that are not UTF-8.
+      ValueError: an empty file, a first line that is data rather than a header, no
+        ``key`` column, a named column that is not in the file, a column named twice, a
+        duplicate or empty id, a numeric column with a non-number (all naming the file,
+        the line and the value), bytes that are not UTF-8.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -172,17 +198,19 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
     if os.path.getsize(path) == 0:
         raise ValueError(f"{path}: the feature table is empty (expected a header line with "
                          f"{key!r} and feature columns)")
+    dialect = detect_dialect(path)
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f))
+            rows = list(csv.reader(f, delimiter=dialect.delimiter))
     except UnicodeDecodeError:
-        from twotower.data.interactions import _utf8_error
-
         raise _utf8_error(path) from None
     header = [h.strip() for h in rows[0]]
     body = [(lineno, r) for lineno, r in enumerate(rows[1:], start=2) if any(x.strip() for x in r)]
     if key not in header:
-        raise ValueError(f"{path}: no key column {key!r}; the file has columns {header}")
+        if _looks_like_data(header) is not None:
+            raise no_header_error(path, dialect, (key,))
+        raise ValueError(f"{path}: no key column {key!r}; the file has columns {header} "
+                         f"({dialect.description})")
     named = {}
     for kind, arg in (("categorical", categorical), ("text", text), ("numeric", numeric),
                       ("multi_hot", multi_hot)):
@@ -226,7 +254,7 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
         if kind == "numeric":
             col = np.full(len(values), np.nan)
             for i, ((lineno, _), v) in enumerate(zip(body, values)):
-                if v.strip():
+                if not is_missing_number(v):
                     if not _is_number(v):
                         raise ValueError(f"{path}: line {lineno}: numeric column {name!r} "
                                          f"holds {v!r}")

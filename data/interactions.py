@@ -10,12 +10,27 @@ The log is a table with one row per interaction (a click, a watch, a purchase):
     (optional)  any other columns   per-interaction query features (device, country…)
                                     and ``rating`` (``--min-rating`` keeps rows >= it)
 
-It is read from a CSV file with a header line (the three column names can be renamed:
-``ColumnNames``), from one Parquet file, or from a folder of Parquet shards
-(``part-00000.parquet``, …, read in name order). ``csv_to_parquet`` turns a CSV into
-shards in bounded memory; ``interactions_dataset`` streams shards into ``tf.data``;
-``build_vocabularies`` makes the user and item vocabularies (external id → int64 index in
-order of decreasing count) and their counts — what the logQ correction needs — in one pass.
+It is read from a delimited text file with a header line (``.csv``, ``.tsv``, optionally
+gzipped; the three column names can be renamed: ``ColumnNames``), from one Parquet file, or
+from a folder of Parquet shards (``part-00000.parquet``, …, read in name order).
+``csv_to_parquet`` turns a CSV into shards in bounded memory; ``interactions_dataset``
+streams shards into ``tf.data``; ``build_vocabularies`` makes the user and item vocabularies
+(external id → int64 index in order of decreasing count) and their counts — what the logQ
+correction needs — in one pass.
+
+Text files (``detect_dialect``). The delimiter is detected from the first 64 KiB: comma,
+tab, semicolon or pipe, whichever splits the first line into two or more fields and the
+other lines into as many (ties: comma first, tab first for ``.tsv``). The first line is
+always the header, as pandas' ``read_csv`` reads it; a file whose first line holds data
+(a number or a date where a column name should be) and lacks the wanted columns is refused
+with an error that says so and what header line to add — twotower does not guess what an
+unnamed column means.
+
+Missing values. Ids are strings, read as written: ``NA``, ``N/A``, ``null``, ``NaN``,
+``#N/A``, ``None`` are ids like any other (pandas and pyarrow would read them as missing).
+Only an empty field (or ``""``) is missing, and a missing user, item or timestamp is an
+error. In numeric columns only — ``rating``, numeric features — the pandas null markers
+(``NULL_MARKERS``) and an empty field are a missing value.
 
 Why Parquet and not TFRecord. The log is a table, and Parquet (Apache Arrow's pyarrow) is
 the table format the people who produce logs already use: pandas, Spark, DuckDB, BigQuery
@@ -29,14 +44,16 @@ well (ids repeat). Each shard holds row groups, so a file is streamed batch by b
 a native tf.data reader op, matters little here: the rows are decoded by Arrow's C++ code
 in a ``tf.data`` generator, interleaved over files.
 
-Errors: a missing column, an empty file, bytes that are not UTF-8, an empty field or a
-timestamp that cannot be parsed raise a ValueError naming the file, the line (CSV) or row
-(Parquet) and the value.
+Errors: a missing column, an empty file, a first line that is data (no header), a line
+with more or fewer fields than the header, bytes that are not UTF-8, an empty field, a
+timestamp that cannot be parsed or a rating that is not a number raise a ValueError naming
+the file, the line (CSV) or row (Parquet) and the value.
 """
 
 import csv
 import dataclasses
 import datetime
+import gzip
 import io
 import os
 
@@ -50,7 +67,15 @@ from twotower.artifacts import atomic_directory, check_output_dir
 
 COLUMNS = ("user_id", "item_id", "timestamp")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz")
+# the field delimiters a text log may use, in order of preference when several fit
+DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+# What pandas (read_csv na_values) and pyarrow (ConvertOptions.null_values) read as a
+# missing value by default. Ids and categorical features are text, read as written ("NA"
+# is a country, "null" a user name); only numeric columns (rating, numeric features) read
+# these as missing.
+NULL_MARKERS = ("#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+                "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null")
 # Column names other tools use for the same thing, accepted when the default is absent
 # (MovieLens's ratings.csv says userId, movieId).
 ALIASES = {
@@ -105,19 +130,21 @@ class Interactions:
 
 # ----------------------------------------------------------------------------- files
 
-def list_files(path):
+def list_files(path, *, name="interactions path"):
     """The files of a log: ``[path]`` for a file; for a folder its Parquet shards in name
     order, else its one CSV (``interactions.csv`` or ``ratings.csv`` when there are several).
+
+    ``name``: how messages call ``path`` (the caller's flag, e.g. ``--interactions``).
 
     Raises FileNotFoundError for a missing path, ValueError for a folder with no log.
     """
     if not isinstance(path, (str, os.PathLike)):
-        raise ValueError(f"interactions path must be a file or folder path, got {path!r}")
+        raise ValueError(f"{name} must be a file or folder path, got {path!r}")
     path = os.fspath(path)
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"interactions path {path!r} does not exist")
+        raise FileNotFoundError(f"{name} {path!r} does not exist")
     names = sorted(n for n in os.listdir(path) if not n.startswith((".", "_")))
     shards = [os.path.join(path, n) for n in names if n.endswith(PARQUET_SUFFIXES)]
     if shards:
@@ -129,7 +156,7 @@ def list_files(path):
     if len(csvs) == 1:
         return [os.path.join(path, csvs[0])]
     raise ValueError(
-        f"interactions folder {path!r} holds no .parquet shards and "
+        f"{name} {path!r} is a folder with no .parquet shards and "
         + (f"several CSV files {csvs}: pass the file itself" if csvs else "no CSV file"))
 
 
@@ -137,9 +164,13 @@ def _is_parquet(file):
     return file.endswith(PARQUET_SUFFIXES)
 
 
+def _open_binary(file):
+    return gzip.open(file, "rb") if file.endswith(".gz") else open(file, "rb")
+
+
 def _utf8_error(file, data=None):
     """The ValueError for the first line of ``file`` that is not UTF-8."""
-    with open(file, "rb") as f:
+    with _open_binary(file) as f:
         for lineno, line in enumerate(f, start=1):
             try:
                 line.decode("utf-8")
@@ -151,19 +182,113 @@ def _utf8_error(file, data=None):
     return ValueError(f"{file}: invalid UTF-8 data")
 
 
+@dataclasses.dataclass(frozen=True)
+class CsvDialect:
+    """What ``detect_dialect`` found in a text file.
+
+    delimiter: one of DELIMITERS; header: the first line's fields, stripped (() for an
+    empty file, ("",) for a blank first line).
+    """
+
+    delimiter: str
+    header: tuple
+
+    @property
+    def description(self):
+        """'comma-separated', 'tab-separated', …"""
+        return f"{DELIMITERS[self.delimiter]}-separated"
+
+
+def detect_dialect(file, *, sample_bytes=1 << 16):
+    """The delimiter and header of a text file, from its first ``sample_bytes`` bytes.
+
+    Each of DELIMITERS (comma, tab, semicolon, pipe) splits the sample into records (CSV
+    quoting respected, blank lines skipped); a candidate must split the first line into 2
+    or more fields, and the one whose other lines most often have that many fields wins
+    (ties: the order of DELIMITERS, tab first for a ``.tsv`` file). With no candidate (a
+    one-column file) the delimiter is a comma (a tab for ``.tsv``). The first line is the
+    header: whether it holds names or data is the caller's question (``_looks_like_data``).
+
+    Raises ValueError (naming the line) for bytes that are not UTF-8.
+    """
+    with _open_binary(file) as f:
+        raw = f.read(sample_bytes + 1)
+    complete = len(raw) <= sample_bytes
+    errors = "strict"
+    if not complete:
+        raw = raw[:sample_bytes]
+        cut = raw.rfind(b"\n")
+        if cut >= 0:
+            raw = raw[:cut + 1]
+        else:  # one very long first line: it may end inside a character
+            errors = "ignore"
+    try:
+        text = raw.decode("utf-8-sig", errors=errors)
+    except UnicodeDecodeError:
+        raise _utf8_error(file) from None
+    order = list(DELIMITERS)
+    if file.endswith((".tsv", ".tsv.gz", ".tab")):
+        order.remove("\t")
+        order.insert(0, "\t")
+    best, best_score = order[0], -1.0
+    for d in order:
+        try:
+            records = [r for r in csv.reader(io.StringIO(text), delimiter=d) if r]
+        except csv.Error:
+            continue
+        if not complete and len(records) > 1:
+            records = records[:-1]  # the sample may end inside it
+        if not records or len(records[0]) < 2:
+            continue
+        width = len(records[0])
+        score = sum(len(r) == width for r in records) / len(records)
+        if score > best_score:
+            best, best_score = d, score
+    try:
+        first = next(csv.reader(io.StringIO(text), delimiter=best), [])
+    except csv.Error:
+        first = text.splitlines()[:1]
+    if not first and text.strip(" \t\r\n") != "":
+        first = [""]  # a blank first line
+    return CsvDialect(best, tuple(x.strip() for x in first))
+
+
+def _looks_like_data(fields):
+    """The first field of a header line that is a number or a date/time (a value, not a
+    column name), or None."""
+    for v in fields:
+        if not v:
+            continue
+        try:
+            _parse_datetime(v)
+            return v
+        except (ValueError, TypeError, OverflowError):
+            pass
+    return None
+
+
+def no_header_error(file, dialect, names):
+    """The ValueError for a text file whose first line is data: it names the line, the
+    value that gave it away and the header line to add (``names`` first, e.g. user_id,
+    item_id, timestamp, rating for a log)."""
+    value = _looks_like_data(dialect.header)
+    width = len(dialect.header)
+    want = list(names)[:width] + [f"column{j}" for j in range(len(names) + 1, width + 1)]
+    example = dialect.delimiter.join(want)
+    return ValueError(
+        f"{file}: the file appears to have no header line: line 1 holds values such as "
+        f"{value!r}, not column names. twotower reads the first line as the header (as "
+        f"pandas does): add a first line naming the {width} columns in their order, such as "
+        f"{example!r} ({dialect.description})")
+
+
 def _csv_header(file):
-    """The header fields of a CSV file (ValueError: empty file, not UTF-8)."""
+    """The header fields of a text file (ValueError: empty file, blank first line, not
+    UTF-8)."""
     if os.path.getsize(file) == 0:
         raise ValueError(f"{file}: the file is empty (expected a header line such as "
                          f"{','.join(COLUMNS)} and one row per interaction)")
-    with open(file, "rb") as f:
-        first = f.readline()
-    try:
-        text = first.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise _utf8_error(file) from None
-    fields = next(csv.reader(io.StringIO(text)), [])
-    fields = [x.strip() for x in fields]
+    fields = list(detect_dialect(file).header)
     if not any(fields):
         raise ValueError(f"{file}: line 1 is blank; expected a header line such as "
                          f"{','.join(COLUMNS)}")
@@ -179,11 +304,22 @@ def _file_columns(file):
     return _csv_header(file)
 
 
-def resolve_columns(file, columns=None, extra=()):
+def describe_file(file):
+    """How a log file is read, for summaries: 'Parquet' or 'tab-separated text' and so on."""
+    if _is_parquet(file):
+        return "Parquet"
+    return f"{detect_dialect(file).description} text"
+
+
+def resolve_columns(file, columns=None, extra=(), *, extra_flag="extra column"):
     """Maps the wanted columns onto ``file``'s columns: returns (ColumnNames actually in the
     file, list of extra columns present). A default name that is absent falls back to a
-    known alias (``userId``, ``movieId``…); a missing column is a ValueError naming the file,
-    the column and the columns it has."""
+    known alias (``userId``, ``movieId``…).
+
+    Raises ValueError, naming the file: a text file whose first line is data rather than
+    a header; a missing column (naming the column, the flag that renames it — ``--user-col``
+    … — and the columns the file has); a missing extra column (naming ``extra_flag``).
+    """
     columns = columns or ColumnNames()
     have = _file_columns(file)
     resolved = {}
@@ -195,13 +331,21 @@ def resolve_columns(file, columns=None, extra=()):
         if name not in have and name == default:
             name = next((a for a in ALIASES[default] if a in have), name)
         if name not in have:
+            if not _is_parquet(file) and _looks_like_data(have) is not None:
+                raise no_header_error(file, detect_dialect(file),
+                                      COLUMNS + ("rating",))
+            hint = ""
+            if not _is_parquet(file) and len(have) == 1:
+                hint = (f" (line 1 has a single field: twotower reads fields separated by "
+                        f"{', '.join(DELIMITERS.values())})")
             raise ValueError(
                 f"{file}: no {field} column {getattr(columns, field)!r}; the file has columns "
-                f"{have}. Name it with --{field}-col (ColumnNames({field}=...))")
+                f"{have}{hint}. Name the {field} column with --{field}-col")
         resolved[field] = name
     missing = [c for c in extra if c not in have]
     if missing:
-        raise ValueError(f"{file}: no column(s) {missing}; the file has columns {have}")
+        raise ValueError(f"{extra_flag} {', '.join(missing)}: {file} has no such column; it "
+                         f"has columns {have}")
     return ColumnNames(**resolved), list(extra)
 
 
@@ -210,7 +354,7 @@ def resolve_columns(file, columns=None, extra=()):
 def _csv_line_of_row(file, row):
     """The 1-based line number of data row ``row`` (0-based; blank lines skipped)."""
     seen = -1
-    with open(file, "rb") as f:
+    with _open_binary(file) as f:
         f.readline()
         for lineno, line in enumerate(f, start=2):
             if line.strip():
@@ -294,9 +438,43 @@ def _check_no_nulls(batch, names, file, first_row):
             raise ValueError(f"{_where(file, first_row + bad)}: empty {name!r} field")
 
 
+def _ratings(col, file, first_row, name="rating"):
+    """A rating column (Arrow, one batch) → float64 numpy, NaN where missing: an empty
+    field or one of NULL_MARKERS. Raises ValueError naming the file, line and value for
+    text that is not a number."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    t = col.type
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t):
+        return pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+    if not (pa.types.is_string(t) or pa.types.is_large_string(t)):
+        raise ValueError(f"{file}: {name!r} column has type {t}, expected numbers")
+    text = pc.utf8_trim_whitespace(col)
+    missing = pc.fill_null(pc.or_(pc.equal(text, ""),
+                                  pc.is_in(text, value_set=pa.array(NULL_MARKERS))), True)
+    text = pc.if_else(missing, pa.scalar(None, text.type), text)
+    try:
+        return pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    values = text.to_pylist()
+    for i, v in enumerate(values):
+        if v is None:
+            continue
+        try:
+            float(v)
+        except ValueError:
+            raise ValueError(
+                f"{_where(file, first_row + i)}: {name!r} value {v!r} is not a number (a "
+                f"rating must be a number; an empty field is a missing rating)") from None
+    raise ValueError(f"{file}: {name!r} column is not numeric")
+
+
 def _raw_batches(file, names, batch_size):
-    """Arrow record batches of the columns ``names`` of one file (CSV: every column read as
-    text, so an id column is never typed from its first block alone)."""
+    """Arrow record batches of the columns ``names`` of one file (text: every column read
+    as text, so an id column is never typed from its first block alone; the delimiter
+    detected by ``detect_dialect``; only an empty field is null — ``NA``, ``null``… are
+    text)."""
     if _is_parquet(file):
         try:
             pf = pq.ParquetFile(file)
@@ -305,13 +483,18 @@ def _raw_batches(file, names, batch_size):
         except (pa.ArrowInvalid, OSError) as e:
             raise ValueError(f"{file}: not a readable Parquet file ({e})") from None
         return
+    dialect = detect_dialect(file)
     try:
         reader = pacsv.open_csv(
             file,
-            read_options=pacsv.ReadOptions(block_size=1 << 22),
+            # the header as detect_dialect read it (names stripped of spaces)
+            read_options=pacsv.ReadOptions(block_size=1 << 22,
+                                           column_names=list(dialect.header), skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter),
             convert_options=pacsv.ConvertOptions(
                 include_columns=names, column_types={n: pa.string() for n in names},
-                strings_can_be_null=True, quoted_strings_can_be_null=False))
+                null_values=[""], strings_can_be_null=True,
+                quoted_strings_can_be_null=True))
         pending = None
         for b in reader:
             # rebatch to batch_size rows (the CSV reader cuts by bytes)
@@ -325,7 +508,24 @@ def _raw_batches(file, names, batch_size):
     except pa.ArrowInvalid as e:
         if "UTF8" in str(e) or "utf8" in str(e).lower():
             raise _utf8_error(file) from None
+        if "Expected" in str(e) and "columns" in str(e):
+            raise _ragged_line_error(file, dialect) from None
         raise ValueError(f"{file}: {e}") from None
+
+
+def _ragged_line_error(file, dialect):
+    """The ValueError for the first line whose field count differs from the header's."""
+    width = len(dialect.header)
+    with _open_binary(file) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=dialect.delimiter)
+        for record in reader:
+            if record and len(record) != width and reader.line_num > 1:
+                return ValueError(
+                    f"{file}: line {reader.line_num} has {len(record)} fields, the header has "
+                    f"{width} ({dialect.description}): "
+                    f"{dialect.delimiter.join(record)[:80]!r}")
+    return ValueError(f"{file}: a line has more or fewer fields than the header's {width}")
 
 
 def iter_batches(path, columns=None, *, extra=(), batch_size=65536):
@@ -382,7 +582,8 @@ def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
       path: the file or folder.
       columns: ColumnNames (default user_id, item_id, timestamp; ``userId``/``movieId``
         and other aliases are accepted when the default is absent).
-      extra: other columns to keep (query features; ``rating``).
+      extra: other columns to keep (query features, as text; ``rating``, as float64 with
+        NaN for an empty field or a NULL_MARKERS value).
       id_type: "auto" (integer ids when every id of a column is an integer, else strings),
         "string" or "int".
 
@@ -390,7 +591,11 @@ def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
     """
     if id_type not in ("auto", "string", "int"):
         raise ValueError(f"id_type must be 'auto', 'string' or 'int', got {id_type!r}")
-    batches = [b for _, _, b in iter_batches(path, columns, extra=extra)]
+    batches, ratings = [], []
+    for file, row, b in iter_batches(path, columns, extra=extra):
+        batches.append(b)
+        if "rating" in extra:
+            ratings.append(_ratings(b.column("rating"), file, row))
     files = list_files(path)
     if not batches or sum(b.num_rows for b in batches) == 0:
         raise ValueError(f"{files[0] if len(files) == 1 else path}: no interactions (the file "
@@ -407,10 +612,7 @@ def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
     for c in extra:
         col = table.column(c).combine_chunks()
         if c == "rating":
-            try:
-                extras[c] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
-            except pa.ArrowInvalid as e:
-                raise ValueError(f"{path}: rating column is not numeric ({e})") from None
+            extras[c] = np.concatenate(ratings).astype(np.float64)
         else:
             extras[c] = np.asarray(["" if v is None else str(v) for v in col.to_pylist()],
                                    dtype=object)
@@ -422,65 +624,131 @@ def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
 
 # ----------------------------------------------------------------------------- converter
 
-def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rows_per_shard=1_000_000,
-                   batch_size=65536, id_type="auto", compression="zstd", overwrite=False,
-                   progress=True):
+# how csv_to_parquet's messages name its arguments (``arg_names`` overrides them; the
+# ``twotower convert`` command line passes CLI_NAMES)
+API_NAMES = {"csv_path": "csv_path", "out_dir": "out_dir", "rows_per_shard": "rows_per_shard",
+             "id_type": "id_type", "extra": "extra column", "rating_col": "rating_col"}
+CLI_NAMES = {"csv_path": "CSV", "out_dir": "OUT", "rows_per_shard": "--rows-per-shard",
+             "id_type": "--id-type", "extra": "--extra", "rating_col": "--rating-col"}
+
+
+def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rating_col="auto",
+                   rows_per_shard=1_000_000, batch_size=65536, id_type="auto",
+                   compression="zstd", overwrite=False, progress=True, arg_names=None):
     """Converts a CSV log into a folder of Parquet shards, streaming (memory: one batch).
 
     The shards have the columns user_id, item_id (int64 when every id is an integer and
-    ``id_type`` is "auto", else string), timestamp (int64 Unix seconds) and ``extra``, and
-    are named part-00000.parquet, part-00001.parquet, … with ``rows_per_shard`` rows each
-    (the last one fewer), in row groups of ``batch_size`` rows. "auto" reads the CSV twice
-    (the first pass only looks at the id columns). The folder is written atomically
+    ``id_type`` is "auto", else string), timestamp (int64 Unix seconds), rating (float64,
+    NaN where missing) when there is one, and ``extra`` (text), and are named
+    part-00000.parquet, part-00001.parquet, … with ``rows_per_shard`` rows each (the last
+    one fewer), in row groups of ``batch_size`` rows. "auto" reads the CSV twice (the first
+    pass only looks at the id columns). The folder is written atomically
     (twotower.artifacts.atomic_directory): it appears complete or not at all, and only a
     missing or empty folder, or (``overwrite=True``) an earlier twotower output, is
     accepted — checked before the CSV is read.
 
+    Args:
+      rating_col: the column stored as ``rating``: "auto" (the default) keeps a column
+        named ``rating`` when the log has one; a name keeps that column (it must exist);
+        None keeps none.
+      arg_names: how messages name the arguments (API_NAMES by default; CLI_NAMES for the
+        command line).
+
     Returns the list of shard paths.
     """
+    n = {**API_NAMES, **(arg_names or {})}
     if not isinstance(rows_per_shard, (int, np.integer)) or isinstance(rows_per_shard, bool) \
             or rows_per_shard < 1:
-        raise ValueError(f"rows_per_shard must be an int >= 1, got {rows_per_shard!r}")
+        raise ValueError(f"{n['rows_per_shard']} must be an integer >= 1, got "
+                         f"{rows_per_shard!r}")
     if id_type not in ("auto", "string", "int"):
-        raise ValueError(f"id_type must be 'auto', 'string' or 'int', got {id_type!r}")
-    files = list_files(csv_path)
+        raise ValueError(f"{n['id_type']} must be 'auto', 'string' or 'int', got {id_type!r}")
+    if rating_col is not None and (not isinstance(rating_col, str) or not rating_col.strip()):
+        raise ValueError(f"{n['rating_col']} must be a column name, got {rating_col!r}")
+    extra = tuple(extra)
+    files = list_files(csv_path, name=n["csv_path"])
     if any(_is_parquet(f) for f in files):
-        raise ValueError(f"csv_path {csv_path!r} is already Parquet")
-    check_output_dir(out_dir, overwrite=overwrite, flag="out_dir")  # before any work
+        raise ValueError(f"{n['csv_path']} {os.fspath(csv_path)!r} is already Parquet: "
+                         f"nothing to convert (read it as it is)")
+    check_output_dir(out_dir, overwrite=overwrite, flag=n["out_dir"])  # before any work
+    # the header (cheap) is checked before any work too
+    cols, _ = resolve_columns(files[0], columns, extra, extra_flag=n["extra"])
+    have = _file_columns(files[0])
+    if rating_col == "auto":
+        rating_col = "rating" if "rating" in have else None
+    elif rating_col is not None and rating_col not in have:
+        raise ValueError(f"{n['rating_col']} {rating_col}: {files[0]} has no such column; it "
+                         f"has columns {have}")
+    used = {cols.user: "user_id", cols.item: "item_id"}
+    if cols.time:
+        used[cols.time] = "timestamp"
+    if rating_col is not None:
+        if rating_col in used:
+            raise ValueError(f"{n['rating_col']} {rating_col}: that column is read as "
+                             f"{used[rating_col]}")
+        used[rating_col] = "rating"
+    extra = tuple(c for c in dict.fromkeys(extra) if c != rating_col)
+    source = {v: k for k, v in used.items()}
+    for c in extra:
+        if c in used:
+            raise ValueError(f"{n['extra']} {c}: that column is already kept, as "
+                             f"{used[c]}")
+        if c in source:
+            raise ValueError(f"{n['extra']} {c}: the output's {c!r} column is the log's "
+                             f"{source[c]!r}; a second one cannot be kept")
+    read_extra = extra + ((rating_col,) if rating_col is not None else ())
     from tqdm.auto import tqdm
 
     as_int = {"user_id": id_type == "int", "item_id": id_type == "int"}
     total = None
     if id_type != "string":  # first pass: are all ids integers?
-        total, flags = 0, {k: True for k in as_int}
-        for _, _, b in iter_batches(csv_path, columns, batch_size=batch_size):
+        total, flags, example = 0, {k: True for k in as_int}, {}
+        for file, first_row, b in iter_batches(csv_path, columns, batch_size=batch_size):
             total += b.num_rows
             for k in flags:
-                flags[k] = flags[k] and _all_int_like(b.column(k))
+                if flags[k] and not _all_int_like(b.column(k)):
+                    flags[k] = False
+                    ok = pc.match_substring_regex(b.column(k), _INT_LIKE).to_numpy(
+                        zero_copy_only=False)
+                    bad_row = int(np.flatnonzero(~ok)[0])
+                    example[k] = (_where(file, first_row + bad_row),
+                                  b.column(k)[bad_row].as_py())
         if total == 0:
             raise ValueError(f"{files[0]}: no interactions (the file has a header but no rows)")
         bad = [k for k, ok in flags.items() if not ok]
         if id_type == "int" and bad:
-            raise ValueError(f"{files[0]}: id_type='int' but {bad[0]} holds non-integer ids")
+            where, value = example[bad[0]]
+            raise ValueError(f"{where}: {n['id_type']} 'int' but the {bad[0].split('_')[0]} "
+                             f"id {value!r} is not an integer")
         as_int = flags
     schema = pa.schema([("user_id", pa.int64() if as_int["user_id"] else pa.string()),
                         ("item_id", pa.int64() if as_int["item_id"] else pa.string()),
-                        ("timestamp", pa.int64())] + [(c, pa.string()) for c in extra])
+                        ("timestamp", pa.int64())]
+                       + ([("rating", pa.float64())] if rating_col is not None else [])
+                       + [(c, pa.string()) for c in extra])
     written, rows = [], 0
-    with atomic_directory(out_dir, overwrite=overwrite, flag="out_dir") as tmp:
+    with atomic_directory(out_dir, overwrite=overwrite, flag=n["out_dir"]) as tmp:
         writer, in_shard = None, 0
         with tqdm(total=total, unit=" rows", unit_scale=True, desc="csv -> parquet",
                   disable=not progress) as bar:
-            for _, _, b in iter_batches(csv_path, columns, extra=extra, batch_size=batch_size):
-                arrays = [pc.cast(b.column(n), schema.field(n).type) for n in schema.names]
+            for file, first_row, b in iter_batches(csv_path, columns, extra=read_extra,
+                                                   batch_size=batch_size):
+                arrays = []
+                for name in schema.names:
+                    if name == "rating":
+                        arrays.append(pa.array(_ratings(b.column(rating_col), file,
+                                                        first_row, rating_col),
+                                               pa.float64(), from_pandas=True))
+                    else:
+                        arrays.append(pc.cast(b.column(name), schema.field(name).type))
                 b = pa.RecordBatch.from_arrays(arrays, schema=schema)
                 bar.update(b.num_rows)
                 while b.num_rows:
                     if writer is None:
-                        name = f"part-{len(written):05d}.parquet"
-                        writer = pq.ParquetWriter(os.path.join(tmp, name), schema,
+                        shard = f"part-{len(written):05d}.parquet"
+                        writer = pq.ParquetWriter(os.path.join(tmp, shard), schema,
                                                   compression=compression)
-                        written.append(name)
+                        written.append(shard)
                         in_shard = 0
                     take = min(b.num_rows, rows_per_shard - in_shard)
                     writer.write_batch(b.slice(0, take), row_group_size=batch_size)
@@ -494,7 +762,7 @@ def csv_to_parquet(csv_path, out_dir, columns=None, *, extra=(), rows_per_shard=
             writer.close()
         if rows == 0:
             raise ValueError(f"{files[0]}: no interactions (the file has a header but no rows)")
-    return [os.path.join(os.path.abspath(out_dir), n) for n in written]
+    return [os.path.join(os.path.abspath(out_dir), w) for w in written]
 
 
 # ----------------------------------------------------------------------------- vocabularies
@@ -729,12 +997,15 @@ def build_parser():
 
     p = argparse.ArgumentParser(
         prog="twotower convert",
-        description="Convert an interaction log (CSV with a header: user_id,item_id,timestamp) "
-        "into a folder of Parquet shards, streaming in bounded memory. The folder is what "
-        "--interactions, read_interactions, interactions_dataset and build_vocabularies read.")
-    p.add_argument("csv", help="the CSV log (or a folder holding one)")
-    p.add_argument("out", help="the output folder (written atomically; a folder twotower did "
-                   "not write is never replaced)")
+        description="Convert an interaction log (a text file whose first line names the "
+        "columns, e.g. user_id,item_id,timestamp[,rating]; comma-, tab-, semicolon- or "
+        "pipe-separated, detected) into a folder of Parquet shards, streaming in bounded "
+        "memory. The folder is what --interactions, read_interactions, interactions_dataset "
+        "and build_vocabularies read. Ids are kept as written (NA, null, NaN are ids; only "
+        "an empty field is missing).")
+    p.add_argument("csv", metavar="CSV", help="the log (or a folder holding one)")
+    p.add_argument("out", metavar="OUT", help="the output folder (written atomically; a "
+                   "folder twotower did not write is never replaced)")
     p.add_argument("--rows-per-shard", type=int, default=1_000_000,
                    help="rows per Parquet file; give each training worker at least one file "
                    "(default %(default)s)")
@@ -742,8 +1013,11 @@ def build_parser():
     p.add_argument("--item-col", default="item_id", help="item column (default %(default)s)")
     p.add_argument("--time-col", default="timestamp",
                    help="timestamp column: Unix seconds or ISO-8601 (default %(default)s)")
+    p.add_argument("--rating-col", default=None, metavar="NAME",
+                   help="column stored as the numeric 'rating' that --min-rating filters on "
+                   "(default: the column named rating, when the log has one)")
     p.add_argument("--extra", default="", help="comma-separated further columns to keep "
-                   "(query features, rating), stored as text")
+                   "(query features), stored as text")
     p.add_argument("--id-type", choices=("auto", "string", "int"), default="auto",
                    help="id column type: auto (int64 when every id is an integer, which "
                    "reads the CSV twice), string or int (default %(default)s)")
@@ -753,19 +1027,27 @@ def build_parser():
 
 
 def main(argv=None):
-    """``twotower convert CSV OUT``: bad input is one line on stderr and exit code 2."""
-    import sys
-
+    """``twotower convert CSV OUT``. Bad input raises ValueError / FileNotFoundError with
+    messages that name the command line's arguments (CSV, OUT, --rows-per-shard…);
+    ``twotower.cli`` prints it as one line, ``twotower convert: error: …``, exit code 2."""
     args = build_parser().parse_args(argv)
-    try:
-        files = csv_to_parquet(
-            args.csv, args.out, ColumnNames(args.user_col, args.item_col, args.time_col),
-            extra=tuple(c.strip() for c in args.extra.split(",") if c.strip()),
-            rows_per_shard=args.rows_per_shard, id_type=args.id_type,
-            overwrite=args.overwrite)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"twotower convert: {e}", file=sys.stderr)
-        return 2
+    columns = ColumnNames(args.user_col, args.item_col, args.time_col)
+    files = csv_to_parquet(
+        args.csv, args.out, columns,
+        extra=tuple(c.strip() for c in args.extra.split(",") if c.strip()),
+        rating_col=args.rating_col if args.rating_col is not None else "auto",
+        rows_per_shard=args.rows_per_shard, id_type=args.id_type,
+        overwrite=args.overwrite, arg_names=CLI_NAMES)
+    source = list_files(args.csv)[0]
+    cols, _ = resolve_columns(source, columns)
+    schema = pq.read_schema(files[0])
+    origin = {"user_id": cols.user, "item_id": cols.item, "timestamp": cols.time,
+              "rating": args.rating_col or "rating"}
+    described = ", ".join(
+        f"{f.name} ({f.type}" + (f", from {origin[f.name]!r})" if origin.get(f.name, f.name)
+                                 != f.name else ")") for f in schema)
     rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    print(f"wrote {len(files)} shard(s), {rows} rows, to {os.path.abspath(args.out)}")
+    print(f"read {source} ({describe_file(source)} with a header line)")
+    print(f"wrote {len(files)} shard(s), {rows:,} rows, to {os.path.abspath(args.out)}: "
+          f"columns {described}")
     return 0

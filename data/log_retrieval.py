@@ -16,7 +16,6 @@ training popularity, seen items, item and user tables), from any log read by
   (``FeatureTable.aligned``).
 """
 
-import csv
 import os
 
 import numpy as np
@@ -68,39 +67,40 @@ def _features(table, ids):
     return table.aligned(ids), dict(table.kinds)
 
 
-def log_retrieval(log, config=None, *, items=None, users=None, name=None):
-    """Builds a RetrievalData from an interaction log and optional feature tables.
+def _count(ids):
+    return len(np.unique(ids)) if len(ids) else 0
 
-    Args:
-      log: an ``interactions.Interactions`` (``read_interactions``) or a path to read.
-      config: a movielens.RetrievalConfig (split, history_length, min_rating — applied to
-        a ``rating`` column when the log has one —, min_user_interactions).
-      items, users: ``feature_table.FeatureTable`` or None.
-      name: the data's name in titles (default: the log's file name).
 
-    Returns:
-      a RetrievalData with user_vocab, item_vocab (external ids), name, item_kinds and
-      user_kinds (feature column → kind).
-    """
-    config = config or RetrievalConfig()
-    if not isinstance(log, logs.Interactions):
-        log = logs.read_interactions(log, extra=("rating",) if config.min_rating is not None
-                                     else ())
+def _filter(log, config):
+    """Applies min_rating, then min_user_interactions. Returns (user ids, item ids,
+    timestamps, stats): stats counts the rows, users and items read, after each filter,
+    and kept."""
+    stats = {"read": (len(log), _count(log.user_id), _count(log.item_id))}
     keep = np.ones(len(log), bool)
     if config.min_rating is not None:
         if "rating" not in log.extra:
             raise ValueError(f"min_rating={config.min_rating!r} needs a 'rating' column; the "
                              f"log {log.source!r} has none")
-        keep &= log.extra["rating"] >= config.min_rating
+        with np.errstate(invalid="ignore"):
+            keep &= log.extra["rating"] >= config.min_rating  # NaN (no rating): dropped
+        stats["min_rating"] = (int(keep.sum()), _count(log.user_id[keep]),
+                               _count(log.item_id[keep]))
     u_ids, i_ids, ts = log.user_id[keep], log.item_id[keep], log.timestamp[keep]
     if config.min_user_interactions > 1 and len(u_ids):
         uniq, inv, counts = np.unique(u_ids, return_inverse=True, return_counts=True)
         ok = counts[inv.reshape(-1)] >= config.min_user_interactions
         u_ids, i_ids, ts = u_ids[ok], i_ids[ok], ts[ok]
+        stats["min_user_interactions"] = (len(u_ids), _count(u_ids), _count(i_ids))
+    stats["kept"] = (len(u_ids), _count(u_ids), _count(i_ids))
     if len(u_ids) == 0:
         raise ValueError(f"{log.source}: no interactions left after min_rating="
                          f"{config.min_rating!r} and min_user_interactions="
                          f"{config.min_user_interactions!r}")
+    return u_ids, i_ids, ts, stats
+
+
+def _build(log, config, items, users, name):
+    u_ids, i_ids, ts, stats = _filter(log, config)
     item_table_ids = _harmonise(i_ids, items, "item", log.source)
     user_table_ids = _harmonise(u_ids, users, "user", log.source)
     item_vocab, item_index = _vocab(i_ids, item_table_ids)
@@ -113,15 +113,76 @@ def log_retrieval(log, config=None, *, items=None, users=None, name=None):
     user_cols, user_kinds = _features(users, user_vocab)
     items_table = {"item_id": np.arange(len(item_vocab), dtype=np.int64), **item_cols}
     users_table = {"user_id": np.arange(len(user_vocab), dtype=np.int64), **user_cols}
-    return retrieval_task(user_rows, item_index, ts, users_table, items_table, config,
+    data = retrieval_task(user_rows, item_index, ts, users_table, items_table, config,
                           user_vocab=user_vocab, item_vocab=item_vocab,
                           name=name or log.name or os.path.basename(log.source),
                           item_kinds=item_kinds, user_kinds=user_kinds)
+    return data, stats
+
+
+def log_retrieval(log, config=None, *, items=None, users=None, name=None):
+    """Builds a RetrievalData from an interaction log and optional feature tables.
+
+    Args:
+      log: an ``interactions.Interactions`` (``read_interactions``) or a path to read.
+      config: a movielens.RetrievalConfig (split, history_length, min_rating — applied to
+        a ``rating`` column when the log has one; a row with no rating is dropped —,
+        min_user_interactions).
+      items, users: ``feature_table.FeatureTable`` or None.
+      name: the data's name in titles (default: the log's file name).
+
+    Returns:
+      a RetrievalData with user_vocab, item_vocab (external ids), name, item_kinds and
+      user_kinds (feature column → kind).
+    """
+    config = config or RetrievalConfig()
+    if not isinstance(log, logs.Interactions):
+        log = logs.read_interactions(log, extra=("rating",) if config.min_rating is not None
+                                     else ())
+    return _build(log, config, items, users, name)[0]
+
+
+def _plural(n, word):
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def filter_summary(stats, config):
+    """The lines that say what the filters kept and dropped (``_filter``'s stats): rows,
+    users and items read, what ``--min-rating`` and the minimum of interactions per user
+    each dropped, and what is left."""
+    def counts(t):
+        return f"{_plural(t[0], 'row')}, {_plural(t[1], 'user')}, {_plural(t[2], 'item')}"
+
+    def dropped(before, after):
+        return ", ".join(_plural(b - a, w) for b, a, w in zip(before, after,
+                                                                ("row", "user", "item")))
+
+    lines = []
+    prev = stats["read"]
+    if "min_rating" in stats:
+        now = stats["min_rating"]
+        lines.append(f"--min-rating {config.min_rating:g}: kept {_plural(now[0], 'row')} "
+                     f"rated {config.min_rating:g} or more; dropped {dropped(prev, now)}")
+        prev = now
+    if "min_user_interactions" in stats:
+        now = stats["min_user_interactions"]
+        if now != prev:
+            lines.append(f"users with fewer than {config.min_user_interactions} "
+                         f"interactions: dropped {dropped(prev, now)}")
+        prev = now
+    kept = stats["kept"]
+    if kept == stats["read"]:
+        lines.append(f"kept every row: {counts(kept)}")
+    else:
+        lines.append(f"kept {counts(kept)}; dropped in all {dropped(stats['read'], kept)}")
+    return lines
 
 
 def load_log_task(interactions, config=None, *, items=None, users=None, columns=None,
                   item_kinds=None, user_kinds=None, infer=True, verbose=True):
     """Reads a log and its feature tables from files and builds the retrieval task.
+
+    Messages name the recipes' flags (``--interactions``, ``--items``, ``--min-rating``).
 
     Args:
       interactions: the log (CSV, Parquet file or folder of shards; a MovieLens folder
@@ -130,16 +191,18 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
       columns: interactions.ColumnNames.
       item_kinds, user_kinds: dict kind → column names (``{"categorical": ["brand"],
         "text": ["title"]}``); other columns are inferred unless ``infer`` is False.
-      verbose: print what was read and inferred.
+      verbose: print what was read (the file's format, the rows, users and items read,
+        what each filter kept and dropped, what is left) and the tables' inferred kinds.
     """
     config = config or RetrievalConfig()
     columns = columns or logs.ColumnNames()
-    first = logs.list_files(interactions)[0]
+    files = logs.list_files(interactions, name="--interactions")
+    first = files[0]
     have = logs.resolve_columns(first, columns)[0]
     file_columns = logs._file_columns(first)
     extra = ("rating",) if "rating" in file_columns else ()
     if config.min_rating is not None and not extra:
-        raise ValueError(f"--min-rating {config.min_rating!r} needs a 'rating' column; "
+        raise ValueError(f"--min-rating {config.min_rating:g} needs a 'rating' column; "
                          f"{first} has columns {file_columns}")
     tables = {}
     for what, path, kinds, key in (("items", items, item_kinds, have.item),
@@ -153,21 +216,31 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
             raise ValueError(f"{what} kinds must be among {feature_tables.KINDS}, got {bad[0]!r}")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"--{what} {path!r}: no such file")
-        fkey = key if key in _header(path) else ("item_id" if what == "items" else "user_id")
+        header = logs.detect_dialect(path).header if os.path.getsize(path) else ()
+        fkey = key if key in header else ("item_id" if what == "items" else "user_id")
         tables[what] = feature_tables.read_feature_table(
             path, fkey, infer=infer, flag_prefix=f"--{what[:-1]}", **kinds)
     log = logs.read_interactions(interactions, columns, extra=extra)
-    data = log_retrieval(log, config, items=tables["items"], users=tables["users"])
+    data, stats = _build(log, config, tables["items"], tables["users"], None)
     if verbose:
-        print(f"{log.source}: {len(log)} interactions, {len(data.user_vocab)} users, "
-              f"{data.num_items} items ({'integer' if data.item_vocab.dtype.kind in 'iu' else 'string'}"
-              f" item ids); columns {have.user!r}, {have.item!r}, {have.time!r}")
+        fmt = (f"{_plural(len(files), 'Parquet file')}" if logs._is_parquet(first)
+               else logs.describe_file(first))
+        kind = {True: "integer", False: "string"}
+        read = stats["read"]
+        print(f"{log.source} ({fmt}; columns {have.user!r}, {have.item!r}, {have.time!r}"
+              + (", 'rating'" if extra else "") + f"; {kind[log.user_id.dtype.kind in 'iu']} "
+              f"user ids, {kind[log.item_id.dtype.kind in 'iu']} item ids): read "
+              f"{_plural(read[0], 'row')}, {_plural(read[1], 'user')}, "
+              f"{_plural(read[2], 'item')}")
+        for line in filter_summary(stats, config):
+            print("  " + line)
+        for what, vocab, n_log in (("items", data.item_vocab, stats["kept"][2]),
+                                   ("users", data.user_vocab, stats["kept"][1])):
+            if len(vocab) > n_log:
+                print(f"  {what} in the corpus: {len(vocab):,} ({n_log:,} in the kept rows, "
+                      f"{len(vocab) - n_log:,} only in --{what} "
+                      f"{os.path.basename(tables[what].source)})")
         for t in tables.values():
             if t is not None:
                 print(t.summary())
     return data
-
-
-def _header(path):
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as f:
-        return [h.strip() for h in next(csv.reader(f), [])]

@@ -709,7 +709,6 @@ def _begin_checkpoints(config):
     return folder
 
 
-@tf.keras.utils.register_keras_serializable(package="twotower")
 def fit(model, data, config):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
     loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,

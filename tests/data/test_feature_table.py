@@ -28,7 +28,7 @@ def test_kinds_are_inferred_and_summarised(items_csv):
     assert np.isnan(t.columns["price"][2])
     text = t.summary()
     assert "items.csv: 4 rows keyed by 'item_id'" in text
-    assert "price" in text and "numeric" in text and "(inferred; 3..12)" in text
+    assert "price" in text and "numeric" in text and "(inferred; 3..12, 1 missing)" in text
     assert "category" in text and "(inferred; 2 distinct values)" in text
 
 
@@ -87,3 +87,39 @@ def test_integer_keys(tmp_path):
     t = F.read_feature_table(str(p), "user_id", flag_prefix="--user")
     assert t.ids.dtype == np.int64 and t.ids.tolist() == [7, 12]
     assert t.aligned(np.asarray([12]))["age"].tolist() == [45.0]
+
+
+def test_null_markers_are_values_except_in_numeric_columns(tmp_path):
+    """Ids and categorical values 'NA', 'null', 'N/A' are values as written; a numeric
+    column reads them (and NaN) as missing, like an empty cell."""
+    p = tmp_path / "items.csv"
+    p.write_text("item_id,country,price,rank\n"
+                 "NA,NA,3,1\nnull,US,NaN,2\nN/A,,n/a,NA\nb,null,5,4\n")
+    t = F.read_feature_table(str(p), "item_id")
+    assert t.ids.tolist() == ["NA", "null", "N/A", "b"]
+    assert t.kinds == {"country": "categorical", "price": "numeric", "rank": "numeric"}
+    assert t.columns["country"].tolist() == ["NA", "US", "", "null"]
+    np.testing.assert_array_equal(t.columns["price"], [3, np.nan, np.nan, 5])
+    assert "(inferred; 3..5, 2 missing)" in t.summary()
+    assert t.aligned(np.asarray(["null"]))["price"].tolist() == [4.0]  # the mean
+    # an all-marker column is not numeric; a named numeric column still refuses text
+    assert F.infer_kind(["NA", "NA", ""]) == "categorical"
+    q = tmp_path / "bad.csv"
+    q.write_text("item_id,price\na,3\nb,cheap\n")
+    with pytest.raises(ValueError, match=r"line 3: numeric column 'price' holds 'cheap'"):
+        F.read_feature_table(str(q), "item_id", numeric="price")
+
+
+def test_delimiter_detected_and_headerless_table_refused(tmp_path):
+    p = tmp_path / "users.tsv"
+    p.write_text("user_id\tcountry\tage\nu1\tFR\t31\nu2\tUS\t45\n")
+    t = F.read_feature_table(str(p), "user_id", flag_prefix="--user")
+    assert t.kinds == {"country": "categorical", "age": "numeric"}
+    s = tmp_path / "items.csv"
+    s.write_text("item_id;tags\na;x|y\nb;z\n")
+    assert F.read_feature_table(str(s), "item_id").kinds == {"tags": "multi_hot"}
+    h = tmp_path / "nohdr.csv"
+    h.write_text("7,31,FR\n12,45,US\n")
+    with pytest.raises(ValueError, match=r"nohdr\.csv: the file appears to have no header "
+                                         r"line.*'user_id,column2,column3'"):
+        F.read_feature_table(str(h), "user_id")

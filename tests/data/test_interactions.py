@@ -78,7 +78,7 @@ def test_missing_column_names_file_column_and_columns(tmp_path):
     with pytest.raises(ValueError, match=r"m\.csv.*no item column 'item_id'.*\['user_id', "
                                          r"'when'\].*--item-col"):
         I.read_interactions(path)
-    with pytest.raises(ValueError, match=r"no column\(s\) \['device'\]"):
+    with pytest.raises(ValueError, match=r"extra column device: .*n\.csv has no such column"):
         I.read_interactions(_csv(tmp_path / "n.csv", [("a", "b", 1)]), extra=("device",))
 
 
@@ -147,7 +147,7 @@ def test_csv_to_parquet_refuses_a_folder_it_did_not_write(tmp_path, log_csv):
     with pytest.raises(OutputPathError):
         I.csv_to_parquet(log_csv, str(done), progress=False)
     assert len(I.csv_to_parquet(log_csv, str(done), overwrite=True, progress=False)) == 1
-    with pytest.raises(ValueError, match="rows_per_shard must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="rows_per_shard must be an integer >= 1, got 0"):
         I.csv_to_parquet(log_csv, str(tmp_path / "x"), rows_per_shard=0)
 
 
@@ -233,15 +233,182 @@ def test_folder_with_ratings_csv_is_a_log(tmp_path):
         I.read_interactions(str(tmp_path / "nowhere.csv"))
 
 
+def _convert(argv, capsys):
+    """``twotower convert ARGV`` as the command line runs it: (exit code, stdout, stderr)."""
+    from twotower import cli
+
+    code = cli.main(["convert", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
 def test_convert_command_line(tmp_path, log_csv, capsys):
     out = str(tmp_path / "conv")
-    assert I.main([log_csv, out, "--rows-per-shard", "2"]) == 0
-    assert "wrote 3 shard(s), 5 rows" in capsys.readouterr().out
-    assert I.main([log_csv, out]) == 2  # an earlier output needs --overwrite
-    err = capsys.readouterr().err
-    assert err.startswith("twotower convert: ") and "--overwrite" in err and err.count("\n") == 1
-    assert I.main([log_csv, out, "--overwrite", "--item-col", "sku"]) == 2
-    assert "no item column 'sku'" in capsys.readouterr().err
+    code, printed, _ = _convert([log_csv, out, "--rows-per-shard", "2"], capsys)
+    assert code == 0 and "wrote 3 shard(s), 5 rows" in printed
+    assert "comma-separated" in printed
+    code, _, err = _convert([log_csv, out], capsys)  # an earlier output needs --overwrite
+    assert code == 2 and err.startswith("twotower convert: error: OUT ")
+    assert "--overwrite" in err and err.count("\n") == 1
+    code, _, err = _convert([log_csv, out, "--overwrite", "--item-col", "sku"], capsys)
+    assert code == 2 and "no item column 'sku'" in err and "--item-col" in err
+
+
+def test_convert_errors_are_one_line_naming_the_command_line(tmp_path, log_csv, capsys):
+    """Every error of ``twotower convert`` is one line, ``twotower convert: error: ...``,
+    exit code 2, and names the arguments as typed (CSV, OUT, --rows-per-shard...), never
+    a Python parameter (out_dir, rows_per_shard, csv_path, ColumnNames)."""
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    _write(foreign / "notes.txt", "keep me")
+    shards = str(tmp_path / "shards")
+    I.csv_to_parquet(log_csv, shards, progress=False)
+    ints = _csv(tmp_path / "ints.csv", [(1, 10, 5), (2, "x7", 6)])
+    new = str(tmp_path / "new")
+    cases = [
+        ([log_csv, new, "--rows-per-shard", "0"], "--rows-per-shard must be an integer >= 1"),
+        ([str(tmp_path / "nowhere.csv"), new], "CSV '"),
+        ([log_csv, str(foreign)], "OUT '"),
+        ([shards, new], "is already Parquet"),
+        ([log_csv, new, "--item-col", "sku"], "--item-col"),
+        ([log_csv, new, "--rating-col", "stars"], "--rating-col stars: "),
+        ([log_csv, new, "--extra", "device"], "--extra device: "),
+        ([log_csv, new, "--extra", "user_id"], "--extra user_id: that column is already kept"),
+        ([ints, new, "--id-type", "int"], "line 3: --id-type 'int' but the item id 'x7'"),
+    ]
+    for argv, expected in cases:
+        code, printed, err = _convert(argv, capsys)
+        assert code == 2, argv
+        assert err.startswith("twotower convert: error: ") and err.count("\n") == 1, err
+        assert expected in err, (expected, err)
+        for api_name in ("out_dir", "rows_per_shard", "csv_path", "id_type", "ColumnNames",
+                         "rating_col"):
+            assert api_name not in err, (api_name, err)
+    assert not os.path.exists(new)
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_convert_keeps_the_rating_column_as_numbers(tmp_path, capsys):
+    path = _write(tmp_path / "r.csv", "user_id,item_id,rating,timestamp,device\n"
+                  "u0,a,4.5,1,phone\nu1,b,,2,tv\nu2,c,NA,3,\n")
+    out = str(tmp_path / "p")
+    code, printed, _ = _convert([path, out], capsys)  # kept by default: it is named rating
+    assert code == 0 and "rating (double)" in printed
+    t = pq.read_table(out)
+    assert t.schema.names == ["user_id", "item_id", "timestamp", "rating"]
+    assert t.column("rating").to_pylist() == [4.5, None, None]  # empty and NA: missing
+    back = I.read_interactions(out, extra=("rating",))
+    np.testing.assert_array_equal(back.extra["rating"], [4.5, np.nan, np.nan])
+    # --rating-col names another column; --extra keeps text columns beside it
+    scored = _write(tmp_path / "s.csv", "user_id,item_id,timestamp,score,device\n"
+                    "u0,a,1,3,phone\nu1,b,2,5,\n")
+    code, printed, _ = _convert([scored, out, "--overwrite", "--rating-col", "score",
+                                 "--extra", "device"], capsys)
+    assert code == 0 and "rating (double, from 'score')" in printed
+    t = pq.read_table(out)
+    assert t.column("rating").to_pylist() == [3.0, 5.0]
+    assert t.column("device").to_pylist() == ["phone", None]
+    # the Python API: rating_col=None keeps none, extra=("rating",) does not duplicate it
+    files = I.csv_to_parquet(path, str(tmp_path / "q"), rating_col=None, progress=False)
+    assert "rating" not in pq.read_schema(files[0]).names
+    files = I.csv_to_parquet(path, str(tmp_path / "r"), extra=("rating", "device"),
+                             progress=False)
+    assert pq.read_schema(files[0]).names == ["user_id", "item_id", "timestamp", "rating",
+                                              "device"]
+    bad = _write(tmp_path / "bad.csv", "user_id,item_id,timestamp,rating\nu,a,1,5\nu,b,2,good\n")
+    code, _, err = _convert([bad, str(tmp_path / "b")], capsys)
+    assert code == 2 and "bad.csv: line 3: 'rating' value 'good' is not a number" in err
+
+
+def test_delimiter_is_detected(tmp_path):
+    """Tab, semicolon and pipe files read as the comma file does (quoting respected);
+    spaces around header names do not matter."""
+    want = I.read_interactions(_write(tmp_path / "c.csv", LOG))
+    for sep, suffix in (("\t", "tsv"), (";", "csv"), ("|", "txt")):
+        path = _write(tmp_path / f"log.{suffix}", LOG.replace(",", sep))
+        assert I.detect_dialect(path).delimiter == sep
+        got = I.read_interactions(path)
+        assert got.user_id.tolist() == want.user_id.tolist()
+        assert got.item_id.tolist() == want.item_id.tolist()
+        assert got.timestamp.tolist() == want.timestamp.tolist()
+    assert I.detect_dialect(str(tmp_path / "log.tsv")).description == "tab-separated"
+    # a quoted field holding the delimiter; spaces after the header's commas
+    quoted = _write(tmp_path / "q.csv", 'user_id, item_id, timestamp, title\n'
+                    'u0,a,1,"Hello, world"\nu1,b,2,"x, y, z"\n')
+    assert I.detect_dialect(quoted).delimiter == ","
+    log = I.read_interactions(quoted, extra=("title",))
+    assert log.extra["title"].tolist() == ["Hello, world", "x, y, z"]
+    # a semicolon file whose ratings have decimal commas
+    semi = _write(tmp_path / "eu.csv", "user_id;item_id;timestamp;rating\nu0;a;1;3,5\n"
+                  "u1;b;2;4,5\n")
+    assert I.detect_dialect(semi).delimiter == ";"
+    # gzipped text
+    import gzip
+
+    with gzip.open(tmp_path / "z.tsv.gz", "wt") as f:
+        f.write(LOG.replace(",", "\t"))
+    assert I.read_interactions(str(tmp_path / "z.tsv.gz")).user_id.tolist() == \
+        want.user_id.tolist()
+
+
+def test_a_line_with_the_wrong_number_of_fields_names_it(tmp_path):
+    path = _write(tmp_path / "g.csv", "user_id,item_id,timestamp\nu,a,1\nv,b,2,3\n")
+    with pytest.raises(ValueError, match=r"g\.csv: line 3 has 4 fields, the header has 3 "
+                                         r"\(comma-separated\)"):
+        I.read_interactions(path)
+
+
+def test_a_file_without_a_header_is_refused_saying_what_to_add(tmp_path):
+    rows = "u0,item_1,1000,4\nu1,item_2,1001,5\n"
+    path = _write(tmp_path / "nohdr.csv", rows)
+    with pytest.raises(ValueError, match=r"nohdr\.csv: the file appears to have no header "
+                       r"line: line 1 holds values such as '1000'.*"
+                       r"'user_id,item_id,timestamp,rating' \(comma-separated\)"):
+        I.read_interactions(path)
+    tsv = _write(tmp_path / "nohdr.tsv", "u0\titem_1\t2024-05-01T12:00:00\n")
+    with pytest.raises(ValueError, match=r"no header line.*'2024-05-01T12:00:00'.*"
+                                         r"'user_id\\titem_id\\ttimestamp' \(tab-separated\)"):
+        I.read_interactions(tsv)
+    # a header that has the columns is a header, whatever its other names
+    ok = _write(tmp_path / "ok.csv", "user_id,item_id,timestamp,2024\nu0,a,1,x\n")
+    assert I.read_interactions(ok).user_id.tolist() == ["u0"]
+    # a header without the columns and without values: the usual missing-column error
+    with pytest.raises(ValueError, match=r"no user column 'user_id'.*--user-col"):
+        I.read_interactions(_write(tmp_path / "who.csv", "who,what,when\nu0,a,1\n"))
+    # a one-field header: the delimiters twotower reads are named
+    with pytest.raises(ValueError, match=r"single field: twotower reads fields separated by "
+                                         r"comma, tab, semicolon, pipe"):
+        I.read_interactions(_write(tmp_path / "sp.csv", "user_id item_id timestamp\nu0 a 1\n"))
+
+
+def test_null_markers_are_ids_only_an_empty_field_is_missing(tmp_path):
+    """NA, N/A, null, NaN, #N/A, None... are ids as written (pandas/pyarrow would read
+    them as missing); an empty field, quoted or not, is missing and an error."""
+    markers = ["NA", "N/A", "null", "NaN", "#N/A", "None", "nan", "NULL", "-NaN", "<NA>"]
+    rows = [(m, f"i{k}", k) for k, m in enumerate(markers)] + [("u9", "NA", 99)]
+    path = _csv(tmp_path / "na.csv", rows)
+    log = I.read_interactions(path)
+    assert log.user_id.tolist() == markers + ["u9"]
+    assert log.item_id.tolist()[-1] == "NA"
+    users, items = I.build_vocabularies(path, progress=False)
+    assert sorted(users.ids.tolist()) == sorted(markers + ["u9"])
+    assert items.lookup(["NA"]).tolist() == [items.ids.tolist().index("NA")]
+    out = str(tmp_path / "p")
+    I.csv_to_parquet(path, out, progress=False)
+    assert pq.read_table(out).column("user_id").to_pylist() == markers + ["u9"]
+    with pytest.raises(ValueError, match=r"q\.csv: line 3: empty 'item_id' field"):
+        I.read_interactions(_write(tmp_path / "q.csv", 'user_id,item_id,timestamp\n'
+                                   'u0,a,1\nu1,"",2\n'))
+
+
+def test_ratings_read_null_markers_as_missing(tmp_path):
+    path = _write(tmp_path / "r.csv", "user_id,item_id,rating,timestamp\n"
+                  "u,a,4,1\nu,b,NA,2\nu,c,,3\nu,d,n/a,4\nu,e, 3.5 ,5\n")
+    log = I.read_interactions(path, extra=("rating",))
+    np.testing.assert_array_equal(log.extra["rating"], [4, np.nan, np.nan, np.nan, 3.5])
+    with pytest.raises(ValueError, match=r"line 2: 'rating' value 'five' is not a number"):
+        I.read_interactions(_write(tmp_path / "b.csv", "user_id,item_id,rating,timestamp\n"
+                                   "u,a,five,1\n"), extra=("rating",))
 
 
 def test_lookup_agrees_with_a_dict_for_every_kind_of_value():

@@ -68,7 +68,7 @@ def test_integer_ids_min_rating_and_mismatched_table(tmp_path):
                       verbose=False)
     q = tmp_path / "q.csv"
     q.write_text(LOG)
-    with pytest.raises(ValueError, match="--min-rating 4.0 needs a 'rating' column"):
+    with pytest.raises(ValueError, match="--min-rating 4 needs a 'rating' column"):
         load_log_task(str(q), RetrievalConfig(min_rating=4.0), verbose=False)
 
 
@@ -104,3 +104,64 @@ def test_parquet_shards_give_the_same_task_as_the_csv(log_csv, tmp_path):
         np.testing.assert_array_equal(getattr(a, split).query["history"],
                                       getattr(b, split).query["history"])
     assert b.name == "shards"
+
+
+# u0: a5 b4 c3 d4 | u1: a2 b1 c5 | u2: a1 b2 | u3: b4 c4 d5 e1
+RATED = ("user_id,item_id,rating,timestamp\n"
+         "u0,a,5,1\nu0,b,4,2\nu0,c,3,3\nu0,d,4,4\n"
+         "u1,a,2,1\nu1,b,1,2\nu1,c,5,3\n"
+         "u2,a,1,1\nu2,b,2,2\n"
+         "u3,b,4,1\nu3,c,4,2\nu3,d,5,3\nu3,e,1,4\n")
+
+
+def test_summary_says_what_the_filters_kept_and_dropped(tmp_path, capsys):
+    p = tmp_path / "rated.csv"
+    p.write_text(RATED)
+    data = load_log_task(str(p), RetrievalConfig(min_rating=4))
+    out = capsys.readouterr().out
+    # read: 13 rows, 4 users, 5 items
+    assert "(comma-separated text; columns 'user_id', 'item_id', 'timestamp', 'rating'; " \
+        "string user ids, string item ids): read 13 rows, 4 users, 5 items" in out
+    # --min-rating 4 keeps 7 rows (u0 a b d, u1 c, u3 b c d): u2 and item e are gone
+    assert "--min-rating 4: kept 7 rows rated 4 or more; dropped 6 rows, 1 user, 1 item" in out
+    # u1 has one row left, fewer than the 3 a user needs
+    assert "users with fewer than 3 interactions: dropped 1 row, 1 user, 0 items" in out
+    assert "kept 6 rows, 2 users, 4 items; dropped in all 7 rows, 2 users, 1 item" in out
+    assert data.user_vocab.tolist() == ["u0", "u3"] and len(data.item_vocab) == 4
+    # nothing filtered: said so
+    q = tmp_path / "plain.csv"
+    q.write_text(LOG)
+    load_log_task(str(q), RetrievalConfig(min_user_interactions=1))
+    assert "kept every row: 8 rows, 3 users, 4 items" in capsys.readouterr().out
+
+
+def test_null_marker_ids_and_values_in_the_log_and_the_tables(tmp_path, capsys):
+    """'NA' is an item id in the log and in items.csv, and a category value; only an
+    empty cell is a missing feature."""
+    log = tmp_path / "log.tsv"
+    log.write_text("user_id\titem_id\ttimestamp\n"
+                   "u0\tNA\t1\nu0\tnull\t2\nu1\tNA\t1\nu1\tb\t2\nNA\tb\t1\n")
+    items = tmp_path / "items.tsv"
+    items.write_text("item_id\tcategory\tprice\nNA\tNA\t3\nnull\tx\tNA\nb\t\t5\n")
+    data = load_log_task(str(log), RetrievalConfig(min_user_interactions=1), items=str(items))
+    out = capsys.readouterr().out
+    assert "(tab-separated text;" in out
+    assert data.item_vocab.tolist() == ["NA", "b", "null"]
+    assert data.user_vocab.tolist() == ["u0", "u1", "NA"]
+    assert data.items["category"].tolist() == ["NA", "", "x"]
+    assert data.item_kinds == {"category": "categorical", "price": "numeric"}
+    np.testing.assert_allclose(data.items["price"], [3, 5, 4])  # NA price: the mean
+
+
+def test_table_only_items_are_counted_in_the_summary(log_csv, tmp_path, capsys):
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,category\na,x\nz,y\nw,y\n")
+    load_log_task(log_csv, RetrievalConfig(min_user_interactions=1), items=str(items))
+    assert "items in the corpus: 6 (4 in the kept rows, 2 only in --items items.csv)" in \
+        capsys.readouterr().out
+
+
+def test_missing_log_names_the_flag(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"--interactions '.*nowhere\.csv' does not "
+                                                r"exist"):
+        load_log_task(str(tmp_path / "nowhere.csv"), verbose=False)
