@@ -74,3 +74,70 @@ def test_every_python_block_runs_as_printed(tmp_path, monkeypatch):
     for row, user in zip(ids, (0, 1)):
         assert not set(row.tolist()) & set(scope["seen"][user].tolist())
     assert scope["r"].num_items == 499
+
+
+def write_own_log(folder, seed=0):
+    """my_log.csv and items.csv in the README's layout, holding its example ids (u0,
+    item_042): 300 users who each keep to one of 4 categories of 50 items."""
+    rng = np.random.default_rng(seed)
+    cats = ("shoes", "books", "games", "music")
+    with open(os.path.join(folder, "my_log.csv"), "w") as f:
+        f.write("user_id,item_id,timestamp\n")
+        for u in range(300):
+            for t in range(10):
+                item = (u % 4) * 50 + int(rng.integers(50))
+                f.write(f"u{u},item_{item:03d},{1714564800 + 3600 * t + u}\n")
+    with open(os.path.join(folder, "items.csv"), "w") as f:
+        f.write("item_id,category,title,price,tags\n")
+        for i in range(200):
+            f.write(f"item_{i:03d},{cats[i // 50]},{cats[i // 50].title()} item {i} in red,"
+                    f"{10 + i % 37}.90,{'sale|new' if i % 3 else 'new'}\n")
+
+
+@pytest.mark.slow
+def test_the_own_log_commands_run_as_printed_after_activate(tmp_path):
+    """The README's own-log road, each line as printed, with the venv's bin on PATH (what
+    `. .venv/bin/activate` does): train, serve, and the two curl lines."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    text = README.read_text()
+    lines = [line.strip().split(" #")[0].strip() for line in text.splitlines()
+             if line.startswith("    ")]
+    train = next(x for x in lines if x.startswith("twotower youtube --interactions my_log.csv"))
+    serve = next(x for x in lines if x.startswith("twotower serve out/mine/index"))
+    curls = [x for x in lines if x.startswith("curl -s 127.0.0.1:8080/")][:2]
+    assert len(curls) == 2, curls
+    write_own_log(str(tmp_path))
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep
+               + os.environ.get("PATH", ""))
+    env.pop("TWOTOWER_DEBUG", None)
+    done = subprocess.run(train, shell=True, cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # no TensorFlow/absl log noise on a CPU machine
+    assert "cuInit" not in done.stderr and "absl" not in done.stderr, done.stderr[-2000:]
+    server = subprocess.Popen(serve, shell=True, cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while True:
+            up = subprocess.run("curl -s 127.0.0.1:8080/health", shell=True,
+                                capture_output=True, text=True, timeout=10)
+            if up.returncode == 0 and up.stdout:
+                break
+            assert server.poll() is None and time.time() < deadline, "serve did not start"
+            time.sleep(0.5)
+        answers = [json.loads(subprocess.run(c, shell=True, capture_output=True, text=True,
+                                             timeout=30).stdout) for c in curls]
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
+    u2i, i2i = answers
+    logged = {line.split(",")[1] for line in open(tmp_path / "my_log.csv")
+              if line.startswith("u0,")}
+    assert len(u2i["item_ids"][0]) == 10 and not logged & set(u2i["item_ids"][0]), u2i
+    assert len(i2i["item_ids"][0]) == 10 and "item_042" not in i2i["item_ids"][0], i2i
