@@ -122,6 +122,13 @@ class CandidateSource(tf.keras.layers.Layer):
     # True for sources whose candidates include the batch's positives (InBatch, Mixed):
     # their draw/call take ``cross_replica`` and gather the batch over replicas
     batch_candidates = False
+    # For the corrected logQ (RetrievalLoss(logq="corrected"), logits.corrected_log_q),
+    # which needs the per-draw probability q = Q / M: True where every candidate column,
+    # the row's positive included, is one of the M draws Q counts (in-batch, mixed:
+    # M = C), False where the positive is added beside k draws (sampled: M = C − 1), and
+    # None where the corrected logQ is not defined (no sampling, or negatives that are
+    # not a sample of the catalogue).
+    positive_drawn = None
 
     def draw(self, positive_ids, training=False, query_ids=None):
         return None
@@ -150,6 +157,7 @@ class InBatch(_FrequencySource):
 
     # its candidates are the batch's positives: gathered over replicas (cross_replica.py)
     batch_candidates = True
+    positive_drawn = True  # Q = B·p counts the B positives, the row's own among them
 
     def draw(self, positive_ids, training=False, query_ids=None, cross_replica=False):
         if training:
@@ -186,6 +194,7 @@ class SampledNegatives(CandidateSource):
     word2vec). Q(c) = k·q(c) for the positive and the negatives alike."""
 
     provides_q = True
+    positive_drawn = False  # the positive column is added beside the k draws
 
     def __init__(self, sampler, num_negatives, shared=True, **kwargs):
         super().__init__(**kwargs)
@@ -249,6 +258,7 @@ class MixedNegatives(_FrequencySource):
         self.provides_q = self.frequencies.available
 
     batch_candidates = True  # see InBatch
+    positive_drawn = True  # Q = B·p + k/N counts the B + k columns as draws
 
     def draw(self, positive_ids, training=False, query_ids=None, cross_replica=False):
         """The k index negatives. Under ``cross_replica`` they are drawn once per global

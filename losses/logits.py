@@ -10,6 +10,17 @@ Q(c) is the expected number of times c appears in the candidate set under the sa
 that produced it. This module is the one place that convention is written; every head
 consumes z and never re-applies τ or logQ.
 
+With the corrected logQ (Khrylchenko et al., RecSys 2025; ``corrected_log_q`` below and
+losses/softmax.py) the positive is not a draw of the sampler, so its logit keeps no
+correction, and each negative's Q is the expected count among the row's negatives once
+the positive is excluded:
+
+    z(q, c⁺) = s(q, c⁺) / τ
+    z(q, c)  = s(q, c) / τ  −  log Q̃(c),   Q̃(c) = n · q(c) / (1 − q(c⁺))
+
+with q = Q / M the per-draw probability (M draws counted by Q) and n the row's kept
+negatives.
+
 Masked candidates (accidental hits, padding, the query's own id) get MASK, a large
 negative number, added to their logit: that is exactly neutral for every head here —
 exp(z + MASK) = 0 for softmax, softplus(z + MASK) = 0 for a sigmoid negative,
@@ -65,6 +76,47 @@ def adjust_logits(scores, *, temperature=1.0, log_q=None):
     if log_q is not None:
         logits = logits - tf.cast(log_q, logits.dtype)
     return logits
+
+
+def corrected_log_q(log_q, labels, negatives, num_draws, *, max_positive_q=1.0 - 1e-6):
+    """log Q̃ of the corrected logQ (Khrylchenko et al., "Correcting the LogQ Correction:
+    Revisiting Sampled Softmax for Large-Scale Retrieval", RecSys 2025): per row i,
+
+        log Q̃_i(c) = log q(c) + log n_i − log(1 − q(c⁺_i))   for the negatives c
+        log Q̃_i(c⁺_i) = 0                                    (the positive: no correction)
+
+    where q(c) = Q(c) / M is the probability of c at one draw of the sampler (Q is the
+    expected count over the M draws that produced the candidates), n_i the number of row
+    i's negatives that are kept, and q(c) / (1 − q(c⁺)) the sampler conditioned on not
+    drawing the positive (accidental hits are removed). Q̃_i(c) is then the expected count
+    of c among the n_i negatives, so Σ_c exp(s_c) / Q̃_i(c) over them is the importance
+    sampling estimate of Σ_{c ≠ c⁺} exp(s_c) over the catalogue.
+
+    Args:
+      log_q: [C] or [B, C] log Q (the standard expected counts, ``log_expected_count``).
+      labels: [B] column of each row's positive.
+      negatives: [B, C] bool, True where a column is a kept negative of the row (not the
+        label, not masked).
+      num_draws: M, the number of draws Q counts (scalar).
+      max_positive_q: q(c⁺) is clipped here so that log(1 − q(c⁺)) stays finite when an
+        estimate puts all mass on the positive.
+
+    Returns:
+      [B, C] log Q̃: 0 on the label column; finite (and irrelevant) on masked columns.
+    """
+    log_q = tf.cast(log_q, tf.float32)
+    batch = tf.shape(labels)[0]
+    num_cols = tf.shape(negatives)[1]
+    if log_q.shape.rank == 1:
+        log_q = tf.broadcast_to(log_q[tf.newaxis, :], [batch, num_cols])
+    log_m = tf.math.log(tf.cast(num_draws, tf.float32))
+    log_q_pos = tf.gather(log_q, tf.cast(labels, tf.int32), axis=1, batch_dims=1)
+    q_pos = tf.minimum(tf.exp(log_q_pos - log_m), max_positive_q)
+    n = tf.reduce_sum(tf.cast(negatives, tf.float32), axis=1)
+    row = tf.math.log(tf.maximum(n, 1.0)) - tf.math.log1p(-q_pos)
+    per_negative = log_q - log_m + row[:, tf.newaxis]
+    is_label = tf.one_hot(labels, num_cols, on_value=True, off_value=False, dtype=tf.bool)
+    return tf.where(is_label, tf.zeros_like(per_negative), per_negative)
 
 
 def mask_logits(logits, mask):

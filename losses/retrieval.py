@@ -2,6 +2,7 @@
 
     s = similarity(u, v)                  for every candidate of the source
     z = s / τ − log Q                     (losses/logits.py: logQ after temperature)
+                                          (logq="corrected": z⁺ = s⁺/τ, negatives −log Q̃)
     z[accidental hits, padding, own id] = MASK
     keep the positive and the top-m negatives (optional)
     ℓ = head(z, labels)                   softmax | NEG | NCE | triplet
@@ -21,11 +22,11 @@ import tensorflow as tf
 
 from twotower.losses import logits as L
 from twotower.losses import cross_replica as xr
-from twotower.losses.candidates import CandidateSource, InBatch
+from twotower.losses.candidates import AllItems, CandidateSource, InBatch
 from twotower.losses.hard_negatives import top_m_negatives
 from twotower.losses.hierarchical_softmax import HierarchicalSoftmax
 from twotower.losses.sigmoid import NCE, NegativeSampling
-from twotower.losses.softmax import Softmax
+from twotower.losses.softmax import CorrectedLogQSoftmax, Softmax
 from twotower.losses.triplet import Triplet
 
 HEADS = {"softmax": Softmax, "neg": NegativeSampling, "negative_sampling": NegativeSampling,
@@ -56,6 +57,14 @@ class RetrievalLoss(tf.keras.layers.Layer):
       similarity: "dot" or "cosine" (L2-normalise both towers' outputs first).
       logq: subtract log Q(c). None = the head's default (on for softmax and NCE when the
         source gives Q; off for NEG and triplet); True requires a source that gives Q.
+        "corrected": the corrected logQ of Khrylchenko et al. (RecSys 2025) for the
+        softmax head: the positive's logit is not corrected, the negatives' Q is
+        conditioned on not being the positive, and each example is weighted by the
+        model's estimated probability of misclassifying it (losses/softmax.py
+        ``corrected_logq_softmax_loss``). Defined for InBatch and MixedNegatives with
+        frequencies and for SampledNegatives; refused (ValueError) for other heads and
+        sources, with num_hard_negatives, and without remove_accidental_hits. The head
+        becomes ``CorrectedLogQSoftmax`` (passing that head selects this mode).
       remove_accidental_hits: mask negatives whose id equals the row's positive id.
       num_hard_negatives: keep only the top-m negatives (TFRS's num_hard_negatives).
       padding_id: mask candidates with this id (e.g. 0 when 0 pads per-example negatives).
@@ -83,6 +92,17 @@ class RetrievalLoss(tf.keras.layers.Layer):
             candidates = None if self.hierarchical else InBatch()
         if isinstance(candidates, dict):
             candidates = tf.keras.layers.deserialize(candidates)
+        corrected_head = isinstance(self.head, CorrectedLogQSoftmax)
+        if logq is None and corrected_head:
+            logq = "corrected"
+        if isinstance(logq, str):
+            if logq != "corrected":
+                raise ValueError(f"logq must be None, True, False or 'corrected', got {logq!r}")
+            self.head = self._corrected_head(candidates, num_hard_negatives,
+                                             remove_accidental_hits)
+        elif corrected_head:
+            raise ValueError("head CorrectedLogQSoftmax scores the logits of "
+                             f"logq='corrected' (or logq=None); got logq={logq!r}")
         if self.hierarchical:
             ignored = {k: v for k, v in (("temperature", float(temperature) != 1.0),
                                          ("learn_temperature", bool(learn_temperature)),
@@ -109,11 +129,12 @@ class RetrievalLoss(tf.keras.layers.Layer):
         if logq is None:
             logq = bool(getattr(self.head, "uses_logq", False)
                         and candidates is not None and candidates.provides_q)
-        elif logq and (candidates is None or not candidates.provides_q):
+        elif not isinstance(logq, str) and logq and (
+                candidates is None or not candidates.provides_q):
             raise ValueError(f"logq=True needs candidates that give Q(c); {candidates!r} has "
                              "no frequencies (pass frequencies=counts or a "
                              "StreamingFrequencyEstimator)")
-        self.logq = bool(logq)
+        self.logq = "corrected" if isinstance(logq, str) else bool(logq)
         self.remove_accidental_hits = bool(remove_accidental_hits)
         if num_hard_negatives is not None and (
                 not isinstance(num_hard_negatives, (int, np.integer)) or num_hard_negatives < 1):
@@ -128,6 +149,37 @@ class RetrievalLoss(tf.keras.layers.Layer):
             self.log_temperature = self.add_weight(
                 name="log_temperature", shape=[],
                 initializer=tf.keras.initializers.Constant(math.log(temperature)))
+
+    def _corrected_head(self, candidates, num_hard_negatives, remove_accidental_hits):
+        """The head for logq="corrected", or a ValueError naming what rules it out."""
+        what = "logq='corrected'"
+        head = self.head
+        if not (type(head) is Softmax or isinstance(head, CorrectedLogQSoftmax)):
+            raise ValueError(f"{what} is defined for the softmax head only (it corrects a "
+                             f"softmax over sampled negatives); got head "
+                             f"{type(head).__name__}")
+        if isinstance(candidates, AllItems):
+            raise ValueError(f"{what} corrects the sampling of negatives; AllItems samples "
+                             "nothing (it is the full softmax the correction estimates): "
+                             "use logq=None")
+        if candidates is None or getattr(candidates, "positive_drawn", None) is None:
+            raise ValueError(f"{what} is defined for candidates sampled from the catalogue "
+                             "(InBatch, SampledNegatives, MixedNegatives); got "
+                             f"{type(candidates).__name__}")
+        if not candidates.provides_q:
+            raise ValueError(f"{what} needs candidates that give Q(c); "
+                             f"{type(candidates).__name__} has no frequencies (pass "
+                             "frequencies=counts or a StreamingFrequencyEstimator)")
+        if num_hard_negatives is not None:
+            raise ValueError(f"{what} weighs every sampled negative (an importance-sampling "
+                             f"estimate over the sample); num_hard_negatives="
+                             f"{num_hard_negatives!r} keeps only the top ones: use None")
+        if not remove_accidental_hits:
+            raise ValueError(f"{what} draws the negatives from Q conditioned on c ≠ c⁺: it "
+                             "needs remove_accidental_hits=True, got False")
+        if isinstance(head, CorrectedLogQSoftmax):
+            return head
+        return CorrectedLogQSoftmax()
 
     @property
     def temperature(self):
@@ -161,22 +213,38 @@ class RetrievalLoss(tf.keras.layers.Layer):
         scores, cand_ids, labels, log_q = self.candidates(
             query, positives, positive_ids, extra, extra_ids, similarity=self.similarity,
             **gathered)
-        z = L.adjust_logits(scores, temperature=tf.cast(self.temperature, scores.dtype),
-                            log_q=log_q if self.logq else None)
         cand_ids = tf.cast(cand_ids, tf.int64)
         positive_ids = tf.cast(positive_ids, tf.int64)
+        masks = []
         if self.remove_accidental_hits:
-            z = L.mask_logits(z, L.accidental_hit_mask(cand_ids, positive_ids, labels))
+            masks.append(L.accidental_hit_mask(cand_ids, positive_ids, labels))
         if self.padding_id is not None:
-            pad = L.padding_mask(cand_ids, self.padding_id, tf.shape(z)[0])
-            is_label = tf.one_hot(labels, tf.shape(z)[1], on_value=True, off_value=False,
-                                  dtype=tf.bool)
-            z = L.mask_logits(z, tf.logical_and(pad, tf.logical_not(is_label)))
+            pad = L.padding_mask(cand_ids, self.padding_id, tf.shape(scores)[0])
+            is_label = tf.one_hot(labels, tf.shape(scores)[1], on_value=True,
+                                  off_value=False, dtype=tf.bool)
+            masks.append(tf.logical_and(pad, tf.logical_not(is_label)))
         if query_ids is not None:
-            z = L.mask_logits(z, L.id_mask(cand_ids, tf.cast(query_ids, tf.int64), labels))
+            masks.append(L.id_mask(cand_ids, tf.cast(query_ids, tf.int64), labels))
+        if self.logq == "corrected":
+            log_q = self._corrected_log_q(log_q, labels, masks, tf.shape(scores)[1])
+        z = L.adjust_logits(scores, temperature=tf.cast(self.temperature, scores.dtype),
+                            log_q=log_q if self.logq else None)
+        for mask in masks:
+            z = L.mask_logits(z, mask)
         if self.num_hard_negatives is not None:
             z, labels = top_m_negatives(z, labels, self.num_hard_negatives)
         return z, labels
+
+    def _corrected_log_q(self, log_q, labels, masks, num_cols):
+        """log Q̃ of logits.corrected_log_q: the kept negatives are the columns that are
+        neither the label nor masked; Q counts C draws (in-batch, mixed) or C − 1 (sampled:
+        the positive's column is not a draw)."""
+        kept = tf.logical_not(tf.one_hot(labels, num_cols, on_value=True, off_value=False,
+                                         dtype=tf.bool))
+        for mask in masks:
+            kept = tf.logical_and(kept, tf.logical_not(mask))
+        num_draws = num_cols if self.candidates.positive_drawn else num_cols - 1
+        return L.corrected_log_q(log_q, labels, kept, num_draws)
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
              query_ids=None):

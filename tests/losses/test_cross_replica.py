@@ -95,6 +95,11 @@ CASES = {
     "softmax/mixed/logq-counts": lambda: RetrievalLoss("softmax", _mixed(COUNTS)),
     "softmax/mixed/logq-streaming": lambda: RetrievalLoss("softmax", _mixed(_streaming())),
     "softmax/all-items": lambda: RetrievalLoss("softmax", AllItems(N_ITEMS)),
+    # corrected logQ: n (kept negatives) and the M draws are the global batch's
+    "softmax/in-batch/logq-corrected": lambda: RetrievalLoss(
+        "softmax", InBatch(frequencies=COUNTS), temperature=0.5, logq="corrected"),
+    "softmax/mixed/logq-corrected-streaming": lambda: RetrievalLoss(
+        "softmax", _mixed(_streaming()), logq="corrected"),
     "neg/in-batch": lambda: RetrievalLoss("neg", InBatch()),
     "neg/sampled-per-example": lambda: RetrievalLoss("neg", _sampled(False)),
     "nce/sampled-shared": lambda: RetrievalLoss("nce", _sampled(True)),
@@ -159,6 +164,7 @@ def _mirrored():
 
 # run by default; the other cases are marked slow (each traces two fit steps)
 FAST = {"softmax/in-batch/logq-streaming", "softmax/mixed/logq-streaming",
+        "softmax/in-batch/logq-corrected",
         "softmax/in-batch/i2i-own-id", "nce/sampled-shared", "triplet/in-batch"}
 
 if TWO_CPUS:
