@@ -1,29 +1,48 @@
 """Sessions: time-ordered item events grouped into sessions, with bookings and markets.
 
-The format a user brings (Airbnb, KDD 2018, trains on click sessions of this shape) is a
-CSV file with a header and one event per line:
+A user brings sessions in one of two forms; the item2vec, airbnb and eges recipes take
+both (``add_session_arguments`` / ``sessions_from_args``: the same flags in each).
 
-    session_id,item_id,timestamp,booked,market
-    s1,listing_17,1700000000,0,paris
-    s1,listing_4,1700000300,1,paris
+1. A sessions CSV (``--sessions``; Airbnb, KDD 2018, trains on click sessions of this
+   shape), a header and one event per line:
 
-session_id and item_id are strings; timestamp an integer (seconds); booked 0/1 (the event
-is the session's booking; at most one per session counts — the last); market a string
-(the listing's market / city; any grouping of items whose negatives should be drawn from
-the same pool). Events are sorted by (session, timestamp) on load.
+       session_id,item_id,timestamp,booked,market
+       s1,listing_17,1700000000,0,paris
+       s1,listing_4,1700000300,1,paris
+
+   session_id and item_id are strings; timestamp an integer (seconds, or any number that
+   orders the session's events, e.g. its position); booked 0/1 (also true/false, yes/no:
+   the event is the session's booking; at most one per session counts — the last; a
+   booking is usually the session's last event); market a string (the listing's market /
+   city; any grouping of items whose negatives should be drawn from the same pool).
+   booked and market are optional (only airbnb reads them). Events are sorted by
+   (session, timestamp) on load; events of one timestamp keep their file order.
+
+2. An interaction log (``--interactions``; the two-tower recipes' format, read by
+   data/interactions.py: user_id,item_id,timestamp as CSV, Parquet or a folder of
+   shards). Each user's interactions in time order are one sequence, split into sessions
+   where more than ``--session-gap`` seconds pass between two of them (Airbnb: 30
+   minutes). Optional booked and market columns are read as in the sessions CSV.
 
 ``sessions_from_interactions`` builds the same structure from (user, item, timestamp)
-logs by splitting each user's time-ordered events where the gap exceeds ``max_gap``
-(Airbnb: a new session after 30 minutes of inactivity); ``max_gap=None`` keeps one
-session per user (item2vec's "basket" is the user's whole history).
+arrays by splitting each user's time-ordered events where the gap exceeds ``max_gap``;
+``max_gap=None`` keeps one session per user (item2vec's "basket" is the user's whole
+history).
 """
 
 import csv
 import dataclasses
+import os
 
 import numpy as np
 
 FIELDS = ("session_id", "item_id", "timestamp", "booked", "market")
+REQUIRED = ("session_id", "item_id", "timestamp")
+# booked-column values (lower-cased) read as a booking / as none
+BOOKED_TRUE = ("1", "true", "yes")
+BOOKED_FALSE = ("0", "false", "no")
+# parts of a column name that suggest it holds bookings (warned about when none are read)
+BOOKING_WORDS = ("book", "purchas", "reserv", "convers", "transact", "buy")
 
 
 @dataclasses.dataclass
@@ -33,6 +52,9 @@ class SessionLog:
     session [n] int session index; item [n] int item index into ``item_names``;
     timestamp [n] int64; booked [n] bool; market [n] int index into ``market_names``
     (the market of the event's item). ``item_market`` [num_items] is each item's market.
+    has_booked / has_markets: whether the source had a booked / market column (without
+    one, booked is all False and every event in one market); columns: the source's column
+    names (for messages); source: where it was read from.
     """
 
     session: np.ndarray
@@ -42,6 +64,10 @@ class SessionLog:
     market: np.ndarray
     item_names: list
     market_names: list
+    has_booked: bool = True
+    has_markets: bool = True
+    columns: tuple = ()
+    source: str = ""
 
     def __post_init__(self):
         order = np.lexsort((self.timestamp, self.session))
@@ -82,6 +108,11 @@ class SessionLog:
     def item_counts(self):
         return np.bincount(self.item, minlength=self.num_items)
 
+    @property
+    def num_booked_sessions(self):
+        """Sessions with at least one booked event."""
+        return int(np.unique(self.session[self.booked]).size)
+
 
 def _index(values):
     names, codes = np.unique(np.asarray(values, dtype=object).astype(str), return_inverse=True)
@@ -100,44 +131,137 @@ def _utf8_lines(path, f):
                              f"UTF-8") from None
 
 
-def read_session_csv(path):
+def _booked_flag(value, where, column):
+    v = value.strip().lower()
+    if v in BOOKED_TRUE:
+        return True
+    if v in BOOKED_FALSE:
+        return False
+    raise ValueError(f"{where}: {column} must be 0 or 1 (or true/false, yes/no), got "
+                     f"{value!r}")
+
+
+def booking_like_columns(columns, booked_col="booked"):
+    """The column names other than ``booked_col`` that look like bookings (booking,
+    is_booked, purchased, reservation, converted, ...)."""
+    return [c for c in columns if c != booked_col
+            and any(w in str(c).lower() for w in BOOKING_WORDS)]
+
+
+def read_session_csv(path, *, booked_col="booked", market_col="market"):
     """Reads the documented CSV format (module docstring) into a SessionLog.
 
+    session_id, item_id and timestamp are required; ``booked_col`` and ``market_col``
+    are read when the file has them (None: never read, as item2vec and eges do); without
+    them no event is booked and every item is in one market (``has_booked`` /
+    ``has_markets`` False).
+
     Raises ValueError naming the file and line for bytes that are not UTF-8, a missing
-    column, a malformed line, a non-integer timestamp or a booked flag other than 0/1.
+    column, a malformed line, a non-integer timestamp or a booked flag other than 0/1
+    (true/false, yes/no).
     """
-    rows = {k: [] for k in FIELDS}
+    path = os.fspath(path)
     # Binary and decoded line by line (csv takes any iterator of str) so that a bad byte
     # is reported with its line; text mode would only say "position 8191" of a buffer.
     with open(path, "rb") as f:
         reader = csv.DictReader(_utf8_lines(path, f))
-        missing = [k for k in FIELDS if k not in (reader.fieldnames or [])]
+        header = [h for h in (reader.fieldnames or [])]
+        missing = [k for k in REQUIRED if k not in header]
         if missing:
-            raise ValueError(f"{path}: the header must name {', '.join(FIELDS)}; missing "
-                             f"{missing} (got {reader.fieldnames})")
+            hint = ("; a log of user_id,item_id,timestamp goes to --interactions, which "
+                    "splits each user's history into sessions" if "session_id" in missing
+                    else "")
+            raise ValueError(f"{path}: the header must name {', '.join(REQUIRED)} (and "
+                             f"optionally booked, market); missing {missing} (got "
+                             f"{reader.fieldnames}){hint}")
+        has_booked = booked_col is not None and booked_col in header
+        has_markets = market_col is not None and market_col in header
+        fields = list(REQUIRED) + [booked_col] * has_booked + [market_col] * has_markets
+        rows = {k: [] for k in fields}
         for row in reader:
             line = reader.line_num
-            if None in row or any(row[k] is None or row[k] == "" for k in FIELDS):
-                raise ValueError(f"{path}, line {line}: expected {len(FIELDS)} non-empty "
-                                 f"fields {FIELDS}, got {row}")
+            if None in row or any(row[k] is None or row[k] == "" for k in fields):
+                raise ValueError(f"{path}, line {line}: expected non-empty fields "
+                                 f"{tuple(fields)}, got {row}")
             try:
                 ts = int(row["timestamp"])
             except ValueError:
                 raise ValueError(f"{path}, line {line}: timestamp must be an integer, got "
                                  f"{row['timestamp']!r}") from None
-            if row["booked"] not in ("0", "1"):
-                raise ValueError(f"{path}, line {line}: booked must be 0 or 1, got "
-                                 f"{row['booked']!r}")
-            for k in FIELDS:
+            for k in fields:
                 rows[k].append(row[k])
             rows["timestamp"][-1] = ts
+            if has_booked:
+                rows[booked_col][-1] = _booked_flag(row[booked_col], f"{path}, line {line}",
+                                                    booked_col)
     if not rows["item_id"]:
         raise ValueError(f"{path}: no events after the header")
+    n = len(rows["item_id"])
     session, _ = _index(rows["session_id"])
     item, item_names = _index(rows["item_id"])
-    market, market_names = _index(rows["market"])
-    return SessionLog(session, item, np.asarray(rows["timestamp"], np.int64),
-                      np.asarray(rows["booked"]) == "1", market, item_names, market_names)
+    market, market_names = (_index(rows[market_col]) if has_markets
+                            else (np.zeros(n, np.int64), ["(all)"]))
+    booked = np.asarray(rows[booked_col], bool) if has_booked else np.zeros(n, bool)
+    return SessionLog(session, item, np.asarray(rows["timestamp"], np.int64), booked, market,
+                      item_names, market_names, has_booked=has_booked,
+                      has_markets=has_markets, columns=tuple(header), source=path)
+
+
+def read_interaction_sessions(path, columns=None, *, session_gap=None, booked_col=None,
+                              market_col=None):
+    """An interaction log (data/interactions.py: CSV, Parquet file or folder of shards)
+    as a SessionLog: each user's interactions in time order, split into sessions where
+    more than ``session_gap`` seconds pass (None: one session per user).
+
+    Args:
+      path: the log.
+      columns: interactions.ColumnNames (default user_id, item_id, timestamp; aliases
+        such as userId / movieId are accepted).
+      session_gap: seconds > 0, or None.
+      booked_col, market_col: optional columns read when the log has them (booked as in
+        the sessions CSV: 0/1, true/false, yes/no); None: not read.
+
+    Item names are the log's item ids as strings. Raises ValueError / FileNotFoundError
+    as data/interactions.py does (naming the file, line or row, and the value).
+    """
+    from twotower.data import interactions as logs
+
+    if session_gap is not None and not session_gap > 0:
+        raise ValueError(f"session_gap must be None or > 0 seconds, got {session_gap!r}")
+    first = logs.list_files(path)[0]
+    logs.resolve_columns(first, columns)          # a missing column: named before reading
+    header = logs._file_columns(first)
+    has_booked = booked_col is not None and booked_col in header
+    has_markets = market_col is not None and market_col in header
+    extra = [booked_col] * has_booked + [market_col] * has_markets
+    log = logs.read_interactions(path, columns, extra=tuple(extra), id_type="string")
+    n = len(log)
+    booked = np.zeros(n, bool)
+    if has_booked:
+        values = log.extra[booked_col]
+        lowered = np.char.lower(np.char.strip(values.astype(str)))
+        ok = np.isin(lowered, BOOKED_TRUE + BOOKED_FALSE)
+        if not ok.all():
+            bad = int(np.flatnonzero(~ok)[0])
+            raise ValueError(f"{log.source}: row {bad + 1}: {booked_col} must be 0 or 1 (or "
+                             f"true/false, yes/no), got {values[bad]!r}")
+        booked = np.isin(lowered, BOOKED_TRUE)
+    user, _ = _index(log.user_id)
+    item, item_names = _index(log.item_id)
+    if has_markets:
+        values = log.extra[market_col]
+        empty = np.flatnonzero(values.astype(str) == "")
+        if empty.size:
+            raise ValueError(f"{log.source}: row {int(empty[0]) + 1}: empty {market_col!r}")
+        market, market_names = _index(values)
+    else:
+        market, market_names = np.zeros(n, np.int64), ["(all)"]
+    order = np.lexsort((np.arange(n), log.timestamp, user))   # stable within a second
+    user, item, ts = user[order], item[order], log.timestamp[order]
+    session = split_sessions(user, ts, session_gap)
+    return SessionLog(session, item, ts, booked[order], market[order], item_names,
+                      market_names, has_booked=has_booked, has_markets=has_markets,
+                      columns=tuple(header), source=os.fspath(path))
 
 
 def split_sessions(user, timestamp, max_gap=None):
@@ -221,15 +345,23 @@ def leave_last_out(sequences, min_length=3):
 
 def split_booked_sessions(log, min_length=3):
     """Airbnb's next-click protocol on a SessionLog: every session of at least
-    ``min_length`` events loses its last event to evaluation, and its booking is taken
-    from the events that remain (a booking that is the held-out event is not seen in
-    training). Sessions with a single event carry no skip-gram pair and are dropped.
+    ``min_length`` events loses one event to evaluation, and its booking (the last booked
+    event) is taken from the events that remain. Sessions with a single event carry no
+    skip-gram pair and are dropped.
+
+    The held-out event is the session's last event, except in a session whose booking is
+    its last event (the natural layout of a booked session): the booking stays in
+    training — it is the session's global context — and the held-out event is the last
+    click before it of another item than the booked one (holding out a click of the
+    booked item would put the answer in the session's booking context); a session with
+    no such click after its first event holds nothing out. The query is the event just
+    before the held-out one, and the items the user saw before it are not ranked.
 
     Returns (train, booked, held, dropped): train = list of int item arrays (sessions of
-    >= 2 events, last event removed when held out), booked = int [len(train)] each
-    training session's last booked item or -1, held = (query item = the event before the
-    held-out one, held-out item, set of the session's training items) per held-out
-    session, dropped = number of single-event sessions.
+    >= 2 events, the held-out event removed), booked = int [len(train)] each training
+    session's last booked item or -1, held = (query item, held-out item, set of the
+    session's items before the held-out event) per held-out session, dropped = number of
+    single-event sessions.
     """
     if isinstance(min_length, bool) or not isinstance(min_length, int) or min_length < 3:
         raise ValueError(f"min_length must be an int >= 3, got {min_length!r}")
@@ -239,10 +371,156 @@ def split_booked_sessions(log, min_length=3):
         if b - a < 2:
             dropped += 1
             continue
+        out = None
         if b - a >= min_length:
-            held.append((int(items[-2]), int(items[-1]), set(int(i) for i in items[:-1])))
-            items, flags = items[:-1], flags[:-1]
+            out = b - a - 1
+            if flags[-1]:
+                others = np.flatnonzero(items[:-1] != items[-1])
+                out = int(others[-1]) if others.size and others[-1] >= 1 else None
+        if out is not None:
+            held.append((int(items[out - 1]), int(items[out]),
+                         set(int(i) for i in items[:out])))
+            keep = np.arange(b - a) != out
+            items, flags = items[keep], flags[keep]
         hits = np.flatnonzero(flags)
         train.append(np.asarray(items, np.int64))
         booked.append(int(items[hits[-1]]) if hits.size else -1)
     return train, np.asarray(booked, np.int64), held, dropped
+
+
+# ----------------------------------------------------------------------------- CLI
+
+def add_session_arguments(group, *, session_gap):
+    """The flags by which item2vec, airbnb and eges take a user's own sessions, added to
+    the argparse ``group`` (the same names in all three): --sessions, --interactions,
+    --user-col, --item-col, --time-col, --session-gap. ``session_gap``: the recipe's
+    default gap in seconds (None: one session per user), for the help text; the recipe
+    passes it again to ``sessions_from_args``."""
+    gap = "none (a user's whole history is one session)" if session_gap is None else \
+        f"{session_gap:g} s"
+    group.add_argument("--sessions", default=None, metavar="FILE",
+                       help="your own sessions: a CSV with header session_id,item_id,"
+                            "timestamp (one event per line; timestamp an integer that "
+                            "orders a session's events; optional columns booked 0/1 and "
+                            "market, read by airbnb). Default: MovieLens (--source)")
+    group.add_argument("--interactions", default=None, metavar="PATH",
+                       help="your own interaction log instead: user_id,item_id,timestamp "
+                            "as a CSV with a header (string or integer ids; Unix seconds or "
+                            "ISO-8601 times), a Parquet file or a folder of Parquet shards, "
+                            "as the two-tower recipes take it; each user's interactions in "
+                            "time order are one sequence, split at --session-gap (airbnb "
+                            "also reads optional booked and market columns)")
+    group.add_argument("--user-col", default=None,
+                       help="--interactions: the user column (default user_id; userId, "
+                            "customer_id, ... are also accepted)")
+    group.add_argument("--item-col", default=None,
+                       help="--interactions: the item column (default item_id; movieId, "
+                            "itemId, product_id, ... are also accepted)")
+    group.add_argument("--time-col", default=None,
+                       help="--interactions: the timestamp column (default timestamp)")
+    group.add_argument("--session-gap", default=None, metavar="SECONDS",
+                       help="--interactions: start a new session where more than this many "
+                            "seconds pass between a user's interactions (Airbnb 2018: "
+                            f"1800), or 'none' (default: {gap})")
+    return group
+
+
+def parse_session_gap(value, default=None):
+    """--session-gap: None (not given) → ``default``; 'none' → None; else seconds > 0."""
+    if value is None:
+        return default
+    if isinstance(value, str) and value.strip().lower() in ("none", "off"):
+        return None
+    try:
+        gap = float(value)
+    except (TypeError, ValueError):
+        gap = float("nan")
+    if not gap > 0 or not np.isfinite(gap):
+        raise ValueError(f"--session-gap must be a number of seconds > 0 or 'none', got "
+                         f"{value!r}")
+    return gap
+
+
+def check_session_arguments(args, *, session_gap=None):
+    """ValueErrors for the flags of ``add_session_arguments`` (and --source), before any
+    work; returns the session gap in seconds (or None). ``args.source`` is None when not
+    given."""
+    given = [(flag, v) for flag, v in (("--source", getattr(args, "source", None)),
+                                       ("--sessions", args.sessions),
+                                       ("--interactions", args.interactions)) if v is not None]
+    if len(given) > 1:
+        (f1, v1), (f2, v2) = given[:2]
+        raise ValueError(f"{f1} {v1!r} and {f2} {v2!r}: give one source of sessions "
+                         f"(MovieLens --source, a --sessions CSV or an --interactions log)")
+    if args.interactions is None:
+        for flag in ("--user-col", "--item-col", "--time-col", "--session-gap"):
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None:
+                why = (" (a --sessions CSV names session_id,item_id,timestamp)"
+                       if args.sessions else
+                       " (MovieLens sessions are cut with --max-gap-hours)"
+                       if flag == "--session-gap" and hasattr(args, "max_gap_hours") else "")
+                raise ValueError(f"{flag} {value!r} applies to an --interactions log only"
+                                 f"{why}")
+    return parse_session_gap(args.session_gap, session_gap)
+
+
+def booking_warnings(log, booked_col="booked"):
+    """Why a log read for its bookings may have none: a booked column with no booking
+    in it, or no booked column but others whose names look like bookings. A list of
+    messages (empty when bookings were found or nothing suggests there are any)."""
+    where = log.source or "the sessions"
+    if log.has_booked:
+        if not log.booked.any():
+            return [f"{where}: column {booked_col!r} marks no booking (no 1/true/yes in "
+                    f"{log.session.size} events): no session is booked, so there is no "
+                    f"booking context"]
+        return []
+    like = booking_like_columns(log.columns, booked_col)
+    if like:
+        return [f"{where}: no {booked_col!r} column, so no booking is read, but "
+                f"{', '.join(repr(c) for c in like)} look{'s' if len(like) == 1 else ''} "
+                f"like bookings: pass --booked-col {like[0]} (a column of 0/1 flags)"]
+    return []
+
+
+def log_columns(args):
+    """interactions.ColumnNames of --user-col / --item-col / --time-col."""
+    from twotower.data.interactions import ColumnNames
+
+    return ColumnNames(args.user_col or "user_id", args.item_col or "item_id",
+                       args.time_col or "timestamp")
+
+
+def sessions_from_args(args, *, session_gap=None, booked_col=None, market_col=None):
+    """The SessionLog of --sessions or --interactions (None when neither: MovieLens), and
+    its origin ("sessions:PATH" / "interactions:PATH"). ``session_gap``: the recipe's
+    default; ``booked_col`` / ``market_col``: read those optional columns (airbnb)."""
+    gap = check_session_arguments(args, session_gap=session_gap)
+    if args.sessions is not None:
+        path = args.sessions
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--sessions {path!r}: "
+                                    f"{'a folder, not a' if os.path.isdir(path) else 'no such'}"
+                                    f" file (give the sessions CSV)")
+        return (read_session_csv(path, booked_col=booked_col, market_col=market_col),
+                f"sessions:{path}")
+    if args.interactions is not None:
+        if not os.path.exists(args.interactions):
+            raise FileNotFoundError(f"--interactions {args.interactions!r}: no such file or "
+                                    f"folder (give the log: a CSV, a Parquet file or a "
+                                    f"folder of Parquet shards)")
+        return (read_interaction_sessions(args.interactions, log_columns(args),
+                                          session_gap=gap, booked_col=booked_col,
+                                          market_col=market_col),
+                f"interactions:{args.interactions}")
+    return None, None
+
+
+def describe(log):
+    """One line: what was read."""
+    lengths = np.diff(np.concatenate([log._starts, [log.session.size]]))
+    return (f"{log.source}: {log.session.size} events, {log.num_sessions} sessions (median "
+            f"{int(np.median(lengths))} events), {log.num_items} items"
+            + (f", {log.num_booked_sessions} booked sessions" if log.has_booked else "")
+            + (f", {len(log.market_names)} markets" if log.has_markets else ""))

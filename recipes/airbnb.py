@@ -16,27 +16,45 @@ Both are the same two-tower word2vec model and sparse SGD as item2vec
 (towers/word2vec.py); item2vec is trained beside it on the SAME training sessions with
 the same dim, window, epochs and seed (no booking context, corpus negatives only).
 
-Input: sessions in the documented CSV format (data/sessions.py):
-    session_id,item_id,timestamp,booked,market
-or, offline, MovieLens-100K adapted (not real bookings): a user's ratings split into
-sessions at gaps of more than --max-gap-hours, the session's last rating >=
---booking-rating as its "booking", a film's first genre as its "market".
+Input (data/sessions.py; the same flags as item2vec and eges):
+  --sessions FILE       click sessions as CSV, session_id,item_id,timestamp[,booked][,market]
+                        (booked 0/1 marks the session's booking, usually its last event);
+  --interactions PATH   an interaction log, user_id,item_id,timestamp[,booked][,market]
+                        (CSV, Parquet, folder of shards): each user's events in time
+                        order, split into sessions after --session-gap seconds of
+                        inactivity (default 1800, the paper's 30 minutes);
+  neither               offline, MovieLens-100K adapted (not real bookings): a user's
+                        ratings split into sessions at gaps of more than --max-gap-hours,
+                        the session's last rating >= --booking-rating as its "booking", a
+                        film's first genre as its "market".
+--booked-col / --market-col name other columns. Without a booked column there is no
+booking context (a warning says so when another column looks like bookings, or when the
+booked column marks none); without a market column pass --market-negatives 0.
 
-Evaluation: the last event of every session of >= 3 events is held out; its query is the
-event before it and every other item is ranked by cosine (the session's earlier items
-and the query excluded): next-item HR@10 / NDCG@10. same_market@10: the share of an
-item's 10 nearest cosine neighbours in its own market, averaged over items.
+Evaluation: one event of every session of >= 3 events is held out (the last one; in a
+session that ends with its booking, the last click before it of another item, so that
+the booking stays in training as the session's global context: see
+data/sessions.split_booked_sessions); its query is the event before it and every other
+item is ranked by cosine (the session's earlier items and the query excluded): next-item
+HR@10 / NDCG@10, for both models and for popularity (items ranked by training count).
+same_market@10: the share of an item's 10 nearest cosine neighbours in its own market,
+averaged over items.
 
-    twotower airbnb --out out/airbnb                       # MovieLens-100K, offline
-    twotower airbnb --sessions clicks.csv --out out/mine   # your own session logs
+    twotower airbnb --out out/airbnb                            # MovieLens-100K, offline
+    twotower airbnb --sessions clicks.csv --out out/mine        # your own click sessions
+    twotower airbnb --interactions log.parquet --market-negatives 0 --out out/mine
 
 Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
-before any work): vectors.txt (word2vec text format; "index:name"), model/ (the Airbnb
-model's config.json + weights.h5 + vocab.json; towers.word2vec.load_model rebuilds its
-towers), index/ (a ScaNN cosine index of the listing vectors, tuned, addressed by the
-CSV's own item_id strings, or by MovieLens movie id: ``twotower serve OUT/index``, then
+before any work): vectors.txt (word2vec text format; your own item ids as the keys —
+whitespace in an id becomes '_' —, or "index:title" for MovieLens), model/ (the Airbnb
+model's config.json + weights.h5 + vocab.json, with each row's item id under "item_ids";
+towers.word2vec.load_model rebuilds its towers), index/ (a ScaNN cosine index of the listing vectors, tuned, addressed by your
+own item ids, or by MovieLens movie id: ``twotower serve OUT/index``, then
 ``/i2i {"item_ids": ["listing_17"]}``), hit_rate.png (HR@K of both models and
-popularity), metrics.json; prints the side-by-side table.
+popularity), metrics.json; prints the side-by-side table (airbnb, item2vec, popularity).
+
+Bad input raises (``twotower airbnb`` prints it as one line, exit status 2;
+TWOTOWER_DEBUG=1 shows the traceback).
 """
 
 import argparse
@@ -47,20 +65,25 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
+from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.global_context import GlobalContext
 from twotower.data.movielens import load_movielens
 from twotower.data.samplers import UnigramSampler
-from twotower.data.sessions import (movielens_booking_sessions, read_session_csv,
+from twotower.data.sessions import (add_session_arguments, booking_warnings,
+                                    check_session_arguments, describe,
+                                    movielens_booking_sessions, sessions_from_args,
                                     split_booked_sessions)
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, hit_rate_curves,
-                                            index_metrics, plot_hit_rates, save_model_folder,
-                                            save_vector_index)
-from twotower.reporting import format_table, write_metrics
+                                            check_index_arguments, comparison_rows,
+                                            divergence_as_input_error, hit_rate_curves,
+                                            index_metrics, plot_hit_rates,
+                                            save_model_folder, save_vector_index,
+                                            vector_keys)
+from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics, same_group_share
 from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
                                       ModelConfig, set_threads, train_word2vec,
@@ -69,20 +92,45 @@ from twotower.towers.word2vec import (add_training_arguments, build_model, DataC
 K = 10
 
 
+# Airbnb 2018, §3.1: a new session after 30 minutes of inactivity
+SESSION_GAP = 1800.0
+
+
+def warn(message):
+    print(f"twotower airbnb: warning: {message}", file=sys.stderr, flush=True)
+
+
 def load_sessions(args):
-    """The SessionLog of --sessions (CSV) or of MovieLens (--source), its origin, and the
-    external id of every log item (the CSV's item_id strings; MovieLens movie ids)."""
-    if args.sessions:
-        if not os.path.isfile(args.sessions):
-            raise FileNotFoundError(f"--sessions {args.sessions!r}: "
-                                    f"{'a folder, not a' if os.path.isdir(args.sessions) else 'no such'} "
-                                    f"file (give the sessions CSV)")
-        log = read_session_csv(args.sessions)
-        return log, f"sessions:{args.sessions}", np.asarray(log.item_names, dtype=str)
-    ml = load_movielens(args.source)
+    """The SessionLog of --sessions / --interactions or of MovieLens (--source), its
+    origin, the external id of every log item (your item ids; MovieLens movie ids) and
+    whether it is MovieLens. Warns when the log was read for bookings and has none."""
+    booked_col, market_col = args.booked_col or "booked", args.market_col or "market"
+    log, origin = sessions_from_args(args, session_gap=SESSION_GAP, booked_col=booked_col,
+                                     market_col=market_col)
+    if log is not None:
+        print(describe(log), flush=True)
+        for message in booking_warnings(log, booked_col):
+            warn(message)
+        vector_keys(log.item_names)              # ids that clash in vectors.txt: refused now
+        return log, origin, np.asarray(log.item_names, dtype=str), False
+    source = args.source or "auto"
+    ml = load_movielens(source)
     return (movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours,
                                        booking_rating=args.booking_rating),
-            f"movielens:{args.source}", np.asarray(ml.movies["movie_id"], np.int64))
+            f"movielens:{source}", np.asarray(ml.movies["movie_id"], np.int64), True)
+
+
+def check_arguments(args):
+    """ValueErrors naming the flag and its value, before any data is read."""
+    check_session_arguments(args, session_gap=SESSION_GAP)
+    if isinstance(args.market_negatives, bool) or args.market_negatives < 0:
+        raise ValueError(f"--market-negatives must be an int >= 0, got {args.market_negatives!r}")
+    if args.sessions is None and args.interactions is None:
+        for flag in ("--booked-col", "--market-col"):
+            value = getattr(args, flag[2:].replace("-", "_"))
+            if value is not None:
+                raise ValueError(f"{flag} {value!r} names a column of --sessions or "
+                                 f"--interactions (MovieLens books by --booking-rating)")
 
 
 def prepare(log, min_count):
@@ -105,7 +153,11 @@ def prepare(log, min_count):
             "single_item_sessions_dropped": dropped,
             "booked_sessions": int((booked >= 0).sum()),
             "booked_items_out_of_vocabulary": int(((booked >= 0) & (booked_vocab < 0)).sum()),
-            "num_items": len(vocab), "num_markets": int(len(np.unique(market[market >= 0])))}
+            "num_items": len(vocab),
+            "num_markets": int(len(np.unique(market[market >= 0]))) if log.has_markets else 0}
+    if log.booked.any() and not (booked >= 0).any():
+        warn(f"{log.num_booked_sessions} sessions have a booking, but none is left in a "
+             f"training session of 2 or more events: there is no booking context")
     return sentences, vocab, booked_vocab, held, market, info
 
 
@@ -118,11 +170,17 @@ def airbnb_model_fn(vocab, market, model_config, market_negatives, seed):
                                  candidates=ConcatNegatives([corpus, same_market]))
 
 
-def evaluate(vocab, vectors, held, market):
+def evaluate(vocab, vectors, held, market=None):
+    """{hr@K, ndcg@K[, same_market@K]} of one model, and popularity's hr@K / ndcg@K and
+    eval_sessions (the same for every model on one vocabulary)."""
     m = next_item_metrics(vocab, vectors, held, k=K)
-    return {f"hr@{K}": m[f"hr@{K}"], f"ndcg@{K}": m[f"ndcg@{K}"],
-            f"same_market@{K}": same_group_share(vectors, market, k=min(K, len(vocab) - 1)),
-            "popularity_hr": m[f"popularity_hr@{K}"], "eval_sessions": m["eval_users"]}
+    out = {f"hr@{K}": m[f"hr@{K}"], f"ndcg@{K}": m[f"ndcg@{K}"]}
+    if market is not None:
+        out[f"same_market@{K}"] = same_group_share(vectors, market, k=min(K, len(vocab) - 1))
+    shared = {f"popularity_hr@{K}": m[f"popularity_hr@{K}"],
+              f"popularity_ndcg@{K}": m[f"popularity_ndcg@{K}"],
+              "eval_sessions": m["eval_users"]}
+    return out, shared
 
 
 def run(args):
@@ -133,9 +191,13 @@ def run(args):
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
     train = training_config(args)
     validate(data, model_config, train)
-    if isinstance(args.market_negatives, bool) or args.market_negatives < 0:
-        raise ValueError(f"--market-negatives must be an int >= 0, got {args.market_negatives!r}")
-    log, origin, external = load_sessions(args)
+    check_arguments(args)
+    log, origin, external, movielens = load_sessions(args)
+    if args.market_negatives and not log.has_markets:
+        raise ValueError(f"--market-negatives {args.market_negatives}: {log.source} has no "
+                         f"{args.market_col or 'market'!r} column to draw same-market "
+                         f"negatives from; name it with --market-col, or pass "
+                         f"--market-negatives 0")
     data.corpus = origin
     sentences, vocab, booked, held, market, info = prepare(log, args.min_count)
     names = [str(log.item_names[int(w)]) for w in vocab.words]
@@ -145,26 +207,37 @@ def run(args):
     if args.market_negatives:
         model_fn = airbnb_model_fn(vocab, market, model_config, args.market_negatives, args.seed)
     extra = GlobalContext(booked) if not args.no_booking and (booked >= 0).any() else None
-    _, ours, stats = train_word2vec(sentences, data, model_config, train, model_fn=model_fn,
-                                    extra_pairs=extra, query_is_item=True,
-                                    description="airbnb", **kwargs)
-    _, plain, plain_stats = train_word2vec(sentences, data, model_config, train,
-                                           description="item2vec", **kwargs)
+    if extra is None and model_fn is None:
+        warn("no booking context and no market negatives: the Airbnb model is item2vec "
+             "(the two columns of the table will agree)")
+    with divergence_as_input_error():
+        _, ours, stats = train_word2vec(sentences, data, model_config, train,
+                                        model_fn=model_fn, extra_pairs=extra,
+                                        query_is_item=True, description="airbnb", **kwargs)
+        _, plain, plain_stats = train_word2vec(sentences, data, model_config, train,
+                                               description="item2vec", **kwargs)
     vectors = word_vectors(ours, "sg")
     metrics = dict(info, dim=args.dim, epochs=args.epochs, airbnb_seconds=stats["seconds"],
                    item2vec_seconds=plain_stats["seconds"],
                    airbnb_examples=stats["examples"], item2vec_examples=plain_stats["examples"])
     plain_vectors = word_vectors(plain, "sg")
     for name, v in (("airbnb", vectors), ("item2vec", plain_vectors)):
-        m = evaluate(vocab, v, held, market)
-        metrics["eval_sessions"] = m.pop("eval_sessions")
-        metrics[f"popularity_hr@{K}"] = m.pop("popularity_hr")
+        m, shared = evaluate(vocab, v, held, market if log.has_markets else None)
+        metrics.update(shared)
         metrics.update({f"{name}_{k}": val for k, val in m.items()})
     curves = hit_rate_curves({"airbnb": (vocab, vectors, held),
                               "item2vec": (vocab, plain_vectors, held)})
     return dict(metrics=metrics, vocab=vocab, vectors=vectors, names=names,
                 external_ids=external[np.asarray(vocab.words, np.int64)], model=ours,
-                model_config=model_config, curves=curves)
+                model_config=model_config, curves=curves, movielens=movielens)
+
+
+def comparison(metrics):
+    """The side-by-side table: airbnb, item2vec and popularity on the same held-out
+    clicks (same_market@K for the two embeddings, when the log has markets)."""
+    keys = (f"hr@{K}", f"ndcg@{K}") + ((f"same_market@{K}",)
+                                      if f"airbnb_same_market@{K}" in metrics else ())
+    return comparison_rows(metrics, ("airbnb", "item2vec", "popularity"), keys)
 
 
 def build_parser():
@@ -176,12 +249,18 @@ def build_parser():
                     "item2vec on the same sessions; next-item HR@10 and same-market "
                     "neighbour share; a ScaNN index of the listing vectors.")
     g = p.add_argument_group("data")
-    g.add_argument("--sessions", default=None,
-                   help="a session CSV with header session_id,item_id,timestamp,booked,market "
-                        "(one event per line; booked 0/1). Default: MovieLens-100K adapted")
-    g.add_argument("--source", default="auto",
-                   help="MovieLens when no --sessions: a folder/zip, 'url', 'recbole' "
-                        "(offline wheel) or 'auto' (default %(default)s)")
+    g.add_argument("--source", default=None,
+                   help="MovieLens-100K adapted, when neither --sessions nor --interactions "
+                        "is given: a folder/zip, 'url', 'recbole' (offline wheel) or 'auto' "
+                        "(default auto)")
+    add_session_arguments(g, session_gap=SESSION_GAP)
+    g.add_argument("--booked-col", default=None,
+                   help="--sessions / --interactions: the column of 0/1 booking flags (the "
+                        "booked listing is the session's global context; default booked; "
+                        "without it no session is booked)")
+    g.add_argument("--market-col", default=None,
+                   help="--sessions / --interactions: the column of the item's market, "
+                        "the pool of --market-negatives (default market)")
     g.add_argument("--max-gap-hours", type=float, default=1.0,
                    help="MovieLens: a new session after this many hours between ratings "
                         "(default %(default)s)")
@@ -211,41 +290,39 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        out = check_output_dir(args.out, overwrite=args.overwrite)
-        check_index_arguments(args)
-        set_threads(args.threads)
-        result = run(args)
-        metrics, vocab, vectors = result["metrics"], result["vocab"], result["vectors"]
-        retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
-                                                 target_recall=args.target_recall,
-                                                 k=args.index_k, seed=args.seed,
-                                                 progress=not args.quiet)
-        metrics.update(index_metrics(retriever, tuned))
-        ids = np.asarray(vocab.words, np.int64)
-        with atomic_directory(out, overwrite=args.overwrite) as tmp:
-            write_word2vec_text(os.path.join(tmp, "vectors.txt"),
-                                [f"{i}:{n.replace(' ', '_')}"
-                                 for i, n in zip(ids, result["names"])], vectors)
-            save_model_folder(os.path.join(tmp, "model"), result["model"],
-                              result["model_config"], vocab)
-            save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
-                              {"recipe": "airbnb"})
-            plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
-                           title="Airbnb vs item2vec: next click of each session (held out)")
-            write_metrics(tmp, metrics)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"twotower airbnb: error: {e}", file=sys.stderr)
-        return 2
-    rows = [{"metric": k, "airbnb": metrics[f"airbnb_{k}"], "item2vec": metrics[f"item2vec_{k}"]}
-            for k in (f"hr@{K}", f"ndcg@{K}", f"same_market@{K}")]
-    print(format_table(rows))
+    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
+    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
+    out = check_output_dir(args.out, overwrite=args.overwrite)
+    check_index_arguments(args)
+    check_arguments(args)
+    set_threads(args.threads)
+    result = run(args)
+    metrics, vocab, vectors = result["metrics"], result["vocab"], result["vectors"]
+    retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
+                                             target_recall=args.target_recall,
+                                             k=args.index_k, seed=args.seed,
+                                             progress=not args.quiet)
+    metrics.update(index_metrics(retriever, tuned))
+    ids = np.asarray(vocab.words, np.int64)
+    keys = ([f"{i}:{n.replace(' ', '_')}" for i, n in zip(ids, result["names"])]
+            if result["movielens"] else vector_keys(result["external_ids"]))
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        write_word2vec_text(os.path.join(tmp, "vectors.txt"), keys, vectors)
+        save_model_folder(os.path.join(tmp, "model"), result["model"],
+                          result["model_config"], vocab, item_ids=result["external_ids"])
+        save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "airbnb"})
+        plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                       title="Airbnb vs item2vec: next click of each session (held out)")
+        write_metrics(tmp, metrics)
+    print(format_table(comparison(metrics)))
     print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
                         if not k.startswith(("airbnb_hr", "airbnb_ndcg", "airbnb_same",
-                                             "item2vec_hr", "item2vec_ndcg", "item2vec_same"))]))
-    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
+                                             "item2vec_hr", "item2vec_ndcg", "item2vec_same",
+                                             "popularity_hr", "popularity_ndcg"))]))
+    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
+          f"{os.path.join(out, 'index')})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_main("airbnb", main))

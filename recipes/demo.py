@@ -30,6 +30,7 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 from twotower.artifacts import atomic_directory
+from twotower.command import run_as_main
 from twotower.index import persistence, saved_model
 from twotower.index.builder import embed
 from twotower.recipes import movielens_two_tower as common
@@ -227,4 +228,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_main("demo", main))

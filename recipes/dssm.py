@@ -12,7 +12,9 @@ DSSM sampled 4 random negatives per click; the in-batch candidates play that rol
 """
 
 import dataclasses
+import sys
 
+from twotower.command import run_as_main
 from twotower.losses import InBatch, RetrievalLoss
 from twotower.recipes import movielens_two_tower as common
 
@@ -67,3 +69,7 @@ def main(argv=None):
     model, data, metrics = train(config)
     common.report("dssm", config, metrics, data, model)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_main("dssm", main))

@@ -11,7 +11,9 @@ below the positive, FaceNet's rule), or all of them. Towers as in the youtube re
 """
 
 import dataclasses
+import sys
 
+from twotower.command import run_as_main
 from twotower.losses import InBatch, RetrievalLoss, Triplet
 from twotower.recipes import movielens_two_tower as common
 
@@ -63,3 +65,7 @@ def main(argv=None):
     model, data, metrics = train(config)
     common.report("ebr", config, metrics, data, model)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_main("ebr", main))

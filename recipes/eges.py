@@ -12,8 +12,20 @@ Alibaba", KDD 2018), beside item2vec, with cold-start items from side informatio
      gives GES, the plain mean). The context is an output-id embedding (item tower).
 
 Items never in the graph still get H_v from their side information alone; item2vec has
-no vector for them. The offline data is MovieLens-100K (data/movielens.py), sessions cut
-at --max-gap-hours between a user's ratings.
+no vector for them.
+
+Data (data/sessions.py; the same flags as item2vec and airbnb): your own sessions
+(``--sessions`` CSV, session_id,item_id,timestamp) or interaction log (``--interactions``,
+user_id,item_id,timestamp as CSV/Parquet, each user's events in time order split into
+sessions after --session-gap seconds of inactivity, default 3600), with side information
+from ``--items items.csv`` (keyed by the item id; every other column, or those named by
+--side-info, is a field: categorical, '|'-separated multi-valued, text as its words,
+numbers in 10 quantile buckets; data/side_info.side_info_from_table). Items only in the
+table are in the catalogue too: their vectors come from side information alone. Without
+--items the model has ids only (the paper's BGE: skip-gram on weighted walks) and
+nothing is hidden for the cold-start evaluation. Offline, by default, MovieLens-100K
+(data/movielens.py) with genres and a release-year bucket as side information, sessions
+cut at --max-gap-hours between a user's ratings.
 
 Evaluation: a random --cold-fraction of the rated items is hidden from training entirely
 (its events removed from the sessions). The last event of every remaining session of >= 3
@@ -27,36 +39,52 @@ graph (cold_neighbour_precision@10, beside the 10 most popular items as a baseli
 
     twotower eges --out out/eges
     twotower eges --source path/to/ml-100k --uniform-walks --out out/deepwalk-sideinfo
+    twotower eges --interactions log.csv --items items.csv --out out/mine
+    twotower eges --sessions s.csv --items items.csv --side-info brand,category --out out/mine
 
 Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
-before any work): vectors.txt (every item, cold ones included; word2vec text format),
-model/ (config.json + weights.h5 + vocab.json + query_tower.json, the SideInfoTower's
-config with its side information; towers.word2vec.load_model rebuilds it), index/ (a
-ScaNN cosine index of all item vectors, tuned, addressed by MovieLens movie id:
-``twotower serve OUT/index``, then ``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of
-EGES, item2vec, DeepWalk when compared, and popularity), metrics.json; prints the table.
+before any work): vectors.txt (every item, cold ones included; word2vec text format;
+keys: your own item ids — whitespace in an id becomes '_' —, or "index:title" for
+MovieLens), model/ (config.json + weights.h5 + vocab.json, each row's item id under
+"item_ids", and with side information
+query_tower.json, the SideInfoTower's config with its side information;
+towers.word2vec.load_model rebuilds it), index/ (a ScaNN cosine index of all item
+vectors, tuned, addressed by your item ids or the MovieLens movie id: ``twotower serve
+OUT/index``, then ``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of EGES, item2vec,
+DeepWalk when compared, and popularity), metrics.json; prints the side-by-side table
+(EGES, item2vec, DeepWalk, popularity) and the other numbers.
+
+Bad input raises (``twotower eges`` prints it as one line, exit status 2;
+TWOTOWER_DEBUG=1 shows the traceback).
 """
 
 import argparse
 import os
+import re
 import sys
 
 import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
+from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory, check_output_dir
+from twotower.data.feature_table import read_feature_table
 from twotower.data.item_graph import ItemGraph
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import leave_last_out, movielens_booking_sessions
-from twotower.data.side_info import encode_side_info, year_buckets
+from twotower.data.sessions import (add_session_arguments, check_session_arguments,
+                                    describe, leave_last_out, log_columns,
+                                    movielens_booking_sessions, sessions_from_args)
+from twotower.data.side_info import encode_side_info, side_info_from_table, year_buckets
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, hit_rate_curves,
-                                            index_metrics, plot_hit_rates, save_model_folder,
-                                            save_vector_index)
-from twotower.reporting import format_table, write_metrics
+                                            check_index_arguments, comparison_rows,
+                                            divergence_as_input_error, hit_rate_curves,
+                                            index_metrics, plot_hit_rates,
+                                            save_model_folder, save_vector_index,
+                                            vector_keys)
+from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
 from twotower.towers.side_info_tower import SideInfoTower
 from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
@@ -64,6 +92,9 @@ from twotower.towers.word2vec import (add_training_arguments, build_model, DataC
                                       training_config, validate, word_vectors)
 
 K = 10
+# EGES (KDD 2018) cuts sessions at one hour of inactivity
+SESSION_GAP = 3600.0
+COLD_FRACTION = 0.1
 
 
 def movielens_side_info(ml):
@@ -120,90 +151,213 @@ def cold_neighbour_precision(vectors, sequences, hidden, counts, k=K):
             len(ours))
 
 
+def check_arguments(args):
+    """ValueErrors naming the flag and its value, before any data is read; returns the
+    cold fraction (its default: 0.1 with side information, 0 with ids only)."""
+    check_session_arguments(args, session_gap=SESSION_GAP)
+    for flag, v, low in (("--walk-length", args.walk_length, 2),
+                         ("--walks-per-node", args.walks_per_node, 1)):
+        if isinstance(v, bool) or v < low:
+            raise ValueError(f"{flag} must be an int >= {low}, got {v!r}")
+    own = args.sessions is not None or args.interactions is not None
+    if args.items is not None and not own:
+        raise ValueError(f"--items {args.items!r} is the side information of your own items: "
+                         f"it needs --sessions or --interactions (MovieLens has its genres "
+                         f"and years)")
+    if args.side_info is not None and args.items is None:
+        raise ValueError(f"--side-info {args.side_info!r} names columns of --items, which is "
+                         f"not given")
+    if args.items is not None:
+        if not os.path.isfile(args.items):
+            raise FileNotFoundError(f"--items {args.items!r}: no such file (give the item "
+                                    f"table: a CSV with a header, keyed by the item id)")
+        header = _header(args.items)
+        for c in _side_info_columns(args) or ():
+            if c not in header:
+                raise ValueError(f"--side-info {c!r}: {args.items} has no such column; it "
+                                 f"has {header}")
+    side_info = not own or args.items is not None
+    fraction = args.cold_fraction
+    if fraction is None:
+        return COLD_FRACTION if side_info else 0.0
+    if not 0 <= fraction < 1:
+        raise ValueError(f"--cold-fraction must be in [0, 1), got {fraction!r}")
+    if fraction > 0 and not side_info:
+        raise ValueError(f"--cold-fraction {fraction!r} hides items from the graph to test "
+                         f"their vectors from side information; without --items there is "
+                         f"none (a hidden item would get no vector): give --items or "
+                         f"--cold-fraction 0")
+    return fraction
+
+
+def load_catalogue(args):
+    """Sessions and side information: (log, side_info codes {field: codes} over the
+    catalogue or None, external ids [N], vectors.txt keys [N], origin). The catalogue is
+    the log's items, then (--items) the table's items that are not in the log."""
+    log, origin = sessions_from_args(args, session_gap=SESSION_GAP)
+    if log is None:
+        source = args.source or "auto"
+        ml = load_movielens(source)
+        log = movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours)
+        keys = [f"{i}:{str(t).replace(' ', '_')}" for i, t in enumerate(log.item_names)]
+        return (log, movielens_side_info(ml), np.asarray(ml.movies["movie_id"], np.int64),
+                keys, f"movielens:{source}")
+    print(describe(log), flush=True)
+    ids = [str(i) for i in log.item_names]
+    side_info = None
+    if args.items is not None:
+        table = read_feature_table(args.items, _item_key(args), infer=True,
+                                   flag_prefix="--item")
+        known = set(ids)
+        ids += [str(i) for i in table.ids.tolist() if str(i) not in known]
+        side_info, notes = side_info_from_table(table, ids, columns=_side_info_columns(args))
+        print("\n".join(notes), flush=True)
+        extra = len(ids) - log.num_items
+        if extra:
+            print(f"{extra} item{'s' if extra > 1 else ''} of {args.items} "
+                  f"{'are' if extra > 1 else 'is'} not in the log: vectors from side "
+                  f"information alone", flush=True)
+    else:
+        print("no --items: ids only (skip-gram on weighted walks, the paper's BGE); no "
+              "cold-start evaluation", flush=True)
+    return log, side_info, np.asarray(ids, dtype=str), vector_keys(ids), origin
+
+
+def _item_key(args):
+    """The --items table's key column: the log's item column (as --item-col or an alias
+    resolved it) when the table has it, else item_id."""
+    wanted = "item_id"
+    if args.interactions is not None:
+        from twotower.data import interactions as logs
+
+        first = logs.list_files(args.interactions)[0]
+        wanted = logs.resolve_columns(first, log_columns(args))[0].item
+    return wanted if wanted in _header(args.items) else "item_id"
+
+
+def _header(path):
+    """The column names on the first line of a table (comma, tab, ';' or '|')."""
+    with open(path, encoding="utf-8-sig", errors="replace") as f:
+        return [h.strip().strip('"') for h in re.split(r"[,\t;|]", f.readline())]
+
+
+def _side_info_columns(args):
+    """--side-info as a list of column names (None: every column)."""
+    if args.side_info is None:
+        return None
+    return [c.strip() for c in args.side_info.split(",") if c.strip()]
+
+
 def run(args):
-    """Trains EGES and the baselines; returns a dict: metrics, vectors (EGES's, every
-    item), names, external_ids (movie ids), model, model_config, vocab, query_tower (the
-    SideInfoTower), curves (HR@K of every model and popularity)."""
-    data = DataConfig(corpus=f"movielens:{args.source}", min_count=1)
+    """Trains EGES and the baselines; returns a dict: metrics, vectors (EGES's, one row
+    per vocabulary item), names (vectors.txt keys), external_ids (your item ids or movie
+    ids, per row), model, model_config, vocab, query_tower (the SideInfoTower, or None with
+    ids only), curves (HR@K of every model and popularity)."""
+    data = DataConfig(corpus="sessions", min_count=1)
     model_config = ModelConfig("sg", "neg", args.negative, args.dim, args.window, args.sample)
     train = training_config(args)
     validate(data, model_config, train)
-    for flag, v in (("--walk-length", args.walk_length), ("--walks-per-node", args.walks_per_node)):
-        if v < 2 and flag == "--walk-length" or v < 1:
-            raise ValueError(f"{flag} must be an int >= {2 if flag == '--walk-length' else 1}, "
-                             f"got {v!r}")
-    if not 0 <= args.cold_fraction < 1:
-        raise ValueError(f"--cold-fraction must be in [0, 1), got {args.cold_fraction!r}")
-    ml = load_movielens(args.source)
-    log = movielens_booking_sessions(ml, max_gap_hours=args.max_gap_hours)
-    n = log.num_items
-    side_info = movielens_side_info(ml)
+    cold_fraction = check_arguments(args)
+    log, side_info, external, keys, origin = load_catalogue(args)
+    data.corpus = origin
+    n = len(external)
     full = log.sequences(min_length=2)
     if not full:
-        raise ValueError(f"--source {args.source!r}: no session has 2 or more ratings")
-    visible, hidden = hide_items(full, n, args.cold_fraction, args.seed)
+        raise ValueError(f"{origin}: no session has 2 or more events")
+    visible, hidden = hide_items(full, n, cold_fraction, args.seed)
+    if hidden.any():
+        print(f"{int(hidden.sum())} items hidden from the graph (--cold-fraction "
+              f"{cold_fraction:g}) to measure cold start: their vectors come from side "
+              f"information alone (--cold-fraction 0 trains on every item)", flush=True)
     train_seqs, held = leave_last_out([s for s in visible if len(s) >= 2])
+    if not held:
+        raise ValueError(f"{origin}: no session has 3 or more events to hold the last one "
+                         f"out for evaluation")
     graph = ItemGraph(train_seqs, n)
     walks = [w.tolist() for w in graph.random_walks(args.walk_length, args.walks_per_node,
                                                     weighted=not args.uniform_walks,
                                                     seed=args.seed) if len(w) >= 2]
     counts = np.bincount(np.concatenate([np.asarray(w) for w in walks]), minlength=n)
     known = counts > 0
-    # EGES's vocabulary is the whole catalogue in id order: never-walked items keep a row
-    # (zero count: never a negative) whose vector comes from side information alone.
-    vocab = Vocabulary(list(range(n)), counts)
-    tower = SideInfoTower(n, args.dim, side_info, known_items=known,
-                          use_attention=not args.no_attention, name="eges")
     kwargs = dict(progress=not args.quiet)
-    _, eges, stats = train_word2vec(walks, data, model_config, train, vocab=vocab,
-                                    model_fn=lambda v: build_model(v, model_config, args.seed,
-                                                                   query_tower=tower),
-                                    query_is_item=True, description="eges", **kwargs)
-    vectors = word_vectors(eges, "sg")
-    i2v_vocab, i2v, i2v_stats = train_word2vec([s.tolist() for s in map(np.asarray, train_seqs)],
-                                               data, model_config, train,
-                                               description="item2vec", **kwargs)
+    tower = None
+    with divergence_as_input_error():
+        if side_info is not None:
+            # EGES's vocabulary is the whole catalogue in id order: never-walked items keep
+            # a row (zero count: never a negative) whose vector comes from side information
+            # alone.
+            vocab = Vocabulary(list(range(n)), counts)
+            tower = SideInfoTower(n, args.dim, side_info, known_items=known,
+                                  use_attention=not args.no_attention, name="eges")
+            model_fn = lambda v: build_model(v, model_config, args.seed, query_tower=tower)
+            _, eges, stats = train_word2vec(walks, data, model_config, train, vocab=vocab,
+                                            model_fn=model_fn, query_is_item=True,
+                                            description="eges", **kwargs)
+        else:
+            # ids only: a vector for every walked item, none for the others
+            vocab, eges, stats = train_word2vec(walks, data, model_config, train,
+                                                description="eges", **kwargs)
+        vectors = word_vectors(eges, "sg")
+        i2v_vocab, i2v, i2v_stats = train_word2vec(
+            [s.tolist() for s in map(np.asarray, train_seqs)], data, model_config, train,
+            description="item2vec", **kwargs)
+        results = [("eges", vocab, vectors), ("item2vec", i2v_vocab, word_vectors(i2v, "sg"))]
+        if args.compare_deepwalk:
+            uniform = [w.tolist() for w in graph.random_walks(args.walk_length,
+                                                              args.walks_per_node,
+                                                              weighted=False, seed=args.seed)
+                       if len(w) >= 2]
+            dw_vocab, dw, _ = train_word2vec(uniform, data, model_config, train,
+                                             description="deepwalk", **kwargs)
+            results.append(("deepwalk", dw_vocab, word_vectors(dw, "sg")))
     metrics = {"num_items": n, "hidden_items": int(hidden.sum()),
                "graph_edges": graph.num_edges, "graph_isolated_nodes": int(graph.isolated.size),
-               "walks": len(walks), "side_info_missing_values": int(sum(
+               "walks": len(walks), "side_info_fields": len(side_info or {}),
+               "side_info_missing_values": int(sum(
                    (np.asarray(c).reshape(n, -1) > 0).any(axis=1).__invert__().sum()
-                   for c in side_info.values())),
+                   for c in (side_info or {}).values())),
                "dim": args.dim, "epochs": args.epochs, "eges_seconds": stats["seconds"],
                "item2vec_seconds": i2v_stats["seconds"]}
-    results = [("eges", vocab, vectors), ("item2vec", i2v_vocab, word_vectors(i2v, "sg"))]
-    if args.compare_deepwalk:
-        uniform = [w.tolist() for w in graph.random_walks(args.walk_length, args.walks_per_node,
-                                                          weighted=False, seed=args.seed)
-                   if len(w) >= 2]
-        dw_vocab, dw, _ = train_word2vec(uniform, data, model_config, train,
-                                         description="deepwalk", **kwargs)
-        results.append(("deepwalk", dw_vocab, word_vectors(dw, "sg")))
     for name, v, vec in results:
         m = next_item_metrics(v, vec, held, k=K)
         metrics.update({f"{name}_hr@{K}": m[f"hr@{K}"], f"{name}_ndcg@{K}": m[f"ndcg@{K}"]})
         metrics["eval_pairs"] = m["eval_users"]
-        metrics[f"popularity_hr@{K}"] = m[f"popularity_hr@{K}"] if name == "item2vec" else \
-            metrics.get(f"popularity_hr@{K}", 0.0)
-    cold = cold_pairs(full, hidden)
-    metrics["cold_pairs"] = len(cold)
-    if cold:
-        m = next_item_metrics(vocab, vectors, cold, k=K)
-        metrics[f"eges_cold_hr@{K}"] = m[f"hr@{K}"]
-        metrics[f"eges_cold_ndcg@{K}"] = m[f"ndcg@{K}"]
-        metrics[f"item2vec_cold_answered"] = sum(1 for _, b, _ in cold if b in i2v_vocab.index)
-    prec, pop_prec, n_cold = cold_neighbour_precision(vectors, full, hidden,
-                                                      np.bincount(np.concatenate(train_seqs),
-                                                                  minlength=n))
-    metrics.update({f"eges_cold_neighbour_precision@{K}": prec,
-                    f"popularity_cold_neighbour_precision@{K}": pop_prec,
-                    "cold_items_with_neighbours": n_cold})
-    names = [f"{i}:{str(log.item_names[i]).replace(' ', '_')}" for i in range(n)]
-    # popularity as the metrics rank it: by training-session counts (item2vec's vocabulary)
+        if name == "item2vec":
+            # popularity as the curves rank it: by training-session counts
+            metrics[f"popularity_hr@{K}"] = m[f"popularity_hr@{K}"]
+            metrics[f"popularity_ndcg@{K}"] = m[f"popularity_ndcg@{K}"]
+    if hidden.any():
+        cold = cold_pairs(full, hidden)
+        metrics["cold_pairs"] = len(cold)
+        if cold:
+            m = next_item_metrics(vocab, vectors, cold, k=K)
+            metrics[f"eges_cold_hr@{K}"] = m[f"hr@{K}"]
+            metrics[f"eges_cold_ndcg@{K}"] = m[f"ndcg@{K}"]
+            metrics["item2vec_cold_answered"] = sum(1 for _, b, _ in cold
+                                                    if b in i2v_vocab.index)
+        prec, pop_prec, n_cold = cold_neighbour_precision(
+            vectors, full, hidden, np.bincount(np.concatenate(train_seqs), minlength=n))
+        metrics.update({f"eges_cold_neighbour_precision@{K}": prec,
+                        f"popularity_cold_neighbour_precision@{K}": pop_prec,
+                        "cold_items_with_neighbours": n_cold})
+    rows = np.asarray(vocab.words, np.int64)
     curves = hit_rate_curves({name: (v, vec, held) for name, v, vec in results},
                              popularity_of="item2vec")
-    return dict(metrics=metrics, vectors=vectors, names=names,
-                external_ids=np.asarray(ml.movies["movie_id"], np.int64), model=eges,
-                model_config=model_config, vocab=vocab, query_tower=tower, curves=curves)
+    return dict(metrics=metrics, vectors=vectors, names=[keys[i] for i in rows],
+                external_ids=external[rows], model=eges, model_config=model_config,
+                vocab=vocab, query_tower=tower, curves=curves)
+
+
+def comparison(metrics):
+    """The side-by-side table: EGES, item2vec, DeepWalk (when compared) and popularity on
+    the same held-out items; the cold-start columns when items were hidden."""
+    models = [m for m in ("eges", "item2vec", "deepwalk") if f"{m}_hr@{K}" in metrics]
+    keys = [f"hr@{K}", f"ndcg@{K}"]
+    if f"eges_cold_hr@{K}" in metrics:
+        keys.append(f"cold_hr@{K}")
+    if f"eges_cold_neighbour_precision@{K}" in metrics:
+        keys.append(f"cold_neighbour_precision@{K}")
+    return comparison_rows(metrics, models + ["popularity"], keys)
 
 
 def build_parser():
@@ -211,19 +365,33 @@ def build_parser():
     p = argparse.ArgumentParser(
         prog="twotower eges",
         description="EGES (Alibaba KDD 2018): weighted walks on the session item graph, "
-                    "skip-gram with side-information attention (genres, year) beside "
-                    "item2vec; next-item HR@10 and cold-start quality for items hidden "
-                    "from the graph; a ScaNN index of all item vectors.")
+                    "skip-gram with side-information attention beside item2vec, on your "
+                    "own sessions or interaction log (--sessions, --interactions) with side "
+                    "information from --items, or on MovieLens (genres, year); next-item "
+                    "HR@10 beside popularity and cold-start quality for items hidden from "
+                    "the graph; a ScaNN index of all item vectors.")
     g = p.add_argument_group("data")
-    g.add_argument("--source", default="auto",
-                   help="MovieLens: a folder/zip, 'url', 'recbole' (offline wheel) or "
-                        "'auto' (default %(default)s)")
+    g.add_argument("--source", default=None,
+                   help="MovieLens, when neither --sessions nor --interactions is given: a "
+                        "folder/zip, 'url', 'recbole' (offline wheel) or 'auto' (default "
+                        "auto)")
+    add_session_arguments(g, session_gap=SESSION_GAP)
+    g.add_argument("--items", default=None, metavar="FILE",
+                   help="--sessions / --interactions: side information, a CSV with a header "
+                        "keyed by the item id (the log's item column, or item_id); every "
+                        "other column is a field: categorical, '|'-separated multi-valued, "
+                        "text (its words), numeric (10 quantile buckets). Items only in the "
+                        "table get vectors from side information alone. Default: ids only")
+    g.add_argument("--side-info", default=None, metavar="COLS",
+                   help="comma-separated --items columns to use (default: all; a column "
+                        "whose every value is distinct is left out)")
     g.add_argument("--max-gap-hours", type=float, default=1.0,
-                   help="a new session after this many hours between ratings (default "
-                        "%(default)s)")
-    g.add_argument("--cold-fraction", type=float, default=0.1,
-                   help="share of the rated items hidden from the graph, for the cold-start "
-                        "evaluation (default %(default)s)")
+                   help="MovieLens: a new session after this many hours between ratings "
+                        "(default %(default)s)")
+    g.add_argument("--cold-fraction", type=float, default=None,
+                   help="share of the items hidden from the graph, for the cold-start "
+                        f"evaluation (default {COLD_FRACTION} with side information, 0 with "
+                        "ids only; 0 trains on every item)")
     g = p.add_argument_group("walks")
     g.add_argument("--walk-length", type=int, default=10, help="nodes per walk (default %(default)s)")
     g.add_argument("--walks-per-node", type=int, default=10,
@@ -249,33 +417,37 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    try:
-        out = check_output_dir(args.out, overwrite=args.overwrite)
-        check_index_arguments(args)
-        set_threads(args.threads)
-        result = run(args)
-        metrics, vectors = result["metrics"], result["vectors"]
-        retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
-                                                 target_recall=args.target_recall,
-                                                 k=args.index_k, seed=args.seed,
-                                                 progress=not args.quiet)
-        metrics.update(index_metrics(retriever, tuned))
-        with atomic_directory(out, overwrite=args.overwrite) as tmp:
-            write_word2vec_text(os.path.join(tmp, "vectors.txt"), result["names"], vectors)
-            save_model_folder(os.path.join(tmp, "model"), result["model"],
-                              result["model_config"], result["vocab"],
-                              query_tower=result["query_tower"])
-            save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "eges"})
-            plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
-                           title="EGES vs item2vec: next movie of each session (held out)")
-            write_metrics(tmp, metrics)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        print(f"twotower eges: error: {e}", file=sys.stderr)
-        return 2
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
-    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
+    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
+    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
+    out = check_output_dir(args.out, overwrite=args.overwrite)
+    check_index_arguments(args)
+    check_arguments(args)
+    set_threads(args.threads)
+    result = run(args)
+    metrics, vectors = result["metrics"], result["vectors"]
+    retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
+                                             target_recall=args.target_recall,
+                                             k=args.index_k, seed=args.seed,
+                                             progress=not args.quiet)
+    metrics.update(index_metrics(retriever, tuned))
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        write_word2vec_text(os.path.join(tmp, "vectors.txt"), result["names"], vectors)
+        save_model_folder(os.path.join(tmp, "model"), result["model"],
+                          result["model_config"], result["vocab"],
+                          query_tower=result["query_tower"], item_ids=result["external_ids"])
+        save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "eges"})
+        plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                       title="EGES vs item2vec: next item of each session (held out)")
+        write_metrics(tmp, metrics)
+    table = comparison(metrics)
+    print(format_table(table))
+    shown = {f"{row['model']}_{k}" for row in table for k in row if k != "model"}
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
+                        if k not in shown]))
+    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
+          f"{os.path.join(out, 'index')})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_main("eges", main))

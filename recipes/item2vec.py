@@ -1,26 +1,37 @@
 """item2vec (Barkan & Koenigstein, "Item2Vec: Neural Item Embedding for Collaborative
 Filtering", 2016): word2vec's skip-gram with negative sampling on item sequences.
 
-Each MovieLens-100K user's ratings in time order are one "sentence" of movie ids
-(data/sessions.py, one session per user); the model is the word2vec recipe's two-tower
-model (IDTower query/item towers, RetrievalLoss with NEG/HS/NCE/sampled softmax) trained
-by the same sparse per-example SGD (towers/sgd_trainer.py). The last rating of every user
-is held out: the query is the item rated just before it, the candidates every movie the
-user has not rated in training, scored two ways — cosine of the input vectors
-(item-to-item, as the paper ranks: hr@10) and the model's own two-tower score
-<W[q], W'[c]> (hr@10_two_tower) — and HR@10 / NDCG@10 of the held-out item are reported
-beside the popularity baseline.
+The sequences are your own (``--sessions`` or ``--interactions``, data/sessions.py) or,
+by default, MovieLens-100K's: each user's ratings in time order are one "sentence" of
+movie ids (one session per user). From an interaction log (user_id,item_id,timestamp)
+each user's interactions in time order are one sequence, split where more than
+--session-gap seconds pass (default: not split, the user's whole history is the
+"basket"); a sessions CSV (session_id,item_id,timestamp) gives the sequences itself. The
+model is the word2vec recipe's two-tower model (IDTower query/item towers, RetrievalLoss
+with NEG/HS/NCE/sampled softmax) trained by the same sparse per-example SGD
+(towers/sgd_trainer.py). The last item of every sequence of >= 3 is held out: the query
+is the item just before it, the candidates every item the sequence has not had in
+training, scored two ways — cosine of the input vectors (item-to-item, as the paper
+ranks: hr@10) and the model's own two-tower score <W[q], W'[c]> (hr@10_two_tower) — and
+HR@10 / NDCG@10 of the held-out item are printed beside the popularity baseline.
 
     twotower item2vec --out out/item2vec
     twotower item2vec --source path/to/ml-100k --window 20 --epochs 30 --out out/i2v
+    twotower item2vec --interactions log.csv --out out/mine        # user_id,item_id,timestamp
+    twotower item2vec --interactions log.parquet --session-gap 1800 --out out/mine
+    twotower item2vec --sessions sessions.csv --out out/mine       # session_id,item_id,timestamp
 
 Writes to --out (new, empty, or an earlier twotower output with --overwrite; checked
-before any work): vectors.txt (item index + title → vector, word2vec text format; titles
-have spaces replaced by '_'), model/ (config.json + weights.h5 + vocab.json of movie
-indexes; towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the movie
-vectors, tuned, addressed by MovieLens movie id: ``twotower serve OUT/index``, then
-``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of cosine, two-tower score and
-popularity), metrics.json; prints i2i neighbours with titles.
+before any work): vectors.txt (word2vec text format: your own item ids as the keys —
+whitespace in an id becomes '_' —, or for MovieLens the movie index + title with spaces
+replaced by '_'), model/ (config.json + weights.h5 + vocab.json of item indexes, with
+each row's own item id under "item_ids"; towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the item vectors,
+tuned, addressed by your item ids or the MovieLens movie id: ``twotower serve
+OUT/index``, then ``/i2i {"item_ids": ["sku-1"]}``), hit_rate.png (HR@K of cosine and
+popularity), metrics.json; prints i2i neighbours and the comparison table.
+
+Bad input raises (``twotower item2vec`` prints it as one line, exit status 2;
+TWOTOWER_DEBUG=1 shows the traceback).
 """
 
 import argparse
@@ -31,19 +42,28 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
+from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import leave_last_out, sessions_from_interactions  # noqa: F401
+from twotower.data.sessions import (add_session_arguments, check_session_arguments,
+                                    describe, leave_last_out, sessions_from_args,
+                                    sessions_from_interactions)
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, hit_rate_curves,
-                                            index_metrics, plot_hit_rates, save_model_folder,
-                                            save_vector_index, score_decimals)
-from twotower.reporting import format_table, write_metrics
+                                            check_index_arguments,
+                                            divergence_as_input_error, hit_rate_curves,
+                                            index_metrics, plot_hit_rates,
+                                            save_model_folder, save_vector_index,
+                                            score_decimals, vector_keys)
+from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.towers.i2i_evaluation import next_item_metrics
 from twotower.towers.word2vec import (HEADS, add_training_arguments, DataConfig, ModelConfig,
                                       set_threads, train_word2vec, training_config, word_vectors)
+
+K = 10
+# item2vec's sequence is a user's whole history: an --interactions log is not split
+SESSION_GAP = None
 
 
 def user_sequences(ml):
@@ -64,79 +84,122 @@ def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
+def load_sequences(args):
+    """(sequences of item indexes, display names of the items, external ids of the
+    items, origin, whether it is MovieLens): your sessions or log when given, else
+    MovieLens."""
+    log, origin = sessions_from_args(args, session_gap=SESSION_GAP)
+    if log is not None:
+        print(describe(log), flush=True)
+        names = [str(n) for n in log.item_names]
+        return log.sequences(), names, np.asarray(names, dtype=str), origin, False
+    source = args.source or "auto"
+    ml = load_movielens(source)
+    sequences, titles = user_sequences(ml)
+    return (sequences, titles, np.asarray(ml.movies["movie_id"], np.int64),
+            f"movielens:{source}", True)
+
+
+def comparison(metrics):
+    """The side-by-side table: cosine, the two-tower score (not for --head hs) and
+    popularity on the same held-out items."""
+    rows = [("item2vec (cosine)", ""), ("item2vec (two-tower score)", "_two_tower")]
+    out = [{"model": name, f"hr@{K}": metrics[f"hr@{K}{s}"],
+            f"ndcg@{K}": metrics[f"ndcg@{K}{s}"]} for name, s in rows
+           if f"hr@{K}{s}" in metrics]
+    return out + [{"model": "popularity", f"hr@{K}": metrics[f"popularity_hr@{K}"],
+                   f"ndcg@{K}": metrics[f"popularity_ndcg@{K}"]}]
+
+
 def build_parser():
     m = ModelConfig()
     p = argparse.ArgumentParser(
         prog="twotower item2vec",
-        description="item2vec on MovieLens-100K user sequences: skip-gram (or CBOW) with "
-                    "NEG/HS/NCE/sampled softmax, word2vec's sparse SGD; next-item HR@10 "
-                    "and NDCG@10 on each user's last rating; i2i neighbours with titles.")
-    p.add_argument("--source", default="auto",
-                   help="MovieLens: a folder/zip, 'url', 'recbole' (offline wheel) or "
-                        "'auto' (default %(default)s)")
-    p.add_argument("--arch", choices=ARCHS, default=m.arch, help="(default %(default)s)")
-    p.add_argument("--head", choices=HEADS, default=m.head, help="(default %(default)s)")
-    p.add_argument("--negative", type=int, default=m.negative,
+        description="item2vec on your own sessions or interaction log (--sessions, "
+                    "--interactions) or MovieLens-100K user sequences: skip-gram (or CBOW) "
+                    "with NEG/HS/NCE/sampled softmax, word2vec's sparse SGD; next-item "
+                    "HR@10 and NDCG@10 on each sequence's last item beside popularity; "
+                    "i2i neighbours; vectors keyed by your own item ids.")
+    g = p.add_argument_group("data")
+    g.add_argument("--source", default=None,
+                   help="MovieLens, when neither --sessions nor --interactions is given: a "
+                        "folder/zip, 'url', 'recbole' (offline wheel) or 'auto' (default "
+                        "auto)")
+    add_session_arguments(g, session_gap=SESSION_GAP)
+    g.add_argument("--min-count", type=int, default=1,
+                   help="drop items seen fewer times in training (default %(default)s)")
+    g = p.add_argument_group("model")
+    g.add_argument("--arch", choices=ARCHS, default=m.arch,
+                   help="sg: predict each neighbour from the item; cbow: predict the item "
+                        "from the mean of its neighbours (default %(default)s)")
+    g.add_argument("--head", choices=HEADS, default=m.head,
+                   help="loss head: neg (negative sampling), hs (hierarchical softmax), "
+                        "nce, sampled-softmax (default %(default)s)")
+    g.add_argument("--negative", type=int, default=m.negative,
                    help="negatives per example (default %(default)s)")
-    p.add_argument("--dim", type=int, default=64, help="vector size (default %(default)s)")
-    p.add_argument("--window", type=int, default=10,
-                   help="maximum window over a user's time-ordered items (default %(default)s)")
-    p.add_argument("--sample", type=float, default=1e-3,
+    g.add_argument("--dim", type=int, default=64, help="vector size (default %(default)s)")
+    g.add_argument("--window", type=int, default=10,
+                   help="maximum window over a sequence's time-ordered items (default "
+                        "%(default)s)")
+    g.add_argument("--sample", type=float, default=1e-3,
                    help="subsampling threshold of popular items (default %(default)s)")
-    p.add_argument("--min-count", type=int, default=1,
-                   help="drop items rated fewer times (default %(default)s)")
     add_training_arguments(
         p, epochs=10, batch_size=1024,
         batch_help="examples per sparse SGD step; a catalogue of ~1.7k items puts many "
                    "updates of a popular item in one big batch")
-    p.add_argument("--probes", type=int, default=4,
-                   help="print neighbours of this many most-rated movies (default %(default)s)")
     g = add_output_arguments(p)
+    g.add_argument("--probes", type=int, default=4,
+                   help="print neighbours of this many most frequent items (default "
+                        "%(default)s)")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    data = DataConfig(corpus=f"movielens:{args.source}", min_count=args.min_count)
+    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
+    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
+    out = check_output_dir(args.out, overwrite=args.overwrite)
+    check_index_arguments(args)
+    check_session_arguments(args, session_gap=SESSION_GAP)
     model_config = ModelConfig(args.arch, args.head, args.negative, args.dim, args.window,
                                args.sample)
     train = training_config(args)
-    try:
-        out = check_output_dir(args.out, overwrite=args.overwrite)
-        check_index_arguments(args)
-        set_threads(args.threads)
-        ml = load_movielens(args.source)
-        sequences, titles = user_sequences(ml)
-        train_seqs, held = leave_last_out(sequences)
-        if not held:
-            raise ValueError(f"--source {args.source!r}: no user has 3 or more ratings to "
-                             f"hold one out")
+    set_threads(args.threads)
+    sequences, titles, external, origin, movielens = load_sequences(args)
+    keys = None if movielens else vector_keys(external)     # ids that clash: before training
+    data = DataConfig(corpus=origin, min_count=args.min_count)
+    train_seqs, held = leave_last_out(sequences)
+    if not held:
+        raise ValueError(f"{origin}: no sequence has 3 or more items to hold the last one "
+                         f"out for evaluation")
+    with divergence_as_input_error():
         vocab, model, stats = train_word2vec(train_seqs, data, model_config, train,
                                              progress=not args.quiet)
-        vectors = word_vectors(model, args.arch)
-        metrics = dict(stats, epochs=args.epochs, dim=args.dim)
-        outputs = None if args.head == "hs" else model.item_tower.embeddings.numpy()
-        metrics.update(next_item_metrics(vocab, vectors, held, output_vectors=outputs))
-        movie_ids = np.asarray(ml.movies["movie_id"], np.int64)[np.asarray(vocab.words)]
-        retriever, tuned, _ = build_vector_index(vectors, movie_ids,
-                                                 target_recall=args.target_recall,
-                                                 k=args.index_k, seed=args.seed,
-                                                 progress=not args.quiet)
-        metrics.update(index_metrics(retriever, tuned))
-        names = [f"{i}:{titles[i].replace(' ', '_')}" for i in vocab.words]
-        with atomic_directory(out, overwrite=args.overwrite) as tmp:
-            write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
-            save_model_folder(os.path.join(tmp, "model"), model, model_config, vocab)
-            save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
-                              {"recipe": "item2vec", "item_ids": "movielens movie_id"})
-            plot_hit_rates(os.path.join(tmp, "hit_rate.png"),
-                           hit_rate_curves({"item2vec (cosine)": (vocab, vectors, held)}),
-                           title="item2vec: next movie of each user (held out)")
-            write_metrics(tmp, metrics)
-    except (ValueError, FileNotFoundError, RuntimeError, FloatingPointError) as e:
-        print(f"twotower item2vec: error: {e}", file=sys.stderr)
-        return 2
+    vectors = word_vectors(model, args.arch)
+    metrics = dict(stats, epochs=args.epochs, dim=args.dim)
+    outputs = None if args.head == "hs" else model.item_tower.embeddings.numpy()
+    evaluation = next_item_metrics(vocab, vectors, held, k=K, output_vectors=outputs)
+    metrics.update(evaluation)
+    rows = np.asarray(vocab.words, np.int64)
+    retriever, tuned, _ = build_vector_index(vectors, external[rows],
+                                             target_recall=args.target_recall,
+                                             k=args.index_k, seed=args.seed,
+                                             progress=not args.quiet)
+    metrics.update(index_metrics(retriever, tuned))
+    names = ([f"{i}:{titles[i].replace(' ', '_')}" for i in vocab.words] if movielens
+             else [keys[i] for i in rows])
+    with atomic_directory(out, overwrite=args.overwrite) as tmp:
+        write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
+        save_model_folder(os.path.join(tmp, "model"), model, model_config, vocab,
+                          item_ids=external[rows])
+        save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
+                          {"recipe": "item2vec",
+                           "item_ids": "movielens movie_id" if movielens else origin})
+        plot_hit_rates(os.path.join(tmp, "hit_rate.png"),
+                       hit_rate_curves({"item2vec (cosine)": (vocab, vectors, held)}),
+                       title="item2vec: next item of each sequence (held out)")
+        write_metrics(tmp, metrics)
     unit = _unit(vectors)
     for p in range(min(args.probes, len(vocab))):
         sims = unit @ unit[p]
@@ -146,10 +209,15 @@ def main(argv=None):
         print(f"{titles[vocab.words[p]]}:")
         for i in top:
             print(f"    {sims[i]:.{decimals}f}  {titles[vocab.words[i]]}")
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())]))
-    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
+    print(format_table(comparison(metrics)))
+    shown = {f"{k}@{K}{s}" for k in ("hr", "ndcg", "popularity_hr", "popularity_ndcg")
+             for s in ("", "_two_tower")}
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
+                        if k not in shown]))
+    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
+          f"{os.path.join(out, 'index')})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_main("item2vec", main))

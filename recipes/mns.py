@@ -12,7 +12,9 @@ Towers as in the youtube recipe (history + user features; item features), cosine
 """
 
 import dataclasses
+import sys
 
+from twotower.command import run_as_main
 from twotower.data.frequency import StreamingFrequencyEstimator
 from twotower.data.samplers import UniformSampler
 from twotower.losses import InBatch, MixedNegatives, RetrievalLoss, SampledNegatives
@@ -95,3 +97,7 @@ def main(argv=None):
     model, data, metrics = train(config)
     common.report(f"mns ({config.mode})", config, metrics, data, model)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_main("mns", main))

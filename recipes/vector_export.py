@@ -1,9 +1,10 @@
 """What the word2vec-family recipes (word2vec, item2vec, airbnb, eges) export to --out.
 
     model/        the TwoTowerModel: config.json + weights.h5 (towers.word2vec.save_model),
-                  vocab.json (the vocabulary: words or item ids, and their counts) and, for
-                  a custom query tower, query_tower.json; towers.word2vec.load_model
-                  rebuilds it, to use or to train further
+                  vocab.json (the vocabulary: words or item indexes, their counts and,
+                  for items, each row's external id) and, for a custom query tower,
+                  query_tower.json; towers.word2vec.load_model rebuilds it, to use or to
+                  train further
     vectors.txt   word2vec text format (gensim's KeyedVectors.load_word2vec_format)
     index/        a ScaNN index of the vectors for i2i (cosine), its search knobs tuned for
                   recall@k against brute force (twotower.index.tune), with the external
@@ -12,13 +13,23 @@
     metrics.json  and, where there is a curve to show, a PNG
 
 The recipes share this composition (embedding rows → build_index → tune → Retriever →
-save) so that their folders look alike.
+save) so that their folders look alike. In vectors.txt a user's own item ids are the
+keys as they are (``vector_keys``: whitespace, which the format cannot hold, becomes
+'_'); the index answers by the exact ids.
+
+Errors follow the CLI's one policy (twotower/cli.py): a recipe's ``main`` lets bad input
+raise, and ``twotower <recipe>`` prints one line and exits 2 (``TWOTOWER_DEBUG=1``: the
+traceback). ``python -m twotower.recipes.<recipe>`` goes through the same handler
+(twotower/command.py).
 """
 
+import contextlib
 import inspect
 import json
 import math
 import os
+import re
+import sys
 
 import numpy as np
 
@@ -59,15 +70,23 @@ def check_index_arguments(args):
         raise ValueError(f"--index-k must be an int >= 1, got {args.index_k!r}")
 
 
-def save_model_folder(folder, model, model_config, vocab, *, query_tower=None):
+def save_model_folder(folder, model, model_config, vocab, *, query_tower=None,
+                      item_ids=None):
     """``folder``: save_model's config.json + weights.h5, vocab.json and, when
     ``query_tower`` is given (a Keras layer with get_config, e.g. SideInfoTower),
-    query_tower.json, so that towers.word2vec.load_model(folder) rebuilds the model."""
+    query_tower.json, so that towers.word2vec.load_model(folder) rebuilds the model.
+    ``item_ids``: the external id of each vocabulary row (your item ids, MovieLens movie
+    ids), kept in vocab.json as "item_ids" beside the row's internal "words"."""
     save_model(folder, model, model_config)
-    words = [w.item() if isinstance(w, np.generic) else w for w in vocab.words]
+    plain = lambda values: [w.item() if isinstance(w, np.generic) else w for w in values]
+    saved = {"words": plain(vocab.words), "counts": [int(c) for c in vocab.counts]}
+    if item_ids is not None:
+        if len(item_ids) != len(vocab):
+            raise ValueError(f"item_ids must have one id per vocabulary row ({len(vocab)}), "
+                             f"got {len(item_ids)}")
+        saved["item_ids"] = plain(item_ids)
     with open(os.path.join(folder, "vocab.json"), "w", encoding="utf-8") as f:
-        json.dump({"words": words, "counts": [int(c) for c in vocab.counts]}, f,
-                  ensure_ascii=False)
+        json.dump(saved, f, ensure_ascii=False)
     if query_tower is not None:
         with open(os.path.join(folder, "query_tower.json"), "w", encoding="utf-8") as f:
             json.dump({"class_name": type(query_tower).__name__,
@@ -133,6 +152,42 @@ def score_decimals(scores, low=2, high=6):
     return high
 
 
+def vector_keys(ids):
+    """vectors.txt keys for external ids: each id as a string, whitespace runs replaced
+    by '_' (the word2vec text format splits on whitespace). Raises ValueError when two ids
+    become one key."""
+    keys = [re.sub(r"\s+", "_", str(i)) for i in ids]
+    if len(set(keys)) != len(keys):
+        seen = {}
+        for i, k in zip(ids, keys):
+            if k in seen:
+                raise ValueError(f"item ids {seen[k]!r} and {str(i)!r} differ only in "
+                                 f"whitespace, and vectors.txt keys cannot hold whitespace: "
+                                 f"rename one of them")
+            seen[k] = str(i)
+    return keys
+
+
+@contextlib.contextmanager
+def divergence_as_input_error():
+    """Training that diverges (FloatingPointError, naming --alpha) is a setting to change,
+    not a bug: it is re-raised as a ValueError, which the CLI prints as one line (the
+    original stays chained for TWOTOWER_DEBUG=1)."""
+    try:
+        yield
+    except FloatingPointError as e:
+        raise ValueError(str(e)) from e
+
+
+def comparison_rows(metrics, models, keys, *, labels=None):
+    """Rows of a side-by-side table: one per model (``{model}_{key}`` of ``metrics``;
+    "-" where a model has no such metric), first column "model" (``labels`` maps a model
+    to its printed name)."""
+    labels = labels or {}
+    return [dict({"model": labels.get(m, m)},
+                 **{k: metrics.get(f"{m}_{k}", "-") for k in keys}) for m in models]
+
+
 def hit_rate_curves(curves, ks=(1, 5, 10, 20, 50), *, popularity_of=None):
     """{label: (vocab, vectors, held)} → {label: (ks, HR@k)} over the ks below the catalogue
     size, ranking by cosine as towers.i2i_evaluation.next_item_metrics does; a
@@ -159,4 +214,5 @@ def plot_hit_rates(path, curves, *, title):
 
 __all__ = ["add_output_arguments", "check_index_arguments", "save_model_folder",
            "build_vector_index", "save_vector_index", "index_metrics", "score_decimals",
+           "vector_keys", "divergence_as_input_error", "comparison_rows",
            "hit_rate_curves", "plot_hit_rates"]

@@ -58,16 +58,18 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
+from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.data.word_eval import MIN_SUPPORT, evaluate_word_vectors, split_by_support
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, index_metrics,
-                                            save_model_folder, save_vector_index,
-                                            score_decimals)
-from twotower.reporting import format_table, write_metrics
+                                            check_index_arguments,
+                                            divergence_as_input_error, index_metrics,
+                                            save_model_folder,
+                                            save_vector_index, score_decimals)
+from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
                                       add_training_arguments, build_model, load_model,
                                       nearest_neighbours, save_model, set_threads,
@@ -200,7 +202,9 @@ def print_evaluation(metrics, too_few, not_computed, min_support):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     data_config, model_config, train_config = configs_from_args(args)
-    try:
+    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
+    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
+    with divergence_as_input_error():
         out = check_output_dir(args.out, overwrite=args.overwrite)
         check_index_arguments(args)
         if isinstance(args.min_eval_pairs, bool) or args.min_eval_pairs < 1:
@@ -260,9 +264,6 @@ def main(argv=None):
                               {"recipe": "word2vec", "arch": model_config.arch,
                                "head": model_config.head})
             write_metrics(tmp, stored)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
-        print(f"twotower word2vec: error: {e}", file=sys.stderr)
-        return 2
     probes = [p for p in args.probe.split(",") if p]
     missing = [p for p in probes if p not in vocab]
     for probe, neighbours in nearest_neighbours(vocab.words, vectors, probes).items():
@@ -271,9 +272,10 @@ def main(argv=None):
     if missing:
         print(f"probe words not in the vocabulary (skipped): {', '.join(missing)}")
     print_evaluation(metrics, too_few, not_computed, args.min_eval_pairs)
-    print(f"wrote {out}  (serve the index: twotower serve {os.path.join(out, 'index')})")
+    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
+          f"{os.path.join(out, 'index')})")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_as_main("word2vec", main))

@@ -12,7 +12,9 @@ the same model without the correction (the ablation).
 """
 
 import dataclasses
+import sys
 
+from twotower.command import run_as_main
 from twotower.data.frequency import StreamingFrequencyEstimator
 from twotower.losses import InBatch, RetrievalLoss
 from twotower.recipes import movielens_two_tower as common
@@ -74,3 +76,7 @@ def main(argv=None):
     model, data, metrics = train(config)
     common.report("youtube" if config.logq else "youtube (no logQ)", config, metrics, data, model)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_as_main("youtube", main))

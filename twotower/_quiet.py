@@ -26,6 +26,9 @@ _ABSL_NOISE = re.compile(rb"^(?:[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [^\]\n]*\] |"
 _MAYBE_NOISE = re.compile(rb"^(?:[IW]\d{0,4}(?: [\d:. ]*)?(?:\d+ [^\]\n]*)?|W[A-Z: ]*)$")
 
 
+_installed = False
+
+
 def is_noise(line):
     """Whether one stderr line (bytes, with or without its newline) is absl INFO/WARNING
     noise from the C++ libraries."""
@@ -72,7 +75,11 @@ class _Filter:
 def filter_native_stderr():
     """Routes file descriptor 2 through the noise filter for the rest of the process;
     restored, and the pipe drained, at exit (a traceback printed at exit still shows).
-    Does nothing when stderr has no file descriptor (an embedding host)."""
+    Does nothing when stderr has no file descriptor (an embedding host), and on a
+    second call: one filter a process."""
+    global _installed
+    if _installed:
+        return
     try:
         real = os.dup(2)
     except OSError:
@@ -94,3 +101,4 @@ def filter_native_stderr():
         thread.join(timeout=5)
 
     atexit.register(restore)
+    _installed = True

@@ -40,15 +40,15 @@ def test_bad_context():
                          extra_pairs=GlobalContext(np.array([1])))
 
 
-def test_split_booked_sessions_hides_a_held_out_booking(tmp_path):
+def test_split_booked_sessions_keeps_a_final_booking(tmp_path):
     path = tmp_path / "s.csv"
     path.write_text("session_id,item_id,timestamp,booked,market\n"
                     "a,x,1,0,m\na,y,2,1,m\na,z,3,0,m\n"      # booking y stays in training
-                    "b,x,1,0,m\nb,y,2,0,m\nb,z,3,1,m\n"      # booking z is the held-out event
+                    "b,x,1,0,m\nb,y,2,0,m\nb,z,3,1,m\n"      # booking z ends the session: it stays, y is held out
                     "c,x,1,0,m\n")                             # single event: dropped
     log = read_session_csv(str(path))
     train, booked, held, dropped = split_booked_sessions(log)
     x, y, z = (log.item_names.index(n) for n in "xyz")
-    assert [t.tolist() for t in train] == [[x, y], [x, y]]
-    assert booked.tolist() == [y, -1] and dropped == 1
-    assert held == [(y, z, {x, y}), (y, z, {x, y})]
+    assert [t.tolist() for t in train] == [[x, y], [x, z]]
+    assert booked.tolist() == [y, z] and dropped == 1
+    assert held == [(y, z, {x, y}), (x, y, {x})]

@@ -1,9 +1,13 @@
+import argparse
+
 import numpy as np
 import pytest
 
 from twotower.data.movielens import MovieLens
-from twotower.data.sessions import (movielens_booking_sessions, read_session_csv,
-                                    split_sessions)
+from twotower.data.sessions import (add_session_arguments, booking_warnings,
+                                    check_session_arguments, movielens_booking_sessions,
+                                    read_interaction_sessions, read_session_csv,
+                                    sessions_from_args, split_booked_sessions, split_sessions)
 
 CSV = """session_id,item_id,timestamp,booked,market
 s2,b,50,0,rome
@@ -29,15 +33,155 @@ def test_read_documented_csv(tmp_path):
 
 def test_bad_lines_name_the_file_and_line(tmp_path):
     path = tmp_path / "s.csv"
-    path.write_text("session_id,item_id,timestamp,booked\ns,a,1,0\n")
-    with pytest.raises(ValueError, match=r"missing \['market'\]"):
+    path.write_text("session,item_id,timestamp,booked\ns,a,1,0\n")
+    with pytest.raises(ValueError, match=r"missing \['session_id'\]"):
+        read_session_csv(path)
+    path.write_text("user_id,item_id,timestamp\nu,a,1\n")          # a log, not sessions
+    with pytest.raises(ValueError, match="goes to --interactions"):
         read_session_csv(path)
     path.write_text("session_id,item_id,timestamp,booked,market\ns,a,1,0,m\ns,b,noon,0,m\n")
     with pytest.raises(ValueError, match="line 3: timestamp must be an integer, got 'noon'"):
         read_session_csv(path)
-    path.write_text("session_id,item_id,timestamp,booked,market\ns,a,1,yes,m\n")
-    with pytest.raises(ValueError, match="line 2: booked must be 0 or 1, got 'yes'"):
+    path.write_text("session_id,item_id,timestamp,booked,market\ns,a,1,maybe,m\n")
+    with pytest.raises(ValueError, match="line 2: booked must be 0 or 1 .*got 'maybe'"):
         read_session_csv(path)
+
+
+def test_booked_and_market_are_optional(tmp_path):
+    """item2vec and eges need session_id,item_id,timestamp only; booked may be written
+    as pandas writes a bool column (True/False)."""
+    path = tmp_path / "s.csv"
+    path.write_text("session_id,item_id,timestamp\ns1,a,1\ns1,b,2\ns2,b,3\n")
+    log = read_session_csv(path)
+    assert not log.has_booked and not log.has_markets and not log.booked.any()
+    assert log.num_sessions == 2 and log.item_names == ["a", "b"]
+    path.write_text("session_id,item_id,timestamp,booked,market\ns1,a,1,False,m\n"
+                    "s1,b,2,True,m\n")
+    log = read_session_csv(path)
+    assert log.has_booked and log.booked.tolist() == [False, True]
+    ignored = read_session_csv(path, booked_col=None, market_col=None)
+    assert not ignored.has_booked and not ignored.booked.any() and not ignored.has_markets
+
+
+def _log(rows):
+    """A SessionLog from (session, item, booked) rows in time order."""
+    from twotower.data.sessions import SessionLog
+
+    s = np.array([r[0] for r in rows])
+    items = sorted({r[1] for r in rows})
+    return SessionLog(s, np.array([items.index(r[1]) for r in rows]), np.arange(len(rows)),
+                      np.array([r[2] for r in rows], bool), np.zeros(len(rows), np.int64),
+                      items, ["m"])
+
+
+def _names(log, ids):
+    return [log.item_names[i] for i in ids]
+
+
+def test_a_booking_that_ends_its_session_stays_in_training():
+    """The natural layout — a session's last event is its booking — keeps the booking
+    (the session's global context): the held-out event is the click before it, of
+    another item than the booked one (issue: 610 booked sessions read as 0)."""
+    rows = ([(0, x, x == "d") for x in "abcd"]                 # booked last
+            + [(1, x, k == 3) for k, x in enumerate("abdd")]    # last click = booked item
+            + [(2, x, x == "d") for x in "ad"]                  # 2 events: nothing held
+            + [(3, x, False) for x in "abc"]                    # not booked
+            + [(4, x, x == "b") for x in "abcd"]                # booked in the middle
+            + [(5, x, k == 2) for k, x in enumerate("ddd")])    # only the booked item
+    log = _log(rows)
+    train, booked, held, dropped = split_booked_sessions(log)
+    assert dropped == 0
+    assert [_names(log, t) for t in train] == [list("abd"), list("add"), list("ad"),
+                                               list("ab"), list("abc"), list("ddd")]
+    assert [log.item_names[b] if b >= 0 else None for b in booked] == \
+        ["d", "d", "d", None, "b", "d"]
+    assert [(log.item_names[q], log.item_names[t], sorted(_names(log, seen)))
+            for q, t, seen in held] == [("b", "c", ["a", "b"]), ("a", "b", ["a"]),
+                                        ("b", "c", ["a", "b"]), ("c", "d", ["a", "b", "c"])]
+    # every booked session keeps its booking: none is lost to evaluation
+    many = _log([(s, x, x == "z") for s in range(50) for x in "abcz"])
+    assert (split_booked_sessions(many)[1] >= 0).sum() == many.num_booked_sessions == 50
+
+
+def test_booking_warnings_name_the_column(tmp_path):
+    path = tmp_path / "s.csv"
+    path.write_text("session_id,item_id,timestamp,is_booking,market\ns,a,1,0,m\ns,b,2,1,m\n")
+    (message,) = booking_warnings(read_session_csv(path))
+    assert "no 'booked' column" in message and "--booked-col is_booking" in message
+    path.write_text("session_id,item_id,timestamp,booked,market\ns,a,1,0,m\ns,b,2,0,m\n")
+    (message,) = booking_warnings(read_session_csv(path))
+    assert "'booked' marks no booking" in message and str(path) in message
+    path.write_text("session_id,item_id,timestamp,booked\ns,a,1,0\ns,b,2,1\n")
+    assert booking_warnings(read_session_csv(path)) == []
+    path.write_text("session_id,item_id,timestamp\ns,a,1\ns,b,2\n")
+    assert booking_warnings(read_session_csv(path)) == []
+
+
+LOG = """user_id,item_id,timestamp
+u2,007,100
+u1,b,20
+u1,a,10
+u1,c,5000
+u2,b,150
+"""
+
+
+def test_an_interaction_log_is_each_users_sequence_split_at_the_gap(tmp_path):
+    path = tmp_path / "log.csv"
+    path.write_text(LOG)
+    log = read_interaction_sessions(path)
+    assert log.item_names == ["007", "a", "b", "c"]             # the log's own ids, as text
+    assert [_names(log, s) for s in log.sequences()] == [["a", "b", "c"], ["007", "b"]]
+    split = read_interaction_sessions(path, session_gap=1800)
+    assert [_names(split, s) for s in split.sequences()] == [["a", "b"], ["c"], ["007", "b"]]
+    assert not split.has_booked and not split.has_markets
+    # Parquet reads the same, and optional booked / market columns are read when asked
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    table = pa.table({"user_id": ["u1", "u1", "u1"], "item_id": ["x", "y", "z"],
+                      "timestamp": [1, 2, 3], "booked": ["0", "0", "1"],
+                      "market": ["p", "p", "q"]})
+    pq.write_table(table, tmp_path / "log.parquet")
+    log = read_interaction_sessions(tmp_path / "log.parquet", booked_col="booked",
+                                    market_col="market")
+    assert log.booked.tolist() == [False, False, True] and log.market_names == ["p", "q"]
+    assert read_interaction_sessions(tmp_path / "log.parquet").has_booked is False
+    with pytest.raises(ValueError, match="session_gap must be None or > 0"):
+        read_interaction_sessions(path, session_gap=0)
+
+
+def _args(argv, gap=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--source", default=None)
+    add_session_arguments(p.add_argument_group("data"), session_gap=gap)
+    return p.parse_args(argv)
+
+
+def test_session_flags_are_checked_before_any_work(tmp_path):
+    assert check_session_arguments(_args([]), session_gap=1800) == 1800
+    assert check_session_arguments(_args(["--interactions", "x", "--session-gap", "none"]),
+                                   session_gap=1800) is None
+    assert check_session_arguments(_args(["--interactions", "x", "--session-gap", "60"])) == 60
+    for argv, message in (
+            (["--sessions", "a.csv", "--interactions", "b.csv"], "--sessions 'a.csv' and "
+                                                                  "--interactions 'b.csv'"),
+            (["--source", "auto", "--sessions", "a.csv"], "give one source of sessions"),
+            (["--interactions", "x", "--session-gap", "-5"],
+             "--session-gap must be a number of seconds > 0 or 'none', got '-5'"),
+            (["--sessions", "a.csv", "--session-gap", "60"], "--session-gap '60' applies to "
+                                                             "an --interactions log only"),
+            (["--user-col", "uid"], "--user-col 'uid' applies to an --interactions log")):
+        with pytest.raises(ValueError, match=message):
+            check_session_arguments(_args(argv))
+    with pytest.raises(FileNotFoundError, match="--interactions '.*nope.csv': no such file"):
+        sessions_from_args(_args(["--interactions", str(tmp_path / "nope.csv")]))
+    with pytest.raises(FileNotFoundError, match="--sessions '.*': a folder, not a file"):
+        sessions_from_args(_args(["--sessions", str(tmp_path)]))
+    assert sessions_from_args(_args([])) == (None, None)            # MovieLens
+    log_path = tmp_path / "log.csv"
+    log_path.write_text(LOG.replace("user_id", "customer").replace("timestamp", "when"))
+    log, origin = sessions_from_args(_args(["--interactions", str(log_path), "--user-col",
+                                            "customer", "--time-col", "when"], gap=None))
+    assert origin == f"interactions:{log_path}" and log.num_sessions == 2
 
 
 def test_split_at_gaps():

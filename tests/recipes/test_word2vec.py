@@ -8,6 +8,7 @@ import os
 import numpy as np
 import pytest
 
+from twotower import cli
 from twotower.data.word_eval import WS353, read_word_pairs, word_similarity
 from twotower.data.wheel_data import gensim_test_data
 from twotower.recipes import word2vec
@@ -18,6 +19,17 @@ TOPICS = [[f"fruit{i}" for i in range(6)], [f"tool{i}" for i in range(6)],
           ["tiger", "cat", "book", "paper", "computer", "keyboard"]]
 FLAGS = ["--dim", "16", "--epochs", "8", "--window", "3", "--min-count", "1", "--sample", "0",
          "--batch-size", "64", "--steps-per-call", "4", "--quiet", "--alpha", "0.05"]
+
+
+@pytest.fixture(autouse=True)
+def no_debug(monkeypatch):
+    """Bad input is one line and exit status 2 through the CLI, whatever the shell set."""
+    monkeypatch.delenv("TWOTOWER_DEBUG", raising=False)
+
+
+def twotower_word2vec(args):
+    """`twotower word2vec ARGS` in this process: the recipe behind the CLI's handler."""
+    return cli.main(["word2vec", *args])
 
 
 def write_planted_corpus(path, n=240, seed=0, topics=TOPICS, noisy=False):
@@ -104,7 +116,7 @@ def _fails(tmp_path, capsys, lines, extra=(), raw=None):
     else:
         corpus.write_text(lines)
     out = tmp_path / "out"
-    rc = word2vec.main(["--corpus", str(corpus), "--out", str(out), "--quiet", *extra])
+    rc = twotower_word2vec(["--corpus", str(corpus), "--out", str(out), "--quiet", *extra])
     assert rc == 2 and not out.exists()           # nothing half written
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
     return capsys.readouterr().err
@@ -195,7 +207,8 @@ def test_output_refused_before_any_work(tmp_path, capsys, monkeypatch):
     a_file.write_text("keep me")
     for out in (mine, a_file, a_file / "sub"):
         for extra in ([], ["--overwrite"]):
-            rc = word2vec.main(["--corpus", str(corpus), "--out", str(out), "--quiet"] + extra)
+            rc = twotower_word2vec(["--corpus", str(corpus), "--out", str(out), "--quiet"]
+                                   + extra)
             err = capsys.readouterr().err
             assert rc == 2 and str(out if out != a_file / "sub" else a_file) in err
             assert len(err.strip().splitlines()) == 1
@@ -212,7 +225,7 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
     assert word2vec.main(args) == 0
     first = (out / "vectors.txt").read_text()
     capsys.readouterr()
-    assert word2vec.main(args + ["--seed", "7"]) == 2
+    assert twotower_word2vec(args + ["--seed", "7"]) == 2
     assert "--overwrite" in capsys.readouterr().err
     assert (out / "vectors.txt").read_text() == first
     assert word2vec.main(args + ["--seed", "7", "--overwrite"]) == 0
@@ -258,8 +271,8 @@ def test_resume_from_a_folder_that_is_not_a_model(tmp_path, capsys):
     empty.mkdir()
     for where, message in ((tmp_path / "nope", "is not a folder"),
                            (empty, "no config.json")):
-        assert word2vec.main(["--corpus", str(corpus), "--resume-from", str(where), "--out",
-                              str(tmp_path / "o"), "--quiet"]) == 2
+        assert twotower_word2vec(["--corpus", str(corpus), "--resume-from", str(where),
+                                  "--out", str(tmp_path / "o"), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert message in err and str(where) in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o").exists()
@@ -288,7 +301,8 @@ def test_builtin_corpora_keep_their_own_tokeniser(tmp_path, capsys, monkeypatch)
 
     monkeypatch.setattr(word2vec, "load_corpus", fake_load)
     for corpus in ("enwiki-sample", "text8", str(tmp_path / "mine.txt")):
-        assert word2vec.main(["--corpus", corpus, "--out", str(tmp_path / "o"), "--quiet"]) == 2
+        assert twotower_word2vec(["--corpus", corpus, "--out", str(tmp_path / "o"),
+                                  "--quiet"]) == 2
         assert "stop here" in capsys.readouterr().err
     assert seen["enwiki-sample"] == {"encoding_errors": "strict"} == seen["text8"]
     assert seen[str(tmp_path / "mine.txt")] == {"encoding_errors": "strict", "lowercase": True,
@@ -304,3 +318,40 @@ def test_hogwild_elements_keep_threads_far_apart():
         assert hogwild_steps(train, "batched") == 64
     big = TrainConfig(batch_size=2 ** 16, steps_per_call=64)
     assert hogwild_steps(big, "hogwild") == 64      # already past the floor
+
+
+def test_bad_input_raises_for_the_cli_to_report(tmp_path, capsys, monkeypatch):
+    """One error policy: main lets bad input raise; `twotower word2vec` prints one line
+    and exits 2, and TWOTOWER_DEBUG=1 shows the traceback (the error is raised)."""
+    args = ["--corpus", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "o"), "--quiet"]
+    with pytest.raises(ValueError, match="missing.txt"):
+        word2vec.main(args)
+    assert twotower_word2vec(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("twotower word2vec: error: ") and err.count("\n") == 1
+    assert "missing.txt" in err and "Traceback" not in err
+    monkeypatch.setenv("TWOTOWER_DEBUG", "1")
+    with pytest.raises(ValueError, match="missing.txt"):
+        twotower_word2vec(args)
+    assert not (tmp_path / "o").exists()
+
+
+def test_divergence_is_reported_as_a_setting_to_change(tmp_path, capsys, monkeypatch):
+    """A diverged run (FloatingPointError naming --alpha) is a setting, not a bug: one
+    line and exit 2, and the original error chained under TWOTOWER_DEBUG=1."""
+    def diverge(*a, **k):
+        raise FloatingPointError("the loss became nan: use a smaller alpha (this one: 9.0)")
+
+    monkeypatch.setattr(word2vec, "train_word2vec", diverge)
+    corpus = tmp_path / "c.txt"
+    write_planted_corpus(str(corpus), n=20)
+    args = ["--corpus", str(corpus), "--out", str(tmp_path / "o"), "--quiet", "--no-eval"]
+    assert twotower_word2vec(args) == 2
+    err = capsys.readouterr().err
+    assert err == ("twotower word2vec: error: the loss became nan: use a smaller alpha (this "
+                   "one: 9.0)\n")
+    monkeypatch.setenv("TWOTOWER_DEBUG", "1")
+    with pytest.raises(ValueError, match="smaller alpha") as raised:
+        twotower_word2vec(args)
+    assert isinstance(raised.value.__cause__, FloatingPointError)
+    assert not (tmp_path / "o").exists()
