@@ -8,7 +8,7 @@ interactions as sentences), with the item2vec recipe's defaults; youtube and mns
 their recipes' ``train`` with the benchmark defaults. Item vectors: the item tower's
 (L2-normalised) embedding of the whole catalogue; item2vec's input vectors W.
 
-Measures (towers/i2i_evaluation.py):
+Measures (metrics/item_to_item.py):
   next-item HR@10 / NDCG@10 — for each user, the neighbours of their last known item
       (the validation item) by cosine, the items they saw excluded; hit if the held-out
       next item (the test item) is among the top 10. Popularity beside it.
@@ -38,7 +38,7 @@ from twotower.artifacts import (atomic_directory, atomic_write_json, atomic_writ
 from twotower.recipes import item2vec, mns, youtube
 from twotower.recipes import movielens_two_tower as common
 from twotower.reporting import flatten_metrics, format_table
-from twotower.towers.i2i_evaluation import cooccurrence_agreement, i2i_hit_rate
+from twotower.metrics.item_to_item import cooccurrence_agreement, i2i_hit_rate
 from twotower.towers.word2vec import (DataConfig, ModelConfig, train_word2vec,
                                       training_config, word_vectors)
 

@@ -5,7 +5,7 @@ every rating a positive). Every model is evaluated the same way: the test user's
 embedding scores the WHOLE item corpus, the items the user saw in train/validation are
 excluded, and the held-out item's exact rank gives recall@K / ndcg / mrr; coverage@50 and
 head (top 20% by training popularity) / tail recall@50 come from the same ranks
-(twotower.towers.retrieval_report).
+(twotower.metrics.retrieval_report).
 
 Models (each trained with the same towers, epochs, batch size, optimizer and lr, for
 every seed):
@@ -62,7 +62,7 @@ from twotower.artifacts import (atomic_directory, atomic_write_json, atomic_writ
 from twotower.recipes import dssm, ebr, mns, youtube
 from twotower.recipes import movielens_two_tower as common
 from twotower.reporting import flatten_metrics, format_table, plot_curves
-from twotower.towers.retrieval_report import KS
+from twotower.metrics.retrieval_report import KS
 
 REPORTED = ("recall@10", "recall@50", "recall@100", "ndcg@10", "mrr", "coverage@50",
             "head_recall@50", "tail_recall@50", "examples_per_sec", "val_recall@10",

@@ -121,7 +121,7 @@ def phase_step(head, num_items, batch_size, steps, dim, num_users=100_000, seed=
     import tensorflow as tf
     from twotower.data.samplers import UnigramSampler
     from twotower.towers import IDTower
-    from twotower.towers.lazy_adam import LazyAdam
+    from twotower.training.lazy_adam import LazyAdam
     from twotower.towers.two_tower_model import TwoTowerModel
 
     tf.keras.utils.set_random_seed(seed)
@@ -186,7 +186,7 @@ def phase_e2e(num_items, interactions, folder, batch_size, epochs, dim, per_user
     from twotower.losses import RetrievalLoss, SampledNegatives
     from twotower.data.samplers import UnigramSampler
     from twotower.towers import IDTower
-    from twotower.towers.lazy_adam import LazyAdam
+    from twotower.training.lazy_adam import LazyAdam
     from twotower.towers.two_tower_model import TwoTowerModel
 
     planted = PlantedLog(num_items=num_items, num_interactions=interactions,

@@ -3,7 +3,7 @@
 For each configuration (skip-gram + NEG is the headline; CBOW + NEG and skip-gram + HS
 beside it) and each seed, gensim (workers=2) and ours train on the same tokenised
 sentences, one after the other, and both sets of vectors go through the same evaluation
-code (data/word_eval.py: WS353 and SimLex-999 Spearman, 3CosAdd analogy accuracy on the
+code (metrics/word_vectors.py: WS353 and SimLex-999 Spearman, 3CosAdd analogy accuracy on the
 in-vocabulary questions of questions-words.txt). Speed is raw corpus words × epochs /
 wall seconds of vocabulary building + training, for both, with each side's compiled code
 loaded before the clock starts (gensim's Cython module by its import, our numba kernels
@@ -35,7 +35,7 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.data.text_corpus import load_corpus
-from twotower.data.word_eval import evaluate_word_vectors
+from twotower.metrics.word_vectors import evaluate_word_vectors
 from twotower.towers.hogwild import load_kernels
 from twotower.towers.sgd_trainer import ENGINES
 from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,

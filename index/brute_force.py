@@ -1,7 +1,7 @@
 """Exact maximum-inner-product top-k in numpy: the reference every index is measured by.
 
 top_k(q) = argsort_desc(<q, x_i>)[:k] over all items i not excluded for that query
-(twotower.towers.evaluation.top_k), and recall@k of an approximate answer against it.
+(twotower.metrics.ranking.top_k), and recall@k of an approximate answer against it.
 """
 
 import numpy as np
@@ -12,7 +12,7 @@ from twotower.towers import evaluation
 def exact_top_k(queries, items, k, *, exclude=None, chunk_size=256):
     """Exact top-k rows of ``items`` by inner product with each query.
 
-    Delegates the scoring to :func:`twotower.towers.evaluation.top_k` (the toolkit's one
+    Delegates the scoring to :func:`twotower.metrics.ranking.top_k` (the toolkit's one
     brute force) and marks the slots that exclusions left empty.
 
     Args:

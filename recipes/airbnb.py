@@ -84,7 +84,7 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
                                             save_model_folder, save_vector_index,
                                             vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
-from twotower.towers.i2i_evaluation import next_item_metrics, same_group_share
+from twotower.metrics.item_to_item import next_item_metrics, same_group_share
 from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
                                       ModelConfig, set_threads, train_word2vec,
                                       training_config, validate, word_vectors)

@@ -73,10 +73,10 @@ def _title(data, row):
 
 
 def i2i_agreement(export, data, k=10, window=5):
-    """Co-occurrence agreement@k of the index's item vectors (towers/i2i_evaluation.py)
+    """Co-occurrence agreement@k of the index's item vectors (metrics/item_to_item.py)
     on the users' training sequences, plus ``reference(row)``: the k films users rate
     nearest film ``row``, the list each printed neighbour list is checked against."""
-    from twotower.towers.i2i_evaluation import cooccurrence_agreement, cooccurrence_scores
+    from twotower.metrics.item_to_item import cooccurrence_agreement, cooccurrence_scores
 
     tr = data.train
     order = np.lexsort((tr.timestamp, tr.user))

@@ -57,7 +57,7 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
                                             save_model_folder, save_vector_index,
                                             score_decimals, vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
-from twotower.towers.i2i_evaluation import next_item_metrics
+from twotower.metrics.item_to_item import next_item_metrics
 from twotower.towers.word2vec import (HEADS, add_training_arguments, DataConfig, ModelConfig,
                                       set_threads, train_word2vec, training_config, word_vectors)
 

@@ -32,9 +32,9 @@ from twotower.artifacts import (OutputPathError, atomic_directory, atomic_write_
 from twotower.data import movielens
 from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
 from twotower.towers import feature_tower as ft
-from twotower.towers.retrieval_report import KS, popularity_report, retrieval_report
+from twotower.metrics.retrieval_report import KS, popularity_report, retrieval_report
 from twotower.towers.two_tower_model import TwoTowerModel
-from twotower.towers.xla_adam import XLAAdam
+from twotower.training.xla_adam import XLAAdam
 
 ITEM_FEATURES = ("item_id", "title", "year", "genres")
 STRATEGIES = ("none", "mirrored", "multi-worker")
@@ -806,7 +806,7 @@ def evaluate_towers(query_tower, item_tower, data, split=None):
 
 
 def evaluate(model, data, split=None):
-    """Full-corpus metrics of a TwoTowerModel (see towers/retrieval_report.py)."""
+    """Full-corpus metrics of a TwoTowerModel (see metrics/retrieval_report.py)."""
     return evaluate_towers(model.query_tower, model.item_tower, data, split)
 
 
@@ -997,7 +997,7 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
 def index_recall_curve(export, data, ks=INDEX_KS):
     """recall@K of the index's own u2i answers for each test row's held-out item, the
     row's seen items excluded as in the exact evaluation: what a served model scores.
-    As there (towers/retrieval_report.py, repeats="new"), a row whose target the user
+    As there (metrics/retrieval_report.py, repeats="new"), a row whose target the user
     had already seen is left out of the recall: excluded, it cannot be found.
     Returns (the ks that fit the corpus, found ids [test rows, max K], recalls)."""
     ks = [k for k in ks if k <= export.index.size]

@@ -35,7 +35,7 @@ import numpy as np
 
 from twotower.index import Retriever, build_index, save, tune
 from twotower.reporting import plot_curves
-from twotower.towers.i2i_evaluation import next_item_metrics
+from twotower.metrics.item_to_item import next_item_metrics
 from twotower.towers.word2vec import save_model
 
 DEFAULT_TARGET_RECALL = 0.95

@@ -63,7 +63,7 @@ from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.data.word_eval import MIN_SUPPORT, evaluate_word_vectors, split_by_support
+from twotower.metrics.word_vectors import MIN_SUPPORT, evaluate_word_vectors, split_by_support
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
                                             check_index_arguments,
                                             divergence_as_input_error, index_metrics,

@@ -15,7 +15,7 @@ runs in the same step.
 
 Metrics: ``compile(metrics=[TopKRecall(ks=(10, 50))])`` makes ``evaluate`` (and the
 validation pass of ``fit``) report whole-catalogue recall@K beside the loss
-(towers/top_k_recall.py); a batch may carry ``"exclude"`` (seen item ids [B, m], -1 pads).
+(metrics/top_k_recall.py); a batch may carry ``"exclude"`` (seen item ids [B, m], -1 pads).
 
 Saving: both Keras formats round-trip to a TwoTowerModel with the same towers, loss,
 item_features table and weights — ``model.save("m.keras")`` (the Keras v3 zip) and
@@ -32,7 +32,7 @@ import tensorflow as tf
 from twotower.losses import cross_replica as xr
 from twotower.losses.retrieval import RetrievalLoss
 from twotower.towers import compiled_execution
-from twotower.towers.top_k_recall import TopKRecall
+from twotower.metrics.top_k_recall import TopKRecall
 
 
 @tf.keras.utils.register_keras_serializable(package="twotower")

@@ -24,12 +24,12 @@ _EXPORTS = {
     "TwoTowerModel": "twotower.towers",
     # feature towers (the specs are FeatureTower.categorical, .text, .multi_hot, .dense,
     # .sequence, .hashed), whole-catalogue evaluation and its Keras metric
-    "FeatureTower": "twotower.towers", "evaluate": "twotower.towers",
-    "TopKRecall": "twotower.towers", "pad_exclusions": "twotower.towers",
+    "FeatureTower": "twotower.towers", "evaluate": "twotower.metrics",
+    "TopKRecall": "twotower.metrics", "pad_exclusions": "twotower.metrics",
     # an optimizer whose step costs the rows used, not the table size
-    "LazyAdam": "twotower.towers.lazy_adam",
+    "LazyAdam": "twotower.training.lazy_adam",
     # Adam for an XLA-compiled step (dense moments, sparse gradients densified first)
-    "XLAAdam": "twotower.towers.xla_adam",
+    "XLAAdam": "twotower.training.xla_adam",
     # ID tables larger than one device (ParameterServerStrategy)
     "ShardedIDTower": "twotower.towers.sharded_id_tower",
     # losses

@@ -12,7 +12,8 @@ from twotower.index import UnknownIdError, persistence
 from twotower.index.builder import build_index, embed
 from twotower.index.retriever import Retriever
 from twotower.losses import RetrievalLoss
-from twotower.towers import IDTower, TwoTowerModel, evaluation
+from twotower.metrics import ranking
+from twotower.towers import IDTower, TwoTowerModel
 from twotower.towers import feature_tower as ft
 
 
@@ -74,7 +75,7 @@ def folder(tmp_path_factory):
     query_tower, item_tower = IDTower(30, 8), IDTower(400, 8)
     vectors = embed(item_tower, np.arange(400), progress=False)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    top, _ = evaluation.top_k(query_tower(np.arange(30)).numpy(), unit, 4)
+    top, _ = ranking.top_k(query_tower(np.arange(30)).numpy(), unit, 4)
     seen = {u: top[u] for u in range(30)}  # each user has seen its own top 4
     retriever = Retriever(build_index(vectors, distance="cosine"), query_tower, item_tower,
                           user_seen=seen,
@@ -110,7 +111,7 @@ def test_id_tower_seen_items_are_excluded_after_load(folder):
     assert loaded.user_table is None and loaded.num_users_with_seen == 30
     got, _ = loaded.u2i_users(["user-0", "user-5"], 10)
     unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
-    internal, _ = evaluation.top_k(query_tower(np.array([0, 5])).numpy(), unit, 10,
+    internal, _ = ranking.top_k(query_tower(np.array([0, 5])).numpy(), unit, 10,
                                    exclude=[list(seen[0]), list(seen[5])])
     np.testing.assert_array_equal(got, loaded.item_vocab.external(internal))
     assert not set(got[0]) & {f"sku-{i:03d}" for i in seen[0]}

@@ -13,7 +13,7 @@ from twotower.index import persistence
 from twotower.index.builder import build_index
 from twotower.index.retriever import Retriever
 from twotower.index.server import IndexServer
-from twotower.towers import evaluation
+from twotower.metrics import ranking
 
 
 class _UserTower(tf.keras.layers.Layer):
@@ -48,12 +48,12 @@ def setup(tmp_path_factory):
 
 def test_u2i_users_excludes_seen_and_survives_reload(setup):
     retriever, loaded, users, items = setup
-    want, _ = evaluation.top_k(users[[3, 9]], items, 5,
+    want, _ = ranking.top_k(users[[3, 9]], items, 5,
                                exclude=[list(range(3, 6)), list(range(9, 12))])
     for r in (retriever, loaded):
         got, _ = r.u2i_users([3, 9], 5)
         np.testing.assert_array_equal(got, want + 100)
-    unexcluded, _ = evaluation.top_k(users[[3]], items, 5)
+    unexcluded, _ = ranking.top_k(users[[3]], items, 5)
     np.testing.assert_array_equal(loaded.u2i_users([3], 5, exclude_seen=False)[0],
                                   unexcluded + 100)
     with pytest.raises(ValueError, match="unknown user id 77"):
@@ -72,7 +72,7 @@ def test_served_by_user_id(setup):
         resp = conn.getresponse()
         body = json.loads(resp.read())
         assert resp.status == 200
-        want, _ = evaluation.top_k(users[[3, 9]], items, 5,
+        want, _ = ranking.top_k(users[[3, 9]], items, 5,
                                    exclude=[list(range(3, 6)), list(range(9, 12))])
         np.testing.assert_array_equal(body["item_ids"], want + 100)
         conn.request("POST", "/u2i", body=json.dumps({"user_ids": [999]}), headers=headers)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from twotower import cli
-from twotower.data.word_eval import WS353, read_word_pairs, word_similarity
+from twotower.metrics.word_vectors import WS353, read_word_pairs, word_similarity
 from twotower.data.wheel_data import gensim_test_data
 from twotower.recipes import word2vec
 

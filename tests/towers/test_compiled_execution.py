@@ -8,7 +8,7 @@ from twotower.data.frequency import StreamingFrequencyEstimator
 from twotower.losses import InBatch, RetrievalLoss
 from twotower.towers import IDTower, TwoTowerModel
 from twotower.towers import compiled_execution
-from twotower.towers.xla_adam import XLAAdam
+from twotower.training.xla_adam import XLAAdam
 
 USERS, ITEMS, BATCH = 50, 40, 16
 RNG = np.random.default_rng(0)

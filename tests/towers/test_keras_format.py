@@ -12,7 +12,8 @@ import tensorflow as tf
 
 from twotower.losses import HierarchicalSoftmax, InBatch, RetrievalLoss, SampledNegatives
 from twotower.data.samplers import UnigramSampler
-from twotower.towers import FeatureTower, IDTower, TopKRecall, TwoTowerModel
+from twotower.metrics import TopKRecall
+from twotower.towers import FeatureTower, IDTower, TwoTowerModel
 
 RNG = np.random.default_rng(0)
 USERS = RNG.integers(0, 100, size=1024)

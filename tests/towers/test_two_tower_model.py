@@ -16,7 +16,7 @@ from twotower.data.synthetic import PlantedConfig, planted_interactions
 from twotower.losses import (AllItems, HierarchicalSoftmax, InBatch, MixedNegatives,
                              RetrievalLoss, SampledNegatives, Triplet)
 from twotower.towers import IDTower, TwoTowerModel
-from twotower.towers.evaluation import metrics_from_ranks, retrieval_metrics
+from twotower.metrics.ranking import metrics_from_ranks, retrieval_metrics
 
 CONFIG = PlantedConfig(num_users=400, num_items=300, interactions_per_user=30,
                        zipf_exponent=0.5, seed=0)

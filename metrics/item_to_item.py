@@ -4,7 +4,7 @@ Next item (Barkan & Koenigstein's item2vec protocol, as Airbnb and EGES evaluate
 held-out (query item q, next item t, seen items S) is answered by ranking every item
 c ∉ S ∪ {q} by cos(w_q, w_c) (or by the two-tower score <W[q], W'[c]>); the rank of t
 gives HR@k = 1[rank <= k] and NDCG@k = 1[rank <= k] / log2(1 + rank), averaged over the
-held-out pairs (towers/evaluation.py computes the exact ranks). A pair whose query or
+held-out pairs (metrics/ranking.py computes the exact ranks). A pair whose query or
 target has no vector counts as a miss.
 
 Group purity (Airbnb's market check, KDD 2018 §4.1): for every item v with a group g(v),
@@ -21,7 +21,7 @@ co-occurrence| / k, averaged over items with at least ``min_count`` co-occurrenc
 
 import numpy as np
 
-from twotower.towers.evaluation import metrics_from_ranks, popularity_scores, positive_ranks
+from twotower.metrics.ranking import metrics_from_ranks, popularity_scores, positive_ranks
 
 
 def _unit(x):

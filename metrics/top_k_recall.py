@@ -5,7 +5,7 @@ For a query u with held-out item p, excluded (seen) items X and catalogue embedd
 
     rank(p) = 1 + #{c ∉ X, c ≠ p : <u, v_c> > <u, v_p>}       recall@K = mean[rank(p) <= K]
 
-— the same exact, whole-catalogue rank as towers/evaluation.py (ties in the positive's
+— the same exact, whole-catalogue rank as metrics/ranking.py (ties in the positive's
 favour, a repeat handled as ``repeats`` says), so the numbers match ``twotower.evaluate``
 on the same embeddings. This is the metric TFRS's ``tfrs.metrics.FactorizedTopK`` gives
 (top-K categorical accuracy over all candidates); it goes past it in four ways:
@@ -14,7 +14,7 @@ on the same embeddings. This is the metric TFRS's ``tfrs.metrics.FactorizedTopK`
   ``evaluate`` (and so every validation pass of ``fit``) and cached in a variable, instead
   of an index the user must rebuild by hand each epoch;
 * seen items can be excluded per query (a batch key ``"exclude"``, padded with -1), with
-  the repeat rule of towers/evaluation.py, which FactorizedTopK has no notion of;
+  the repeat rule of metrics/ranking.py, which FactorizedTopK has no notion of;
 * the exact path counts the items scored above the positive chunk by chunk (a batched
   matmul against ``chunk_size`` items at a time), so memory stays batch × chunk however
   large the catalogue, and no top-k sort is needed for an exact rank;
@@ -35,7 +35,7 @@ import inspect
 import numpy as np
 import tensorflow as tf
 
-from twotower.towers.evaluation import REPEATS
+from twotower.metrics.ranking import REPEATS
 
 
 def pad_exclusions(exclude, width=None, pad=-1):
@@ -79,7 +79,7 @@ class TopKRecall(tf.keras.metrics.Metric):
         are asked for.
       repeats: a validation positive that is in the batch's ``"exclude"`` list: "new"
         (default, left out, as serving can never return it), "miss" (a miss) or "all"
-        (still rankable) — towers/evaluation.py.
+        (still rankable) — metrics/ranking.py.
       chunk_size: items scored per matmul on the exact path.
 
     ``update_state(query_embeddings, positive_ids, exclude=None, sample_weight=None)``;

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 
 import twotower  # noqa: F401
-from twotower.towers.lazy_adam import LazyAdam
+from twotower.training.lazy_adam import LazyAdam
 
 
 def numpy_lazy_adam(theta, grads, lr=0.01, b1=0.9, b2=0.999, eps=1e-7):

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from twotower.towers.evaluation import (evaluate, popularity_scores, positive_ranks,
+from twotower.metrics.ranking import (evaluate, popularity_scores, positive_ranks,
                                         retrieval_metrics, top_k)
-from twotower.towers.retrieval_report import retrieval_report
+from twotower.metrics.retrieval_report import retrieval_report
 
 Q = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)
 V = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], np.float32)

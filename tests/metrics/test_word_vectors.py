@@ -1,9 +1,9 @@
-"""twotower.data.word_eval: Spearman, word-pair similarity, 3CosAdd analogies."""
+"""twotower.metrics.word_vectors: Spearman, word-pair similarity, 3CosAdd analogies."""
 
 import numpy as np
 import pytest
 
-from twotower.data.word_eval import (analogy_accuracy, read_analogies, read_word_pairs,
+from twotower.metrics.word_vectors import (analogy_accuracy, read_analogies, read_word_pairs,
                                      spearman, word_similarity)
 
 
@@ -38,7 +38,7 @@ def test_analogy_3cosadd(tmp_path):
 
 
 def test_split_by_support_marks_scores_on_few_items():
-    from twotower.data.word_eval import MIN_SUPPORT, split_by_support
+    from twotower.metrics.word_vectors import MIN_SUPPORT, split_by_support
 
     results = {"ws353_spearman": 1.0, "ws353_pairs": 4,
                "simlex_spearman": 0.31, "simlex_pairs": 120,

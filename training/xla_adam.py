@@ -5,7 +5,7 @@ de-duplicating it with ``tf.unique`` and scatter-adding into the moments; XLA co
 those scatters on CPU as slow scalar loops. Densifying the gradient first (one segment
 sum) gives the same Adam step — Keras' sparse Adam decays m and v of every row anyway,
 and a row not looked up has gradient 0 in both forms — and a faster compiled step.
-For tables too large for a dense update per step use :class:`~twotower.towers.lazy_adam.LazyAdam`.
+For tables too large for a dense update per step use :class:`~twotower.training.lazy_adam.LazyAdam`.
 """
 
 import tensorflow as tf

@@ -1,5 +1,5 @@
 """TopKRecall: whole-catalogue recall@K in model.evaluate / fit(validation_data=...), equal to
-towers/evaluation.py's exact recall on the same embeddings, with seen items excluded and
+metrics/ranking.py's exact recall on the same embeddings, with seen items excluded and
 repeats handled the same way; worked by hand, on the planted data set, and through a
 searcher (a TFRS top-k layer, or any object with search(queries, k))."""
 
@@ -14,8 +14,9 @@ import tensorflow_recommenders as tfrs
 
 from twotower.data.synthetic import PlantedConfig, planted_interactions
 from twotower.losses import HierarchicalSoftmax, InBatch, RetrievalLoss
-from twotower.towers import FeatureTower, IDTower, TopKRecall, TwoTowerModel, pad_exclusions
-from twotower.towers.evaluation import evaluate
+from twotower.metrics import TopKRecall, pad_exclusions
+from twotower.towers import FeatureTower, IDTower, TwoTowerModel
+from twotower.metrics.ranking import evaluate
 
 Q = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]], np.float32)
 V = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]], np.float32)

@@ -4,7 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 import twotower  # noqa: F401
-from twotower.towers.xla_adam import XLAAdam
+from twotower.training.xla_adam import XLAAdam
 
 
 def test_xla_adam_takes_the_same_step_as_adam_on_sparse_gradients():

@@ -3,7 +3,7 @@ beyond recall: catalog coverage and head / tail recall.
 
 For each test query q with one held-out target t, every item of the corpus is scored
 (brute force, exact), the items q's user saw before (training history) are excluded, and
-the target's rank r (1 = best; towers/evaluation.py, ties in the target's favour)
+the target's rank r (1 = best; metrics/ranking.py, ties in the target's favour)
 gives
 
     recall@K = mean[r <= K]       ndcg@K = mean[r <= K] / log2(r + 1)       mrr = mean 1/r
@@ -14,28 +14,19 @@ the corpus that appears in at least one query's top K (Ge, Delgado-Battenfeld & 
 "Beyond accuracy", RecSys 2010). Head / tail recall@K splits the queries by whether the
 target is in the top fraction of items by training popularity (Yi et al. 2019 and Yang et
 al. 2020 report tail quality separately for the same reason: logQ and index negatives
-exist to help the tail). Ranks and top-k lists come from towers/evaluation.py (exact brute
+exist to help the tail). Ranks and top-k lists come from metrics/ranking.py (exact brute
 force); this module adds the one-target-per-query summary, coverage and the head / tail
 split. A target the user had already consumed (repeat consumption) is handled as
-``repeats`` says (towers/evaluation.py): by default such queries are left out, since
+``repeats`` says (metrics/ranking.py): by default such queries are left out, since
 serving, which excludes seen items, can never return the target.
 """
 
 import numpy as np
 
-from twotower.towers.evaluation import count_repeats, popularity_scores, positive_ranks, top_k
+from twotower.metrics.ranking import (count_repeats, metrics_from_ranks, popularity_scores,
+                                      positive_ranks, top_k)
 
 KS = (1, 5, 10, 20, 50, 100)
-
-
-def rank_metrics(ranks, ks=KS, ndcg_ks=(10, 50)):
-    """recall@K, ndcg@K and mrr from 1-based target ranks (one target per query)."""
-    ranks = np.asarray(ranks, np.float64)
-    out = {f"recall@{k}": float(np.mean(ranks <= k)) for k in ks}
-    for k in ndcg_ks:
-        out[f"ndcg@{k}"] = float(np.mean(np.where(ranks <= k, 1.0 / np.log2(ranks + 1), 0.0)))
-    out["mrr"] = float(np.mean(1.0 / ranks))
-    return out
 
 
 def coverage(top_k, num_items):
@@ -51,7 +42,7 @@ def retrieval_report(query_emb, item_emb, targets, exclusions, head_items, *, k_
     head_recall@{k_split}, tail_recall@{k_split}, num_queries (queries counted),
     repeat_targets (test targets the user had already consumed, i.e. in its exclusions).
     head_items: boolean [N], True for head (popular) items.
-    repeats: what a repeat target counts as (towers/evaluation.py): "new" (default, what
+    repeats: what a repeat target counts as (metrics/ranking.py): "new" (default, what
       serving can return: such queries are left out, every seen item excluded), "miss"
       (a miss) or "all" (still rankable, the behaviour before this argument existed).
       Coverage is over every query's top list, whatever the mode.
@@ -64,7 +55,7 @@ def retrieval_report(query_emb, item_emb, targets, exclusions, head_items, *, k_
         raise ValueError("every test target was already consumed by its user: nothing to "
                          "report with repeats='new'")
     top, _ = top_k(query_emb, item_emb, min(k_cov, len(item_emb)), exclude=exclusions)
-    out = rank_metrics(ranks)
+    out = metrics_from_ranks(ranks[:, None], ks=KS)  # one target a query
     out[f"coverage@{k_cov}"] = coverage(top, len(item_emb))
     head = np.asarray(head_items, bool)[targets[kept]]
     for name, mask in (("head", head), ("tail", ~head)):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from twotower.towers.i2i_evaluation import (cooccurrence_agreement, cooccurrence_scores,
+from twotower.metrics.item_to_item import (cooccurrence_agreement, cooccurrence_scores,
                                             i2i_hit_rate)
 
 
