@@ -39,8 +39,9 @@ from twotower.recipes import item2vec, mns, youtube
 from twotower.recipes import movielens_two_tower as common
 from twotower.reporting import flatten_metrics, format_table
 from twotower.metrics.item_to_item import cooccurrence_agreement, i2i_hit_rate
-from twotower.towers.word2vec import (DataConfig, ModelConfig, train_word2vec,
-                                      training_config, word_vectors)
+from twotower.recipes.word2vec_flags import training_config
+from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, train_word2vec,
+                                                word_vectors)
 
 MODELS = ("youtube", "item2vec", "mns")
 K = 10

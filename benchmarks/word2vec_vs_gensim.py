@@ -38,8 +38,8 @@ from twotower.data.text_corpus import load_corpus
 from twotower.metrics.word_vectors import evaluate_word_vectors
 from twotower.towers.hogwild import load_kernels
 from twotower.towers.sgd_trainer import ENGINES
-from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
-                                      train_word2vec, word_vectors)
+from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, TrainConfig,
+                                                set_threads, train_word2vec, word_vectors)
 from twotower.reporting import format_table, write_metrics
 
 # name -> (arch, head)

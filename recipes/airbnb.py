@@ -13,7 +13,7 @@ Skip-gram with negative sampling over click sessions, with the paper's two chang
         − log σ(v'_{l_b}·v_l) − Σ_(l,m)∈D_mn log σ(−v'_m·v_l)
 
 Both are the same two-tower word2vec model and sparse SGD as item2vec
-(towers/word2vec.py); item2vec is trained beside it on the SAME training sessions with
+(training/word2vec_trainer.py); item2vec is trained beside it on the SAME training sessions with
 the same dim, window, epochs and seed (no booking context, corpus negatives only).
 
 Input (data/sessions.py; the same flags as item2vec and eges):
@@ -48,7 +48,7 @@ Writes to --out (new, empty, or an earlier twotower output with --overwrite; che
 before any work): vectors.txt (word2vec text format; your own item ids as the keys —
 whitespace in an id becomes '_' —, or "index:title" for MovieLens), model/ (the Airbnb
 model's config.json + weights.h5 + vocab.json, with each row's item id under "item_ids";
-towers.word2vec.load_model rebuilds its towers), index/ (a ScaNN cosine index of the listing vectors, tuned, addressed by your
+training.word2vec_trainer.load_model rebuilds its towers), index/ (a ScaNN cosine index of the listing vectors, tuned, addressed by your
 own item ids, or by MovieLens movie id: ``twotower serve OUT/index``, then
 ``/i2i {"item_ids": ["listing_17"]}``), hit_rate.png (HR@K of both models and
 popularity), metrics.json; prints the side-by-side table (airbnb, item2vec, popularity).
@@ -85,9 +85,10 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
                                             vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics, same_group_share
-from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
-                                      ModelConfig, set_threads, train_word2vec,
-                                      training_config, validate, word_vectors)
+from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
+                                                set_threads, train_word2vec, validate,
+                                                word_vectors)
 
 K = 10
 

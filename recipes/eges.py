@@ -48,7 +48,7 @@ keys: your own item ids — whitespace in an id becomes '_' —, or "index:title
 MovieLens), model/ (config.json + weights.h5 + vocab.json, each row's item id under
 "item_ids", and with side information
 query_tower.json, the SideInfoTower's config with its side information;
-towers.word2vec.load_model rebuilds it), index/ (a ScaNN cosine index of all item
+training.word2vec_trainer.load_model rebuilds it), index/ (a ScaNN cosine index of all item
 vectors, tuned, addressed by your item ids or the MovieLens movie id: ``twotower serve
 OUT/index``, then ``/i2i {"item_ids": [50]}``), hit_rate.png (HR@K of EGES, item2vec,
 DeepWalk when compared, and popularity), metrics.json; prints the side-by-side table
@@ -87,9 +87,10 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
 from twotower.towers.side_info_tower import SideInfoTower
-from twotower.towers.word2vec import (add_training_arguments, build_model, DataConfig,
-                                      ModelConfig, set_threads, train_word2vec,
-                                      training_config, validate, word_vectors)
+from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
+                                                set_threads, train_word2vec, validate,
+                                                word_vectors)
 
 K = 10
 # EGES (KDD 2018) cuts sessions at one hour of inactivity

@@ -25,7 +25,7 @@ Writes to --out (new, empty, or an earlier twotower output with --overwrite; che
 before any work): vectors.txt (word2vec text format: your own item ids as the keys —
 whitespace in an id becomes '_' —, or for MovieLens the movie index + title with spaces
 replaced by '_'), model/ (config.json + weights.h5 + vocab.json of item indexes, with
-each row's own item id under "item_ids"; towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the item vectors,
+each row's own item id under "item_ids"; training.word2vec_trainer.load_model reads it), index/ (a ScaNN cosine index of the item vectors,
 tuned, addressed by your item ids or the MovieLens movie id: ``twotower serve
 OUT/index``, then ``/i2i {"item_ids": ["sku-1"]}``), hit_rate.png (HR@K of cosine and
 popularity), metrics.json; prints i2i neighbours and the comparison table.
@@ -58,8 +58,9 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
                                             score_decimals, vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
-from twotower.towers.word2vec import (HEADS, add_training_arguments, DataConfig, ModelConfig,
-                                      set_threads, train_word2vec, training_config, word_vectors)
+from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, set_threads,
+                                                train_word2vec, word_vectors)
 
 K = 10
 # item2vec's sequence is a user's whole history: an --interactions log is not split

@@ -1,9 +1,9 @@
 """What the word2vec-family recipes (word2vec, item2vec, airbnb, eges) export to --out.
 
-    model/        the TwoTowerModel: config.json + weights.h5 (towers.word2vec.save_model),
+    model/        the TwoTowerModel: config.json + weights.h5 (training.word2vec_trainer.save_model),
                   vocab.json (the vocabulary: words or item indexes, their counts and,
                   for items, each row's external id) and, for a custom query tower,
-                  query_tower.json; towers.word2vec.load_model rebuilds it, to use or to
+                  query_tower.json; training.word2vec_trainer.load_model rebuilds it, to use or to
                   train further
     vectors.txt   word2vec text format (gensim's KeyedVectors.load_word2vec_format)
     index/        a ScaNN index of the vectors for i2i (cosine), its search knobs tuned for
@@ -36,7 +36,7 @@ import numpy as np
 from twotower.index import Retriever, build_index, save, tune
 from twotower.reporting import plot_curves
 from twotower.metrics.item_to_item import next_item_metrics
-from twotower.towers.word2vec import save_model
+from twotower.training.word2vec_trainer import save_model
 
 DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_INDEX_K = 10
@@ -74,7 +74,7 @@ def save_model_folder(folder, model, model_config, vocab, *, query_tower=None,
                       item_ids=None):
     """``folder``: save_model's config.json + weights.h5, vocab.json and, when
     ``query_tower`` is given (a Keras layer with get_config, e.g. SideInfoTower),
-    query_tower.json, so that towers.word2vec.load_model(folder) rebuilds the model.
+    query_tower.json, so that training.word2vec_trainer.load_model(folder) rebuilds the model.
     ``item_ids``: the external id of each vocabulary row (your item ids, MovieLens movie
     ids), kept in vocab.json as "item_ids" beside the row's internal "words"."""
     save_model(folder, model, model_config)

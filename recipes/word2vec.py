@@ -15,7 +15,7 @@ Examples come from reduced random windows over a corpus subsampled afresh every 
 (data/word2vec_examples.py), and the optimiser is word2vec's: per-example SGD whose
 learning rate decays linearly from --alpha to --min-alpha, applied as sparse row updates
 (towers/sgd_trainer.py). The word vectors are the query tower's rows. The model and the
-training loop live in the library (towers/word2vec.py); this file is the CLI over them.
+training loop live in the library (training/word2vec_trainer.py); this file is the CLI over them.
 
     twotower word2vec --corpus enwiki-sample --out out/w2v
     twotower word2vec --corpus text8 --arch cbow --head hs --out out/w2v-cbow-hs
@@ -35,7 +35,7 @@ printed with its count and marked as too few, and stored in metrics.json as
 ``<name>_too_few`` instead of ``<name>`` (ws353_spearman 1.0 from 4 pairs is noise).
 
 Continuing training (--resume-from MODEL_DIR, a model/ folder this recipe wrote, or in
-Python ``towers.word2vec.load_model``): the saved model's architecture, head and
+Python ``training.word2vec_trainer.load_model``): the saved model's architecture, head and
 vocabulary are kept (the model flags are ignored); words of the new text that are not in
 the vocabulary are dropped, and their count is printed; the learning rate decays from
 --alpha to --min-alpha again over the new run, as gensim's ``train`` on new sentences.
@@ -44,7 +44,7 @@ Writes to --out (which must be new, empty, or an earlier twotower output with
 --overwrite; checked before any work): vectors.txt (word2vec text format, readable by
 gensim's KeyedVectors.load_word2vec_format), vocab.tsv (word, count), model/ (the Keras
 TwoTowerModel's config.json + weights.h5, vocab.json, tokenization.json;
-towers.word2vec.load_model reads it), index/ (a ScaNN cosine index of the word vectors,
+training.word2vec_trainer.load_model reads it), index/ (a ScaNN cosine index of the word vectors,
 tuned, with the words as its ids: ``twotower serve OUT/index``), metrics.json; prints
 nearest neighbours of probe words and a table.
 """
@@ -70,10 +70,11 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
                                             save_model_folder,
                                             save_vector_index, score_decimals)
 from twotower.reporting import format_table, twotower_command, write_metrics
-from twotower.towers.word2vec import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
-                                      add_training_arguments, build_model, load_model,
-                                      nearest_neighbours, save_model, set_threads,
-                                      train_word2vec, training_config, validate, word_vectors)
+from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
+                                                build_model, load_model, nearest_neighbours,
+                                                save_model, set_threads, train_word2vec,
+                                                validate, word_vectors)
 
 TOKENIZATION_FILE = "tokenization.json"
 BUILTIN_CORPORA = ("text8", "enwiki-sample")

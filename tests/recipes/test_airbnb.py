@@ -89,7 +89,7 @@ def test_the_table_has_a_popularity_row(run, tmp_path, capsys):
 def test_vectors_model_and_index(run):
     """The index answers i2i by the CSV's own item ids; the model reloads with the same
     vectors as vectors.txt."""
-    from twotower.towers.word2vec import load_model, word_vectors
+    from twotower.training.word2vec_trainer import load_model, word_vectors
 
     run, _ = run
     retriever = load(os.path.join(run, "index"))

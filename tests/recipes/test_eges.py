@@ -71,7 +71,7 @@ def test_cold_items_land_near_their_side_info_siblings(run):
 
 def test_model_folder_reloads_with_its_side_info_tower(run):
     from twotower.towers.side_info_tower import SideInfoTower
-    from twotower.towers.word2vec import load_model, word_vectors
+    from twotower.training.word2vec_trainer import load_model, word_vectors
 
     model, vocab, config = load_model(os.path.join(run, "model"))
     assert isinstance(model.query_tower, SideInfoTower) and len(vocab) == 81
@@ -168,7 +168,7 @@ def test_own_log_with_an_item_table(tmp_path, capsys):
     ids, _ = retriever.i2i(["sku new"], k=5)             # from side information alone
     assert np.mean([str(i).startswith("sku 2.") for i in ids[0]]) >= 0.6
     from twotower.towers.side_info_tower import SideInfoTower
-    from twotower.towers.word2vec import load_model
+    from twotower.training.word2vec_trainer import load_model
 
     model, vocab, _ = load_model(os.path.join(out, "model"))
     assert isinstance(model.query_tower, SideInfoTower) and len(vocab) == 41

@@ -55,7 +55,7 @@ def test_item2vec_end_to_end(planted_ml100k, tmp_path, capsys):
 
     # exported: the model reloads with the same vectors, the index answers by movie id
     from twotower.index import load
-    from twotower.towers.word2vec import load_model, word_vectors
+    from twotower.training.word2vec_trainer import load_model, word_vectors
 
     model, vocab, config = load_model(os.path.join(out, "model"))
     assert [f"{w}:" for w in vocab.words] == [n.split(":")[0] + ":" for n in names]

@@ -53,7 +53,7 @@ def test_index_arguments_are_checked():
 
 
 def test_model_folder_round_trip_keeps_int_item_ids(tmp_path):
-    from twotower.towers.word2vec import ModelConfig, build_model, load_model, word_vectors
+    from twotower.training.word2vec_trainer import ModelConfig, build_model, load_model, word_vectors
 
     vocab = Vocabulary([7, 3, 11], [5, 4, 2])              # item ids, not words
     config = ModelConfig(dim=4)

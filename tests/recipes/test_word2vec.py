@@ -236,7 +236,7 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
 def test_reload_and_continue_training(trained, tmp_path, capsys):
     """load_model rebuilds the model/ folder with the same vectors; --resume-from trains
     it further on new text with the vocabulary fixed and unknown words counted."""
-    from twotower.towers.word2vec import load_model
+    from twotower.training.word2vec_trainer import load_model
 
     model, vocab, config = load_model(os.path.join(trained, "model"))
     (_, _), words, saved = _read_vectors(os.path.join(trained, "vectors.txt"))
@@ -310,7 +310,7 @@ def test_builtin_corpora_keep_their_own_tokeniser(tmp_path, capsys, monkeypatch)
 
 
 def test_hogwild_elements_keep_threads_far_apart():
-    from twotower.towers.word2vec import HOGWILD_ELEMENT_EXAMPLES, TrainConfig, hogwild_steps
+    from twotower.training.word2vec_trainer import HOGWILD_ELEMENT_EXAMPLES, TrainConfig, hogwild_steps
 
     for batch in (256, 4096, 16384):
         train = TrainConfig(batch_size=batch, steps_per_call=64)

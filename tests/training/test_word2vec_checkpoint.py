@@ -28,8 +28,8 @@ CHILD = textwrap.dedent("""
     import sys
     import numpy as np
     import twotower  # noqa: F401
-    import twotower.towers.word2vec as w2v
-    from twotower.towers.word2vec import (DataConfig, ModelConfig, TrainConfig, set_threads,
+    import twotower.training.word2vec_trainer as w2v
+    from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, TrainConfig, set_threads,
                                           train_word2vec, word_vectors)
     w2v.HOGWILD_ELEMENT_EXAMPLES = 64  # many small elements: a kill can land mid-run
     corpus, ckpt, out = sys.argv[1:4]
@@ -107,7 +107,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(tmp_path, engine):
 def test_a_checkpoint_of_other_settings_is_refused(tmp_path):
     import pytest
     import twotower  # noqa: F401
-    from twotower.towers.word2vec import DataConfig, ModelConfig, TrainConfig, train_word2vec
+    from twotower.training.word2vec_trainer import DataConfig, ModelConfig, TrainConfig, train_word2vec
 
     planted_corpus(tmp_path / "c.txt")
     sentences = [line.split() for line in open(tmp_path / "c.txt")]
