@@ -150,11 +150,15 @@ def run_worker(spec, result_path):
 def _train_youtube(spec, tf):
     import numpy as np
 
-    from twotower.recipes import movielens_two_tower as common
+    from twotower.recipes import two_tower_kit as common
+
+    from twotower.training import distribute
+
+    from twotower.training import resumable_fit
     from twotower.recipes import youtube
 
     if spec.get("mirrored_devices"):
-        common._STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(
+        distribute._STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(
             [d.name for d in tf.config.list_logical_devices("CPU")])
     config = youtube.Config(source=spec["data"], epochs=spec["epochs"],
                             batch_size=spec["batch_size"], lr=spec["lr"], dim=spec["dim"],
@@ -165,14 +169,14 @@ def _train_youtube(spec, tf):
                             steps_per_execution=1, jit_compile=False, export=False)
     die = spec.get("die_at_step")
     if die is not None:
-        original = common.RecordLoss.on_train_batch_end
+        original = resumable_fit.RecordLoss.on_train_batch_end
 
         def on_train_batch_end(self, batch, logs=None):  # a crash, not a shutdown
             original(self, batch, logs)
             if int(self.model.optimizer.iterations.numpy()) >= die:
                 os.kill(os.getpid(), signal.SIGKILL)
-        common.RecordLoss.on_train_batch_end = on_train_batch_end
-        common.RecordLoss._implements_train_batch_hooks = lambda self: True
+        resumable_fit.RecordLoss.on_train_batch_end = on_train_batch_end
+        resumable_fit.RecordLoss._implements_train_batch_hooks = lambda self: True
 
     def loss(data):
         base = youtube.make_loss(config, data.num_items)
@@ -187,7 +191,7 @@ def _train_youtube(spec, tf):
     if spec.get("weights"):
         np.savez(spec["weights"], **weights)
     return {"metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float))},
-            "replicas": int(common.make_strategy(config.strategy).num_replicas_in_sync)}
+            "replicas": int(distribute.make_strategy(config.strategy).num_replicas_in_sync)}
 
 
 def max_weight_diff(path_a, path_b):

@@ -36,7 +36,8 @@ import tensorflow as tf
 from twotower.artifacts import (atomic_directory, atomic_write_json, atomic_write_text,
                                 check_output_dir)
 from twotower.recipes import item2vec, mns, youtube
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
+from twotower.data import retrieval_task
 from twotower.reporting import flatten_metrics, format_table
 from twotower.metrics.item_to_item import cooccurrence_agreement, i2i_hit_rate
 from twotower.recipes.word2vec_flags import training_config
@@ -72,7 +73,7 @@ def tower_vectors(train_fn, config):
     from twotower.towers.two_tower_model import embed
 
     model, data, _ = train_fn(config)
-    return embed(model.item_tower, common.item_inputs(data))
+    return embed(model.item_tower, retrieval_task.item_inputs(data))
 
 
 def item2vec_vectors(sequences, num_items, source, seed):

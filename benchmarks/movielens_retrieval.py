@@ -60,7 +60,10 @@ import tensorflow_recommenders as tfrs
 from twotower.artifacts import (atomic_directory, atomic_write_json, atomic_write_text,
                                 check_output_dir)
 from twotower.recipes import dssm, ebr, mns, youtube
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
+from twotower.training import resumable_fit
+from twotower.data import retrieval_task
+from twotower.towers import retrieval_towers
 from twotower.reporting import flatten_metrics, format_table, plot_curves
 from twotower.metrics.retrieval_report import KS
 
@@ -112,16 +115,16 @@ class TFRSReference(tfrs.Model):
 def _train_tfrs(config, logq, preprocessed=False):
     data = common.load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
-    q, i = common.build_towers(data, config, history=True, l2_normalize=True)
+    q, i = retrieval_towers.build_towers(data, config, history=True, l2_normalize=True)
     p = data.item_counts / data.item_counts.sum() if logq else None
     model = TFRSReference(q, i, config.temperature, sampling_probability=p)
     model.compile(optimizer=tf.keras.optimizers.Adam(config.lr))
-    meter = common.Throughput(config.batch_size, len(data.train), config.epochs)
+    meter = resumable_fit.Throughput(config.batch_size, len(data.train), config.epochs)
     # preprocessed: the same TFRS model fed twotower's preprocessed inputs (strings ->
     # ids once, outside the step; FeatureTower.preprocess), compiled as TFRS's tutorials
     # compile (no XLA, one step per call): where the throughput gain comes from
     towers = (q, i) if preprocessed else None
-    model.fit(common.training_dataset(data, config, towers=towers), epochs=config.epochs,
+    model.fit(resumable_fit.training_dataset(data, config, towers=towers), epochs=config.epochs,
               verbose=0, callbacks=[meter])
     metrics = common.evaluate_towers(q, i, data)
     metrics["examples_per_sec"] = meter.examples_per_sec
@@ -268,9 +271,9 @@ def step_flops_per_example(args):
     config = youtube.Config(epochs=1, batch_size=args.batch_size, dim=args.dim,
                             source=args.data, min_rating=args.min_rating)
     data = common.load_data(config)
-    q, i = common.build_towers(data, config, history=True, l2_normalize=True)
-    q({k: v[:2] for k, v in common.query_inputs(data, data.train).items()})
-    i(common.item_inputs(data, [0, 1]))
+    q, i = retrieval_towers.build_towers(data, config, history=True, l2_normalize=True)
+    q({k: v[:2] for k, v in retrieval_task.query_inputs(data, data.train).items()})
+    i(retrieval_task.item_inputs(data, [0, 1]))
     macs = 0
     for tower in (q, i):
         for layer in tower.submodules:

@@ -22,7 +22,7 @@ import numpy as np
 
 from twotower.data import feature_table as feature_tables
 from twotower.data import interactions as logs
-from twotower.data.movielens import RetrievalConfig, retrieval_task
+from twotower.data.retrieval_task import RetrievalConfig, retrieval_task
 
 RESERVED = ("item_id", "user_id", "history")
 

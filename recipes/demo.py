@@ -33,7 +33,9 @@ from twotower.artifacts import atomic_directory
 from twotower.command import run_as_main
 from twotower.index import persistence, saved_model
 from twotower.index.builder import embed
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
+from twotower.index.export import export_retriever, index_metrics, index_recall_curve, write_serving
+from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.recipes import youtube
 from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
 
@@ -82,7 +84,7 @@ def i2i_agreement(export, data, k=10, window=5):
     order = np.lexsort((tr.timestamp, tr.user))
     users, items = tr.user[order], tr.item[order]
     sequences = [s for s in np.split(items, np.flatnonzero(np.diff(users)) + 1) if len(s)]
-    vectors = embed(export.retriever.item_tower, common.item_inputs(data), progress=False)
+    vectors = embed(export.retriever.item_tower, item_inputs(data), progress=False)
     out = cooccurrence_agreement(vectors, sequences, k=k, window=window)
     co, _ = cooccurrence_scores(sequences, data.num_items, window)
 
@@ -116,22 +118,22 @@ def main(argv=None):
 
     # 2. index ------------------------------------------------------------------------
     print("[2/5] embedding the catalog, building and tuning the ScaNN index ...", flush=True)
-    export = common.export_retriever(model, data, target_recall=args.target_recall)
+    export = export_retriever(model, data, target_recall=args.target_recall)
     index, tuned, retriever = export.index, export.tuned, export.retriever
     movie_ids, user_ids = export.item_ids, export.user_ids
     user_seen = retriever.user_seen
-    test_queries = common.query_inputs(data, data.test)
+    test_queries = query_inputs(data, data.test)
     # the index's own answers for the held-out item: recall@K through ScaNN, seen excluded
-    ks, found, index_curve = common.index_recall_curve(export, data, KS)
+    ks, found, index_curve = index_recall_curve(export, data, KS)
 
     # 3. save -------------------------------------------------------------------------
     print(f"[3/5] saving to {args.out} ...", flush=True)
     with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
-        common.write_serving(tmp, export, model, extra={"recipe": "youtube",
+        write_serving(tmp, export, model, extra={"recipe": "youtube",
                                                         "epochs": args.epochs})
         metrics = {f"model_{k}": v for k, v in quality.items() if k != "num_queries"}
         metrics.update({f"popularity_{k}": v for k, v in pop.items() if k != "num_queries"})
-        metrics.update(common.index_metrics(export, data))
+        metrics.update(index_metrics(export, data))
         exact_ks = [k for k in KS if f"recall@{k}" in quality]
         pop_ks = [k for k in KS if f"recall@{k}" in pop]
         # the exact curve drawn wide and solid, ScaNN's narrow and dashed on top: where

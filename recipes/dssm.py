@@ -16,7 +16,7 @@ import sys
 
 from twotower.command import run_as_main
 from twotower.losses import InBatch, RetrievalLoss
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
 
 
 @dataclasses.dataclass

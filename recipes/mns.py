@@ -18,7 +18,7 @@ from twotower.command import run_as_main
 from twotower.data.frequency import StreamingFrequencyEstimator
 from twotower.data.samplers import UniformSampler
 from twotower.losses import InBatch, MixedNegatives, RetrievalLoss, SampledNegatives
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
 
 MODES = ("mixed", "in-batch", "uniform")
 

@@ -7,7 +7,7 @@ import pytest
 from twotower.data import feature_table as F
 from twotower.data import interactions as I
 from twotower.data.log_retrieval import load_log_task, log_retrieval
-from twotower.data.movielens import RetrievalConfig
+from twotower.data.retrieval_task import RetrievalConfig
 
 # u0: a(1) b(2) c(3) a(4)  u1: b(1) a(2) d(3)   u2: c(5)  (a 3x, b 2x, c 2x, d 1x)
 LOG = ("user_id,item_id,timestamp\n"

@@ -12,7 +12,9 @@ import os
 
 import pytest
 
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
+
+from twotower.training import distribute
 from twotower.recipes import youtube
 
 
@@ -34,15 +36,15 @@ def test_strategy_flag_is_checked_before_any_work(monkeypatch):
         youtube.Config(strategy="tpu").validate()
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(ValueError, match="TF_CONFIG"):
-        common.make_strategy("multi-worker")
+        distribute.make_strategy("multi-worker")
     for bad in ("{not json", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]}}),
                 json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
                             "task": {"type": "worker", "index": 3}})):
         with pytest.raises(ValueError, match="TF_CONFIG"):
-            common.check_tf_config(bad)
+            distribute.check_tf_config(bad)
     ok = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
           "task": {"type": "worker", "index": 1}}
-    assert common.check_tf_config(json.dumps(ok)) == ok
+    assert distribute.check_tf_config(json.dumps(ok)) == ok
     assert "--strategy" in youtube.build_parser().format_help()
     assert youtube.build_parser().parse_args(["--strategy", "mirrored"]).strategy == "mirrored"
 

@@ -5,7 +5,7 @@ The youtube recipe with ``--oov-rate 0`` has no random op inside its training st
 in-batch candidates and streaming logQ are deterministic given the batches), so a
 resumed run must end with the same weights: what this checks is that the checkpoint
 holds weights, optimizer slots and the frequency estimator's state, and that the input
-stream resumes at the step where the checkpoint was taken (recipes/movielens_two_tower.py
+stream resumes at the step where the checkpoint was taken (recipes/two_tower_kit.py
 ``fit`` states what is not bit-exact when the step draws random numbers).
 """
 
@@ -87,16 +87,17 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
 
 
 def test_a_different_run_in_the_checkpoint_dir_is_refused(planted_ml100k, tmp_path):
-    from twotower.recipes import movielens_two_tower as common
+    from twotower.recipes import two_tower_kit as common
+    from twotower.training import resumable_fit
 
     ckpt = tmp_path / "ckpt"
     config = youtube.Config(source=planted_ml100k, batch_size=32, checkpoint_dir=str(ckpt))
-    common._begin_checkpoints(config)
+    resumable_fit._begin_checkpoints(config)
     other = youtube.Config(source=planted_ml100k, batch_size=64, checkpoint_dir=str(ckpt))
     with pytest.raises(ValueError, match=r"different run \(batch_size: 32 there, 64 now\)"):
-        common._begin_checkpoints(other)
+        resumable_fit._begin_checkpoints(other)
     # the flags that do not change the result may change
-    common._begin_checkpoints(youtube.Config(source=planted_ml100k, batch_size=32,
+    resumable_fit._begin_checkpoints(youtube.Config(source=planted_ml100k, batch_size=32,
                                              checkpoint_dir=str(ckpt), checkpoint_every=7))
 
 

@@ -10,7 +10,9 @@ import twotower  # noqa: F401
 import tensorflow as tf
 
 from twotower.artifacts import OutputPathError
-from twotower.recipes import movielens_two_tower as common
+from twotower.recipes import two_tower_kit as common
+from twotower.training import resumable_fit
+from twotower.towers import retrieval_towers
 from twotower.recipes import youtube
 
 EXPECTED_KEYS = {"recall@10", "recall@20", "recall@50", "recall@100", "ndcg@10", "ndcg@50",
@@ -72,7 +74,7 @@ def test_input_order_is_a_function_of_seed_and_epoch(planted_ml100k):
     config = youtube.Config(source=planted_ml100k, epochs=3, batch_size=32)
     data = common.load_data(config)
     start = tf.Variable(0, dtype=tf.int64)
-    ds, steps = common.resumable_dataset(data, config, start)
+    ds, steps = resumable_fit.resumable_dataset(data, config, start)
     full = [b["item"]["item_id"].numpy() for b in ds]
     assert len(full) == 3 * steps and steps == -(-len(data.train) // 32)
     epoch = np.concatenate(full[:steps])
@@ -113,7 +115,7 @@ def test_fit_compiles_the_preprocessed_step_with_xla(planted_ml100k):
     _, data, metrics = youtube.train(config)
     assert metrics["jit_compile"] == 1 and metrics["steps_per_execution"] == 32
     assert metrics["loss_last_epoch"] < metrics["loss_first_epoch"]
-    table = common.item_table(common.build_towers(data, config)[1], data)
+    table = retrieval_towers.item_table(retrieval_towers.build_towers(data, config)[1], data)
     assert not any(np.asarray(v).dtype.kind in "OUS" for v in table.values())
     _, _, plain = youtube.train(youtube.Config(source=planted_ml100k, epochs=2, batch_size=32,
                                                dim=8, jit_compile=False,
@@ -124,7 +126,7 @@ def test_fit_compiles_the_preprocessed_step_with_xla(planted_ml100k):
 
 def test_throughput_counts_every_step_of_an_execution():
     """With steps_per_execution, Keras calls back once per call, with its last step."""
-    meter = common.Throughput(10, 95, 2)  # 10 steps an epoch, the last one of 5 rows
+    meter = resumable_fit.Throughput(10, 95, 2)  # 10 steps an epoch, the last one of 5 rows
     meter.on_train_begin()
     for epoch in range(2):
         meter.on_epoch_begin(epoch)
@@ -142,9 +144,9 @@ def test_the_one_shape_stream_is_the_full_batches_of_the_plain_one(planted_ml100
     config = youtube.Config(source=planted_ml100k, epochs=2, batch_size=32)
     data = common.load_data(config)
     start = tf.Variable(0, dtype=tf.int64)
-    plain, steps = common.resumable_dataset(data, config, start)
+    plain, steps = resumable_fit.resumable_dataset(data, config, start)
     full = [b["item"]["item_id"].numpy() for b in plain]
-    one, kept = common.resumable_dataset(data, config, start, drop_remainder=True)
+    one, kept = resumable_fit.resumable_dataset(data, config, start, drop_remainder=True)
     assert kept == len(data.train) // 32 < steps
     want = [b for e in range(2) for b in full[e * steps:e * steps + kept]]
     got = [b["item"]["item_id"].numpy() for b in one]

@@ -1,0 +1,153 @@
+"""The serving side of a trained retrieval model: the catalogue embedded by the item tower,
+a ScaNN index tuned against brute force, and a Retriever that answers every user as the
+whole log leaves them; written as the folder ``twotower serve`` takes and as one
+SavedModel.
+
+    export = export_retriever(model, data)        # index + towers + user table + seen items
+    write_serving(folder, export, model)          # folder/index, folder/saved_model
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+
+from twotower.data.retrieval_task import item_inputs, query_inputs
+
+INDEX_KS = (1, 5, 10, 20, 50, 100)
+
+
+@dataclasses.dataclass
+class ServingExport:
+    """What :func:`export_retriever` built.
+
+    Attributes:
+      retriever: the Retriever (index + towers + user feature table + seen items).
+      index: its tuned ScannIndex.
+      tuned: the tuner's TuneResult (recall@10 vs brute force, queries/s, knobs).
+      user_ids: the user table's user ids (internal), one per row.
+      item_ids: the index's id of every item row (MovieLens movie ids, or the internal
+        row numbers when the data carries an item vocabulary).
+      item_keys: the ids the Retriever answers with, per item row (``item_vocab`` when
+        there is one, else ``item_ids``).
+      query_example, item_example: two-row input batches (the towers' signatures).
+    """
+
+    retriever: object
+    index: object
+    tuned: object
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_keys: np.ndarray
+    query_example: dict
+    item_example: dict
+
+
+def export_retriever(model, data, *, target_recall=0.95, k=10):
+    """The serving side of a trained MovieLens model.
+
+    1. the catalog embedded by the item tower and a ScaNN index over it (size rules of
+       index/config.py; cosine when the towers L2-normalise, else dot);
+    2. tuned (leaves to search, reorder) to ``target_recall`` recall@``k`` against brute
+       force on the test users' query embeddings;
+    3. a Retriever with the user feature store — each user as the whole log leaves them
+       (``data.serving``: history up to and including the last interaction, held-out
+       items too) — and every item of the user's log, excluded from u2i answers. The
+       towers are not refit on the held-out rows: they are the ones the metrics measure.
+
+    When the data carries external id vocabularies (``data.item_vocab`` /
+    ``data.user_vocab``, 1-D arrays, position = internal id), the index holds internal
+    rows and the Retriever gets them as ``item_vocab=`` / ``user_vocab=``, so that it is
+    asked and answers in the log's own ids.
+    """
+    from twotower.index.builder import build_index, embed
+    from twotower.index.retriever import Retriever
+    from twotower.index.tuner import tune
+
+    items = item_inputs(data)
+    item_vectors = embed(model.item_tower, items)
+    num_items = len(item_vectors)
+    item_vocab = getattr(data, "item_vocab", None)
+    user_vocab = getattr(data, "user_vocab", None)
+    if item_vocab is None and "movie_id" in data.items:
+        item_ids = np.asarray(data.items["movie_id"]).astype(np.int64)
+    else:
+        item_ids = np.arange(num_items, dtype=np.int64)
+    item_keys = np.asarray(item_vocab) if item_vocab is not None else item_ids
+    l2 = all(getattr(t, "l2_normalize", False) for t in (model.query_tower, model.item_tower))
+    index = build_index(item_vectors, item_ids, distance="cosine" if l2 else "dot")
+    test_queries = query_inputs(data, data.test)
+    query_vectors = embed(model.query_tower, test_queries, desc="embedding users")
+    tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size))
+    # the served state: every user as the whole log leaves them (history up to and
+    # including their last interaction, every item of their log excluded), not the test
+    # split's state before the held-out item, which is only for measuring
+    serving = getattr(data, "serving", None)
+    if serving is None:
+        raise ValueError("the data has no serving state (RetrievalData.serving): build it "
+                         "with twotower.data.movielens.retrieval_task")
+    user_table = {k: np.asarray(v) for k, v in query_inputs(data, serving).items()}
+    user_ids = user_table["user_id"]
+    user_seen = {int(u): item_ids[np.asarray(data.seen_all[r], np.int64)]
+                 for u, r in zip(user_ids.tolist(), serving.user.tolist())}
+    vocabs = {}
+    if item_vocab is not None:
+        vocabs["item_vocab"] = np.asarray(item_vocab)
+    if user_vocab is not None:
+        vocabs["user_vocab"] = np.asarray(user_vocab)
+    retriever = Retriever(index, model.query_tower, model.item_tower, user_table=user_table,
+                          user_seen=user_seen, **vocabs)
+    return ServingExport(
+        retriever=retriever, index=index, tuned=tuned, user_ids=user_ids, item_ids=item_ids,
+        item_keys=item_keys,
+        query_example={k: v[:2] for k, v in test_queries.items()},
+        item_example=item_inputs(data, [0, 1]) if num_items > 1 else item_inputs(data, [0]))
+
+
+def index_recall_curve(export, data, ks=INDEX_KS):
+    """recall@K of the index's own u2i answers for each test row's held-out item, the
+    row's seen items excluded as in the exact evaluation: what a served model scores.
+    As there (metrics/retrieval_report.py, repeats="new"), a row whose target the user
+    had already seen is left out of the recall: excluded, it cannot be found.
+    Returns (the ks that fit the corpus, found ids [test rows, max K], recalls)."""
+    ks = [k for k in ks if k <= export.index.size]
+    seen = [np.asarray(s, np.int64) for s in data.exclusions(data.test)]
+    exclude = [export.item_keys[s] for s in seen]
+    found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks), exclude=exclude)
+    target_rows = np.asarray(data.test.item, np.int64)
+    targets = export.item_keys[target_rows]
+    new = np.array([t not in set(s.tolist()) for t, s in zip(target_rows, seen)], bool)
+    hit_rank = np.full(len(targets), np.inf)
+    for q, (row, t) in enumerate(zip(found, targets)):
+        where = np.flatnonzero(row == t)
+        if where.size:
+            hit_rank[q] = where[0] + 1
+    if not new.any():
+        return ks, found, [float("nan") for _ in ks]
+    return ks, found, [float(np.mean(hit_rank[new] <= k)) for k in ks]
+
+
+def index_metrics(export, data):
+    """metrics.json entries of an export: the index's own recall@K, its recall@10 vs
+    brute force, queries/s and build time, its size."""
+    ks, _, curve = index_recall_curve(export, data)
+    out = {f"index_recall@{k}": v for k, v in zip(ks, curve)}
+    out.update({"index_vs_exact_recall@10": float(export.tuned.recall),
+                "index_qps": float(export.tuned.qps),
+                "index_build_s": float(export.index.build_seconds),
+                "num_items": int(export.index.size), "num_users": int(len(export.user_ids))})
+    return out
+
+
+def write_serving(folder, export, model, *, extra=None, k=10):
+    """Writes ``folder/index`` (the index folder ``twotower serve`` takes: ScaNN index,
+    both towers as SavedModels, user table, seen items, checksummed manifest) and
+    ``folder/saved_model`` (query tower + ScaNN as one SavedModel answering top-``k``
+    item ids for query features)."""
+    from twotower.index import persistence, saved_model
+
+    persistence.save(os.path.join(folder, "index"), export.retriever,
+                     query_example=export.query_example, item_example=export.item_example,
+                     extra=extra or {})
+    saved_model.export(os.path.join(folder, "saved_model"), export.index, model.query_tower,
+                       k=min(k, export.index.size), query_example=export.query_example)

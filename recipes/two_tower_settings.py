@@ -1,0 +1,230 @@
+"""The two-tower recipes' settings, in three groups, and their flags, declared once.
+
+``DataSettings`` say what is read and how it is cut, ``ModelSettings`` the towers,
+``RunSettings`` how training runs and what is written. ``RecipeConfig`` is the three
+together, flat (``RecipeConfig(epochs=1, interactions="log.csv")``); a recipe subclasses
+it with its own knobs. :func:`add_common_arguments` declares every shared flag.
+"""
+
+import dataclasses
+
+from twotower.data.retrieval_task import RetrievalConfig
+from twotower.training.distribute import STRATEGIES
+
+HISTORY_POOLINGS = ("mean", "attention")
+
+
+@dataclasses.dataclass
+class DataSettings:
+    """What is read and how it is cut: MovieLens (``source``: folder, zip, "recbole",
+    "url" or "auto") or a user's own log (``interactions``, with ``items`` / ``users``
+    feature tables and their column kinds), ``min_rating``, ``split``,
+    ``history_length``."""
+
+    source: str = "auto"
+    min_rating: float | None = None
+    split: str = "leave_last_out"
+    history_length: int = 20
+    interactions: str | None = None
+    items: str | None = None
+    users: str | None = None
+    user_col: str = "user_id"
+    item_col: str = "item_id"
+    time_col: str = "timestamp"
+    item_categorical: tuple = ()
+    item_text: tuple = ()
+    item_numeric: tuple = ()
+    item_multi_hot: tuple = ()
+    user_categorical: tuple = ()
+    user_text: tuple = ()
+    user_numeric: tuple = ()
+    user_multi_hot: tuple = ()
+    infer_features: bool = True
+
+
+@dataclasses.dataclass
+class ModelSettings:
+    """The towers: embedding ``dim``, ``hidden`` MLP widths, ``oov_rate`` (training-time
+    id dropout into the OOV bucket), ``history_pooling`` ("mean" or "attention": the
+    most recent item attends over the others, with learned positions)."""
+
+    dim: int = 32
+    hidden: tuple = (64,)
+    oov_rate: float = 0.02
+    history_pooling: str = "mean"
+
+
+@dataclasses.dataclass
+class RunSettings:
+    """How training runs and what is written: epochs, batch_size, lr, seed; ``out``
+    (None: no files) and ``overwrite``; ``checkpoint_dir`` / ``checkpoint_every``;
+    ``strategy`` (tf.distribute: "none", "mirrored", "multi-worker"); ``target_recall``
+    of the exported index and ``export``; ``verbose``; the compiled step's
+    ``jit_compile`` and ``steps_per_execution``."""
+
+    epochs: int = 3
+    batch_size: int = 256
+    lr: float = 0.005
+    seed: int = 0
+    out: str | None = None
+    overwrite: bool = False
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 50
+    strategy: str = "none"
+    target_recall: float = 0.95
+    export: bool = True
+    verbose: int = 0
+    jit_compile: bool = True
+    steps_per_execution: int = 32
+
+
+@dataclasses.dataclass
+class RecipeConfig(RunSettings, ModelSettings, DataSettings):
+    """Every setting a two-tower recipe takes, flat (the three groups above); a recipe
+    subclasses it with its knobs."""
+
+    def validate(self):
+        for name in ("epochs", "batch_size", "dim", "checkpoint_every", "steps_per_execution"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if not 0.0 <= self.oov_rate < 1.0:
+            raise ValueError(f"oov_rate must be in [0, 1), got {self.oov_rate!r}")
+        if not 0.0 < self.target_recall <= 1.0:
+            raise ValueError(f"target_recall must be in (0, 1], got {self.target_recall!r}")
+        if self.history_pooling not in HISTORY_POOLINGS:
+            raise ValueError(f"history_pooling must be one of {HISTORY_POOLINGS}, got "
+                             f"{self.history_pooling!r}")
+        RetrievalConfig(min_rating=self.min_rating, split=self.split,
+                        history_length=self.history_length)
+        for flag in ("items", "users"):
+            if getattr(self, flag) and not self.interactions:
+                raise ValueError(f"--{flag} {getattr(self, flag)!r} needs --interactions "
+                                 "(feature tables go with your own log)")
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        return self
+
+
+def add_common_arguments(parser, defaults=None):
+    """Adds the shared flags to an argparse parser (defaults from a RecipeConfig)."""
+    d = defaults or RecipeConfig()
+    g = parser.add_argument_group("training")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training "
+                   f"interactions (default {d.epochs})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="examples per step; "
+                   f"also the number of in-batch candidates (default {d.batch_size})")
+    g.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate (default {d.lr})")
+    g.add_argument("--dim", type=int, default=d.dim, help="embedding size of both towers "
+                   f"(default {d.dim})")
+    g.add_argument("--hidden", type=int, nargs="*", default=list(d.hidden),
+                   help=f"hidden ReLU layer widths of each tower (default {list(d.hidden)})")
+    g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    g.add_argument("--oov-rate", type=float, default=d.oov_rate,
+                   help="training-time rate of replacing a user/item id by the OOV bucket, "
+                   "which teaches the cold-start embedding (default %(default)s)")
+    g.add_argument("--verbose", type=int, default=d.verbose, help="Keras fit verbosity 0/1/2")
+    g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,
+                   help="training steps per call into TensorFlow (Keras compile's "
+                   "steps_per_execution; under XLA they run as one compiled program; 1 "
+                   "while checkpointing) (default %(default)s)")
+    g.add_argument("--no-jit", dest="jit_compile", action="store_false",
+                   help="run the training step without XLA (default: compiled with XLA "
+                   "once features are preprocessed to ids)")
+    g.add_argument("--checkpoint-dir", default=d.checkpoint_dir,
+                   help="folder for training checkpoints (Keras BackupAndRestore: weights, "
+                   "optimizer slots, the frequency estimator, the input position); after a "
+                   "crash or kill, the same command resumes from the last one. Removed when "
+                   "training completes (default: no checkpoints)")
+    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
+                   help="training steps between checkpoints (default %(default)s)")
+    g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="tf.distribute strategy: none (one device), mirrored (every GPU of "
+                   "this machine, MirroredStrategy), multi-worker (one process per machine, "
+                   "MultiWorkerMirroredStrategy; the cluster comes from TF_CONFIG). "
+                   "--batch-size is the global batch; in-batch and mixed negatives are "
+                   "gathered over replicas (default %(default)s)")
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", default=d.out,
+                   help="output folder: index/ (the trained towers and the tuned ScaNN "
+                   "index, and every user as the whole log leaves them: features, history "
+                   "up to their last interaction, every item of their log excluded from "
+                   "their answers; the towers are those trained on the training split, not "
+                   "refit on held-out rows: `twotower serve OUT/index`), "
+                   "saved_model/ (query tower + index in one SavedModel), metrics.json, "
+                   "recall_at_k.png. Written atomically; a folder twotower did not write is "
+                   "never replaced (default: print only, write nothing)")
+    g.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier twotower output at --out")
+    g.add_argument("--target-recall", type=float, default=d.target_recall,
+                   help="recall@10 against brute force that the exported ScaNN index is "
+                   "tuned to (default %(default)s)")
+    g.add_argument("--no-export", dest="export", action="store_false",
+                   help="write only metrics.json and the plot to --out (no index/, no "
+                   "saved_model/): for quick experiments")
+    g = parser.add_argument_group("data")
+    g.add_argument("--data", dest="source", default=d.source,
+                   help="MovieLens source: a folder (u.data/u.item/u.user, ratings.dat, or "
+                   "ratings.csv + movies.csv), a zip, a release downloaded once into "
+                   "$TWOTOWER_DATA (ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, "
+                   "ml-latest-small), 'url' (GroupLens ml-100k.zip, cached), 'recbole' (the "
+                   "offline recbole 1.2.1 wheel), or 'auto' (default). Ignored with "
+                   "--interactions")
+    g.add_argument("--interactions", default=d.interactions, metavar="FILE",
+                   help="your own interaction log instead of MovieLens: a CSV with a header "
+                   "(user_id,item_id,timestamp; string or integer ids; timestamps in Unix "
+                   "seconds or ISO-8601), a Parquet file, or a folder of Parquet shards "
+                   "(`twotower convert`). A 'rating' column is used by --min-rating")
+    g.add_argument("--items", default=d.items, metavar="FILE",
+                   help="item feature table (CSV with a header) keyed by the log's item "
+                   "column; items only in it are in the corpus too (cold start by features)")
+    g.add_argument("--users", default=d.users, metavar="FILE",
+                   help="user feature table (CSV with a header) keyed by the log's user column")
+    g.add_argument("--user-col", default=d.user_col,
+                   help="the log's user column (default %(default)s; userId is also accepted)")
+    g.add_argument("--item-col", default=d.item_col,
+                   help="the log's item column (default %(default)s; movieId, itemId, "
+                   "product_id are also accepted)")
+    g.add_argument("--time-col", default=d.time_col,
+                   help="the log's timestamp column (default %(default)s)")
+    for side in ("item", "user"):
+        for kind, what in (("categorical", "categorical (embedding per value)"),
+                           ("text", "free text (token embeddings, mean-pooled)"),
+                           ("numeric", "numeric (standardised)"),
+                           ("multi-hot", "'|'-separated sets (mean of token embeddings)")):
+            g.add_argument(f"--{side}-{kind}", type=_column_list, metavar="COLS",
+                           default=getattr(d, f"{side}_{kind.replace('-', '_')}"),
+                           help=f"comma-separated --{side}s columns to use as {what}")
+    g.add_argument("--no-infer-features", dest="infer_features", action="store_false",
+                   help="use only the feature columns named by --item-*/--user-* (default: "
+                   "every other column of --items/--users gets a kind inferred from its "
+                   "values, printed in a summary: numbers -> numeric, '|' -> multi-hot, long "
+                   "or multi-word mostly distinct text -> text, else categorical)")
+    g.add_argument("--min-rating", type=float, default=d.min_rating,
+                   help="keep ratings >= this as positives (default: every rating)")
+    g.add_argument("--split", choices=("leave_last_out", "temporal"), default=d.split,
+                   help="leave_last_out: each user's last item is test, second-last "
+                   "validation; temporal: a global cut by time (default %(default)s)")
+    g.add_argument("--history-length", type=int, default=d.history_length,
+                   help="items of watch history fed to history towers (default %(default)s)")
+    g.add_argument("--history-pooling", choices=HISTORY_POOLINGS, default=d.history_pooling,
+                   help="how history towers pool the history: mean (order-blind) or "
+                   "attention (the most recent item attends over the others, with learned "
+                   "positions; towers/attention_id_tower.py) (default %(default)s)")
+    return parser
+
+
+def _column_list(text):
+    """'genre,brand' -> ('genre', 'brand')."""
+    return tuple(c.strip() for c in text.split(",") if c.strip())
+
+
+def config_from_args(cls, args):
+    """Builds a RecipeConfig subclass from parsed args (matching field names)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+              if hasattr(args, f.name)}
+    if "hidden" in values:
+        values["hidden"] = tuple(values["hidden"])
+    return cls(**values).validate()
