@@ -30,7 +30,7 @@ import os
 
 import numpy as np
 
-from twotower.data.samplers import build_alias_table
+from twotower.data.samplers import AliasTable
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,18 +117,14 @@ class PlantedLog:
 
 
 def _draw_chunk(planted, users, rng, tables):
-    """Item ids [len(users), interactions_per_user] for a chunk of users."""
-    (w_prob, w_alias), (o_prob, o_alias), home = tables
+    """Item ids [len(users), interactions_per_user] for a chunk of users; ``tables`` =
+    (AliasTable of the cluster weights w, AliasTable of the member weights ω, home)."""
+    clusters, members, home = tables
     C = planted.num_clusters
     shape = (len(users), planted.interactions_per_user)
-
-    def alias(prob, index, size):
-        i = rng.integers(0, len(prob), size=size)
-        return np.where(rng.random(size) < prob[i], i, index[i])
-
     cluster = np.where(rng.random(shape) < planted.global_share,
-                       alias(w_prob, w_alias, shape), home[users][:, None])
-    member = alias(o_prob, o_alias, shape)
+                       clusters.draw(rng, shape), home[users][:, None])
+    member = members.draw(rng, shape)
     return cluster + C * member
 
 
@@ -154,11 +150,9 @@ def write_planted_log(planted, folder, *, rows_per_shard=1_000_000, chunk_users=
     check_output_dir(folder, overwrite=overwrite, flag="folder")
     rng = np.random.default_rng([planted.seed, 2])
     w, omega = planted._weights()
-    cluster_alias = build_alias_table(w)
-    i = rng.integers(0, len(w), size=planted.num_users)           # home clusters ~ w
-    user_home = np.where(rng.random(planted.num_users) < cluster_alias[0][i], i,
-                         cluster_alias[1][i])
-    tables = (cluster_alias, build_alias_table(omega), user_home)
+    clusters = AliasTable.from_probabilities(w)
+    user_home = clusters.draw(rng, planted.num_users)               # home clusters ~ w
+    tables = (clusters, AliasTable.from_probabilities(omega), user_home)
     k = planted.interactions_per_user
     train_rows = planted.num_users * (k - 1)
     num_buckets = max(1, -(-train_rows // rows_per_shard))

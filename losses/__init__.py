@@ -4,8 +4,9 @@ Pure functions on (logits [B, C], labels [B]): softmax_loss, corrected_logq_soft
 sigmoid_loss, triplet_loss, hierarchical_softmax_loss. Keras heads: Softmax,
 CorrectedLogQSoftmax (the corrected logQ of Khrylchenko et al. 2025, chosen by
 RetrievalLoss(logq="corrected")), NegativeSampling, NCE, Triplet, HierarchicalSoftmax.
-Candidate sources: InBatch, SampledNegatives, MixedNegatives, AllItems, GroupNegatives,
-ConcatNegatives. Composed: RetrievalLoss.
+Candidate sources: CandidateSource (their abstract base class: ``draw`` and ``call``),
+InBatch, SampledNegatives (over any twotower.data.samplers.Sampler), MixedNegatives,
+AllItems, GroupNegatives, ConcatNegatives. Composed: RetrievalLoss.
 """
 
 from twotower.losses.candidates import (AllItems, CandidateSource, ConcatNegatives,

@@ -1,7 +1,8 @@
 """Candidate sources: which items a query is scored against, and Q(c) for logQ.
 
-Each source is a Keras layer with two steps, split so that the model embeds any extra
-candidates with the item tower in between:
+Each source is a Keras layer with two steps, the abstract methods of the base class
+``CandidateSource``, split so that the model embeds any extra candidates with the item
+tower in between:
 
   ``draw(positive_ids, training, query_ids)`` → ids of extra candidates to embed, or None:
       InBatch: None; SampledNegatives: [k] (shared) or [B, k] (per example);
@@ -31,11 +32,13 @@ this module goes past it with sampled, mixed and all-item candidates, per-exampl
 negatives, and the streaming estimator inside the step.
 """
 
+import abc
+
 import numpy as np
 import tensorflow as tf
 
 from twotower.data.frequency import StreamingFrequencyEstimator
-from twotower.data.samplers import UniformSampler, sampler_from_config
+from twotower.data.samplers import Sampler, UniformSampler, deserialize_sampler, serialize_sampler
 from twotower.losses import cross_replica as xr
 from twotower.losses.logits import scores as similarity_scores
 
@@ -115,8 +118,32 @@ def _frequencies_from_config(config):
     return np.asarray(config["probabilities"])
 
 
-class CandidateSource(tf.keras.layers.Layer):
-    """Base class: see the module docstring for the two steps."""
+class CandidateSource(tf.keras.layers.Layer, metaclass=abc.ABCMeta):
+    """The contract of a candidate source (an abstract Keras layer; module docstring).
+
+    Every source provides the two steps, abstract here:
+
+      ``draw(positive_ids, training=False, query_ids=None)`` → the ids of the extra
+          candidates for the item tower to embed ([k], [B, k] or [N] int), or None when
+          the batch's own positives are the only candidates;
+      ``call(query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot")`` → (scores [B, C], candidate_ids [C] or [B, C],
+          labels [B] int32 (the positive's column of each row), log_q [B, C] / [C] or
+          None), where ``extra`` are the item tower's embeddings of ``draw``'s ids;
+
+    and states three facts as class (or instance) attributes, read by RetrievalLoss:
+
+      ``provides_q``: whether ``call`` returns log Q (logQ correction needs it);
+      ``batch_candidates``: the candidates include the batch's positives; ``draw`` and
+          ``call`` then also take ``cross_replica`` (gather the batch over replicas);
+      ``positive_drawn``: for the corrected logQ, True when the row's positive is one of
+          the M draws Q counts, False when it is added beside the k draws, None when the
+          corrected logQ is not defined for the source.
+
+    A source with constructor arguments also defines ``get_config`` (Keras'), and
+    registers with ``@tf.keras.utils.register_keras_serializable`` to reload.
+    A subclass missing ``draw`` or ``call`` cannot be instantiated (TypeError).
+    """
 
     provides_q = False
     # True for sources whose candidates include the batch's positives (InBatch, Mixed):
@@ -130,8 +157,14 @@ class CandidateSource(tf.keras.layers.Layer):
     # not a sample of the catalogue).
     positive_drawn = None
 
+    @abc.abstractmethod
     def draw(self, positive_ids, training=False, query_ids=None):
-        return None
+        """Ids of the extra candidates to embed, or None (see the class docstring)."""
+
+    @abc.abstractmethod
+    def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
+             similarity="dot"):
+        """(scores, candidate_ids, labels, log_q or None) (see the class docstring)."""
 
 
 class _FrequencySource(CandidateSource):
@@ -198,10 +231,11 @@ class SampledNegatives(CandidateSource):
 
     def __init__(self, sampler, num_negatives, shared=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(sampler, dict):
-            sampler = sampler_from_config(sampler)
-        if not hasattr(sampler, "sample_tf"):
-            raise ValueError(f"sampler must be a twotower.data sampler, got {sampler!r}")
+        if isinstance(sampler, dict):  # Keras' config, or the flat form saved before
+            sampler = deserialize_sampler(sampler)
+        if not isinstance(sampler, Sampler):
+            raise ValueError("sampler must be a twotower.data.samplers.Sampler (subclass it "
+                             f"for your own), got {sampler!r}")
         if not isinstance(num_negatives, (int, np.integer)) or num_negatives < 1:
             raise ValueError(f"num_negatives must be an int >= 1, got {num_negatives!r}")
         self.sampler = sampler
@@ -230,7 +264,7 @@ class SampledNegatives(CandidateSource):
 
     def get_config(self):
         config = super().get_config()
-        config.update(sampler=self.sampler.get_config(), num_negatives=self.num_negatives,
+        config.update(sampler=serialize_sampler(self.sampler), num_negatives=self.num_negatives,
                       shared=self.shared)
         return config
 

@@ -19,8 +19,9 @@ engine needs one). Per example i with learning rate lr_i = α − (α − α_min
 fraction of the run done) and query vector u (skip-gram: the centre's row of W; CBOW: the
 mean of the context's rows):
 
-  NEG / NCE (label y = 1 for the positive, 0 for each of k unigram^0.75 draws c; a draw
-  equal to the positive is skipped, as word2vec.c does):
+  NEG / NCE (label y = 1 for the positive, 0 for each of k draws c from the sampler's
+  alias table, unigram^0.75 for word2vec; a draw equal to the positive is skipped, as
+  word2vec.c does):
       z_c = u·W'_c  (NCE: − log(k·q(c)))
       g_c = (y − σ(z_c))·lr_i ;  e += g_c·W'_c ;  W'_c += g_c·u
       loss_i = softplus(−z_pos) + Σ_neg softplus(z_c)
@@ -32,7 +33,9 @@ mean of the context's rows):
 
 The loss is each example's before its update (as the batched engine reports it). The
 negatives come from a per-thread linear congruential generator (word2vec.c's: r ← r ·
-25214903917 + 11 mod 2⁶⁴) through the sampler's alias table, seeded by the caller.
+25214903917 + 11 mod 2⁶⁴) through the sampler's alias table (data/samplers.py
+``AliasTable``, from ``Sampler.alias_table()``: any sampler that has one), seeded by the
+caller.
 """
 
 import math
@@ -43,6 +46,7 @@ import numba
 import numpy as np
 
 from twotower.data.huffman import HuffmanTree
+from twotower.data.samplers import AliasTable
 
 HEADS = ("sigmoid", "hs")
 
@@ -173,6 +177,10 @@ def sigmoid_examples(W, out, query, item, progress, start, stop, alpha, min_alph
         rows[0] = target
         m = 1
         for _ in range(num_negatives):
+            # AliasTable.draw, inline: a nogil numba kernel cannot call back into Python,
+            # so it takes the table's two arrays (AliasTable.prob / .alias) and repeats
+            # the draw (a column, then a coin: keep it if coin < prob, else its alias)
+            # with word2vec.c's generator: the column from r >> 16, a 24-bit coin.
             r = _next(r)
             col = np.int64((r >> np.uint64(16)) % np.uint64(num_items))
             r = _next(r)
@@ -229,8 +237,8 @@ class HogwildWord2Vec:
       head: "sigmoid" (NEG / NCE) or "hs".
       cbow: the query is a context of ids + 1 (0 = padding), pooled by its mean.
       pooled_sum: CBOW gives every context row the full e (word2vec.c) instead of e/|S|.
-      alias_prob, alias_index, num_negatives: the unigram^0.75 sampler's alias table and
-        k (sigmoid head).
+      alias_table, num_negatives: the negatives' AliasTable (``sampler.alias_table()``
+        of any twotower Sampler; word2vec's is unigram^0.75) and k (sigmoid head).
       log_kq: [V] log(k·q(c)), subtracted from every logit (NCE); None for NEG.
       remove_accidental_hits: skip a draw equal to the positive (word2vec.c).
       tree: the HS head's HuffmanTree (points, codes, lengths).
@@ -238,7 +246,7 @@ class HogwildWord2Vec:
     """
 
     def __init__(self, query_table, output_table, *, head, cbow=False, pooled_sum=True,
-                 alias_prob=None, alias_index=None, num_negatives=0, log_kq=None,
+                 alias_table=None, num_negatives=0, log_kq=None,
                  remove_accidental_hits=True, tree=None, threads=2):
         if head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {head!r}")
@@ -258,11 +266,22 @@ class HogwildWord2Vec:
         self.threads = int(threads)
         self.remove_accidental_hits = bool(remove_accidental_hits)
         if head == "sigmoid":
-            if alias_prob is None or alias_index is None or num_negatives < 1:
-                raise ValueError("the sigmoid head needs alias_prob, alias_index and "
-                                 f"num_negatives >= 1, got num_negatives={num_negatives!r}")
-            self.alias_prob = np.ascontiguousarray(alias_prob, np.float64)
-            self.alias_index = np.ascontiguousarray(alias_index, np.int64)
+            if not isinstance(alias_table, AliasTable) or num_negatives < 1:
+                raise ValueError("the sigmoid head needs alias_table (an AliasTable: "
+                                 "sampler.alias_table()) and num_negatives >= 1, got "
+                                 f"alias_table={alias_table!r}, "
+                                 f"num_negatives={num_negatives!r}")
+            if alias_table.num_items > output_table.shape[0]:  # the kernel does not check
+                raise ValueError(f"alias_table draws ids in [0, {alias_table.num_items}), but "
+                                 f"output_table has {output_table.shape[0]} rows")
+            if log_kq is not None and np.shape(log_kq)[0] != alias_table.num_items:
+                raise ValueError(f"log_kq must have one entry per id of the alias table "
+                                 f"({alias_table.num_items}), got {np.shape(log_kq)}")
+            # the kernel's view of the table: its two arrays (the kernel cannot call
+            # AliasTable.draw, see sigmoid_examples)
+            self.alias_table = alias_table
+            self.alias_prob = np.ascontiguousarray(alias_table.prob, np.float64)
+            self.alias_index = np.ascontiguousarray(alias_table.alias, np.int64)
             self.num_negatives = int(num_negatives)
             self.use_logq = log_kq is not None
             self.log_kq = np.ascontiguousarray(
@@ -326,8 +345,9 @@ def load_kernels():
     counts = np.arange(1, 5)
     tables = lambda: (np.zeros((4, 2), np.float32), np.zeros((4, 2), np.float32))  # noqa: E731
     probe = (np.ones((1, 1), np.int64), np.zeros(1, np.int64), np.zeros(1, np.float32))
-    engines = [HogwildWord2Vec(*tables(), head="sigmoid", alias_prob=counts / 10,
-                               alias_index=np.zeros(4, np.int64), num_negatives=1, threads=1),
+    engines = [HogwildWord2Vec(*tables(), head="sigmoid",
+                               alias_table=AliasTable.from_probabilities(counts / 10),
+                               num_negatives=1, threads=1),
                HogwildWord2Vec(*tables(), head="hs", tree=HuffmanTree(counts), threads=1)]
     for engine in engines:
         engine.train(*probe, alpha=0.0, min_alpha=0.0, seed=0)

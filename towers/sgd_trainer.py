@@ -62,7 +62,7 @@ See ``CURVATURE_CAP`` and ``ROW_STEP_CAP``. Shared negatives (b = 8, the default
 example for the step (1.4 vs 3.1 µs).
 
 Speed: word2vec's own models (an IDTower or mean-PooledIDTower query tower, an IDTower
-item tower, a RetrievalLoss with NEG / NCE over unigram negatives or hierarchical
+item tower, a RetrievalLoss with NEG / NCE over per-example negatives or hierarchical
 softmax) run a compiled step with the gradients written out as word2vec.c does (it needs σ' for the
 curvature bound and its own negative draws), and NEG / NCE draw each negative once for a
 block of ``negative_block`` consecutive examples of the shuffled batch (HogBatch: Ji et
@@ -76,6 +76,13 @@ same gathers and scatters; HS is the slow configuration, see the benchmark). Eve
 other model goes through its own ``per_example_losses`` and autodiff (same update, same
 row bound). Any model: gathers give IndexedSlices gradients, so each step writes only the
 rows it read: O(B·(1+k)·d) per step, independent of the vocabulary size.
+
+Negatives of the fast engines: both (the compiled step, and hogwild) draw from the
+sampler's alias table (data/samplers.py ``Sampler.alias_table``), so they take any
+sampler — UnigramSampler, UniformSampler, a user's Sampler subclass (whose table is built
+from its ``probabilities``). A sampler whose ``alias_table()`` is None (draws that are
+not i.i.d. from fixed probabilities) cannot be drawn from there: the trainer warns and
+runs the autodiff step (engine "auto" / "batched"), or refuses it (engine "hogwild").
 
 CBOW's query tower is a PooledIDTower (mean of the context, 0 = padding). word2vec.c and
 gensim (cbow_mean=1) give every context word the full gradient of the mean, not 1/|S| of
@@ -98,6 +105,7 @@ import json
 import math
 import os
 import time
+import warnings
 
 import numpy as np
 import tensorflow as tf
@@ -192,14 +200,22 @@ class SparseSGDTrainer:
         self.seed = int(seed)
         self.checkpoint_dir = checkpoint_dir
         self.checkpoint_every = int(checkpoint_every)
-        self._kernel = _Word2VecKernel.for_model(model, query_is_item)
+        self._kernel, why_not = _Word2VecKernel.for_model(model, query_is_item)
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
         if engine == "hogwild" and self._kernel is None:
             raise ValueError("engine='hogwild' applies only to word2vec's own models (an "
                              "IDTower or mean PooledIDTower query tower, an IDTower item "
-                             "tower, NEG / NCE over unigram negatives or hierarchical "
-                             "softmax); use engine='batched' or 'auto' for this model")
+                             "tower, NEG / NCE over per-example negatives of a sampler "
+                             "with an alias table, or hierarchical softmax)"
+                             + (f"; here {why_not}" if why_not else "")
+                             + "; use engine='batched' or 'auto' for this model")
+        if why_not is not None:  # word2vec's model but for its sampler: never silently
+            warnings.warn(
+                f"SparseSGDTrainer: {why_not}, so neither fast word2vec engine (hogwild, "
+                "or the batched engine's compiled word2vec step) can draw its negatives; "
+                "training runs the batched engine's autodiff step instead (the same "
+                "update, several times slower)", stacklevel=2)
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         #: The engine in use: "hogwild" or "batched".
@@ -492,48 +508,52 @@ class _Word2VecKernel:
     """word2vec's compiled step with the gradients written out (word2vec.c's updates) for
     the models word2vec builds: query tower an IDTower (skip-gram) or a mean PooledIDTower
     (CBOW), item tower an IDTower, and a RetrievalLoss with hierarchical softmax or a
-    NEG / NCE head over per-example unigram negatives (SampledNegatives(shared=False))."""
+    NEG / NCE head over per-example negatives (SampledNegatives(shared=False)) of any
+    sampler with an alias table (data/samplers.py ``Sampler.alias_table``: unigram^α,
+    uniform, a user's sampler), from which it draws."""
 
     def __init__(self, model, head, sampler=None, num_negatives=0, logq=False,
                  remove_accidental_hits=True):
         self.model = model
         self.head = head  # "hs" or "sigmoid"
         self.sampler = sampler
+        #: The sampler's AliasTable: the negatives of both engines are drawn from it.
+        self.table = None if sampler is None else sampler.alias_table()
         self.k = num_negatives
         self.logq = logq
         self.remove_accidental_hits = remove_accidental_hits
         self.cbow = isinstance(model.query_tower, PooledIDTower)
-        if sampler is not None:
-            with tf.init_scope():
-                self.alias_prob = tf.constant(sampler.alias_prob, tf.float32)
-                self.alias_index = tf.constant(sampler.alias_index, tf.int32)
 
     @classmethod
     def for_model(cls, model, query_is_item):
-        """The kernel for ``model`` when it is one of word2vec's, else None (autodiff)."""
-        from twotower.data.samplers import UnigramSampler
+        """(kernel, None) when ``model`` is one of word2vec's, else (None, why_not):
+        ``why_not`` is None for other models (autodiff, as documented) and a sentence
+        naming the sampler when only the sampler keeps the kernel out (no alias table)."""
         from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
         from twotower.losses.sigmoid import NegativeSampling
         q, i = getattr(model, "query_tower", None), getattr(model, "item_tower", None)
         loss = getattr(model, "retrieval_loss", None)
         if query_is_item or model.losses or not isinstance(loss, RetrievalLoss):
-            return None
+            return None, None
         if not (type(q) is IDTower or (type(q) is PooledIDTower and q.pooling == "mean")):
-            return None
+            return None, None
         if type(i) is not IDTower:
-            return None
+            return None, None
         if loss.hierarchical:
-            return cls(model, "hs") if type(loss.head) is HierarchicalSoftmax else None
+            return (cls(model, "hs") if type(loss.head) is HierarchicalSoftmax else None), None
         c = loss.candidates
         plain = (float(loss.initial_temperature) == 1.0 and not loss.learn_temperature
                  and loss.similarity == "dot" and loss.num_hard_negatives is None
                  and loss.padding_id is None)
         if (plain and type(c) is SampledNegatives and not c.shared
-                and type(c.sampler) is UnigramSampler
                 and isinstance(loss.head, NegativeSampling)):
+            if c.sampler.alias_table() is None:
+                return None, (f"the sampler {type(c.sampler).__name__} gives no alias "
+                              "table (its alias_table() is None: its draws are not i.i.d. "
+                              "from fixed probabilities)")
             return cls(model, "sigmoid", c.sampler, c.num_negatives, loss.logq,
-                       loss.remove_accidental_hits)
-        return None
+                       loss.remove_accidental_hits), None
+        return None, None
 
     def _query(self, query):
         W = self.model.query_tower.embeddings
@@ -545,15 +565,10 @@ class _Word2VecKernel:
         return W, query, u, (mask, size)
 
     def _negatives(self, trainer, batch, block):
-        """[B / block, k] stateless unigram draws keyed by (seed, step)."""
+        """[B / block, k] stateless draws from the sampler's table keyed by (seed, step)."""
         shape = tf.stack([batch // block, self.k])
         seed = tf.stack([tf.constant(trainer.seed, tf.int64), trainer.steps])
-        seeds = tf.random.experimental.stateless_split(seed, 2)
-        col = tf.random.stateless_uniform(shape, seeds[0], 0, self.sampler.num_items,
-                                          dtype=tf.int32)
-        u = tf.random.stateless_uniform(shape, seeds[1])
-        return tf.where(u < tf.gather(self.alias_prob, col), col,
-                        tf.gather(self.alias_index, col))
+        return self.table.draw_tf_stateless(shape, seed, dtype=tf.int32)
 
     def step(self, trainer, query, item, lr):
         """Applies one batch's update; returns the [B] losses before it."""
@@ -676,9 +691,8 @@ class _HogwildRun:
                 q = kernel.sampler.expected_count(np.arange(kernel.sampler.num_items),
                                                   kernel.k)
                 log_kq = log_expected_count(q).numpy()
-            options = {"head": "sigmoid", "alias_prob": kernel.sampler.alias_prob,
-                       "alias_index": kernel.sampler.alias_index, "num_negatives": kernel.k,
-                       "log_kq": log_kq,
+            options = {"head": "sigmoid", "alias_table": kernel.table,
+                       "num_negatives": kernel.k, "log_kq": log_kq,
                        "remove_accidental_hits": kernel.remove_accidental_hits}
         self.variables = (query_var, output_var)
         self.tables = [np.array(v.numpy(), dtype=np.float32, order="C") for v in self.variables]

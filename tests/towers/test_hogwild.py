@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from twotower.data.huffman import HuffmanTree
-from twotower.data.samplers import UnigramSampler
+from twotower.data.samplers import Sampler, UniformSampler, UnigramSampler
 from twotower.towers.hogwild import HogwildWord2Vec
 
 V, D, K = 7, 5, 4
@@ -21,16 +21,33 @@ def softplus(x):
     return math.log1p(math.exp(-abs(x))) + max(x, 0.0)
 
 
+class Fixed(Sampler):
+    """A user's sampler: given probabilities, known to the kernel only through the alias
+    table the base class builds from them."""
+
+    def __init__(self, probabilities):
+        super().__init__()
+        self.p = np.asarray(probabilities, np.float64)
+
+    @property
+    def probabilities(self):
+        return self.p
+
+    def get_config(self):
+        return {"probabilities": self.p.tolist()}
+
+
 def draws(seed, sampler, count):
     """word2vec.c's generator r <- r*25214903917 + 11 (mod 2^64) through the alias table,
     as the kernel draws: a column from r >> 16, then a 24-bit coin from r >> 40."""
+    table = sampler.alias_table()
     r, out = int(seed), []
     for _ in range(count):
         r = (r * 25214903917 + 11) & MASK
-        col = (r >> 16) % sampler.num_items
+        col = (r >> 16) % table.num_items
         r = (r * 25214903917 + 11) & MASK
         coin = (r >> 40) / 16777216.0
-        out.append(col if coin < sampler.alias_prob[col] else int(sampler.alias_index[col]))
+        out.append(col if coin < table.prob[col] else int(table.alias[col]))
     return out
 
 
@@ -65,18 +82,22 @@ def seed_of(engine, seed):
     return int(np.random.SeedSequence([seed]).generate_state(engine.threads, np.uint64)[0])
 
 
+SAMPLERS = {"unigram": lambda: UnigramSampler(np.array([40, 20, 10, 8, 5, 3, 1]), 0.75),
+            "uniform": lambda: UniformSampler(V),
+            "user": lambda: Fixed(np.arange(1.0, V + 1) / (V * (V + 1) / 2))}
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 @pytest.mark.parametrize("logq", [False, True])
-def test_skipgram_neg_and_nce_match_word2vec(logq):
-    counts = np.array([40, 20, 10, 8, 5, 3, 1])
-    sampler = UnigramSampler(counts, 0.75)
+def test_skipgram_neg_and_nce_match_word2vec(logq, sampler):
+    sampler = SAMPLERS[sampler]()
     log_kq = np.log(K * sampler.probabilities).astype(np.float32) if logq else None
     W, out = tables(V, V)
     query = np.array([[0], [3], [3], [6]])
     item = np.array([1, 2, 0, 5])
     progress = np.array([0.0, 0.25, 0.5, 0.75], np.float32)
-    engine = HogwildWord2Vec(W, out, head="sigmoid", alias_prob=sampler.alias_prob,
-                             alias_index=sampler.alias_index, num_negatives=K,
-                             log_kq=log_kq, threads=1)
+    engine = HogwildWord2Vec(W, out, head="sigmoid", alias_table=sampler.alias_table(),
+                             num_negatives=K, log_kq=log_kq, threads=1)
     Wr, outr = W.astype(np.float64), out.astype(np.float64)
     negatives = iter(draws(seed_of(engine, 11), sampler, K * len(item)))
 
@@ -146,9 +167,8 @@ def test_threads_share_the_tables_and_one_thread_repeats_exactly():
     finals = {}
     for threads in (1, 1, 2):
         W, out = start.copy(), np.zeros((50, 8), np.float32)
-        engine = HogwildWord2Vec(W, out, head="sigmoid", alias_prob=sampler.alias_prob,
-                                 alias_index=sampler.alias_index, num_negatives=3,
-                                 threads=threads)
+        engine = HogwildWord2Vec(W, out, head="sigmoid", alias_table=sampler.alias_table(),
+                                 num_negatives=3, threads=threads)
         passes = [engine.train(query, item, progress, alpha=0.1, min_alpha=0.05, seed=p)
                   for p in range(6)]
         engine.close()
@@ -164,7 +184,7 @@ def test_threads_share_the_tables_and_one_thread_repeats_exactly():
 def test_bad_tables_and_settings_are_named():
     W, out = tables(V, V)
     sampler = UnigramSampler(np.ones(V), 0.75)
-    kw = dict(alias_prob=sampler.alias_prob, alias_index=sampler.alias_index, num_negatives=2)
+    kw = dict(alias_table=sampler.alias_table(), num_negatives=2)
     with pytest.raises(ValueError, match="query_table must be a C-contiguous float32"):
         HogwildWord2Vec(W.astype(np.float64), out, head="sigmoid", **kw)
     with pytest.raises(ValueError, match="same width"):
@@ -175,6 +195,29 @@ def test_bad_tables_and_settings_are_named():
         HogwildWord2Vec(W, out, head="sigmoid", threads=0, **kw)
     with pytest.raises(ValueError, match="needs the Huffman tree"):
         HogwildWord2Vec(W, out, head="hs")
+    table = sampler.alias_table()
+    with pytest.raises(ValueError, match=r"needs alias_table \(an AliasTable"):
+        HogwildWord2Vec(W, out, head="sigmoid", alias_table=(table.prob, table.alias),
+                        num_negatives=2)
+    with pytest.raises(ValueError, match="log_kq must have one entry per id"):
+        HogwildWord2Vec(W, out, head="sigmoid", log_kq=np.zeros(3), **kw)
+    with pytest.raises(ValueError, match=r"draws ids in \[0, 9\), but output_table has 7"):
+        HogwildWord2Vec(W, out, head="sigmoid", alias_table=UniformSampler(9).alias_table(),
+                        num_negatives=2)
+
+
+def test_a_one_hot_table_draws_only_its_id():
+    # Every draw of a table whose p puts all mass on id 4: only rows 4 and the positives
+    # of the output table move (the draw goes through the table's arrays, nothing else).
+    sampler = Fixed(np.eye(V)[4])
+    W, out = tables(V, V, seed=3)
+    before = out.copy()
+    engine = HogwildWord2Vec(W, out, head="sigmoid", alias_table=sampler.alias_table(),
+                             num_negatives=K, threads=1)
+    engine.train(np.array([[0], [1], [2]]), np.array([1, 1, 2]), np.zeros(3, np.float32),
+                 alpha=0.1, min_alpha=0.1, seed=5)
+    moved = np.flatnonzero(np.any(out != before, axis=1))
+    np.testing.assert_array_equal(moved, [1, 2, 4])
 
 
 def test_load_kernels_leaves_train_nothing_to_compile():
@@ -185,8 +228,8 @@ def test_load_kernels_leaves_train_nothing_to_compile():
     counts = np.array([5, 3, 2, 1])
     sampler = UnigramSampler(counts, 0.75)
     W, out = tables(4, 4)
-    HogwildWord2Vec(W, out, head="sigmoid", alias_prob=sampler.alias_prob,
-                    alias_index=sampler.alias_index, num_negatives=2, threads=1).train(
+    HogwildWord2Vec(W, out, head="sigmoid", alias_table=sampler.alias_table(),
+                    num_negatives=2, threads=1).train(
         np.array([[1], [2]]), np.array([0, 3]), np.zeros(2, np.float32), alpha=0.1,
         min_alpha=0.1, seed=0)
     assert len(sigmoid_examples.signatures) == 1    # the same specialisation was used

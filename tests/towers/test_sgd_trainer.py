@@ -1,12 +1,13 @@
 """twotower.towers.sgd_trainer: per-example sparse SGD equals word2vec's update."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from twotower.data.samplers import UnigramSampler
+from twotower.data.samplers import Sampler, UniformSampler, UnigramSampler
 from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
 from twotower.towers import IDTower, PooledIDTower, TwoTowerModel
 from twotower.towers.sgd_trainer import SparseSGDTrainer
@@ -19,13 +20,39 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-x))
 
 
-def model_with(query_tower, head="neg", counts=None):
+class Fixed(Sampler):
+    """A user's sampler: given probabilities; the base class builds its alias table."""
+
+    def __init__(self, probabilities):
+        super().__init__()
+        self.p = np.asarray(probabilities, np.float64)
+
+    @property
+    def probabilities(self):
+        return self.p
+
+    def get_config(self):
+        return {"probabilities": self.p.tolist()}
+
+
+class Adaptive(Fixed):
+    """A sampler whose draws are not i.i.d. from fixed probabilities: no alias table."""
+
+    def alias_table(self):
+        return None
+
+    def sample_tf(self, shape, seed=None):  # e.g. a distribution that moves in training
+        return tf.random.uniform(shape, 0, len(self.p), dtype=tf.int64, seed=seed)
+
+
+def model_with(query_tower, head="neg", counts=None, sampler=None):
     counts = np.eye(V)[NEG_ID] if counts is None else counts  # every negative is NEG_ID
+    sampler = UnigramSampler(counts, 0.75) if sampler is None else sampler
     item = IDTower(V, D, embeddings_initializer="glorot_uniform", validate_ids=False)
     if head == "hs":
         loss = RetrievalLoss(HierarchicalSoftmax(np.arange(1, V + 1), D), candidates=None)
     else:
-        loss = RetrievalLoss(head, SampledNegatives(UnigramSampler(counts, 0.75), K, shared=False))
+        loss = RetrievalLoss(head, SampledNegatives(sampler, K, shared=False))
     model = TwoTowerModel(query_tower, item, loss)
     probe = [[1]] if isinstance(query_tower, PooledIDTower) else [0]
     model({"query": tf.constant(probe), "item": tf.constant([0])})
@@ -34,11 +61,16 @@ def model_with(query_tower, head="neg", counts=None):
     return model
 
 
-def test_skipgram_neg_step_matches_word2vec():
+@pytest.mark.parametrize("sampler", ["unigram", "user"])
+def test_skipgram_neg_step_matches_word2vec(sampler):
+    # every negative is NEG_ID: UnigramSampler(one-hot counts), or a user's Sampler with
+    # one-hot probabilities, drawn by the compiled step from its alias table
     tf.random.set_seed(0)
-    model = model_with(IDTower(V, D, validate_ids=False))
+    model = model_with(IDTower(V, D, validate_ids=False),
+                       sampler=Fixed(np.eye(V)[NEG_ID]) if sampler == "user" else None)
     W, Wo = model.query_tower.embeddings.numpy(), model.item_tower.embeddings.numpy()
     trainer = SparseSGDTrainer(model, engine="batched", alpha=0.5, min_alpha=0.1, curvature_cap=math.inf)
+    assert trainer._kernel is not None          # the compiled word2vec step, not autodiff
     centre, ctx, progress = [1, 2], [3, 4], [0.0, 0.5]
     trainer.train_step({"query": tf.constant(centre), "item": tf.constant(ctx),
                         "progress": tf.constant(progress)})
@@ -267,3 +299,57 @@ def test_divergence_is_reported():
     with pytest.raises(FloatingPointError, match="between examples 64 and 128: .*smaller alpha "
                                                  r"\(this one: 1e\+30\).*this one: 64"):
         trainer.fit(ds, progress=False, log_every=1)
+
+
+@pytest.mark.parametrize("engine", ["hogwild", "batched"])
+def test_fast_engines_draw_from_any_samplers_alias_table(engine):
+    # The user's sampler puts all its mass on NEG_ID: whichever fast engine trains, the
+    # item rows that move are the positives' and NEG_ID's, nothing else.
+    tf.random.set_seed(6)
+    model = model_with(IDTower(V, D, validate_ids=False), sampler=Fixed(np.eye(V)[NEG_ID]))
+    trainer = SparseSGDTrainer(model, alpha=0.1, min_alpha=0.1, engine=engine, threads=1)
+    assert trainer.engine == engine and trainer._kernel is not None
+    before = model.item_tower.embeddings.numpy()
+    q = np.array([0, 1, 2, 3] * 4, np.int32)
+    trainer.fit([{"query": q, "item": (q % 2) + 1, "progress": np.zeros(16, np.float32)}],
+                progress=False)
+    moved = np.flatnonzero(np.any(model.item_tower.embeddings.numpy() != before, axis=1))
+    np.testing.assert_array_equal(moved, [1, 2, NEG_ID])
+
+
+def test_uniform_negatives_run_the_hogwild_engine():
+    tf.random.set_seed(2)
+    model = model_with(IDTower(V, D, validate_ids=False), sampler=UniformSampler(V))
+    trainer = SparseSGDTrainer(model, alpha=0.2, min_alpha=0.01)
+    assert trainer.engine == "hogwild"
+    before = model.item_tower.embeddings.numpy()
+    q = np.array([0, 1, 2, 3, 4, 5] * 20, np.int32)
+    x = (q + 1) % V
+    first = trainer.per_example_loss(tf.constant(q), tf.constant(x)).numpy().mean()
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"query": q, "item": x, "progress": np.linspace(0, 1, len(q), endpoint=False,
+                                                        dtype=np.float32)}).repeat(5).batch(24)
+    trainer.fit(ds, progress=False)
+    last = trainer.per_example_loss(tf.constant(q), tf.constant(x)).numpy().mean()
+    assert last < first - 0.5
+    assert np.all(np.any(model.item_tower.embeddings.numpy() != before, axis=1))
+
+
+def test_a_sampler_the_fast_engines_cannot_use_is_named():
+    model = model_with(IDTower(V, D, validate_ids=False), sampler=Adaptive(np.ones(V) / V))
+    with pytest.raises(ValueError, match="engine='hogwild' applies only.*the sampler Adaptive "
+                                         "gives no alias table"):
+        SparseSGDTrainer(model, engine="hogwild")
+    for engine in ("auto", "batched"):
+        with pytest.warns(UserWarning, match="the sampler Adaptive gives no alias table.*"
+                                             "hogwild.*autodiff step"):
+            trainer = SparseSGDTrainer(model, engine=engine)
+        assert trainer.engine == "batched" and trainer._kernel is None
+    before = model.item_tower.embeddings.numpy()   # the autodiff step still trains it
+    trainer.train_step({"query": tf.constant([0, 1]), "item": tf.constant([2, 3]),
+                        "progress": tf.zeros([2])})
+    assert np.any(model.item_tower.embeddings.numpy() != before)
+    with warnings.catch_warnings():                # word2vec's own samplers: no warning
+        warnings.simplefilter("error")
+        SparseSGDTrainer(model_with(IDTower(V, D, validate_ids=False)))
+        SparseSGDTrainer(model_with(IDTower(V, D, validate_ids=False), head="softmax"))
