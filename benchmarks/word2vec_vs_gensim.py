@@ -36,8 +36,8 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.data.text_corpus import load_corpus
 from twotower.metrics.word_vectors import evaluate_word_vectors
-from twotower.towers.hogwild import load_kernels
-from twotower.towers.sgd_trainer import ENGINES
+from twotower.training.hogwild import load_kernels
+from twotower.training.sgd_trainer import ENGINES
 from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, TrainConfig,
                                                 set_threads, train_word2vec, word_vectors)
 from twotower.reporting import format_table, write_metrics
@@ -143,7 +143,7 @@ def build_parser():
     p.add_argument("--alpha", type=float, default=0.025, help="(default %(default)s)")
     p.add_argument("--min-alpha", type=float, default=1e-4, help="(default %(default)s)")
     p.add_argument("--engine", choices=ENGINES, default=TrainConfig.engine,
-                   help="ours: the SGD engine of the main runs (towers/sgd_trainer.py) "
+                   help="ours: the SGD engine of the main runs (training/sgd_trainer.py) "
                         "(default %(default)s)")
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
                    help="ours: examples per sparse SGD step (default %(default)s)")

@@ -10,7 +10,7 @@ the abstract base class ``Sampler``:
   - ``expected_count(ids, num_draws)``: Q(c) = num_draws · p(c), the term that logQ
     correction subtracts (docs/formulation.md);
   - ``alias_table()``: p as an ``AliasTable`` (built once from p by default), the one
-    form the fast word2vec engines draw from (towers/sgd_trainer.py, towers/hogwild.py);
+    form the fast word2vec engines draw from (training/sgd_trainer.py, training/hogwild.py);
     None when the draws are not i.i.d. from a fixed p, and those engines refuse it;
   - ``get_config()``: the constructor's arguments (abstract), for saving.
 
@@ -60,7 +60,7 @@ class AliasTable:
     Distributions", 1977; Vose, "A Linear Algorithm for Generating Random Numbers with a
     Given Distribution", 1991). This is the one implementation of the draw: ``draw`` (numpy),
     ``draw_tf`` (a stateful TF op) and ``draw_tf_stateless`` (TF, keyed by a seed
-    tensor). The numba kernel of towers/hogwild.py, which cannot call Python, reads
+    tensor). The numba kernel of training/hogwild.py, which cannot call Python, reads
     ``prob`` and ``alias`` and repeats the two-line draw inline.
 
     Attributes:
@@ -161,8 +161,8 @@ class Sampler(abc.ABC):
       sample(n), sample_tf(shape, seed)   draws through ``alias_table()``
       expected_count(ids, k) = k · p(ids)  (Q of logQ correction)
       alias_table()   the AliasTable of p, built once; the fast word2vec engines draw
-                      from it (word2vec.c's generator in towers/hogwild.py, stateless TF
-                      draws in towers/sgd_trainer.py)
+                      from it (word2vec.c's generator in training/hogwild.py, stateless TF
+                      draws in training/sgd_trainer.py)
 
     A subclass may override ``sample`` / ``sample_tf`` / ``expected_count`` with a
     faster exact form (UniformSampler does), keeping them draws from p; and must override

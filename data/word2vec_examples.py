@@ -18,7 +18,7 @@ Each batch is a dict:
 
 Examples are shuffled within an epoch (``shuffle=True``): with per-pair SGD applied to a
 large batch at once, a batch of consecutive text would repeat the same centre word 2·b
-times. A trainer that applies the examples one by one (towers/hogwild.py) takes them in
+times. A trainer that applies the examples one by one (training/hogwild.py) takes them in
 text order instead (``shuffle=False``), as word2vec.c does: a centre's pairs follow each
 other, so its row stays in cache.
 """
@@ -115,7 +115,7 @@ class Word2VecExamples:
         The stream is a deterministic function of (seed, epochs, batch_size,
         steps_per_element): epoch e is ``epoch(e)``, drawn from a generator seeded by
         (seed, e) alone, so a resumed trainer that skips the elements it already consumed
-        (towers/sgd_trainer.py) sees exactly the rest of the uninterrupted stream.
+        (training/sgd_trainer.py) sees exactly the rest of the uninterrupted stream.
         """
         for name, value in (("epochs", epochs), ("batch_size", batch_size),
                             ("steps_per_element", steps_per_element)):

@@ -9,7 +9,7 @@ each user's interactions in time order are one sequence, split where more than
 "basket"); a sessions CSV (session_id,item_id,timestamp) gives the sequences itself. The
 model is the word2vec recipe's two-tower model (IDTower query/item towers, RetrievalLoss
 with NEG/HS/NCE/sampled softmax) trained by the same sparse per-example SGD
-(towers/sgd_trainer.py). The last item of every sequence of >= 3 is held out: the query
+(training/sgd_trainer.py). The last item of every sequence of >= 3 is held out: the query
 is the item just before it, the candidates every item the sequence has not had in
 training, scored two ways — cosine of the input vectors (item-to-item, as the paper
 ranks: hr@10) and the model's own two-tower score <W[q], W'[c]> (hr@10_two_tower) — and

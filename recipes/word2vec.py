@@ -14,7 +14,7 @@ embedding W' (an IDTower), and the loss a twotower.losses.RetrievalLoss:
 Examples come from reduced random windows over a corpus subsampled afresh every epoch
 (data/word2vec_examples.py), and the optimiser is word2vec's: per-example SGD whose
 learning rate decays linearly from --alpha to --min-alpha, applied as sparse row updates
-(towers/sgd_trainer.py). The word vectors are the query tower's rows. The model and the
+(training/sgd_trainer.py). The word vectors are the query tower's rows. The model and the
 training loop live in the library (training/word2vec_trainer.py); this file is the CLI over them.
 
     twotower word2vec --corpus enwiki-sample --out out/w2v

@@ -12,7 +12,7 @@ embedding W' (an IDTower), and the loss a twotower.losses.RetrievalLoss:
     hs               hierarchical softmax on a Huffman tree of the counts
 
 Examples come from data/word2vec_examples.py and the optimiser is word2vec's sparse
-per-example SGD (towers/sgd_trainer.py). The word2vec, item2vec, Airbnb and EGES recipes
+per-example SGD (training/sgd_trainer.py). The word2vec, item2vec, Airbnb and EGES recipes
 all train through :func:`train_word2vec`; the latter two through its hooks: a prebuilt
 vocabulary, their own query tower / candidate source (:func:`build_model`), extra
 (query, item) pairs per epoch (Airbnb's booked listing as global context) and the query
@@ -33,7 +33,7 @@ from twotower.data.word2vec_examples import ARCHS, Word2VecExamples
 from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
 from twotower.towers.id_tower import IDTower
 from twotower.towers.pooled_id_tower import PooledIDTower
-from twotower.towers.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, ENGINES,
+from twotower.training.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, ENGINES,
                                          NEGATIVE_BLOCK, ROW_STEP_CAP, SparseSGDTrainer)
 from twotower.towers.two_tower_model import TwoTowerModel
 

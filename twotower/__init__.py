@@ -40,6 +40,7 @@ _EXPORTS = {
     "Triplet": "twotower.losses", "HierarchicalSoftmax": "twotower.losses",
     # data
     "UnigramSampler": "twotower.data.samplers", "UniformSampler": "twotower.data.samplers",
+    "Sampler": "twotower.data.samplers", "AliasTable": "twotower.data.samplers",
     "StreamingFrequencyEstimator": "twotower.data.frequency",
     # a user's own log: one format (CSV or Parquet shards), one reader
     "read_interactions": "twotower.data.interactions",

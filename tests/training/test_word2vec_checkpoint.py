@@ -12,7 +12,7 @@ program in both processes, whose scatters run in index order. So the step count 
 exactly — they matched bit for bit in every run here — and the final vectors to 1e-6,
 room left only for a multi-threaded reduction whose partition could differ between
 processes. Other models' samplers draw from TF's stateful ops: their resumed runs are
-statistically, not bitwise, the same (towers/sgd_trainer.py)."""
+statistically, not bitwise, the same (training/sgd_trainer.py)."""
 
 import os
 import signal

@@ -1,4 +1,4 @@
-"""twotower.towers.sgd_trainer: per-example sparse SGD equals word2vec's update."""
+"""twotower.training.sgd_trainer: per-example sparse SGD equals word2vec's update."""
 
 import math
 import warnings
@@ -10,7 +10,7 @@ import tensorflow as tf
 from twotower.data.samplers import Sampler, UniformSampler, UnigramSampler
 from twotower.losses import HierarchicalSoftmax, RetrievalLoss, SampledNegatives
 from twotower.towers import IDTower, PooledIDTower, TwoTowerModel
-from twotower.towers.sgd_trainer import SparseSGDTrainer
+from twotower.training.sgd_trainer import SparseSGDTrainer
 
 V, D, K = 6, 4, 3
 NEG_ID = 5

@@ -14,7 +14,7 @@ numba's ``nogil`` kernels over numpy arrays give exactly that, at compiled speed
 
 Every example is applied on its own, in order, as word2vec.c does — so a row that many
 examples hit moves by a sequence of small steps, each seeing the row already moved by
-the ones before, and no bound on a summed step is needed (towers/sgd_trainer.py's batched
+the ones before, and no bound on a summed step is needed (training/sgd_trainer.py's batched
 engine needs one). Per example i with learning rate lr_i = α − (α − α_min)·p_i (p_i the
 fraction of the run done) and query vector u (skip-gram: the centre's row of W; CBOW: the
 mean of the context's rows):

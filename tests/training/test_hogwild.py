@@ -1,4 +1,4 @@
-"""twotower.towers.hogwild: word2vec.c's per-example update, against plain numpy."""
+"""twotower.training.hogwild: word2vec.c's per-example update, against plain numpy."""
 
 import math
 
@@ -7,7 +7,7 @@ import pytest
 
 from twotower.data.huffman import HuffmanTree
 from twotower.data.samplers import Sampler, UniformSampler, UnigramSampler
-from twotower.towers.hogwild import HogwildWord2Vec
+from twotower.training.hogwild import HogwildWord2Vec
 
 V, D, K = 7, 5, 4
 MASK = 2**64 - 1
@@ -221,7 +221,7 @@ def test_a_one_hot_table_draws_only_its_id():
 
 
 def test_load_kernels_leaves_train_nothing_to_compile():
-    from twotower.towers.hogwild import hs_examples, load_kernels, sigmoid_examples
+    from twotower.training.hogwild import hs_examples, load_kernels, sigmoid_examples
 
     assert load_kernels() >= 0
     assert len(sigmoid_examples.signatures) == 1 and len(hs_examples.signatures) == 1

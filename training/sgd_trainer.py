@@ -9,7 +9,7 @@ twotower.losses — and replaces only the update, in one of two engines (``engin
 
   hogwild (word2vec's own models; the default for them): each example applied on its
     own, in text order, by several threads over shared numpy copies of the tables
-    (towers/hogwild.py; the variables are written back at each checkpoint and at the
+    (training/hogwild.py; the variables are written back at each checkpoint and at the
     end). No bound is needed: a row's many updates come one after the other.
   batched (any model; the rest of this docstring): a compiled TensorFlow step per batch.
 
@@ -153,7 +153,7 @@ class SparseSGDTrainer:
       curvature_cap: τ of the curvature bound of the batched word2vec step (None: the
         count bound, ``math.inf``: the plain sum).
       engine: "hogwild" applies the examples one by one, in order, in ``threads``
-        threads over shared tables (towers/hogwild.py: word2vec.c's own update; word2vec's
+        threads over shared tables (training/hogwild.py: word2vec.c's own update; word2vec's
         own models only); "batched" runs the compiled summed step of a batch with the
         row bound (any model); "auto" (default) is hogwild where it applies, else batched.
         With hogwild the batch size only sets how many examples a call hands to the
@@ -672,11 +672,11 @@ class _Word2VecKernel:
 
 class _HogwildRun:
     """One ``fit``'s hogwild engine: the tables as numpy arrays, trained in place by
-    towers/hogwild.py, and written back into the model's variables."""
+    training/hogwild.py, and written back into the model's variables."""
 
     def __init__(self, trainer):
         from twotower.losses.candidates import log_expected_count
-        from twotower.towers.hogwild import HogwildWord2Vec
+        from twotower.training.hogwild import HogwildWord2Vec
 
         kernel, model = trainer._kernel, trainer.model
         self.trainer = trainer
