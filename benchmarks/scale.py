@@ -180,7 +180,7 @@ def phase_e2e(num_items, interactions, folder, batch_size, epochs, dim, per_user
 
     import twotower  # noqa: F401
     import tensorflow as tf
-    from twotower.data import interactions as logs
+    from twotower.data.interactions_dataset import interactions_dataset
     from twotower.data.planted_log import PlantedLog, write_planted_log
     from twotower.index import build_index, tune
     from twotower.losses import RetrievalLoss, SampledNegatives
@@ -204,7 +204,7 @@ def phase_e2e(num_items, interactions, folder, batch_size, epochs, dim, per_user
     model.compile(optimizer=LazyAdam(lr))
 
     def stream():
-        ds = logs.interactions_dataset(folder, batch_size=batch_size)
+        ds = interactions_dataset(folder, batch_size=batch_size)
         return ds.map(lambda b: {"query": b["user_id"], "item": b["item_id"]}).unbatch() \
             .batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
 

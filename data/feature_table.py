@@ -38,7 +38,7 @@ import re
 
 import numpy as np
 
-from twotower.data.interactions import (NULL_MARKERS, _looks_like_data, _utf8_error,
+from twotower.data.interactions import (NULL_MARKERS, looks_like_data, utf8_error,
                                         detect_dialect, no_header_error)
 
 KINDS = ("categorical", "text", "numeric", "multi_hot")
@@ -203,11 +203,11 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
         with open(path, encoding="utf-8-sig", newline="") as f:
             rows = list(csv.reader(f, delimiter=dialect.delimiter))
     except UnicodeDecodeError:
-        raise _utf8_error(path) from None
+        raise utf8_error(path) from None
     header = [h.strip() for h in rows[0]]
     body = [(lineno, r) for lineno, r in enumerate(rows[1:], start=2) if any(x.strip() for x in r)]
     if key not in header:
-        if _looks_like_data(header) is not None:
+        if looks_like_data(header) is not None:
             raise no_header_error(path, dialect, (key,))
         raise ValueError(f"{path}: no key column {key!r}; the file has columns {header} "
                          f"({dialect.description})")

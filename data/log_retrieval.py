@@ -199,7 +199,7 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
     files = logs.list_files(interactions, name="--interactions")
     first = files[0]
     have = logs.resolve_columns(first, columns)[0]
-    file_columns = logs._file_columns(first)
+    file_columns = logs.file_columns(first)
     extra = ("rating",) if "rating" in file_columns else ()
     if config.min_rating is not None and not extra:
         raise ValueError(f"--min-rating {config.min_rating:g} needs a 'rating' column; "
@@ -223,7 +223,7 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
     log = logs.read_interactions(interactions, columns, extra=extra)
     data, stats = _build(log, config, tables["items"], tables["users"], None)
     if verbose:
-        fmt = (f"{_plural(len(files), 'Parquet file')}" if logs._is_parquet(first)
+        fmt = (f"{_plural(len(files), 'Parquet file')}" if logs.is_parquet(first)
                else logs.describe_file(first))
         kind = {True: "integer", False: "string"}
         read = stats["read"]

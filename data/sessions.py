@@ -230,7 +230,7 @@ def read_interaction_sessions(path, columns=None, *, session_gap=None, booked_co
         raise ValueError(f"session_gap must be None or > 0 seconds, got {session_gap!r}")
     first = logs.list_files(path)[0]
     logs.resolve_columns(first, columns)          # a missing column: named before reading
-    header = logs._file_columns(first)
+    header = logs.file_columns(first)
     has_booked = booked_col is not None and booked_col in header
     has_markets = market_col is not None and market_col in header
     extra = [booked_col] * has_booked + [market_col] * has_markets

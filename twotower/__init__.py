@@ -44,9 +44,10 @@ _EXPORTS = {
     "StreamingFrequencyEstimator": "twotower.data.frequency",
     # a user's own log: one format (CSV or Parquet shards), one reader
     "read_interactions": "twotower.data.interactions",
-    "csv_to_parquet": "twotower.data.interactions",
-    "interactions_dataset": "twotower.data.interactions",
-    "build_vocabularies": "twotower.data.interactions",
+    "csv_to_parquet": "twotower.data.parquet_shards",
+    "interactions_dataset": "twotower.data.interactions_dataset",
+    "build_vocabularies": "twotower.data.id_vocabulary",
+    "IdVocabulary": "twotower.data.id_vocabulary",
     "read_feature_table": "twotower.data.feature_table",
     "load_log_task": "twotower.data.log_retrieval",
     # the index: the user's own ids

@@ -27,7 +27,7 @@ COMMANDS = {
     "airbnb": ("twotower.recipes.airbnb", "Airbnb KDD 2018 listing embeddings: booking as global context, same-market negatives"),
     "eges": ("twotower.recipes.eges", "Alibaba EGES: walks on the item graph, side-information attention, cold start"),
     "serve": ("twotower.index.server", "Serve a saved index folder over HTTP (JSON)"),
-    "convert": ("twotower.data.interactions", "CSV interaction log -> a folder of Parquet shards"),
+    "convert": ("twotower.recipes.convert", "CSV interaction log -> a folder of Parquet shards"),
 }
 
 

@@ -11,6 +11,9 @@ import pytest
 
 from twotower.artifacts import OutputPathError
 from twotower.data import interactions as I
+from twotower.data import id_vocabulary
+from twotower.data import interactions_dataset
+from twotower.data import parquet_shards
 
 LOG = ("user_id,item_id,timestamp\n"
        "u0,item_001,100\n"
@@ -113,7 +116,7 @@ def test_csv_to_parquet_shards_round_trip(tmp_path):
     rows = _log_rows()
     path = _csv(tmp_path / "big.csv", rows)
     out = tmp_path / "shards"
-    files = I.csv_to_parquet(path, str(out), rows_per_shard=150, batch_size=64, progress=False)
+    files = parquet_shards.csv_to_parquet(path, str(out), rows_per_shard=150, batch_size=64, progress=False)
     assert [os.path.basename(f) for f in files] == [
         "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     assert [pq.ParquetFile(f).metadata.num_rows for f in files] == [150, 150, 100]
@@ -129,7 +132,7 @@ def test_csv_to_parquet_shards_round_trip(tmp_path):
 
 def test_csv_to_parquet_keeps_integer_ids_typed(tmp_path):
     path = _csv(tmp_path / "ints.csv", [(3, 30, 1), (4, 40, 2)])
-    files = I.csv_to_parquet(path, str(tmp_path / "p"), progress=False)
+    files = parquet_shards.csv_to_parquet(path, str(tmp_path / "p"), progress=False)
     schema = pq.read_schema(files[0])
     assert schema.field("user_id").type == pa.int64() == schema.field("item_id").type
 
@@ -139,22 +142,22 @@ def test_csv_to_parquet_refuses_a_folder_it_did_not_write(tmp_path, log_csv):
     out.mkdir()
     _write(out / "notes.txt", "keep me")
     with pytest.raises(OutputPathError, match="mine"):
-        I.csv_to_parquet(log_csv, str(out), progress=False)
+        parquet_shards.csv_to_parquet(log_csv, str(out), progress=False)
     assert (out / "notes.txt").read_text() == "keep me"
     # an earlier twotower output is replaced only with overwrite=True
     done = tmp_path / "done"
-    I.csv_to_parquet(log_csv, str(done), progress=False)
+    parquet_shards.csv_to_parquet(log_csv, str(done), progress=False)
     with pytest.raises(OutputPathError):
-        I.csv_to_parquet(log_csv, str(done), progress=False)
-    assert len(I.csv_to_parquet(log_csv, str(done), overwrite=True, progress=False)) == 1
+        parquet_shards.csv_to_parquet(log_csv, str(done), progress=False)
+    assert len(parquet_shards.csv_to_parquet(log_csv, str(done), overwrite=True, progress=False)) == 1
     with pytest.raises(ValueError, match="rows_per_shard must be an integer >= 1, got 0"):
-        I.csv_to_parquet(log_csv, str(tmp_path / "x"), rows_per_shard=0)
+        parquet_shards.csv_to_parquet(log_csv, str(tmp_path / "x"), rows_per_shard=0)
 
 
 def test_vocabularies_frequency_order_counts_and_merging(tmp_path):
     rows = _log_rows()
     path = _csv(tmp_path / "v.csv", rows)
-    users, items = I.build_vocabularies(path, batch_size=32, merge_every=5, progress=False)
+    users, items = id_vocabulary.build_vocabularies(path, batch_size=32, merge_every=5, progress=False)
     want = collections.Counter(r[1] for r in rows)
     # most frequent first, ties by id
     expected = sorted(want, key=lambda k: (-want[k], k))
@@ -162,21 +165,21 @@ def test_vocabularies_frequency_order_counts_and_merging(tmp_path):
     assert items.counts.tolist() == [want[k] for k in expected]
     assert users.counts.sum() == len(rows)
     # a single merge gives the same vocabulary
-    _, again = I.build_vocabularies(path, merge_every=1 << 30, progress=False)
+    _, again = id_vocabulary.build_vocabularies(path, merge_every=1 << 30, progress=False)
     assert again.ids.tolist() == expected
     assert np.isclose(items.probabilities.sum(), 1.0)
     np.testing.assert_array_equal(items.lookup([expected[3], "nope"]), [3, -1])
-    _, frequent = I.build_vocabularies(path, min_count=10, progress=False)
+    _, frequent = id_vocabulary.build_vocabularies(path, min_count=10, progress=False)
     assert set(frequent.ids.tolist()) == {k for k, c in want.items() if c >= 10}
 
 
 def test_vocabularies_of_integer_ids_over_shards(tmp_path):
     rows = [(u % 7, (u * 3) % 11, u) for u in range(200)]
     path = _csv(tmp_path / "i.csv", rows)
-    I.csv_to_parquet(path, str(tmp_path / "s"), rows_per_shard=64, progress=False)
-    users, items = I.build_vocabularies(str(tmp_path / "s"), progress=False)
+    parquet_shards.csv_to_parquet(path, str(tmp_path / "s"), rows_per_shard=64, progress=False)
+    users, items = id_vocabulary.build_vocabularies(str(tmp_path / "s"), progress=False)
     assert items.ids.dtype == np.int64 and users.ids.dtype == np.int64
-    csv_users, csv_items = I.build_vocabularies(path, progress=False)
+    csv_users, csv_items = id_vocabulary.build_vocabularies(path, progress=False)
     assert csv_items.ids.dtype == np.int64  # CSV text "3" is the integer id 3
     np.testing.assert_array_equal(items.ids, csv_items.ids)
     np.testing.assert_array_equal(items.lookup(np.asarray([int(items.ids[2])])), [2])
@@ -186,8 +189,8 @@ def test_streaming_dataset_reads_every_row_and_shards_by_file(tmp_path):
     rows = _log_rows()
     path = _csv(tmp_path / "d.csv", rows)
     shards = str(tmp_path / "sh")
-    I.csv_to_parquet(path, shards, rows_per_shard=100, progress=False)
-    _, items = I.build_vocabularies(shards, progress=False)
+    parquet_shards.csv_to_parquet(path, shards, rows_per_shard=100, progress=False)
+    _, items = id_vocabulary.build_vocabularies(shards, progress=False)
 
     def collect(ds):
         got = []
@@ -197,19 +200,19 @@ def test_streaming_dataset_reads_every_row_and_shards_by_file(tmp_path):
         return got
 
     want = sorted((u, int(items.lookup([i])[0]), t) for u, i, t in rows)
-    ds = I.interactions_dataset(shards, batch_size=32, item_vocab=items)
+    ds = interactions_dataset.interactions_dataset(shards, batch_size=32, item_vocab=items)
     assert sorted(collect(ds)) == want
-    parts = [collect(I.interactions_dataset(shards, batch_size=32, item_vocab=items,
+    parts = [collect(interactions_dataset.interactions_dataset(shards, batch_size=32, item_vocab=items,
                                             num_shards=2, shard_index=k)) for k in (0, 1)]
     assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
     assert sorted(parts[0] + parts[1]) == want
     with pytest.raises(ValueError, match="num_shards=9 is more than the log's 4 file"):
-        I.interactions_dataset(shards, num_shards=9)
+        interactions_dataset.interactions_dataset(shards, num_shards=9)
 
 
 def test_streaming_dataset_drops_unknown_items(tmp_path, log_csv):
-    known = I.IdVocabulary(np.asarray(["item_001"]), np.asarray([3]))
-    ds = I.interactions_dataset(log_csv, batch_size=2, item_vocab=known)
+    known = id_vocabulary.IdVocabulary(np.asarray(["item_001"]), np.asarray([3]))
+    ds = interactions_dataset.interactions_dataset(log_csv, batch_size=2, item_vocab=known)
     got = np.concatenate([b["item_id"].numpy() for b in ds])
     assert got.tolist() == [0, 0, 0]
 
@@ -262,7 +265,7 @@ def test_convert_errors_are_one_line_naming_the_command_line(tmp_path, log_csv, 
     foreign.mkdir()
     _write(foreign / "notes.txt", "keep me")
     shards = str(tmp_path / "shards")
-    I.csv_to_parquet(log_csv, shards, progress=False)
+    parquet_shards.csv_to_parquet(log_csv, shards, progress=False)
     ints = _csv(tmp_path / "ints.csv", [(1, 10, 5), (2, "x7", 6)])
     new = str(tmp_path / "new")
     cases = [
@@ -309,9 +312,9 @@ def test_convert_keeps_the_rating_column_as_numbers(tmp_path, capsys):
     assert t.column("rating").to_pylist() == [3.0, 5.0]
     assert t.column("device").to_pylist() == ["phone", None]
     # the Python API: rating_col=None keeps none, extra=("rating",) does not duplicate it
-    files = I.csv_to_parquet(path, str(tmp_path / "q"), rating_col=None, progress=False)
+    files = parquet_shards.csv_to_parquet(path, str(tmp_path / "q"), rating_col=None, progress=False)
     assert "rating" not in pq.read_schema(files[0]).names
-    files = I.csv_to_parquet(path, str(tmp_path / "r"), extra=("rating", "device"),
+    files = parquet_shards.csv_to_parquet(path, str(tmp_path / "r"), extra=("rating", "device"),
                              progress=False)
     assert pq.read_schema(files[0]).names == ["user_id", "item_id", "timestamp", "rating",
                                               "device"]
@@ -390,11 +393,11 @@ def test_null_markers_are_ids_only_an_empty_field_is_missing(tmp_path):
     log = I.read_interactions(path)
     assert log.user_id.tolist() == markers + ["u9"]
     assert log.item_id.tolist()[-1] == "NA"
-    users, items = I.build_vocabularies(path, progress=False)
+    users, items = id_vocabulary.build_vocabularies(path, progress=False)
     assert sorted(users.ids.tolist()) == sorted(markers + ["u9"])
     assert items.lookup(["NA"]).tolist() == [items.ids.tolist().index("NA")]
     out = str(tmp_path / "p")
-    I.csv_to_parquet(path, out, progress=False)
+    parquet_shards.csv_to_parquet(path, out, progress=False)
     assert pq.read_table(out).column("user_id").to_pylist() == markers + ["u9"]
     with pytest.raises(ValueError, match=r"q\.csv: line 3: empty 'item_id' field"):
         I.read_interactions(_write(tmp_path / "q.csv", 'user_id,item_id,timestamp\n'
@@ -417,7 +420,7 @@ def test_lookup_agrees_with_a_dict_for_every_kind_of_value():
     any vocabulary string, an empty batch."""
     rng = np.random.default_rng(0)
     int_ids = rng.choice(10**12, 500, replace=False).astype(np.int64)
-    vocab = I.IdVocabulary(ids=int_ids, counts=np.ones(500, np.int64))
+    vocab = id_vocabulary.IdVocabulary(ids=int_ids, counts=np.ones(500, np.int64))
     ref = {int(v): i for i, v in enumerate(int_ids)}
     probe = np.concatenate([int_ids[rng.integers(0, 500, 300)], rng.integers(0, 10**12, 300)])
     np.testing.assert_array_equal(vocab.lookup(probe), [ref.get(int(v), -1) for v in probe])
@@ -426,10 +429,10 @@ def test_lookup_agrees_with_a_dict_for_every_kind_of_value():
     assert vocab.lookup(np.array([], np.int64)).shape == (0,)
 
     str_ids = np.array([f"sku-{i}" for i in rng.permutation(300)])
-    svocab = I.IdVocabulary(ids=str_ids, counts=np.ones(300, np.int64))
+    svocab = id_vocabulary.IdVocabulary(ids=str_ids, counts=np.ones(300, np.int64))
     sref = {v: i for i, v in enumerate(str_ids)}
     sprobe = np.concatenate([str_ids[rng.integers(0, 300, 200)],
                              np.array(["sku-", "sku-12345678901", "zzz", ""])])
     np.testing.assert_array_equal(svocab.lookup(sprobe), [sref.get(v, -1) for v in sprobe])
-    num = I.IdVocabulary(ids=np.array(["5", "17", "a"]), counts=np.ones(3, np.int64))
+    num = id_vocabulary.IdVocabulary(ids=np.array(["5", "17", "a"]), counts=np.ones(3, np.int64))
     np.testing.assert_array_equal(num.lookup(pa.array([17, 5, None, 4])), [1, 0, -1, -1])

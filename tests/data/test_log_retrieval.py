@@ -6,6 +6,7 @@ import pytest
 
 from twotower.data import feature_table as F
 from twotower.data import interactions as I
+from twotower.data import parquet_shards
 from twotower.data.log_retrieval import load_log_task, log_retrieval
 from twotower.data.retrieval_task import RetrievalConfig
 
@@ -93,7 +94,7 @@ def test_feature_column_may_not_shadow_an_input(log_csv, tmp_path):
 
 def test_parquet_shards_give_the_same_task_as_the_csv(log_csv, tmp_path):
     shards = str(tmp_path / "shards")
-    I.csv_to_parquet(log_csv, shards, rows_per_shard=3, progress=False)
+    parquet_shards.csv_to_parquet(log_csv, shards, rows_per_shard=3, progress=False)
     config = RetrievalConfig(history_length=2, min_user_interactions=1)
     a = load_log_task(log_csv, config, verbose=False)
     b = load_log_task(shards, config, verbose=False)
