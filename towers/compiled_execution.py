@@ -1,23 +1,18 @@
 """One XLA program for all the steps of an execution (Keras' ``steps_per_execution``).
 
 Keras 2 with ``compile(jit_compile=True, steps_per_execution=K)`` runs a TensorFlow loop
-of K steps and compiles each step on its own, so every step is a separate XLA launch.
-A launch costs far more than its computation suggests for a model with many variables:
-the youtube recipe's step (batch 256) takes 69 arguments, the batch and 58 variables
-(weights, Adam's slots, counters), and its launch took 1.3 ms of a 5.6 ms single-thread
-step, outside the compiled code (measured with the TensorFlow profiler: the launch op's
-span minus its XLA thunks). This module compiles the loop itself: the K batches of an
-execution are fetched from the iterator first (outside XLA, which cannot read an
-iterator), stacked, and handed to one compiled program that runs ``train_step`` on each
-in turn. The steps, their order and their updates are those of
-Keras' loop; only where the loop runs changes. Measured on that step, same process and
-input pipeline: 2.4 ms a step instead of 3.95 ms (medians of 8 rounds of 320 steps); the
-MovieLens benchmark's paired one-epoch fits went from 2.46x TFRS's examples/s to 3.62x
-and 4.59x (two runs), with the same test metrics as before to the last digit.
+of K steps and compiles each step on its own, so every step is a separate XLA launch,
+whose fixed cost (a launch takes the batch and every variable as arguments) can exceed
+the step's computation for a small model. This module compiles the loop itself: the K
+batches of an execution are fetched from the iterator first (outside XLA, which cannot
+read an iterator), stacked, and handed to one compiled program that runs ``train_step``
+on each in turn. The steps, their order and their updates are those of Keras' loop; only
+where the loop runs changes (measured: docs/benchmarks.md).
 
-Used by :class:`~twotower.towers.two_tower_model.TwoTowerModel` when it is compiled with
-``jit_compile=True`` and ``steps_per_execution`` > 1 and its batches all have one static
-shape (a dataset batched with ``drop_remainder=True``); otherwise Keras' own loop runs.
+It is part of the model (the body of ``TwoTowerModel.make_train_function``), so it lives
+beside it. Used when the model is compiled with ``jit_compile=True`` and
+``steps_per_execution`` > 1 and its batches all have one static shape (a dataset batched
+with ``drop_remainder=True``); otherwise Keras' own loop runs.
 """
 
 import tensorflow as tf

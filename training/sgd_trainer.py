@@ -2,102 +2,46 @@
 
 word2vec's quality comes from plain SGD on every (query, item) example with a learning
 rate that decays linearly from α to α_min over the whole run, touching only the rows an
-example uses (Mikolov et al. 2013; word2vec.c). Keras ``fit`` with a batch-mean loss and
-Adam (the old TensorFlow tutorial) is a different optimiser, and both slower and worse
-here. This trainer keeps the model — query tower, item tower, RetrievalLoss of
-twotower.losses — and replaces only the update, in one of two engines (``engine``):
+example uses (Mikolov et al. 2013; word2vec.c). This trainer keeps the model — query
+tower, item tower, RetrievalLoss — and replaces only the update, in one of two engines:
 
-  hogwild (word2vec's own models; the default for them): each example applied on its
-    own, in text order, by several threads over shared numpy copies of the tables
-    (training/hogwild.py; the variables are written back at each checkpoint and at the
-    end). No bound is needed: a row's many updates come one after the other.
-  batched (any model; the rest of this docstring): a compiled TensorFlow step per batch.
+  hogwild (word2vec's own models, their default): each example applied on its own, in
+    text order, by several threads over shared numpy copies of the tables
+    (training/hogwild.py; written back to the variables at each checkpoint and the end).
+  batched (any model): a compiled TensorFlow step a batch,
 
-    per batch of B examples with progress p_i ∈ [0, 1) (fraction of the run done):
-      lr_i = α − (α − α_min) · p_i
-      g_r  = Σ_{i touches row r} lr_i · ∂ℓ_i/∂W_r        (a SUM over the batch, not a mean)
-      n_r  = number of (example, slot) updates landing on row r in this batch
-      W_r −= g_r / max(1, n_r / c)                       (c = ``row_step_cap``)
+    lr_i = α − (α − α_min) · p_i                      (p_i: fraction of the run done)
+    g_r  = Σ_{i touches row r} lr_i · ∂ℓ_i/∂W_r        (a sum over the batch, not a mean)
+    W_r −= g_r / max(1, n_r / c)                       (count bound, c = ``row_step_cap``)
+    W_r −= g_r / max(1, T_r / τ)                       (curvature bound, τ = ``curvature_cap``)
 
-Summing per-example gradients of a batch and applying them at once is word2vec's Hogwild
-(Recht et al. 2011) with a stride of B; it equals B sequential updates to first order.
-It is not stable at large B: a row that n examples of the batch touch — hierarchical
-softmax's root and upper nodes lie on every path, a frequent word sits in most batches,
-and with unigram^0.75 negatives its output vector is hit thousands of times a batch —
-moves n·lr times its gradient at once. word2vec.c applies those n updates one after the
-other, and each sees the row already moved by the ones before: the sigmoid saturates, the
-later steps shrink, and the row lands near where one step of the *mean* gradient at a
-rate between lr and n·lr would take it — never n·lr along a stale gradient, which is what
-sends the summed update to NaN (skip-gram + HS at B = 4096, anything at B = 16,384 on
-the enwiki extract). A per-row bound fixes it where it arises, for every head and
-candidate source: the count form above keeps the sum where few updates land on a row
-(n_r ≤ c: exactly word2vec's summed step, so small batches and rare rows are untouched)
-and turns it into c·lr times the row's mean gradient where many do; the curvature form
-below (the default wherever the compiled word2vec step applies) measures "many" by the
-row's summed curvature instead of its count. Either costs one scalar scatter per table
-and step.
+  with n_r the updates landing on row r and T_r = Σ lr_i·σ'(z_i)·|x_i|² their summed
+  Gauss-Newton curvature (x_i the vector across the dot product z_i). Summing a batch's
+  per-example steps is Hogwild (Recht et al. 2011) with a stride of B; a row that many
+  examples hit would move n·lr along a stale gradient and diverge, and the bound turns
+  its step into at most a Newton step (curvature; word2vec's own models) or c times its
+  mean gradient (count; any other model), leaving rare rows and small batches at the
+  plain sum. NEG / NCE in the compiled word2vec step draw each negative once for a block
+  of ``negative_block`` consecutive examples (HogBatch: Ji et al. 2016).
 
-Two bounds, measured (enwiki extract, short runs on a loaded 2-core machine; the benchmark
-records the full runs):
-  - the count bound above, n_r = the updates landing on row r, bounds a row's step to c
-    times its mean gradient. It is generic (only the gradient's row ids), but blind to
-    whether the updates agree or have already saturated: at B = 4096, c = 8 cost WS353
-    0.16 → 0.08 (3 epochs; unigram^0.75 negatives hit a frequent word's output row ~500
-    times a batch, mostly in unrelated directions), c = 32 cost nothing there
-    (0.118 vs 0.118, 2 epochs), but sg+HS at B = 16,384 ended at WS353 0.078 against
-    gensim's 0.259.
-  - the curvature bound (word2vec's compiled step, ``curvature_cap`` τ = 1): n_r / c is
-    replaced by T_r / τ with T_r = Σ lr_i·σ'(z_i)·|x_i|² over the row's updates (x_i the
-    vector on the other side of the dot product z_i): the trace of the row's summed
-    Gauss-Newton curvature times the rate, an upper bound of its largest eigenvalue. The
-    summed step then never exceeds a Newton step along any direction — the quadratic
-    model is stable for steps below 2 — while rows with T_r ≤ τ (rare rows, small batches,
-    saturated examples: σ' → 0 as word2vec.c's sequential steps shrink) keep the plain
-    sum. sg+HS at B = 16,384: WS353 0.279 (gensim 0.259, 2 epochs); sg+NEG at 4096: 0.131
-    vs 0.118 for the plain sum. It is the default wherever the compiled step applies;
-    other models (custom towers or candidate sources, sampled softmax), whose autodiff
-    gradient does not expose σ', get the count bound with c = 32.
-See ``CURVATURE_CAP`` and ``ROW_STEP_CAP``. Shared negatives (b = 8, the default): WS353
-0.246 vs 0.229 for b = 1 (gensim 0.187), 5 epochs at B = 4096, at 1.4–2.2× less CPU per
-example for the step (1.4 vs 3.1 µs).
+Cost: gathers give IndexedSlices gradients, so a step writes only the rows it read —
+O(B·(1+k)·d), independent of the vocabulary. Measurements of both bounds and engines:
+docs/benchmarks.md.
 
-Speed: word2vec's own models (an IDTower or mean-PooledIDTower query tower, an IDTower
-item tower, a RetrievalLoss with NEG / NCE over per-example negatives or hierarchical
-softmax) run a compiled step with the gradients written out as word2vec.c does (it needs σ' for the
-curvature bound and its own negative draws), and NEG / NCE draw each negative once for a
-block of ``negative_block`` consecutive examples of the shuffled batch (HogBatch: Ji et
-al., "Parallelizing Word2Vec in Shared and Distributed Memory", 2016): the block's scores
-are a [b, d]×[d, k] product and a negative's gradient row is summed over the block before
-the scatter, so the gathered and scattered traffic of the negatives — most of the step's
-memory traffic — shrinks b-fold. Measured CPU per example of the step (B = 4096, loaded
-machine, noisy): NEG b = 8 1.4 µs, b = 1 2.6–3.1 µs, XLA's autodiff of the same loss
-1.8–2.3 µs; HS 6.8–7.3 µs written out vs 3.7 µs autodiff (the gap is not explained yet:
-same gathers and scatters; HS is the slow configuration, see the benchmark). Every
-other model goes through its own ``per_example_losses`` and autodiff (same update, same
-row bound). Any model: gathers give IndexedSlices gradients, so each step writes only the
-rows it read: O(B·(1+k)·d) per step, independent of the vocabulary size.
+Negatives of the fast engines come from the sampler's alias table
+(``Sampler.alias_table``), so any sampler with one works; one without it makes the
+trainer warn and run the autodiff step ("auto" / "batched") or refuse ("hogwild").
 
-Negatives of the fast engines: both (the compiled step, and hogwild) draw from the
-sampler's alias table (data/samplers.py ``Sampler.alias_table``), so they take any
-sampler — UnigramSampler, UniformSampler, a user's Sampler subclass (whose table is built
-from its ``probabilities``). A sampler whose ``alias_table()`` is None (draws that are
-not i.i.d. from fixed probabilities) cannot be drawn from there: the trainer warns and
-runs the autodiff step (engine "auto" / "batched"), or refuses it (engine "hogwild").
+CBOW's query tower is a PooledIDTower (mean of the context, 0 = padding);
+``pooled_gradient="sum"`` gives every context word the full gradient of the mean, as
+word2vec.c and gensim (cbow_mean=1) do.
 
-CBOW's query tower is a PooledIDTower (mean of the context, 0 = padding). word2vec.c and
-gensim (cbow_mean=1) give every context word the full gradient of the mean, not 1/|S| of
-it; ``pooled_gradient="sum"`` reproduces that, "mean" keeps the autodiff gradient.
-
-Checkpoints (``checkpoint_dir``): a tf.train.CheckpointManager holds every model
-variable, the step / element / example counters, the running loss, the progress p of
-the last example (the learning-rate position; the rate itself is a function of the
-input's p) and the RNG position. Resuming restores them and skips the elements already
-consumed, so the input stream must be a deterministic function of the run's settings
-(data/word2vec_examples.py: each epoch's order is a function of (seed, epoch)). The
-negatives of the compiled word2vec step are stateless draws keyed by (seed, step): a
-resumed run draws exactly what the uninterrupted one drew. Other models' samplers use
-TF's stateful ops, reseeded from (seed, step) at every (re)start: statistically the same
-run, not the same draws.
+Checkpoints (``checkpoint_dir``, tf.train.CheckpointManager): every model variable, the
+step / element / example counters, the running loss, the learning-rate position and the
+RNG position; a resumed run skips the elements already consumed (the input stream is a
+function of (seed, epoch)). The compiled word2vec step's negatives are stateless draws
+keyed by (seed, step), so a resumed run draws exactly what the uninterrupted one drew;
+other models' samplers are reseeded from (seed, step): the same run statistically.
 """
 
 import itertools
