@@ -70,10 +70,10 @@ from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.global_context import GlobalContext
 from twotower.data.movielens import load_movielens
 from twotower.data.samplers import UnigramSampler
-from twotower.data.sessions import (add_session_arguments, booking_warnings,
-                                    check_session_arguments, describe,
-                                    movielens_booking_sessions, sessions_from_args,
+from twotower.data.sessions import (booking_warnings, describe, movielens_booking_sessions,
                                     split_booked_sessions)
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            sessions_from_args)
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives

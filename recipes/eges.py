@@ -72,9 +72,9 @@ from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.feature_table import read_feature_table
 from twotower.data.item_graph import ItemGraph
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import (add_session_arguments, check_session_arguments,
-                                    describe, leave_last_out, log_columns,
-                                    movielens_booking_sessions, sessions_from_args)
+from twotower.data.sessions import (describe, leave_last_out, movielens_booking_sessions)
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            log_columns, sessions_from_args)
 from twotower.data.side_info import encode_side_info, side_info_from_table, year_buckets
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text

@@ -45,9 +45,9 @@ import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory, check_output_dir
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import (add_session_arguments, check_session_arguments,
-                                    describe, leave_last_out, sessions_from_args,
-                                    sessions_from_interactions)
+from twotower.data.sessions import (describe, leave_last_out, sessions_from_interactions)
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            sessions_from_args)
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,

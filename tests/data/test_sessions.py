@@ -1,13 +1,10 @@
-import argparse
-
 import numpy as np
 import pytest
 
 from twotower.data.movielens import MovieLens
-from twotower.data.sessions import (add_session_arguments, booking_warnings,
-                                    check_session_arguments, movielens_booking_sessions,
+from twotower.data.sessions import (booking_warnings, movielens_booking_sessions,
                                     read_interaction_sessions, read_session_csv,
-                                    sessions_from_args, split_booked_sessions, split_sessions)
+                                    split_booked_sessions, split_sessions)
 
 CSV = """session_id,item_id,timestamp,booked,market
 s2,b,50,0,rome
@@ -147,41 +144,6 @@ def test_an_interaction_log_is_each_users_sequence_split_at_the_gap(tmp_path):
     assert read_interaction_sessions(tmp_path / "log.parquet").has_booked is False
     with pytest.raises(ValueError, match="session_gap must be None or > 0"):
         read_interaction_sessions(path, session_gap=0)
-
-
-def _args(argv, gap=None):
-    p = argparse.ArgumentParser()
-    p.add_argument("--source", default=None)
-    add_session_arguments(p.add_argument_group("data"), session_gap=gap)
-    return p.parse_args(argv)
-
-
-def test_session_flags_are_checked_before_any_work(tmp_path):
-    assert check_session_arguments(_args([]), session_gap=1800) == 1800
-    assert check_session_arguments(_args(["--interactions", "x", "--session-gap", "none"]),
-                                   session_gap=1800) is None
-    assert check_session_arguments(_args(["--interactions", "x", "--session-gap", "60"])) == 60
-    for argv, message in (
-            (["--sessions", "a.csv", "--interactions", "b.csv"], "--sessions 'a.csv' and "
-                                                                  "--interactions 'b.csv'"),
-            (["--source", "auto", "--sessions", "a.csv"], "give one source of sessions"),
-            (["--interactions", "x", "--session-gap", "-5"],
-             "--session-gap must be a number of seconds > 0 or 'none', got '-5'"),
-            (["--sessions", "a.csv", "--session-gap", "60"], "--session-gap '60' applies to "
-                                                             "an --interactions log only"),
-            (["--user-col", "uid"], "--user-col 'uid' applies to an --interactions log")):
-        with pytest.raises(ValueError, match=message):
-            check_session_arguments(_args(argv))
-    with pytest.raises(FileNotFoundError, match="--interactions '.*nope.csv': no such file"):
-        sessions_from_args(_args(["--interactions", str(tmp_path / "nope.csv")]))
-    with pytest.raises(FileNotFoundError, match="--sessions '.*': a folder, not a file"):
-        sessions_from_args(_args(["--sessions", str(tmp_path)]))
-    assert sessions_from_args(_args([])) == (None, None)            # MovieLens
-    log_path = tmp_path / "log.csv"
-    log_path.write_text(LOG.replace("user_id", "customer").replace("timestamp", "when"))
-    log, origin = sessions_from_args(_args(["--interactions", str(log_path), "--user-col",
-                                            "customer", "--time-col", "when"], gap=None))
-    assert origin == f"interactions:{log_path}" and log.num_sessions == 2
 
 
 def test_split_at_gaps():
