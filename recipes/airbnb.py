@@ -17,9 +17,9 @@ Both are the same two-tower word2vec model and sparse SGD as item2vec
 the same dim, window, epochs and seed (no booking context, corpus negatives only).
 
 Input (data/sessions.py; the same flags as item2vec and eges):
-  --sessions FILE       click sessions as CSV, session_id,item_id,timestamp[,booked][,market]
+  --sessions FILE       click sessions as CSV, `session_id,item_id,timestamp[,booked][,market]`
                         (booked 0/1 marks the session's booking, usually its last event);
-  --interactions PATH   an interaction log, user_id,item_id,timestamp[,booked][,market]
+  --interactions PATH   an interaction log, `user_id,item_id,timestamp[,booked][,market]`
                         (CSV, Parquet, folder of shards): each user's events in time
                         order, split into sessions after --session-gap seconds of
                         inactivity (default 1800, the paper's 30 minutes);
@@ -66,7 +66,7 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.command import run_as_main
-from twotower.artifacts import atomic_directory, check_output_dir
+from twotower.artifacts import atomic_directory
 from twotower.data.global_context import GlobalContext
 from twotower.data.movielens import load_movielens
 from twotower.data.samplers import UnigramSampler
@@ -77,15 +77,16 @@ from twotower.recipes.session_flags import (add_session_arguments, check_session
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
-from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, comparison_rows,
+from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
+                                            comparison_rows,
                                             divergence_as_input_error, hit_rate_curves,
                                             index_metrics, plot_hit_rates,
                                             save_model_folder, save_vector_index,
                                             vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics, same_group_share
-from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
+                                             training_config)
 from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
                                                 set_threads, train_word2vec, validate,
                                                 word_vectors)
@@ -278,23 +279,17 @@ def build_parser():
                         "(default %(default)s)")
     g.add_argument("--no-booking", action="store_true",
                    help="leave out the booked listing as global context (ablation)")
-    g.add_argument("--dim", type=int, default=32, help="vector size (default %(default)s)")
-    g.add_argument("--window", type=int, default=5,
-                   help="maximum window within a session (default %(default)s)")
-    g.add_argument("--sample", type=float, default=1e-3,
-                   help="subsampling threshold of frequent items; 0 = off (default %(default)s)")
+    add_vector_arguments(g, dim=32, window=5, sample=1e-3,
+                         window_help="maximum window within a session",
+                         sample_help="subsampling threshold of frequent items; 0 = off")
     add_training_arguments(p, epochs=10, batch_size=512, batch_help="pairs per sparse SGD step")
     g = add_output_arguments(p)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
-    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
-    out = check_output_dir(args.out, overwrite=args.overwrite)
-    check_index_arguments(args)
+    out = begin(args)
     check_arguments(args)
     set_threads(args.threads)
     result = run(args)

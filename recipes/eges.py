@@ -68,7 +68,7 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.command import run_as_main
-from twotower.artifacts import atomic_directory, check_output_dir
+from twotower.artifacts import atomic_directory
 from twotower.data.feature_table import read_feature_table
 from twotower.data.item_graph import ItemGraph
 from twotower.data.movielens import load_movielens
@@ -78,8 +78,8 @@ from twotower.recipes.session_flags import (add_session_arguments, check_session
 from twotower.data.side_info import encode_side_info, side_info_from_table, year_buckets
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments, comparison_rows,
+from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
+                                            comparison_rows,
                                             divergence_as_input_error, hit_rate_curves,
                                             index_metrics, plot_hit_rates,
                                             save_model_folder, save_vector_index,
@@ -87,7 +87,8 @@ from twotower.recipes.vector_export import (add_output_arguments, build_vector_i
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
 from twotower.towers.side_info_tower import SideInfoTower
-from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
+                                             training_config)
 from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
                                                 set_threads, train_word2vec, validate,
                                                 word_vectors)
@@ -404,24 +405,17 @@ def build_parser():
                    help="GES: the plain mean of id and side-information embeddings")
     g.add_argument("--negative", type=int, default=m.negative,
                    help="negatives per pair from unigram^0.75 (default %(default)s)")
-    g.add_argument("--dim", type=int, default=32, help="vector size (default %(default)s)")
-    g.add_argument("--window", type=int, default=5, help="maximum window (default %(default)s)")
-    g.add_argument("--sample", type=float, default=1e-3,
-                   help="subsampling threshold; 0 = off (default %(default)s)")
+    add_vector_arguments(g, dim=32, window=5, sample=1e-3)
     g.add_argument("--compare-deepwalk", action="store_true",
                    help="also train plain skip-gram on uniform walks (DeepWalk) and report it")
     add_training_arguments(p, epochs=5, batch_size=512, batch_help="pairs per sparse SGD step")
     g = add_output_arguments(p)
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
-    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
-    out = check_output_dir(args.out, overwrite=args.overwrite)
-    check_index_arguments(args)
+    out = begin(args)
     check_arguments(args)
     set_threads(args.threads)
     result = run(args)

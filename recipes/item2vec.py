@@ -43,22 +43,22 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.command import run_as_main
-from twotower.artifacts import atomic_directory, check_output_dir
+from twotower.artifacts import atomic_directory
 from twotower.data.movielens import load_movielens
 from twotower.data.sessions import (describe, leave_last_out, sessions_from_interactions)
 from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
                                             sessions_from_args)
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments,
+from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
                                             divergence_as_input_error, hit_rate_curves,
                                             index_metrics, plot_hit_rates,
                                             save_model_folder, save_vector_index,
                                             score_decimals, vector_keys)
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
-from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
+                                             training_config)
 from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, set_threads,
                                                 train_word2vec, word_vectors)
 
@@ -138,12 +138,9 @@ def build_parser():
                         "nce, sampled-softmax (default %(default)s)")
     g.add_argument("--negative", type=int, default=m.negative,
                    help="negatives per example (default %(default)s)")
-    g.add_argument("--dim", type=int, default=64, help="vector size (default %(default)s)")
-    g.add_argument("--window", type=int, default=10,
-                   help="maximum window over a sequence's time-ordered items (default "
-                        "%(default)s)")
-    g.add_argument("--sample", type=float, default=1e-3,
-                   help="subsampling threshold of popular items (default %(default)s)")
+    add_vector_arguments(g, dim=64, window=10, sample=1e-3,
+                         window_help="maximum window over a sequence's time-ordered items",
+                         sample_help="subsampling threshold of popular items")
     add_training_arguments(
         p, epochs=10, batch_size=1024,
         batch_help="examples per sparse SGD step; a catalogue of ~1.7k items puts many "
@@ -152,16 +149,12 @@ def build_parser():
     g.add_argument("--probes", type=int, default=4,
                    help="print neighbours of this many most frequent items (default "
                         "%(default)s)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
-    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
-    out = check_output_dir(args.out, overwrite=args.overwrite)
-    check_index_arguments(args)
+    out = begin(args)
     check_session_arguments(args, session_gap=SESSION_GAP)
     model_config = ModelConfig(args.arch, args.head, args.negative, args.dim, args.window,
                                args.sample)

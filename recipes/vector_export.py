@@ -29,10 +29,10 @@ import json
 import math
 import os
 import re
-import sys
 
 import numpy as np
 
+from twotower.artifacts import check_output_dir
 from twotower.index import Retriever, build_index, save, tune
 from twotower.reporting import plot_curves
 from twotower.metrics.item_to_item import next_item_metrics
@@ -44,8 +44,8 @@ TUNE_QUERIES = 1000
 
 
 def add_output_arguments(parser, *, out_help="output folder (written atomically)"):
-    """The "output" flags every word2vec-family recipe has: --out, --overwrite, and the
-    index's --target-recall / --index-k; returns the argparse group."""
+    """The "output" flags every word2vec-family recipe has: --out, --overwrite, the
+    index's --target-recall / --index-k, and --quiet; returns the argparse group."""
     g = parser.add_argument_group("output")
     g.add_argument("--out", required=True,
                    help=out_help + "; it must be new, empty, or an earlier twotower output "
@@ -59,7 +59,18 @@ def add_output_arguments(parser, *, out_help="output folder (written atomically)
     g.add_argument("--index-k", type=int, default=DEFAULT_INDEX_K,
                    help="the k the index is tuned for: the neighbours per query you will "
                         "ask for (default %(default)s)")
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return g
+
+
+def begin(args):
+    """What every word2vec-family recipe checks first, before any work: --out (returned
+    as an absolute path), --target-recall and --index-k. Bad input raises (ValueError,
+    FileNotFoundError, ...): twotower/command.py prints it as one line and exits 2, or
+    shows the traceback with TWOTOWER_DEBUG=1."""
+    out = check_output_dir(args.out, overwrite=args.overwrite)
+    check_index_arguments(args)
+    return out
 
 
 def check_index_arguments(args):

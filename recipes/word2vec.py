@@ -59,18 +59,18 @@ import numpy as np
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 from twotower.command import run_as_main
-from twotower.artifacts import atomic_directory, check_output_dir
+from twotower.artifacts import atomic_directory
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.metrics.word_vectors import MIN_SUPPORT, evaluate_word_vectors, split_by_support
-from twotower.recipes.vector_export import (add_output_arguments, build_vector_index,
-                                            check_index_arguments,
+from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
                                             divergence_as_input_error, index_metrics,
-                                            save_model_folder,
-                                            save_vector_index, score_decimals)
+                                            save_model_folder, save_vector_index,
+                                            score_decimals)
 from twotower.reporting import format_table, twotower_command, write_metrics
-from twotower.recipes.word2vec_flags import add_training_arguments, training_config
+from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
+                                             training_config)
 from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
                                                 build_model, load_model, nearest_neighbours,
                                                 save_model, set_threads, train_word2vec,
@@ -127,13 +127,11 @@ def build_parser():
     g.add_argument("--negative", type=int, default=m.negative,
                    help="k, negatives per example from unigram^0.75 (neg/nce/sampled-"
                         "softmax) (default %(default)s)")
-    g.add_argument("--dim", type=int, default=m.dim, help="vector size (default %(default)s)")
-    g.add_argument("--window", type=int, default=m.window,
-                   help="maximum window; each position draws a reduced window in "
-                        "1..window (default %(default)s)")
-    g.add_argument("--sample", type=float, default=m.sample,
-                   help="subsampling threshold t, keep prob (sqrt(f/t)+1)*t/f as in "
-                        "word2vec.c; 0 = off (default %(default)s)")
+    add_vector_arguments(g, dim=m.dim, window=m.window, sample=m.sample,
+                         window_help="maximum window; each position draws a reduced window "
+                                     "in 1..window",
+                         sample_help="subsampling threshold t, keep prob (sqrt(f/t)+1)*t/f "
+                                     "as in word2vec.c; 0 = off")
     g = add_training_arguments(
         parser, epochs=t.epochs, batch_size=t.batch_size,
         batch_help="batched engine: examples per sparse SGD step; gradients are summed, so larger batches are "
@@ -152,7 +150,6 @@ def build_parser():
                    help="a similarity or analogy score on fewer in-vocabulary pairs / "
                         "questions is printed with its count, marked as too few and left out "
                         "of the headline (default %(default)s)")
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
 
@@ -203,11 +200,8 @@ def print_evaluation(metrics, too_few, not_computed, min_support):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     data_config, model_config, train_config = configs_from_args(args)
-    # bad input raises (ValueError, FileNotFoundError, ...): twotower/cli.py prints it as
-    # one line and exits 2, or shows the traceback with TWOTOWER_DEBUG=1
     with divergence_as_input_error():
-        out = check_output_dir(args.out, overwrite=args.overwrite)
-        check_index_arguments(args)
+        out = begin(args)
         if isinstance(args.min_eval_pairs, bool) or args.min_eval_pairs < 1:
             raise ValueError(f"--min-eval-pairs must be an int >= 1, got {args.min_eval_pairs!r}")
         if args.resume_from is not None and not os.path.isdir(args.resume_from):

@@ -67,3 +67,15 @@ def training_config(args):
                        getattr(args, "checkpoint_every", t.checkpoint_every),
                        getattr(args, "curvature_cap", t.curvature_cap),
                        getattr(args, "engine", t.engine))
+
+
+def add_vector_arguments(group, *, dim, window, sample, window_help="maximum window",
+                         sample_help="subsampling threshold of frequent ids; 0 = off"):
+    """--dim, --window and --sample, the shape of every word2vec-family model, added to
+    ``group`` with the recipe's defaults; returns the group."""
+    group.add_argument("--dim", type=int, default=dim, help="vector size (default %(default)s)")
+    group.add_argument("--window", type=int, default=window,
+                       help=window_help + " (default %(default)s)")
+    group.add_argument("--sample", type=float, default=sample,
+                       help=sample_help + " (default %(default)s)")
+    return group
