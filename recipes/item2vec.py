@@ -59,8 +59,8 @@ from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
-from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, set_threads,
-                                                train_word2vec, word_vectors)
+from twotower.training.word2vec_trainer import (WORD2VEC_HEADS, DataConfig, ModelConfig,
+                                                set_threads, train_word2vec, word_vectors)
 
 K = 10
 # item2vec's sequence is a user's whole history: an --interactions log is not split
@@ -133,7 +133,7 @@ def build_parser():
     g.add_argument("--arch", choices=ARCHS, default=m.arch,
                    help="sg: predict each neighbour from the item; cbow: predict the item "
                         "from the mean of its neighbours (default %(default)s)")
-    g.add_argument("--head", choices=HEADS, default=m.head,
+    g.add_argument("--head", choices=WORD2VEC_HEADS, default=m.head,
                    help="loss head: neg (negative sampling), hs (hierarchical softmax), "
                         "nce, sampled-softmax (default %(default)s)")
     g.add_argument("--negative", type=int, default=m.negative,

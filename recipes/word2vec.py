@@ -71,7 +71,8 @@ from twotower.recipes.vector_export import (begin, add_output_arguments, build_v
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
-from twotower.training.word2vec_trainer import (HEADS, DataConfig, ModelConfig, TrainConfig,  # noqa: F401
+from twotower.training.word2vec_trainer import (  # noqa: F401
+    WORD2VEC_HEADS, DataConfig, ModelConfig, TrainConfig,
                                                 build_model, load_model, nearest_neighbours,
                                                 save_model, set_threads, train_word2vec,
                                                 validate, word_vectors)
@@ -121,7 +122,7 @@ def build_parser():
     g.add_argument("--arch", choices=ARCHS, default=m.arch,
                    help="sg: predict each context word from the centre; cbow: predict the "
                         "centre from the mean of its context (default %(default)s)")
-    g.add_argument("--head", choices=HEADS, default=m.head,
+    g.add_argument("--head", choices=WORD2VEC_HEADS, default=m.head,
                    help="loss head: neg (negative sampling), hs (hierarchical softmax), "
                         "nce, sampled-softmax (default %(default)s)")
     g.add_argument("--negative", type=int, default=m.negative,

@@ -48,7 +48,7 @@ import numpy as np
 from twotower.data.huffman import HuffmanTree
 from twotower.data.samplers import AliasTable
 
-HEADS = ("sigmoid", "hs")
+KERNEL_HEADS = ("sigmoid", "hs")
 
 _LCG_A = np.uint64(25214903917)
 _LCG_C = np.uint64(11)
@@ -248,8 +248,8 @@ class HogwildWord2Vec:
     def __init__(self, query_table, output_table, *, head, cbow=False, pooled_sum=True,
                  alias_table=None, num_negatives=0, log_kq=None,
                  remove_accidental_hits=True, tree=None, threads=2):
-        if head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head not in KERNEL_HEADS:
+            raise ValueError(f"head must be one of {KERNEL_HEADS}, got {head!r}")
         if not isinstance(threads, (int, np.integer)) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
         for name, table in (("query_table", query_table), ("output_table", output_table)):
@@ -354,4 +354,4 @@ def load_kernels():
     return time.perf_counter() - start
 
 
-__all__ = ["HogwildWord2Vec", "sigmoid_examples", "hs_examples", "HEADS", "load_kernels"]
+__all__ = ["HogwildWord2Vec", "sigmoid_examples", "hs_examples", "KERNEL_HEADS", "load_kernels"]

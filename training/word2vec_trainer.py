@@ -37,7 +37,7 @@ from twotower.training.sgd_trainer import (CHECKPOINT_EVERY, CURVATURE_CAP, ENGI
                                          NEGATIVE_BLOCK, ROW_STEP_CAP, SparseSGDTrainer)
 from twotower.towers.two_tower_model import TwoTowerModel
 
-HEADS = ("neg", "hs", "nce", "sampled-softmax")
+WORD2VEC_HEADS = ("neg", "hs", "nce", "sampled-softmax")
 
 
 @dataclasses.dataclass
@@ -87,8 +87,8 @@ def validate(data, model, train):
     """Clear ValueErrors naming the flag and the value, before any work."""
     if model.arch not in ARCHS:
         raise ValueError(f"--arch must be one of {ARCHS}, got {model.arch!r}")
-    if model.head not in HEADS:
-        raise ValueError(f"--head must be one of {HEADS}, got {model.head!r}")
+    if model.head not in WORD2VEC_HEADS:
+        raise ValueError(f"--head must be one of {WORD2VEC_HEADS}, got {model.head!r}")
     checks = [("--min-count", data.min_count, 1), ("--negative", model.negative, 1),
               ("--dim", model.dim, 1), ("--window", model.window, 1),
               ("--epochs", train.epochs, 1), ("--batch-size", train.batch_size, 1),
@@ -381,6 +381,6 @@ def load_model(folder, *, vocab=None, seed=1):
     return model, vocab, model_config
 
 
-__all__ = ["HEADS", "DataConfig", "ModelConfig", "TrainConfig", "validate", "build_model",
+__all__ = ["WORD2VEC_HEADS", "DataConfig", "ModelConfig", "TrainConfig", "validate", "build_model",
            "word_vectors", "set_threads", "train_word2vec", "unit_rows",
            "nearest_neighbours", "save_model"]
