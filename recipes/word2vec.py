@@ -72,10 +72,8 @@ from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
 from twotower.training.word2vec_trainer import (  # noqa: F401
-    WORD2VEC_HEADS, DataConfig, ModelConfig, TrainConfig,
-                                                build_model, load_model, nearest_neighbours,
-                                                save_model, set_threads, train_word2vec,
-                                                validate, word_vectors)
+    WORD2VEC_HEADS, DataConfig, ModelConfig, TrainConfig, build_model, load_model,
+    nearest_neighbours, save_model, set_threads, train_word2vec, validate, word_vectors)
 
 TOKENIZATION_FILE = "tokenization.json"
 BUILTIN_CORPORA = ("text8", "enwiki-sample")
