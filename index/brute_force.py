@@ -6,7 +6,7 @@ top_k(q) = argsort_desc(<q, x_i>)[:k] over all items i not excluded for that que
 
 import numpy as np
 
-from twotower.towers import evaluation
+from twotower.metrics import ranking
 
 
 def exact_top_k(queries, items, k, *, exclude=None, chunk_size=256):
@@ -28,7 +28,7 @@ def exact_top_k(queries, items, k, *, exclude=None, chunk_size=256):
     """
     if exclude is not None:
         exclude = [np.asarray(e, dtype=np.int64).reshape(-1).tolist() for e in exclude]
-    pos, scores = evaluation.top_k(queries, items, k, exclude=exclude, batch_size=chunk_size)
+    pos, scores = ranking.top_k(queries, items, k, exclude=exclude, batch_size=chunk_size)
     pos[np.isneginf(scores)] = -1
     return pos, scores
 

@@ -1,25 +1,44 @@
 """`twotower serve DIR`: a saved index folder behind an HTTP JSON API (FastAPI on uvicorn).
 
-    GET    /health        status, num_items, dim, distance, tuned_k, users, read_only, ...
-    POST   /u2i           {"user_ids": [..]} | {"features": ..} | {"embeddings": [[..]]},
-                          optional "k" (10), "exclude": [[ids], ..], "exclude_seen" (true)
+    GET    /health        status, num_items, dim, distance, tuned_k, users, read_only,
+                          "features": what each tower takes, "asks": the ways to ask, ...
+    POST   /u2i           exactly one of {"user_ids": [..]} | {"features": [rows]} |
+                          {"embeddings": [[..]]}; optional "k" (10), "exclude": [ids]
+                          (left out of every answer), "exclude_seen" (true; by user_ids)
                           -> {"item_ids": [[..]], "scores": [[..]], "k", "warnings": [..]}
-    POST   /i2i           {"item_ids": [..]} | {"features": ..}, optional "k", "exclude"
-    POST   /items         {"item_ids": [..], "embeddings": [[..]] | "features": ..}  (upsert)
-    DELETE /items         {"item_ids": [..]}   (also POST /items/delete)
-    GET    /metrics       Prometheus text format
+    POST   /i2i           exactly one of {"item_ids": [..]} | {"features": [rows]};
+                          optional "k", "exclude"
+    POST   /items         {"items": [{"item_id", "embedding": [..]} | {"item_id",
+                          "features": row}, ..]}  (upsert; an id twice: the last wins)
+    DELETE /items         {"item_ids": [..]}   (also POST /items/delete; ids not indexed
+                          are listed in "unknown_ids", nothing fails)
+    GET    /metrics       Prometheus text format (text/plain)
     GET    /docs, /openapi.json   OpenAPI (Swagger UI needs its assets from a CDN)
+
+The OpenAPI schema is this index's own and says what the server takes: its ids'
+kind (integers within int64, or strings without NUL), its embeddings' dimension, each
+tower's features, the lists' bounds (--max-batch; k <= --max-cost). A request valid by
+the schema is answered, or gets a 413 for a limit that spans fields (batch x (k +
+len(exclude)) over --max-cost, body bytes); one that is not gets a 400 naming the field.
 
 Ids are the folder's own: integers, or strings when the index was saved with a string
 vocabulary. "user_ids" look each user up (feature table, or an ID-lookup query tower) and
-exclude the items that user has seen unless "exclude_seen" is false. "features" are what
-the query (or item) tower takes, batched: a list, or a dict of equal-length lists.
+exclude the items that user has seen unless "exclude_seen" is false. An unknown id in
+"exclude" is ignored. A k above the items a query can get ends each row with nulls.
+"features" are what the query (or item) tower takes, one row per query: a value (a tower
+of one tensor) or an object keyed by feature name (GET /health "features" lists each
+name, type, shape and padding; twotower.index.retriever.FeatureSchema). Lists shorter
+than the width the tower was trained with are padded ("" or 0), longer ones are a 400;
+a FeatureTower's id feature (item_id / user_id) takes the index's own ids and may be left
+out (its out-of-vocabulary bucket, as for a new item). A wrong feature is a 400 naming it
+and the form it takes, never TensorFlow's message.
 
 Every answer is JSON, errors included: {"error": message} with 400 (bad body), 401/403
-(updates), 404 (unknown route, user or item: "unknown_ids" names them), 405, 408 (slow
-client), 413 (body or batch x k over the bounds), 429 (too many requests in progress),
-500 (a bug; no traceback is sent). Updates need ``--token-file`` (a bearer token,
-compared in constant time); without one the server is read-only.
+(updates), 404 (unknown route, user or item: "unknown_ids" names them), 405 (with an
+Allow header listing the path's methods), 408 (slow client), 409 (a delete that would
+empty the index), 413 (over a limit), 429 (too many requests in progress), 500 (a bug;
+no traceback is sent). Updates need ``--token-file`` (a bearer token, compared in
+constant time); without one the server is read-only and its schema lists no updates.
 
 Limits, and what each protects (defaults in brackets):
   --timeout-header [10 s]    request line + headers, from connecting: slowloris clients
@@ -29,11 +48,14 @@ Limits, and what each protects (defaults in brackets):
   --max-connections [4096]   open sockets (file descriptors): a JSON 503 and close above
   --max-concurrency [128]    /u2i, /i2i, /items requests in progress (429 above); /health
                              is never queued behind them
-  --max-request-bytes [1 MiB], --max-batch [1024], --max-cost [100000 = batch x (k +
-  longest exclude list)]     413 above: a few KB can no longer ask for 44 MB of answer
+  --max-request-bytes [1 MiB], --max-cost [100000 = batch x (k + len(exclude))]
+                             413 above: a few KB can no longer ask for 44 MB of answer
+  --max-batch [1024]         queries (or items) in one request: 400 above (the schema's
+                             maxItems)
 ScaNN and TF run in a bounded thread pool (--workers), never on the event loop;
 concurrent /u2i-by-user requests share one tower call and one search (--batch-parallel).
-A k above the k the index was tuned for is answered with a "warnings" entry.
+A k above the k the index was tuned for is answered with a "warnings" entry, on exact
+(brute-force) indexes too, where it says that the answer is still exact.
 
 Binds 127.0.0.1 unless told otherwise (--host 0.0.0.0 exposes it).
 """
@@ -45,20 +67,27 @@ import json
 import math
 import os
 import resource
+import logging
 import socket
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional, Union
-
-from typing import Annotated
+import types
+from typing import Annotated, Any, Dict, List, Optional, Union
 
 import h11
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
+                      StrictBool, Strict, StringConstraints, Tag, WithJsonSchema,
+                      create_model)
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from twotower.index.external_ids import UnknownIdError
+from twotower.index import towers_io
+from twotower.index.builder import embed
+from twotower.index.external_ids import INT64_MAX, INT64_MIN, UnknownIdError
+from twotower.index.retriever import FLOAT_LIMIT, FeatureError
+
+_log = logging.getLogger(__name__)
 
 DEFAULTS = dict(max_request_bytes=1 << 20, max_batch=1024, max_cost=100_000,
                 max_concurrency=128, max_connections=4096, workers=0, batch_parallel=2,
@@ -72,101 +101,241 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 # -- request and response schemas -------------------------------------------------------
+# The schemas are made per served index (api_models): its ids are integers or strings,
+# its embeddings have its dimension, its towers take their own features, and the limits
+# bound the lists. Each one states what the server enforces, so that a request valid by
+# the OpenAPI schema is answered (or hits a limit across fields: 413, see LIMIT_NOTE)
+# and one that is not gets a 400 naming the field.
 
-Int64 = Annotated[int, Field(strict=True, ge=-(2 ** 63), le=2 ** 63 - 1)]
-PositiveK = Annotated[int, Field(strict=True, ge=1, le=2 ** 63 - 1)]
-Id = Union[Int64, StrictStr]
-Ids = Annotated[List[Id], Field(min_length=1)]
-Vectors = Annotated[List[List[float]], Field(min_length=1)]
-Features = Union[Dict[str, List[Any]], List[Any]]
+NO_NUL = r"^[^\x00]*$"  # numpy's fixed-width strings drop trailing NULs: ids hold none
+
+LIMIT_NOTE = ("A request valid by this schema is still answered 413 when it is over a "
+              "limit that spans fields: batch x (k + len(exclude)) over --max-cost, or a "
+              "body over --max-request-bytes.")
+
+
+def _integral(value):
+    """A JSON number with no fraction is a JSON Schema integer: 3.0 reads as 3."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _int(minimum, maximum, description=None):
+    """A JSON integer in [minimum, maximum] (3.0 included, as JSON Schema reads it; no
+    strings, no booleans). The OpenAPI schema writes the bounds as integers
+    (:func:`_exact_integer_bounds`)."""
+    schema = {"type": "integer", "minimum": minimum, "maximum": maximum}
+    if description:
+        schema["description"] = description
+    return Annotated[int, BeforeValidator(_integral), Strict(),
+                     Field(ge=minimum, le=maximum), WithJsonSchema(schema)]
+
+
+def _int_id(minimum=INT64_MIN, description=None):
+    """A JSON integer id within int64."""
+    return _int(minimum, INT64_MAX, description)
+
+
+def _str_id(min_length=0, description=None):
+    schema = {"type": "string", "minLength": min_length, "pattern": NO_NUL}
+    if description:
+        schema["description"] = description
+    return Annotated[str, StringConstraints(strict=True, min_length=min_length,
+                                            pattern=NO_NUL), WithJsonSchema(schema)]
+
+
+def _id_type(kind, new=False):
+    """The JSON type of ids of ``kind`` ("int" / "str"); ``new``: ids that may be added
+    (integers >= 0, non-empty strings)."""
+    if kind == "str":
+        return _str_id(1 if new else 0)
+    return _int_id(0 if new else INT64_MIN)
+
+
+Number = Annotated[float, Strict(), Field(ge=-FLOAT_LIMIT, le=FLOAT_LIMIT,
+                                          allow_inf_nan=False)]
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    def _exactly_one(self, *names):
-        given = [n for n in names if getattr(self, n) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of {list(names)}, got {given}")
-        return given[0]
+
+def _one_of(variants, keys, what):
+    """A body that is exactly one of ``variants`` [(key, model)], told apart by which of
+    ``keys`` it holds (OpenAPI ``oneOf``); one holding none or several is a 400 saying
+    so, and so is a key this index does not take (``what`` names the endpoint)."""
+    taken = [k for k, _ in variants]
+    message = f"give exactly one of {taken}" + (
+        f" ({what} of this index takes {', '.join(taken)}; not "
+        f"{', '.join(k for k in keys if k not in taken)})" if len(taken) < len(keys) else "")
+
+    def kind(value):
+        if isinstance(value, BaseModel):
+            return next((f"by-{k}" for k, m in variants if isinstance(value, m)), None)
+        if not isinstance(value, dict):
+            return None
+        present = [k for k in keys if k in value]
+        return f"by-{present[0]}" if len(present) == 1 and present[0] in taken else None
+
+    if len(variants) == 1:
+        (key, model), = variants
+
+        def check(value):
+            if isinstance(value, dict) and kind(value) is None:
+                raise ValueError(message)
+            return value
+
+        return Annotated[model, BeforeValidator(check)]
+    members = tuple(Annotated[m, Tag(f"by-{k}")] for k, m in variants)
+    return Annotated[Union[members], Discriminator(
+        kind, custom_error_type="body_kind", custom_error_message=message)]
 
 
-class U2IRequest(_Body):
-    """Top-k items for users (by id), query features, or query embeddings."""
+def api_models(retriever, *, max_batch, max_cost):
+    """The request and response models of a server over ``retriever`` (a namespace).
 
-    user_ids: Optional[Ids] = Field(None, description="known users (the folder's ids)")
-    features: Optional[Features] = Field(
-        None, description="query-tower inputs, batched: a list or a dict of lists")
-    embeddings: Optional[Vectors] = Field(None, description="query embeddings [n, dim]")
-    k: PositiveK = Field(10, description="results per query")
-    exclude: Optional[List[List[Id]]] = Field(
-        None, description="per query, item ids to leave out")
-    exclude_seen: StrictBool = Field(True, description="leave out the items a user has seen")
+    ``U2IRequest``, ``I2IRequest`` and ``UpsertRequest`` are unions (one model per way
+    of asking, e.g. ``U2IByEmbeddings``); ``query_features`` / ``item_features`` are the
+    towers' :class:`~twotower.index.retriever.FeatureSchema` (None: no features taken).
+    """
+    r = retriever
+    item_kind = "int" if r.item_vocab is None else r.item_vocab.kind
+    user_kind = "int" if r.user_vocab is None else r.user_vocab.kind
+    ItemId, NewItemId, UserId = (_id_type(item_kind), _id_type(item_kind, new=True),
+                                 _id_type(user_kind))
+    OutId = str if item_kind == "str" else int
+    dim = int(r.index.dim)
+    query_schema = r.feature_schema("query")
+    item_schema = r.feature_schema("item")
+    by_users = r.query_tower is not None and (
+        r.user_table is not None or bool(towers_io.takes_ids(r.query_tower)))
 
-    @model_validator(mode="after")
-    def _one_query_kind(self):
-        self._exactly_one("user_ids", "features", "embeddings")
-        return self
+    def batch(item, description):
+        return Annotated[List[item], Field(min_length=1, max_length=max_batch,
+                                           description=description)]
+
+    def features(schema, who):
+        rows = {"type": "array", "minItems": 1, "maxItems": max_batch,
+                "items": schema.row_json_schema(),
+                "description": (f"the {who} tower's inputs, one "
+                                f"{'object' if schema.rows_are_objects else 'value'} per "
+                                f"{who} (GET /health lists each feature: "
+                                f"features.{who})")}
+        return Annotated[List[Any], Field(min_length=1, max_length=max_batch),
+                         WithJsonSchema(rows)]
+
+    K = _int(1, max_cost, "results per query; above the number of items that can be "
+                          "returned, each row ends with nulls (and a warning says so)")
+    exclude_doc = ("item ids left out of every query's answer (ids that do not exist are "
+                   "ignored)")
+    Exclude = Optional[Annotated[List[ItemId], Field(max_length=max(0, max_cost - 1),
+                                                     description=exclude_doc)]]
+    Vector = Annotated[List[Number], Field(min_length=dim, max_length=dim)]
+    ns = types.SimpleNamespace(item_kind=item_kind, user_kind=user_kind, dim=dim,
+                               query_features=query_schema, item_features=item_schema)
+
+    def model(name, doc, **fields):
+        return create_model(name, __base__=_Body, __doc__=doc, **fields)
+
+    u2i = []
+    if by_users:
+        ns.U2IByUsers = model(
+            "U2IByUsers", "Top-k items for known users (each one's seen items left out).",
+            user_ids=(batch(UserId, f"known users ({user_kind} ids)"), ...),
+            k=(K, 10), exclude=(Exclude, None),
+            exclude_seen=(StrictBool, Field(True, description="leave out the items each "
+                                                              "user has seen")))
+        u2i.append(("user_ids", ns.U2IByUsers))
+    if query_schema is not None:
+        ns.U2IByFeatures = model(
+            "U2IByFeatures", "Top-k items for queries given by the query tower's inputs.",
+            features=(features(query_schema, "query"), ...), k=(K, 10),
+            exclude=(Exclude, None))
+        u2i.append(("features", ns.U2IByFeatures))
+    ns.U2IByEmbeddings = model(
+        "U2IByEmbeddings", "Top-k items for query embeddings.",
+        embeddings=(batch(Vector, f"query embeddings, {dim} numbers each"), ...),
+        k=(K, 10), exclude=(Exclude, None))
+    u2i.append(("embeddings", ns.U2IByEmbeddings))
+    ns.U2IRequest = _one_of(u2i, ("user_ids", "features", "embeddings"), "/u2i")
+
+    ns.I2IByItems = model(
+        "I2IByItems", "Top-k neighbours of indexed items (each item itself left out).",
+        item_ids=(batch(ItemId, f"indexed items ({item_kind} ids)"), ...), k=(K, 10),
+        exclude=(Exclude, None))
+    i2i = [("item_ids", ns.I2IByItems)]
+    if item_schema is not None:
+        ns.I2IByFeatures = model(
+            "I2IByFeatures", "Top-k neighbours of items given by the item tower's inputs "
+            "(new items; put an indexed item's own id in exclude to leave it out).",
+            features=(features(item_schema, "item"), ...), k=(K, 10),
+            exclude=(Exclude, None))
+        i2i.append(("features", ns.I2IByFeatures))
+    ns.I2IRequest = _one_of(i2i, ("item_ids", "features"), "/i2i")
+
+    ns.ItemByEmbedding = model(
+        "ItemByEmbedding", "An item to add or replace, with its embedding.",
+        item_id=(NewItemId, ...), embedding=(Vector, ...))
+    rows = [("embedding", ns.ItemByEmbedding)]
+    if item_schema is not None:
+        row = item_schema.row_json_schema()
+        ns.ItemByFeatures = model(
+            "ItemByFeatures", "An item to add or replace, embedded from its features by "
+            "the item tower (a left-out item_id feature is this item's id).",
+            item_id=(NewItemId, ...),
+            features=(Annotated[Any, WithJsonSchema(row)], ...))
+        rows.append(("features", ns.ItemByFeatures))
+    ns.UpsertRow = _one_of(rows, ("embedding", "features"), "an item of /items")
+    ns.UpsertRequest = model(
+        "UpsertRequest", "Items to add or replace (an id given twice: the last one wins).",
+        items=(Annotated[List[ns.UpsertRow], Field(min_length=1, max_length=max_batch)],
+               ...))
+    ns.DeleteRequest = model(
+        "DeleteRequest", "Items to remove (an id given twice is removed once).",
+        item_ids=(Annotated[List[ItemId], Field(min_length=1, max_length=max_batch)], ...))
+    ns.UpdateResponse = create_model(
+        "UpdateResponse", __doc__="What an update changed, and the index size after it.",
+        added=(Optional[int], None), replaced=(Optional[int], None),
+        removed=(Optional[int], None), num_items=(int, ...),
+        item_ids=(List[OutId], Field(description="the ids added or replaced, or removed")),
+        unknown_ids=(Optional[List[OutId]], Field(
+            None, description="ids asked to be removed that were not indexed (nothing to "
+                              "remove)")))
+
+    ns.SearchResponse = create_model(
+        "SearchResponse", __doc__="Top-k answers, one row per query, best first.",
+        item_ids=(List[List[Optional[OutId]]], Field(
+            description="per query, k ids best first (null pads a row with fewer than "
+                        "k items left)")),
+        scores=(List[List[Optional[float]]], ...), k=(int, ...),
+        warnings=(List[str], Field(default_factory=list)))
+    ns.ErrorResponse = create_model(
+        "ErrorResponse", __doc__="Every error: a message, and the unknown ids for a 404 "
+                                 "about ids.",
+        error=(str, ...), unknown_ids=(Optional[List[Union[int, str]]], None))
+    return ns
 
 
-class I2IRequest(_Body):
-    """Top-k neighbours of indexed items (by id) or of new items (by features)."""
+class HealthResponse(BaseModel):
+    """Index facts; ``features`` describes what /u2i and /i2i take as ``features``."""
 
-    item_ids: Optional[Ids] = Field(None, description="indexed items (each excluded itself)")
-    features: Optional[Features] = Field(
-        None, description="item-tower inputs of (new) items, batched")
-    k: PositiveK = Field(10, description="neighbours per item")
-    exclude: Optional[List[List[Id]]] = Field(None, description="per item, ids to leave out")
-
-    @model_validator(mode="after")
-    def _one_item_kind(self):
-        self._exactly_one("item_ids", "features")
-        return self
-
-
-class UpsertRequest(_Body):
-    """Items to add or replace: ids with their embeddings, or with item-tower features."""
-
-    item_ids: Ids
-    embeddings: Optional[Vectors] = None
-    features: Optional[Features] = None
-
-    @model_validator(mode="after")
-    def _one_source(self):
-        self._exactly_one("embeddings", "features")
-        return self
-
-
-class DeleteRequest(_Body):
-    """Items to remove."""
-
-    item_ids: Ids
-
-
-class SearchResponse(BaseModel):
-    """Top-k answers, one row per query, best first."""
-
-    item_ids: List[List[Optional[Id]]] = Field(
-        description="per query, k ids best first (null pads a row with fewer than k left)")
-    scores: List[List[Optional[float]]]
-    k: int
-    warnings: List[str] = Field(default_factory=list)
-
-
-class UpdateResponse(BaseModel):
-    """What an update changed, and the index size after it."""
-
-    added: Optional[int] = None
-    replaced: Optional[int] = None
-    removed: Optional[int] = None
+    status: str
     num_items: int
-
-
-class ErrorResponse(BaseModel):
-    """Every error: a message, and the unknown ids for a 404 about ids."""
-
-    error: str
-    unknown_ids: Optional[List[Id]] = None
+    dim: int
+    distance: str
+    exact: bool
+    tuned_k: Optional[int]
+    users: Optional[int]
+    users_with_seen: int
+    read_only: bool
+    id_kind: str
+    user_id_kind: str
+    towers: Dict[str, bool]
+    asks: Dict[str, List[str]]
+    features: Dict[str, Optional[Dict[str, Any]]]
+    config: Dict[str, Any]
+    limits: Dict[str, int]
 
 
 class ApiError(Exception):
@@ -230,15 +399,6 @@ class _Held:
         self.lock._release(self.write)
 
 
-def _as_array(value, name, dtype=None):
-    try:
-        arr = np.asarray(value, dtype=dtype)
-    except (TypeError, ValueError, OverflowError) as e:
-        raise ApiError(400, f"{name} must be a (nested) list of numbers: {e}") from None
-    if arr.dtype == object:
-        raise ApiError(400, f"{name} must be a rectangular (nested) list of numbers or strings")
-    return arr
-
 
 def _id_array(ids, name):
     """JSON ids (validated ints or strings) as one int64 or unicode array."""
@@ -248,46 +408,36 @@ def _id_array(ids, name):
     return np.asarray(ids, dtype=np.int64 if kinds == {int} else None)
 
 
-def _features(value, name):
-    if isinstance(value, dict):
-        arrays = {key: _as_array(v, f"{name}[{key!r}]") for key, v in value.items()}
-        lengths = {len(v) if v.ndim else 0 for v in arrays.values()} or {0}
-        if len(lengths) != 1:
-            raise ApiError(400, f"{name} columns differ in length: {sorted(lengths)}")
-        return arrays, lengths.pop()
-    arr = _as_array(value, name)
-    return arr, (len(arr) if arr.ndim else 0)
+def _exact_integer_bounds(node):
+    """Integer bounds as JSON integers: FastAPI's OpenAPI model writes every bound as a
+    float, and the float of 2**63 - 1 is 2**63 (a client reading it lets 2**63 + 100
+    through). The int64 bounds are the only ones that far out."""
+    if isinstance(node, list):
+        return [_exact_integer_bounds(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _exact_integer_bounds(v) for k, v in node.items()}
+    if out.get("type") == "integer":
+        for key in ("minimum", "maximum"):
+            value = out.get(key)
+            if isinstance(value, float) and value.is_integer():
+                out[key] = (INT64_MAX if value >= INT64_MAX else
+                            INT64_MIN if value <= INT64_MIN else int(value))
+    return out
 
 
-def _is_union_tag(part):
-    return isinstance(part, str) and (part in ("str", "int", "float", "bool")
-                                      or "-" in part or "[" in part)
+def _json_response_class():
+    from fastapi.responses import JSONResponse
 
+    class AsciiJSONResponse(JSONResponse):
+        """JSON with non-ASCII characters escaped: an id holding a lone surrogate (valid
+        JSON, \\ud800) is echoed back as sent instead of failing to encode as UTF-8."""
 
-def _validation_message(errors):
-    """pydantic's errors as one line: the field path, what was wrong, the value."""
-    groups = {}
-    for e in errors:
-        loc = tuple(x for x in e.get("loc", ()) if x != "body" and not _is_union_tag(x))
-        groups.setdefault(loc, []).append(e)
-    parts = []
-    for loc, errs in list(groups.items())[:5]:
-        where = ".".join(str(x) for x in loc) or "body"
-        e = errs[0]
-        if e.get("type") == "json_invalid":
-            parts.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', '')}")
-        elif not loc and e.get("type") in ("model_attributes_type", "dict_type"):
-            parts.append("body must be a JSON object")
-        elif len(errs) > 1 and loc and loc[-1] != "features" and (
-                isinstance(loc[-1], int) or "ids" in str(loc[0]) or loc[0] == "exclude"):
-            parts.append(f"{where}: an id must be an int64 integer or a string, got "
-                         f"{e.get('input')!r:.80}")
-        else:
-            msg = e.get("msg", "invalid").removeprefix("Value error, ")
-            got = e.get("input")
-            tail = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r:.80}"
-            parts.append(f"{where}: {msg}{tail}")
-    return "; ".join(parts) or "invalid request"
+        def render(self, content):
+            return json.dumps(content, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
+
+    return AsciiJSONResponse
 
 
 def _short(e):
@@ -296,13 +446,60 @@ def _short(e):
     return f"{type(e).__name__}: {text[0] if text else ''}"[:500]
 
 
+
+def _is_union_tag(part):
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool")
+                                      or "-" in part or "[" in part)
+
+
+_ID_FIELDS = {"user_ids": "user", "item_ids": "item", "exclude": "item", "item_id": "item"}
+
+
+def _validation_message(errors, id_kinds=None):
+    """pydantic's errors as one line: the field path, what was wrong, the value."""
+    id_kinds = id_kinds or {}
+    groups = {}
+    for e in errors:
+        loc = tuple(x for x in e.get("loc", ()) if x != "body" and not _is_union_tag(x))
+        groups.setdefault(loc, []).append(e)
+    parts = []
+    for loc, errs in list(groups.items())[:5]:
+        where = ".".join(str(x) for x in loc) or "body"
+        e = errs[0]
+        got = e.get("input")
+        field = next((x for x in reversed(loc) if isinstance(x, str)), None)
+        if e.get("type") == "json_invalid":
+            parts.append(f"body is not valid JSON: {e.get('ctx', {}).get('error', '')}")
+        elif not loc and (e.get("type") in ("model_attributes_type", "dict_type")
+                          or (e.get("type") == "body_kind" and not isinstance(got, dict))):
+            parts.append("body must be a JSON object")
+        elif field in _ID_FIELDS and loc[-1] != field and e.get("type") not in (
+                "missing", "extra_forbidden"):
+            what = _ID_FIELDS[field]
+            kind = id_kinds.get(what)
+            words = ("a string (without NUL)" if kind == "str" else
+                     "an int64 integer" if kind == "int" else "an int64 integer or a string")
+            parts.append(f"{where}: an id of this index's {what}s must be {words}, got "
+                         f"{got!r:.80}")
+        else:
+            msg = e.get("msg", "invalid").removeprefix("Value error, ")
+            tail = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r:.80}"
+            parts.append(f"{where}: {msg}{tail}")
+    return "; ".join(parts) or "invalid request"
+
+
+def _kind_of(req, keys):
+    return next(k for k in keys if k in type(req).model_fields)
+
+
 class IndexService:
     """The HTTP endpoints' work on a :class:`~twotower.index.retriever.Retriever`.
 
     Every method but :meth:`health` runs in a worker thread. Searches hold the read side
     and updates the write side of one lock, so a search sees an update wholly or not at
     all. Ids are passed to the Retriever as the client sent them (its vocabulary, if any,
-    maps them; an unknown one raises UnknownIdError, answered with 404).
+    maps them; an unknown one raises UnknownIdError, answered with 404; an unknown one
+    in ``exclude`` is ignored). ``models`` are the request schemas (:func:`api_models`).
     """
 
     def __init__(self, retriever, *, max_batch, max_cost):
@@ -311,57 +508,107 @@ class IndexService:
         self.max_cost = int(max_cost)
         self.lock = _ReadWriteLock()
         self.batch_fallbacks = 0  # batches re-run request by request after an error
+        self.models = api_models(retriever, max_batch=self.max_batch,
+                                 max_cost=self.max_cost)
+        # what /health says of the towers: computed once (the towers never change)
+        self._asks = self.asks()
+        self._features_doc = {
+            who: None if schema is None else schema.describe()
+            for who, schema in (("query", self.models.query_features),
+                                ("item", self.models.item_features))}
 
     def tuned_k(self):
         """The k the index's search knobs were tuned for (None: never tuned)."""
         return int(getattr(self.retriever.index.config, "tuned_k", 0) or 0) or None
 
+    def asks(self):
+        """The ways /u2i, /i2i and /items take their queries (body keys)."""
+        m = self.models
+        out = {}
+        for endpoint, names in (("/u2i", ("U2IByUsers", "user_ids", "U2IByFeatures",
+                                          "features", "U2IByEmbeddings", "embeddings")),
+                                ("/i2i", ("I2IByItems", "item_ids", "I2IByFeatures",
+                                          "features")),
+                                ("/items", ("ItemByEmbedding", "embedding", "ItemByFeatures",
+                                            "features"))):
+            out[endpoint] = [names[j + 1] for j in range(0, len(names), 2)
+                             if hasattr(m, names[j])]
+        return out
+
     def health(self, read_only):
         """Cheap facts only: answered on the event loop, so it stays quick under load."""
         r = self.retriever
         config = r.index.config
+        m = self.models
         return {"status": "ok", "num_items": int(r.index.size), "dim": int(r.index.dim),
                 "distance": config.distance, "exact": bool(config.brute_force),
                 "tuned_k": self.tuned_k(), "users": r.num_users,
                 "users_with_seen": r.num_users_with_seen, "read_only": read_only,
-                "id_kind": ("int" if r.item_vocab is None else r.item_vocab.kind),
+                "id_kind": m.item_kind, "user_id_kind": m.user_kind,
                 "towers": {"query": r.query_tower is not None,
                            "item": r.item_tower is not None},
+                "asks": self._asks, "features": self._features_doc,
                 "config": config.to_dict(),
                 "limits": {"max_batch": self.max_batch, "max_cost": self.max_cost}}
 
     # -- bounds --
     def _check_bounds(self, rows, k, exclude):
         if rows < 1 or rows > self.max_batch:
-            raise ApiError(413 if rows > self.max_batch else 400,
-                           f"batch size must be in [1, {self.max_batch}], got {rows}")
-        extra = max((len(e) for e in exclude), default=0) if exclude else 0
+            raise ApiError(400, f"batch size must be in [1, {self.max_batch}] (--max-batch), "
+                                f"got {rows}")
+        extra = len(exclude) if exclude else 0
         cost = rows * (k + extra)
         if cost > self.max_cost:
-            raise ApiError(413, f"request cost {cost} = batch {rows} x (k {k} + longest "
-                                f"exclude list {extra}) exceeds --max-cost {self.max_cost}: "
-                                "send fewer queries per request or a smaller k")
-        if exclude is not None and len(exclude) != rows:
-            raise ApiError(400, f"exclude must have one list per query ({rows}), "
-                                f"got {len(exclude)}")
+            raise ApiError(413, f"request cost {cost} = batch {rows} x (k {k} + exclude "
+                                f"list {extra}) exceeds --max-cost {self.max_cost}: send "
+                                "fewer queries per request or a smaller k")
 
-    def _answer(self, result, k):
+    def _answer(self, result, k, available):
+        """The JSON answer: ids and scores [rows, k], null where a row has fewer than k
+        items (exclusions, or k above the ``available`` items); warnings."""
         ids, scores = result
         ids, scores = np.asarray(ids), np.asarray(scores, dtype=np.float64)
         id_rows, score_rows = ids.tolist(), scores.tolist()
         pad = ~np.isfinite(scores)
         for r, c in zip(*np.nonzero(pad)):  # rows with fewer than k items left
             id_rows[r][c] = score_rows[r][c] = None
+        short = k - ids.shape[1] if ids.ndim == 2 else k
+        if short > 0:
+            for row in id_rows:
+                row.extend([None] * short)
+            for row in score_rows:
+                row.extend([None] * short)
+        return {"item_ids": id_rows, "scores": score_rows, "k": int(k),
+                "warnings": self._warnings(k, available)}
+
+    def _warnings(self, k, available):
         warnings = []
         tuned = self.tuned_k()
-        if tuned is not None and k > tuned and not self.retriever.index.config.brute_force:
-            warnings.append(f"k={k} exceeds the k={tuned} this index was tuned for: recall "
-                            "may be below the tuned target (re-tune with a larger k)")
-        return {"item_ids": id_rows, "scores": score_rows, "k": int(k), "warnings": warnings}
+        if tuned is not None and k > tuned:
+            if self.retriever.index.config.brute_force:
+                # exact search scores every item: no recall to lose at a larger k
+                warnings.append(f"k={k} exceeds the k={tuned} this index was tuned for; "
+                                "the index is exact (brute force), so the answer is exact "
+                                "at any k: nothing to re-tune")
+            else:
+                warnings.append(f"k={k} exceeds the k={tuned} this index was tuned for: "
+                                "recall may be below the tuned target (re-tune with a "
+                                "larger k)")
+        if k > available:
+            warnings.append(f"k={k} exceeds the {available} items a query can get here: "
+                            f"each row ends with {k - available} nulls")
+        return warnings
+
+    def _limit(self, k, self_excluded=False):
+        """(k to search, items a query can get): k is capped by the index size (one
+        less for i2i by id, whose item is left out). Call under the read lock."""
+        available = max(0, int(self.retriever.index.size) - (1 if self_excluded else 0))
+        return min(k, available), available
 
     @staticmethod
     def _tower(fn, *args, what, **kwargs):
-        """Calls into a tower; its rejections (TF's InvalidArgumentError, ...) are 400s."""
+        """Calls into a tower; its rejections (TF's InvalidArgumentError, ...) are 400s
+        that name no TF internals (the inputs already matched the tower's schema)."""
         try:
             return fn(*args, **kwargs)
         except (ApiError, ValueError):
@@ -370,30 +617,54 @@ class IndexService:
             if not type(e).__module__.startswith("tensorflow") and not isinstance(
                     e, (TypeError, KeyError, IndexError)):
                 raise
-            raise ApiError(400, f"the {what} tower rejected the inputs: {_short(e)}") from None
+            _log.info("the %s tower rejected a request's inputs: %s", what, _short(e))
+            raise ApiError(400, f"the {what} tower could not embed these inputs "
+                                f"({type(e).__name__}): they have the form GET /health "
+                                f"lists under features.{what}, so a value is outside what "
+                                "the tower was trained on (e.g. an id at or above its "
+                                "vocabulary size)") from None
+
+    def _features(self, schema, rows, what, **kwargs):
+        if schema is None:
+            raise ApiError(400, f"this index's {what} tower takes no features it can "
+                                "describe: send " + ("embeddings" if what == "query"
+                                                     else "item_ids"))
+        try:
+            return schema.prepare(rows, **kwargs)
+        except FeatureError as e:
+            raise ApiError(400, str(e)) from None
 
     # -- endpoints --
-    def u2i(self, req: U2IRequest):
+    def u2i(self, req):
         r = self.retriever
-        if req.embeddings is not None:
-            q = _as_array(req.embeddings, "embeddings", np.float32)
-            self._check_bounds(len(q), req.k, req.exclude)
+        kind = _kind_of(req, ("user_ids", "features", "embeddings"))
+        exclude = req.exclude or None
+        if kind == "embeddings":
+            q = np.asarray(req.embeddings, dtype=np.float32).reshape(-1, r.index.dim)
+            self._check_bounds(len(q), req.k, exclude)
             with self.lock.read():
-                return self._answer(r.u2i_embeddings(q, req.k, exclude=req.exclude), req.k)
-        if req.user_ids is not None:
+                k, available = self._limit(req.k)
+                return self._answer(r.u2i_embeddings(
+                    q, k, exclude=None if exclude is None else [exclude] * len(q)),
+                    req.k, available)
+        if kind == "user_ids":
             users = _id_array(req.user_ids, "user_ids")
-            self._check_bounds(len(users), req.k, req.exclude)
+            self._check_bounds(len(users), req.k, exclude)
             with self.lock.read():
+                k, available = self._limit(req.k)
                 return self._answer(self._tower(
-                    r.u2i_users, users, req.k, exclude_seen=req.exclude_seen,
-                    exclude=req.exclude, what="query"), req.k)
-        if r.query_tower is None:
-            raise ApiError(400, "this index was saved without a query tower: send embeddings")
-        inputs, n = _features(req.features, "features")
-        self._check_bounds(n, req.k, req.exclude)
+                    r.u2i_users, users, k, exclude_seen=req.exclude_seen,
+                    exclude=None if exclude is None else [exclude] * len(users),
+                    what="query"), req.k, available)
+        # the features are the schema's (400) before the limits (413)
+        inputs = self._features(self.models.query_features, req.features, "query")
+        n = len(req.features)
+        self._check_bounds(n, req.k, exclude)
         with self.lock.read():
-            return self._answer(self._tower(r.u2i, inputs, req.k, exclude=req.exclude,
-                                            what="query"), req.k)
+            k, available = self._limit(req.k)
+            return self._answer(self._tower(
+                r.u2i, inputs, k, exclude=None if exclude is None else [exclude] * n,
+                what="query"), req.k, available)
 
     def u2i_users_batch(self, requests):
         """Several /u2i-by-user requests with one (k, exclude_seen, id kind) in one
@@ -402,19 +673,19 @@ class IndexService:
         A batch that fails (an unknown user in one request) is re-run request by request,
         so that each request gets its own answer or error.
         """
-        from fastapi.responses import JSONResponse
-
+        JSONResponse = _json_response_class()
         k, exclude_seen = requests[0].k, requests[0].exclude_seen
         if len(requests) > 1:
             users = [_id_array(req.user_ids, "user_ids") for req in requests]
             exclude = None
-            if any(req.exclude is not None for req in requests):
-                exclude = [e for req, u in zip(requests, users)
-                           for e in (req.exclude if req.exclude is not None else [[]] * len(u))]
+            if any(req.exclude for req in requests):
+                exclude = [list(req.exclude or []) for req, u in zip(requests, users)
+                           for _ in range(len(u))]
             try:
                 with self.lock.read():
+                    k_search, available = self._limit(k)
                     ids, scores = self._tower(
-                        self.retriever.u2i_users, np.concatenate(users), k,
+                        self.retriever.u2i_users, np.concatenate(users), k_search,
                         exclude_seen=exclude_seen, exclude=exclude, what="query")
             except Exception:  # noqa: BLE001  re-run one by one below, for the right errors
                 self.batch_fallbacks += 1
@@ -423,7 +694,8 @@ class IndexService:
                 for u in users:
                     stop = start + len(u)
                     out.append(JSONResponse(self._answer((ids[start:stop],
-                                                          scores[start:stop]), k)))
+                                                          scores[start:stop]), k,
+                                                         available)))
                     start = stop
                 return out
         out = []
@@ -434,43 +706,73 @@ class IndexService:
                 out.append(e)
         return out
 
-    def i2i(self, req: I2IRequest):
+    def i2i(self, req):
         r = self.retriever
-        if req.item_ids is not None:
+        kind = _kind_of(req, ("item_ids", "features"))
+        exclude = req.exclude or None
+        if kind == "item_ids":
             ids = _id_array(req.item_ids, "item_ids")
-            self._check_bounds(len(ids), req.k, req.exclude)
+            self._check_bounds(len(ids), req.k, exclude)
             with self.lock.read():
-                return self._answer(r.i2i(ids, req.k, exclude=req.exclude), req.k)
-        if r.item_tower is None:
-            raise ApiError(400, "this index was saved without an item tower: send item_ids")
-        inputs, n = _features(req.features, "features")
-        self._check_bounds(n, req.k, req.exclude)
+                k, available = self._limit(req.k, self_excluded=True)
+                if k < 1:  # a one-item index: the item has no neighbour
+                    r._check_indexed(r._items_in(ids, "item_ids", allow_empty=False), ids)
+                    empty = np.zeros((len(ids), 0))
+                    return self._answer((empty.astype(np.int64), empty), req.k, available)
+                return self._answer(r.i2i(
+                    ids, k, exclude=None if exclude is None else [exclude] * len(ids)),
+                    req.k, available)
+        inputs = self._features(self.models.item_features, req.features, "item")
+        n = len(req.features)
+        self._check_bounds(n, req.k, exclude)
         with self.lock.read():
-            return self._answer(self._tower(r.i2i_features, inputs, req.k,
-                                            exclude=req.exclude, what="item"), req.k)
+            k, available = self._limit(req.k)
+            return self._answer(self._tower(
+                r.i2i_features, inputs, k, exclude=None if exclude is None else [exclude] * n,
+                what="item"), req.k, available)
 
-    def upsert(self, req: UpsertRequest):
+    def upsert(self, req):
         r = self.retriever
-        ids = _id_array(req.item_ids, "item_ids")
-        if req.embeddings is not None:
-            vectors = _as_array(req.embeddings, "embeddings", np.float32)
-            features = None
-        else:
-            vectors = None
-            features, n = _features(req.features, "features")
-            if n != len(ids):
-                raise ApiError(400, f"item_ids ({len(ids)}) and features ({n} rows) differ "
-                                    "in length")
+        last = {}
+        for j, row in enumerate(req.items):  # an id given twice: the last row wins
+            last[row.item_id] = j
+        rows = [req.items[j] for j in sorted(last.values())]
+        ids = _id_array([row.item_id for row in rows], "items[].item_id")
+        vectors = np.zeros((len(rows), r.index.dim), np.float32)
+        by_features = [j for j, row in enumerate(rows) if hasattr(row, "features")]
+        for j, row in enumerate(rows):
+            if not hasattr(row, "features"):
+                vectors[j] = row.embedding
+        if by_features:
+            schema = self.models.item_features
+            inputs = self._features(
+                schema, [rows[j].features for j in by_features], "item",
+                ids=[rows[j].item_id for j in by_features],
+                labels=[f"items[{last[rows[j].item_id]}].features" for j in by_features])
+            vectors[by_features] = self._tower(
+                embed, r.item_tower, inputs, desc="embedding items", progress=False,
+                what="item")
         with self.lock.write():
-            done = self._tower(r.upsert_items, ids, vectors=vectors, features=features,
-                               what="item")
-            return {**done, "num_items": int(r.index.size)}
+            done = r.upsert_items(ids, vectors=vectors)
+            return {**done, "num_items": int(r.index.size), "item_ids": ids.tolist()}
 
-    def delete(self, req: DeleteRequest):
+    def delete(self, req):
+        """Removes the indexed items among ``item_ids``; the others (unknown, or removed
+        already) are listed in ``unknown_ids``: a delete is idempotent."""
         r = self.retriever
-        ids = _id_array(req.item_ids, "item_ids")
+        given = list(dict.fromkeys(req.item_ids))  # an id given twice is removed once
+        ids = _id_array(given, "item_ids")
         with self.lock.write():
-            return {"removed": int(r.remove_items(ids)), "num_items": int(r.index.size)}
+            internal = r.known_item_ids(ids)
+            present = (internal >= 0) & r.index.indexed(internal)
+            keep = ids[present]
+            if len(keep) >= r.index.size:
+                raise ApiError(409, f"removing these {len(keep)} items would leave the "
+                                    f"index empty ({r.index.size} items): an index keeps at "
+                                    "least one item")
+            removed = int(r.remove_items(keep)) if len(keep) else 0
+            return {"removed": removed, "num_items": int(r.index.size),
+                    "item_ids": keep.tolist(), "unknown_ids": ids[~present].tolist()}
 
 
 class _Batcher:
@@ -863,28 +1165,48 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
         (defaults in ``DEFAULTS``).
     """
     import anyio
-    from fastapi import Depends, FastAPI, Request
+    from fastapi import Body, Depends, FastAPI, Request
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse, Response
+    from fastapi.openapi.utils import get_openapi
+    from fastapi.responses import PlainTextResponse
+    from fastapi.security import HTTPBearer
     from starlette.exceptions import HTTPException as StarletteHTTPException
 
     unknown = set(limits) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"unknown limits {sorted(unknown)}; expected some of {sorted(DEFAULTS)}")
+    JSONResponse = _json_response_class()
     s = {**DEFAULTS, **limits}
     metrics = metrics or Metrics()
     service = IndexService(retriever, max_batch=s["max_batch"], max_cost=s["max_cost"])
+    m = service.models
+    id_kinds = {"item": m.item_kind, "user": m.user_kind}
     workers = int(s["workers"]) or min(32, (os.cpu_count() or 1) + 4)
     limiter = anyio.CapacityLimiter(workers)
     read_only = token is None
     token_bytes = None if token is None else token.encode()
 
-    app = FastAPI(title="twotower index", version="1",
-                  description="Two-tower retrieval over a ScaNN index: u2i, i2i, updates.",
-                  responses={400: {"model": ErrorResponse}, 404: {"model": ErrorResponse},
-                             413: {"model": ErrorResponse}, 429: {"model": ErrorResponse}})
+    app = FastAPI(title="twotower index", version="1", default_response_class=JSONResponse,
+                  description="Two-tower retrieval over a ScaNN index: u2i, i2i, updates. "
+                              "Every answer is JSON but GET /metrics (Prometheus text). "
+                              + LIMIT_NOTE)
     app.state.service = service
     app.state.metrics = metrics
+
+    def openapi():
+        """FastAPI's schema without its 422 answers (validation errors are 400 here)."""
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version,
+                                 description=app.description, routes=app.routes)
+            for operations in schema.get("paths", {}).values():
+                for operation in operations.values():
+                    operation.get("responses", {}).pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema.get("components", {}).get("schemas", {}).pop(name, None)
+            app.openapi_schema = _exact_integer_bounds(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
     async def work(fn, *args):
         # ScaNN and TF run in a bounded thread pool, never on the event loop.
@@ -893,6 +1215,15 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
     def error(status, message, headers=None, **extra):
         return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
+    def allowed_methods(path):
+        """Every method a route of ``path`` takes (Starlette's 405 names one route's)."""
+        methods = set()
+        for route in app.routes:
+            regex = getattr(route, "path_regex", None)
+            if regex is not None and regex.match(path) and getattr(route, "methods", None):
+                methods |= set(route.methods)
+        return ", ".join(sorted(methods))
+
     @app.exception_handler(ApiError)
     async def _api_error(request, exc):
         return error(exc.status, exc.message, exc.headers, **exc.extra)
@@ -900,17 +1231,20 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
         message = exc.detail
+        headers = getattr(exc, "headers", None)
         if exc.status_code == 404 and message == "Not Found":
             message = (f"unknown path {request.url.path!r}; see GET /docs for the routes "
                        "(GET /health, POST /u2i, POST /i2i, ...)")
         elif exc.status_code == 405:
+            allow = allowed_methods(request.url.path) or (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": allow}
             message = (f"method {request.method} not allowed on {request.url.path!r}; "
-                       f"allowed: {(exc.headers or {}).get('Allow', '?')}")
-        return error(exc.status_code, str(message), getattr(exc, "headers", None))
+                       f"allowed: {allow}")
+        return error(exc.status_code, str(message), headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc):
-        return error(400, _validation_message(exc.errors()))
+        return error(400, _validation_message(exc.errors(), id_kinds))
 
     @app.exception_handler(UnknownIdError)
     async def _unknown(request, exc):
@@ -923,9 +1257,13 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
 
     @app.exception_handler(Exception)
     async def _internal(request, exc):
+        _log.error("internal error answering %s %s", request.method, request.url.path,
+                   exc_info=exc)
         return error(500, f"internal error ({type(exc).__name__}); see the server log")
 
-    def authorize(request: Request):
+    bearer = HTTPBearer(auto_error=False, description="the token of --token-file")
+
+    def authorize(request: Request, _scheme=Depends(bearer)):
         if read_only:
             raise ApiError(403, "this server is read-only: start it with --token-file to "
                                 "allow updates")
@@ -940,7 +1278,18 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
         # JSONResponse renders (json.dumps) when made: in the worker too, off the loop.
         return lambda body: JSONResponse(fn(body))
 
-    @app.get("/health", summary="Index facts and liveness")
+    why = {400: "a request this schema refuses, or ids of the wrong kind",
+           401: "missing or wrong bearer token", 403: "a read-only server",
+           404: "unknown user or item ids (unknown_ids names them)",
+           408: "the body was not received in time", 409: "it would empty the index",
+           413: "over a limit: body bytes, or batch x (k + len(exclude)) over --max-cost",
+           429: "too many requests in progress"}
+
+    def errors(*codes):
+        return {c: {"model": m.ErrorResponse, "description": why[c]} for c in codes}
+
+    @app.get("/health", summary="Index facts, the features each tower takes, liveness",
+             response_model=HealthResponse)
     async def health():
         return JSONResponse(service.health(read_only))
 
@@ -948,41 +1297,49 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
                        parallel=max(1, int(s["batch_parallel"])),
                        histogram=metrics.batch_requests)
     app.state.batcher = batcher
+    by_users = getattr(m, "U2IByUsers", None)
 
-    @app.post("/u2i", response_model=SearchResponse, summary="Top-k items for users")
-    async def u2i(body: U2IRequest):
-        if body.user_ids is not None and s["batch_parallel"]:
+    @app.post("/u2i", response_model=m.SearchResponse, summary="Top-k items for users",
+              responses=errors(400, 404, 408, 413, 429))
+    async def u2i(body: Annotated[m.U2IRequest, Body()]):
+        if by_users is not None and isinstance(body, by_users) and s["batch_parallel"]:
             service._check_bounds(len(body.user_ids), body.k, body.exclude)
             kinds = tuple(sorted({type(i).__name__ for i in body.user_ids}))
             return await batcher.submit((body.k, body.exclude_seen, kinds), body,
                                         len(body.user_ids))
         return await work(answer(service.u2i), body)
 
-    @app.post("/i2i", response_model=SearchResponse, summary="Top-k neighbours of items")
-    async def i2i(body: I2IRequest):
+    @app.post("/i2i", response_model=m.SearchResponse, summary="Top-k neighbours of items",
+              responses=errors(400, 404, 408, 413, 429))
+    async def i2i(body: Annotated[m.I2IRequest, Body()]):
         return await work(answer(service.i2i), body)
 
-    # The token is checked (a dependency) before the body is validated.
-    @app.post("/items", response_model=UpdateResponse, dependencies=[Depends(authorize)],
-              summary="Add or replace items (needs the bearer token)")
-    async def upsert(body: UpsertRequest):
+    # The token is checked (a dependency) before the body is validated. A read-only
+    # server answers 403 to these and leaves them out of its schema.
+    updates = dict(response_model=m.UpdateResponse, dependencies=[Depends(authorize)],
+                   include_in_schema=not read_only)
+
+    @app.post("/items", summary="Add or replace items (needs the bearer token)",
+              responses=errors(400, 401, 403, 408, 413, 429), **updates)
+    async def upsert(body: Annotated[m.UpsertRequest, Body()]):
         return await work(answer(service.upsert), body)
 
-    @app.delete("/items", response_model=UpdateResponse, dependencies=[Depends(authorize)],
-                summary="Remove items (needs the bearer token)")
-    async def delete(body: DeleteRequest):
+    @app.delete("/items", summary="Remove items (needs the bearer token)",
+                responses=errors(400, 401, 403, 408, 409, 413, 429), **updates)
+    async def delete(body: Annotated[m.DeleteRequest, Body()]):
         return await work(answer(service.delete), body)
 
-    @app.post("/items/delete", response_model=UpdateResponse,
-              dependencies=[Depends(authorize)],
-              summary="Remove items, for clients that cannot send DELETE with a body")
-    async def delete_post(body: DeleteRequest):
+    @app.post("/items/delete",
+              summary="Remove items, for clients that cannot send DELETE with a body",
+              responses=errors(400, 401, 403, 408, 409, 413, 429), **updates)
+    async def delete_post(body: Annotated[m.DeleteRequest, Body()]):
         return await work(answer(service.delete), body)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics (text exposition format)",
+             response_class=PlainTextResponse)
     async def prometheus():
         data, content_type = metrics.render()
-        return Response(data, media_type=content_type)
+        return PlainTextResponse(data, media_type=content_type)
 
     return LimitsMiddleware(app, metrics=metrics, max_request_bytes=s["max_request_bytes"],
                             timeout_body=s["timeout_body"],
@@ -1129,10 +1486,11 @@ def build_parser():
                    default=DEFAULTS["max_request_bytes"],
                    help="largest request body accepted, in bytes (413 above; default 1 MiB)")
     p.add_argument("--max-batch", type=_positive(int), default=DEFAULTS["max_batch"],
-                   help="most queries in one request (413 above; default %(default)s)")
+                   help="most queries (or items to update) in one request (400 above: "
+                        "the schema's maxItems; default %(default)s)")
     p.add_argument("--max-cost", type=_positive(int), default=DEFAULTS["max_cost"],
-                   help="most results one request may ask for: batch x (k + longest "
-                        "exclude list) (413 above; default %(default)s)")
+                   help="most results one request may ask for: batch x (k + "
+                        "len(exclude)) (413 above; also k's maximum; default %(default)s)")
     p.add_argument("--max-concurrency", type=_positive(int),
                    default=DEFAULTS["max_concurrency"],
                    help="search/update requests in progress at once, queued or running "

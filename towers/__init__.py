@@ -7,9 +7,6 @@ from twotower.towers.id_tower import EmbeddingTable, IDTower
 from twotower.towers.pooled_id_tower import PooledIDTower
 from twotower.towers.two_tower_model import TwoTowerModel, embed
 
-# transitional, until the index tests import twotower.metrics.ranking themselves
-from twotower.metrics import ranking as evaluation  # noqa: E402,F401
-
 __all__ = ["AttentionPooledIDTower", "EmbeddingTable", "FeatureTower", "IDTower",
            "PooledIDTower", "TwoTowerModel", "categorical", "dense", "embed", "hashed",
            "multi_hot", "sequence", "text"]

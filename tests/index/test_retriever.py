@@ -5,8 +5,10 @@ import tensorflow as tf
 import twotower  # noqa: F401
 from twotower.index.builder import build_index, embed
 from twotower.index import UnknownIdError
-from twotower.index.retriever import Retriever
-from twotower.towers import IDTower, evaluation
+from twotower.index.retriever import FeatureError, Retriever
+from twotower.metrics import ranking as evaluation
+from twotower.towers import IDTower
+from twotower.towers.feature_tower import FeatureTower as FT
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +120,14 @@ def test_string_item_ids_in_and_out(towers):
     with pytest.raises(UnknownIdError, match="unknown item id 'nope'") as e:
         named.i2i(["sku-1", "nope"])
     assert e.value.ids == ["nope"]
-    with pytest.raises(UnknownIdError, match="'nope'"):
-        named.u2i(np.arange(1), 3, exclude=[["nope"]])
+    # excluding an item nobody knows changes nothing (nor does excluding one twice)
+    np.testing.assert_array_equal(named.u2i(np.arange(2), 3, exclude=[["nope"], []])[0],
+                                  named.u2i(np.arange(2), 3)[0])
+    kept = named.i2i(["sku-3"], 4, exclude=[["sku-10", "ghost", "sku-10"]])[0]
+    np.testing.assert_array_equal(kept, named.i2i(["sku-3"], 4, exclude=[["sku-10"]])[0])
+    with pytest.raises(ValueError, match="must be string ids"):
+        named.i2i(["sku-3"], 4, exclude=[[10]])  # the wrong kind of id is still an error
+    assert named.known_item_ids(["sku-5", "ghost"]).tolist() == [5, -1]
     with pytest.raises(ValueError, match="must be string ids"):
         named.i2i([3])
     with pytest.raises(ValueError, match="item_vocab has 10 ids but the index holds "
@@ -192,3 +200,46 @@ def test_a_user_table_keyed_by_strings_points_to_user_vocab(towers):
     items = embed(item_tower, np.arange(600), progress=False)
     with pytest.raises(ValueError, match="got str value 'u0'.*user_vocab="):
         Retriever(build_index(items), query_tower, user_table={"user_id": np.array(["u0"])})
+
+
+# -- the towers' inputs as JSON -------------------------------------------------------------
+def test_feature_schema_of_a_feature_tower_pads_fills_and_names_what_is_wrong():
+    genres = np.array([["a", "b"], ["c", ""]])
+    tower = FT([FT.categorical("item_id", vocabulary=[0, 1, 2], dim=2),
+                FT.multi_hot("genres", genres, dim=2), FT.dense("year", [1990.0, 2000.0]),
+                FT.sequence("history", 5, dim=2)], output_dim=4, hidden_units=())
+    items = embed(tower, {"item_id": np.arange(3), "genres": np.array([["a", ""]] * 3),
+                          "year": np.full(3, 1995.0, np.float32),
+                          "history": np.zeros((3, 2), np.int64)}, progress=False)
+    r = Retriever(build_index(items), None, tower, item_vocab=["x", "y", "z"])
+    schema = r.feature_schema("item")
+    assert r.feature_schema("query") is None and schema.rows_are_objects
+    described = {f["name"]: f for f in schema.describe()["features"]}
+    # a live tower (not saved with an example) takes lists of any length, padded
+    assert described["genres"]["shape"] == [None] and described["genres"]["pad"] == ""
+    assert (described["history"]["minimum"], described["history"]["maximum"]) == (0, 4)
+    assert described["item_id"] == {
+        "name": "item_id", "type": "string", "shape": [], "required": False,
+        "form": described["item_id"]["form"], "what": described["item_id"]["what"]}
+    inputs = schema.prepare([{"genres": ["a"], "year": 2001, "history": [3], "item_id": "z"},
+                             {"genres": ["b", "c", "a"], "year": 1990.5, "history": []}])
+    assert inputs["genres"].tolist() == [[b"a", b"", b""], [b"b", b"c", b"a"]]
+    assert inputs["history"].tolist() == [[3], [0]]
+    assert inputs["item_id"].tolist() == [2, -1]  # "z" is internal 2; left out: OOV
+    assert inputs["year"].dtype == np.float32
+    np.testing.assert_allclose(tower(inputs).numpy()[0], tower({
+        "item_id": np.array([2]), "genres": np.array([["a", "", ""]]),
+        "year": np.array([2001.0], np.float32), "history": np.array([[3]])}).numpy()[0],
+        rtol=1e-6)
+    for rows, match in [
+        ([{"genres": "a", "year": 1.0, "history": []}],
+         r"features\[0\]\['genres'\]: expected a list, got 'a'"),
+        ([{"genres": [], "year": True, "history": []}],
+         r"features\[0\]\['year'\]: expected a number, got True"),
+        ([{"genres": [], "year": 1.0, "history": [5]}],
+         r"features\[0\]\['history'\]\[0\]: expected an integer in \[0, 4\], got 5"),
+        ([{"genres": [], "history": []}], r"missing features \['year'\]"),
+        ([], "non-empty list"),
+    ]:
+        with pytest.raises(FeatureError, match=match):
+            schema.prepare(rows)

@@ -20,8 +20,10 @@ import twotower  # noqa: F401
 from twotower.index import persistence
 from twotower.index.builder import build_index, embed
 from twotower.index.retriever import Retriever
-from twotower.index.server import IndexServer, _CoalescingTransport, build_parser, main
-from twotower.towers import IDTower, evaluation
+from twotower.index.server import IndexServer, IndexService, _CoalescingTransport, \
+    build_parser, main
+from twotower.metrics import ranking as evaluation
+from twotower.towers import IDTower
 
 TOKEN = "s3cret-token"
 FAST = dict(timeout_header=1.0, timeout_body=1.0, timeout_keep_alive=2.0)
@@ -141,7 +143,7 @@ def test_health(served):
 
 def test_u2i_by_user_id_and_embeddings_match_brute_force(served):
     server, users, items = served
-    seen = [[1, 2, 3]] * 4
+    seen = [1, 2, 3]  # left out of every query's answer
     status, body = _call(server, "POST", "/u2i",
                          {"user_ids": [0, 5, 7, 19], "k": 5, "exclude": seen})
     assert status == 200 and body["warnings"] == []
@@ -160,7 +162,7 @@ def test_i2i_matches_brute_force(served):
     np.testing.assert_array_equal(body["item_ids"], want + 1)
     # fewer than k left after exclusions: the row is padded with nulls, never a fake id
     status, body = _call(server, "POST", "/i2i", {"item_ids": [1], "k": 799,
-                                                  "exclude": [[2, 3]]})
+                                                  "exclude": [2, 3]})
     assert status == 200 and body["item_ids"][0][-2:] == [None, None]
     assert body["scores"][0][-2:] == [None, None] and None not in body["item_ids"][0][:-2]
 
@@ -170,22 +172,35 @@ def test_i2i_matches_brute_force(served):
     ("POST", "/u2i", None, b"", 400, "body"),
     ("POST", "/u2i", [1, 2], None, 400, "must be a JSON object"),
     ("POST", "/u2i", {"user_ids": [1], "k": 0}, None, 400, "k: .*greater than or equal to 1"),
-    ("POST", "/u2i", {"user_ids": [1], "k": 900}, None, 400, r"k must be an int in \[1, 800\]"),
+    ("POST", "/u2i", {"user_ids": [1], "k": 1001}, None, 400,
+     "k: .*less than or equal to 1000, got 1001"),  # k <= --max-cost: the schema says so
     ("POST", "/u2i", {"user_ids": [1], "k": "3"}, None, 400, "k: .*valid integer"),
-    ("POST", "/u2i", {"user_ids": [1.5]}, None, 400, "user_ids.0: an id must be"),
-    ("POST", "/u2i", {"user_ids": [1], "exclude": [[2 ** 70]]}, None, 400,
-     "exclude.0.0: an id must be an int64 integer"),
-    ("POST", "/u2i", {"user_ids": [1], "exclude": [[1], [2]]}, None, 400,
-     "one list per query"),
-    ("POST", "/u2i", {"embeddings": [[0.1] * 3]}, None, 400, r"shape \[n, 8\], got \(1, 3\)"),
-    ("POST", "/u2i", {"embeddings": [[0.1] * 8, [0.1]]}, None, 400, "rectangular|sequence"),
+    ("POST", "/u2i", {"user_ids": [1.5]}, None, 400,
+     "user_ids.0: an id of this index's users must be an int64 integer, got 1.5"),
+    ("POST", "/u2i", {"user_ids": ["u-1"]}, None, 400,
+     "user_ids.0: an id of this index's users must be an int64 integer, got 'u-1'"),
+    ("POST", "/u2i", {"user_ids": [1], "exclude": [2 ** 70]}, None, 400,
+     "exclude.0: an id of this index's items must be an int64 integer"),
+    ("POST", "/u2i", {"user_ids": [1], "exclude": [[1]]}, None, 400,
+     r"exclude.0: .* got \[1\]"),  # one list for every query, not one per query
+    ("POST", "/u2i", {"embeddings": [[0.1] * 3]}, None, 400,
+     "embeddings.0: List should have at least 8 items"),
+    ("POST", "/u2i", {"embeddings": [[0.1] * 8, [0.1]]}, None, 400,
+     "embeddings.1: List should have at least 8 items"),
+    ("POST", "/u2i", {"embeddings": [[1e300] * 8]}, None, 400,
+     "embeddings.0.0: Input should be less than or equal to 1000000000000000"),
     ("POST", "/u2i", {"user_ids": [1], "embeddings": [[0.0] * 8]}, None, 400,
      "exactly one of"),
     ("POST", "/u2i", {"user_ids": [1], "bogus": 1}, None, 400, "bogus: Extra inputs"),
     ("POST", "/u2i", {"user_ids": [1], "exclude_seen": "no"}, None, 400, "exclude_seen"),
-    ("POST", "/i2i", {"item_ids": [1], "k": 800}, None, 400, r"k must be an int in \[1, 799\]"),
-    ("POST", "/i2i", {"items": [1]}, None, 400, "items: Extra inputs"),
-    ("POST", "/i2i", {"features": [1, 2]}, None, 400, "without an item tower"),
+    ("POST", "/u2i", {"features": [3, 20], "k": 1000}, None, 400,  # 400 before the 413
+     r"features\[1\]: expected an integer in \[0, 19\], got 20"),  # the IDTower's range
+    ("POST", "/u2i", {"user_ids": [1] * 17, "k": 1}, None, 400,
+     "user_ids: List should have at most 16 items"),  # --max-batch, stated by the schema
+    ("POST", "/i2i", {"item_ids": [1], "k": 1001}, None, 400, "k: .*less than or equal"),
+    ("POST", "/i2i", {"items": [1]}, None, 400, r"give exactly one of \['item_ids'\]"),
+    ("POST", "/i2i", {"features": [1, 2]}, None, 400,
+     "/i2i of this index takes item_ids; not features"),
 ])
 def test_bad_requests_get_400_json_and_the_server_keeps_serving(served, method, path, body,
                                                                 raw, code, match):
@@ -201,11 +216,25 @@ def test_bad_requests_get_400_json_and_the_server_keeps_serving(served, method, 
     ("GET", "/u2i", 405, "method GET not allowed .* POST"),
     ("PUT", "/i2i", 405, "method PUT not allowed"),
     ("DELETE", "/health", 405, "not allowed"),
+    ("PUT", "/items", 405, "allowed: DELETE, POST"),
 ])
 def test_unknown_routes_and_methods_are_json(served, method, path, code, match):
     server, _, _ = served
     status, answer = _call(server, method, path, body={} if method != "GET" else None)
     assert status == code and re.search(match, answer["error"]), answer
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH", "OPTIONS"])
+def test_a_405_allows_every_method_of_the_path(served, method):
+    """/items has a POST and a DELETE route: the Allow header names both (Starlette's
+    own names the first route that matched the path only)."""
+    server, _, _ = served
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    conn.request(method, "/items", body=b"{}", headers={"Content-Type": "application/json"})
+    response = conn.getresponse()
+    response.read()
+    conn.close()
+    assert response.status == 405 and response.getheader("allow") == "DELETE, POST"
 
 
 def test_unknown_ids_are_404_naming_them(served):
@@ -224,18 +253,16 @@ def test_size_bounds_are_413(served):
     assert status == 413 and re.search(r"cost 1010 .* exceeds --max-cost 1000",
                                        answer["error"])
     status, answer = _call(server, "POST", "/u2i", {"user_ids": [1], "k": 300,
-                                                    "exclude": [list(range(1, 800))]})
-    assert status == 413 and "longest exclude list 799" in answer["error"], answer
-    status, answer = _call(server, "POST", "/u2i", {"user_ids": [1] * 17, "k": 1})
-    assert status == 413 and "batch size" in answer["error"]
+                                                    "exclude": list(range(1, 800))})
+    assert status == 413 and "exclude list 799" in answer["error"], answer
     assert _call(server, "GET", "/health")[0] == 200
 
 
 def test_read_only_server_refuses_updates(served):
     server, _, _ = served
     for method, path in (("POST", "/items"), ("DELETE", "/items"), ("POST", "/items/delete")):
-        body = {"item_ids": [5000], "embeddings": [[1.0] * 8]} if path == "/items" and \
-            method == "POST" else {"item_ids": [1]}
+        body = {"items": [{"item_id": 5000, "embedding": [1.0] * 8}]} if path == "/items" \
+            and method == "POST" else {"item_ids": [1]}
         status, answer = _call(server, method, path, body,
                                headers={"Authorization": f"Bearer {TOKEN}"})
         assert status == 403 and "read-only" in answer["error"] and "--token-file" in \
@@ -283,7 +310,18 @@ def test_metrics_and_openapi(served):
     assert 'twotower_http_errors_total{endpoint="other",status="404"}' in text
     assert 'twotower_http_request_duration_seconds_bucket{endpoint="/u2i",le="0.005"}' in text
     status, spec = _call(server, "GET", "/openapi.json")
-    assert status == 200 and {"/u2i", "/i2i", "/items", "/health"} <= set(spec["paths"])
+    assert status == 200 and {"/u2i", "/i2i", "/health", "/metrics"} <= set(spec["paths"])
+    assert "/items" not in spec["paths"]  # a read-only server documents no updates
+    assert list(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == [
+        "text/plain"]
+    u2i = spec["paths"]["/u2i"]["post"]
+    assert "422" not in u2i["responses"] and "413" in u2i["responses"]
+    kinds = spec["components"]["schemas"]
+    assert [ref["$ref"].rsplit("/", 1)[1] for ref in
+            u2i["requestBody"]["content"]["application/json"]["schema"]["oneOf"]] == [
+        "U2IByUsers", "U2IByFeatures", "U2IByEmbeddings"]
+    assert kinds["U2IByUsers"]["properties"]["user_ids"]["items"]["maximum"] == 2 ** 63 - 1
+    assert kinds["U2IByUsers"]["properties"]["user_ids"]["maxItems"] == 16
     host, port = server.server_address
     conn = http.client.HTTPConnection(host, port, timeout=30)
     conn.request("GET", "/docs")
@@ -407,7 +445,7 @@ def test_string_ids_with_seen_items_excluded(writable):
     want, _ = evaluation.top_k(users[[0]], items, 4)
     assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
     status, body = _call(server, "POST", "/i2i", {"item_ids": ["sku-3"], "k": 3,
-                                                  "exclude": [["sku-0"]]})
+                                                  "exclude": ["sku-0"]})
     want, _ = evaluation.top_k(items[[3]], items, 3, exclude=[[3, 0]])
     assert status == 200 and [_ids(row) for row in body["item_ids"]] == want.tolist()
     status, answer = _call(server, "POST", "/u2i", {"user_ids": ["u-0", "nobody"]})
@@ -415,7 +453,7 @@ def test_string_ids_with_seen_items_excluded(writable):
     status, answer = _call(server, "POST", "/i2i", {"item_ids": ["sku-999"]})
     assert status == 404 and answer["unknown_ids"] == ["sku-999"], answer
     status, answer = _call(server, "POST", "/i2i", {"item_ids": [3]})
-    assert status == 400 and "string ids" in answer["error"], answer
+    assert status == 400 and "items must be a string" in answer["error"], answer
 
 
 def test_i2i_by_features_embeds_a_new_item(writable):
@@ -427,9 +465,9 @@ def test_i2i_by_features_embeds_a_new_item(writable):
 
 
 def test_updates_need_the_token_and_are_searchable(writable):
-    server, _, _, _ = writable
-    vec = [[5.0] * 8]
-    upsert = {"item_ids": ["sku-new"], "embeddings": vec}
+    server, _, _, item_tower = writable
+    vec = [5.0] * 8
+    upsert = {"items": [{"item_id": "sku-new", "embedding": vec}]}
     status, answer = _call(server, "POST", "/items", upsert)
     assert status == 401 and "bearer token" in answer["error"]
     status, answer = _call(server, "POST", "/items", upsert,
@@ -438,24 +476,60 @@ def test_updates_need_the_token_and_are_searchable(writable):
     auth = {"Authorization": f"Bearer {TOKEN}"}
     status, answer = _call(server, "POST", "/items", upsert, headers=auth)
     assert status == 200 and answer["added"] == 1 and answer["num_items"] == 301
-    status, body = _call(server, "POST", "/u2i", {"embeddings": vec, "k": 1})
+    assert answer["item_ids"] == ["sku-new"]
+    status, body = _call(server, "POST", "/u2i", {"embeddings": [vec], "k": 1})
     assert body["item_ids"] == [["sku-new"]]
-    status, answer = _call(server, "POST", "/items",
-                           {"item_ids": ["sku-new2"], "features": [360]}, headers=auth)
-    assert status == 200 and answer["added"] == 1
+    # rows by embedding and by features in one request; an id given twice: the last wins
+    status, answer = _call(server, "POST", "/items", {"items": [
+        {"item_id": "sku-new2", "embedding": [-5.0] * 8},
+        {"item_id": "sku-new3", "features": 370},
+        {"item_id": "sku-new2", "features": 360}]}, headers=auth)
+    assert status == 200 and (answer["added"], answer["replaced"]) == (2, 0)
+    assert answer["item_ids"] == ["sku-new3", "sku-new2"]
+    status, body = _call(server, "POST", "/u2i", {
+        "embeddings": item_tower(np.array([360])).numpy().tolist(), "k": 1})
+    assert body["item_ids"] == [["sku-new2"]]  # item 360's embedding, not [-5, ...]
     status, answer = _call(server, "DELETE", "/items", {"item_ids": ["sku-new"]}, headers=auth)
     assert status == 200 and answer["removed"] == 1
-    status, answer = _call(server, "POST", "/items/delete", {"item_ids": ["sku-new2"]},
-                           headers=auth)
-    assert status == 200 and answer["num_items"] == 300
-    status, body = _call(server, "POST", "/u2i", {"embeddings": vec, "k": 1})
+    status, answer = _call(server, "POST", "/items/delete",
+                           {"item_ids": ["sku-new2", "sku-new3", "sku-new2"]}, headers=auth)
+    assert status == 200 and answer["num_items"] == 300 and answer["removed"] == 2
+    status, body = _call(server, "POST", "/u2i", {"embeddings": [vec], "k": 1})
     assert body["item_ids"] != [["sku-new"]]
-    status, answer = _call(server, "POST", "/items/delete", {"item_ids": ["sku-new"]},
+    # a delete is idempotent: ids not indexed (any more) are listed, nothing fails
+    status, answer = _call(server, "POST", "/items/delete", {"item_ids": ["sku-new", "sku-1"]},
                            headers=auth)
-    assert status == 404 and answer["unknown_ids"] == ["sku-new"]
-    status, answer = _call(server, "POST", "/items",
-                           {"item_ids": ["a", "b"], "embeddings": vec}, headers=auth)
-    assert status == 400 and "differ in length" in answer["error"]
+    assert status == 200 and answer["removed"] == 1 and answer["unknown_ids"] == ["sku-new"]
+    status, answer = _call(server, "POST", "/items", {"items": [
+        {"item_id": "sku-1", "embedding": vec[:3]}]}, headers=auth)
+    assert status == 400 and "items.0.embedding: List should have at least 8" in \
+        answer["error"], answer
+    status, answer = _call(server, "POST", "/items", {"items": [
+        {"item_id": "", "embedding": vec}]}, headers=auth)
+    assert status == 400 and "items.0.item_id" in answer["error"], answer
+
+
+def test_a_delete_that_would_empty_the_index_is_a_409():
+    tf.keras.utils.set_random_seed(1)
+    items = np.random.default_rng(0).normal(size=(3, 4)).astype(np.float32)
+    server = IndexServer(Retriever(build_index(items, item_ids=[4, 5, 6])), "127.0.0.1", 0,
+                         token=TOKEN, **FAST)
+    server.start_background()
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        status, answer = _call(server, "DELETE", "/items", {"item_ids": [4, 5, 6, 7]},
+                               headers=auth)
+        assert status == 409 and "leave the index empty" in answer["error"], answer
+        status, answer = _call(server, "DELETE", "/items", {"item_ids": [4, 5, 7]},
+                               headers=auth)
+        assert status == 200 and answer["item_ids"] == [4, 5] and answer["unknown_ids"] == [7]
+        # one item left: i2i has no neighbour to give, only nulls (and says why)
+        status, body = _call(server, "POST", "/i2i", {"item_ids": [6], "k": 2})
+        assert status == 200 and body["item_ids"] == [[None, None]]
+        assert body["warnings"] == ["k=2 exceeds the 0 items a query can get here: each row "
+                                    "ends with 2 nulls"]
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("asked", [
@@ -557,19 +631,65 @@ def test_u2i_by_features_matches_brute_force(served):
     assert status == 200 and body2["item_ids"] == body["item_ids"]
 
 
-def test_k_above_the_tuned_k_is_answered_with_a_warning():
-    from twotower.index.server import IndexService, U2IRequest
+@pytest.mark.parametrize("exact", [False, True])
+def test_k_above_the_tuned_k_is_answered_with_a_warning(exact):
+    """ScaNN (approximate) and exact indexes alike: the warning on exact ones says that
+    their answer stays exact (brute force scores every item; nothing to re-tune)."""
     from twotower.index.tuner import tune
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(1000, 8)).astype(np.float32)
-    index = build_index(vectors, brute_force=False, reorder=50, training_sample_size=1000)
+    index = (build_index(vectors) if exact else
+             build_index(vectors, brute_force=False, reorder=50, training_sample_size=1000))
+    assert index.config.brute_force is exact
     tune(index, vectors[:100] + 0.01, k=5, progress=False)
     assert index.config.tuned_k == 5
     service = IndexService(Retriever(index), max_batch=16, max_cost=10_000)
+    ask = service.models.U2IByEmbeddings
     query = vectors[:1].tolist()
-    assert service.u2i(U2IRequest(embeddings=query, k=5))["warnings"] == []
+    assert service.u2i(ask(embeddings=query, k=5))["warnings"] == []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the Retriever warns in Python too
-        (warning,) = service.u2i(U2IRequest(embeddings=query, k=20))["warnings"]
-    assert "k=20 exceeds the k=5 this index was tuned for" in warning
+        (warning,) = service.u2i(ask(embeddings=query, k=20))["warnings"]
+    assert warning.startswith("k=20 exceeds the k=5 this index was tuned for")
+    if exact:
+        assert "exact (brute force), so the answer is exact at any k" in warning
+        assert "recall" not in warning
+    else:
+        assert "recall may be below the tuned target" in warning
+
+
+def test_k_above_the_items_left_ends_rows_with_nulls(served):
+    """k is bounded by the schema (--max-cost), not by the index size, which updates
+    change: a larger k gets every item, then nulls, and a warning."""
+    server, users, items = served
+    status, body = _call(server, "POST", "/u2i", {"user_ids": [4], "k": 803})
+    assert status == 200 and len(body["item_ids"][0]) == 803
+    want, _ = evaluation.top_k(users[[4]], items, 800)
+    assert body["item_ids"][0][:800] == (want[0] + 1).tolist()
+    assert body["item_ids"][0][800:] == [None] * 3 and body["scores"][0][800:] == [None] * 3
+    assert body["warnings"] == ["k=803 exceeds the 800 items a query can get here: each row "
+                                "ends with 3 nulls"]
+    status, body = _call(server, "POST", "/i2i", {"item_ids": [1], "k": 801})
+    assert status == 200 and body["item_ids"][0][799:] == [None, None]  # 1 is left out
+    assert None not in body["item_ids"][0][:799] and 1 not in body["item_ids"][0]
+
+
+def test_excluding_an_unknown_item_is_a_no_op(served, writable):
+    server, _, _ = served
+    status, plain = _call(server, "POST", "/u2i", {"user_ids": [2], "k": 5, "exclude": [3]})
+    status, more = _call(server, "POST", "/u2i", {"user_ids": [2], "k": 5,
+                                                  "exclude": [3, 0, 99999, -7]})
+    assert status == 200 and more["item_ids"] == plain["item_ids"]
+    server, _, _, _ = writable
+    status, plain = _call(server, "POST", "/i2i", {"item_ids": ["sku-3"], "k": 4,
+                                                   "exclude": ["sku-0"]})
+    status, more = _call(server, "POST", "/i2i", {"item_ids": ["sku-3"], "k": 4,
+                                                  "exclude": ["sku-0", "no-such-item", ""]})
+    assert status == 200 and more["item_ids"] == plain["item_ids"]
+    assert "sku-0" not in more["item_ids"][0]
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": ["u-1"], "exclude": ["ghost"]})
+    assert status == 200 and len(answer["item_ids"][0]) == 10
+    status, answer = _call(server, "POST", "/u2i", {"user_ids": ["u-1"], "exclude": [7]})
+    assert status == 400 and "exclude.0: an id of this index's items must be a string" in \
+        answer["error"]  # a wrong kind of id is still an error

@@ -84,7 +84,7 @@ def test_retrieval_report_leaves_repeat_targets_out_by_default():
 
 
 def test_top_k_in_item_blocks_equals_one_block(monkeypatch):
-    from twotower.towers import evaluation
+    from twotower.metrics import ranking as evaluation
 
     rng = np.random.default_rng(5)
     q = rng.normal(size=(37, 8)).astype(np.float32)
