@@ -26,7 +26,7 @@ COMMANDS = {
     "ebr": ("twotower.recipes.ebr", "Facebook EBR: triplet loss with hard/semi-hard mining"),
     "airbnb": ("twotower.recipes.airbnb", "Airbnb KDD 2018 listing embeddings: booking as global context, same-market negatives"),
     "eges": ("twotower.recipes.eges", "Alibaba EGES: walks on the item graph, side-information attention, cold start"),
-    "serve": ("twotower.index.server", "Serve a saved index folder over HTTP (JSON)"),
+    "serve": ("twotower.recipes.serve", "Serve a saved index folder over HTTP (JSON)"),
     "convert": ("twotower.recipes.convert", "CSV interaction log -> a folder of Parquet shards"),
 }
 

@@ -20,8 +20,9 @@ import twotower  # noqa: F401
 from twotower.index import persistence
 from twotower.index.builder import build_index, embed
 from twotower.index.retriever import Retriever
-from twotower.index.server import IndexServer, IndexService, _CoalescingTransport, \
-    build_parser, main
+from twotower.index.server import IndexServer, IndexService
+from twotower.index.server.limits import CoalescingTransport
+from twotower.recipes.serve import build_parser, main
 from twotower.metrics import ranking as evaluation
 from twotower.towers import IDTower
 
@@ -416,7 +417,7 @@ def test_a_response_is_written_in_one_send():
             pass
 
     raw = Recorder()
-    t = _CoalescingTransport(raw)
+    t = CoalescingTransport(raw)
     t.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # interim answers go at once
     assert raw.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
     t.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
