@@ -73,5 +73,6 @@ from twotower.index.server.runner import IndexServer
 from twotower.index.server.service import ApiError, IndexService
 from twotower.index.server.settings import DEFAULTS
 
+
 __all__ = ["DEFAULTS", "ROUTES", "ApiError", "IndexServer", "IndexService", "Metrics",
            "create_app", "raise_open_files_limit"]

@@ -3,18 +3,19 @@ error answers and OpenAPI schema.
 """
 
 import hmac
-import os
 import logging
+import os
 from typing import Annotated
-
 
 from twotower.index.external_ids import UnknownIdError
 from twotower.index.server.limits import LimitsMiddleware
 from twotower.index.server.metrics import Metrics
 from twotower.index.server.routes import check_routes
-from twotower.index.server.schemas import HealthResponse, LIMIT_NOTE, exact_integer_bounds, json_response_class, validation_message
-from twotower.index.server.service import ApiError, IndexService, Batcher
+from twotower.index.server.schemas import (LIMIT_NOTE, HealthResponse, exact_integer_bounds,
+                                           json_response_class, validation_message)
+from twotower.index.server.service import ApiError, Batcher, IndexService
 from twotower.index.server.settings import DEFAULTS
+
 
 _log = logging.getLogger(__name__)
 

@@ -9,10 +9,10 @@ import socket
 import time
 
 import h11
-from twotower.index.server.routes import BODY_METHODS, KNOWN_PATHS, WORK_PATHS
-from twotower.index.server.settings import DEFAULTS
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from twotower.index.server.routes import BODY_METHODS, KNOWN_PATHS, WORK_PATHS
+from twotower.index.server.settings import DEFAULTS
 
 
 def _json_bytes(status, message, **extra):

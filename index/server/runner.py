@@ -5,12 +5,11 @@ a background thread (tests, notebooks).
 import socket
 import threading
 import time
+
 from twotower.index.server.app import create_app
 from twotower.index.server.limits import protocol_for
 from twotower.index.server.metrics import Metrics
 from twotower.index.server.settings import DEFAULTS
-
-
 
 
 class IndexServer:

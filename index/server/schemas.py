@@ -9,9 +9,8 @@ import json
 import types
 from typing import Annotated, Any, Dict, List, Optional, Union
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
-                      StrictBool, Strict, StringConstraints, Tag, WithJsonSchema,
-                      create_model)
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Strict,
+                      StrictBool, StringConstraints, Tag, WithJsonSchema, create_model)
 
 from twotower.index import towers_io
 from twotower.index.external_ids import INT64_MAX, INT64_MIN

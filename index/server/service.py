@@ -10,7 +10,8 @@ import numpy as np
 
 from twotower.index.builder import embed
 from twotower.index.retriever import FeatureError
-from twotower.index.server.schemas import json_response_class, short, api_models
+from twotower.index.server.schemas import api_models, json_response_class, short
+
 
 _log = logging.getLogger(__name__)
 
