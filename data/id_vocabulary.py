@@ -2,40 +2,54 @@
 one streaming pass over a log: ``build_vocabularies(path) -> (users, items)``.
 """
 
-import dataclasses
-
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from twotower.data.external_ids import ExternalIds
 from twotower.data.interactions import INT_LIKE, all_int_like, ids_to_numpy, iter_batches
 
-@dataclasses.dataclass
+
 class IdVocabulary:
-    """External ids → int64 indexes, most frequent first (ties: smaller id first).
+    """A log's vocabulary: external ids → int64 indexes, most frequent first (ties:
+    smaller id first), with their counts.
 
     ids: [V] external ids (int64 or ``<U``), position = index.
     counts: [V] int64 occurrences in the log (for logQ: p(i) = counts[i] / counts.sum()).
+
+    Lookups go through :class:`~twotower.data.external_ids.ExternalIds` (a sorted search,
+    O(log V) an id; built once), the one id-lookup of the toolkit: Arrow's ``index_in``
+    rebuilds its hash table of all V ids at every call, O(V) a batch, which at 10⁷ items
+    would set the speed of a streamed log.
     """
 
-    ids: np.ndarray
-    counts: np.ndarray
+    def __init__(self, ids, counts):
+        self.ids = np.asarray(ids)
+        self.counts = np.asarray(counts, np.int64)
+        if len(self.counts) != len(self.ids):
+            raise ValueError(f"counts must have one entry per id ({len(self.ids)}), got "
+                             f"{len(self.counts)}")
+        self._index = None
 
     def __len__(self):
         return len(self.ids)
 
+    def __eq__(self, other):
+        return (isinstance(other, IdVocabulary) and np.array_equal(self.ids, other.ids)
+                and np.array_equal(self.counts, other.counts))
+
+    def __repr__(self):
+        return f"IdVocabulary({len(self)} ids, {int(self.counts.sum())} occurrences)"
+
     def _arrow_type(self):
         return pa.int64() if self.ids.dtype.kind in "iu" else pa.string()
 
-    def _sorted_ids(self):
-        # built once (O(V log V)): then a batch costs O(B log V). Arrow's index_in rebuilds
-        # its hash table of all V ids at every call, O(V) a batch: at 10⁷ items that, not
-        # the training step, would set the speed of a streamed log.
-        cached = self.__dict__.get("_sorted")
-        if cached is None or len(cached[0]) != len(self.ids):
-            order = np.argsort(self.ids, kind="stable")
-            cached = self.__dict__["_sorted"] = (self.ids[order], order)
-        return cached
+    @property
+    def index(self):
+        """The ExternalIds over :attr:`ids` (built on first use)."""
+        if self._index is None or len(self._index) != len(self.ids):
+            self._index = ExternalIds(self.ids)
+        return self._index
 
     @property
     def probabilities(self):
@@ -63,12 +77,8 @@ class IdVocabulary:
         valid = pc.is_valid(values).to_numpy(zero_copy_only=False)
         filler = 0 if pa.types.is_integer(vocab_type) else ""
         flat = pc.fill_null(values, filler).to_numpy(zero_copy_only=False)
-        if not pa.types.is_integer(vocab_type):
-            flat = flat.astype(str)  # object -> '<U' as wide as the longest value
-        ids_sorted, order = self._sorted_ids()
-        pos = np.minimum(np.searchsorted(ids_sorted, flat), len(ids_sorted) - 1)
-        found = valid & (ids_sorted[pos] == flat)
-        return np.where(found, order[pos], -1).astype(np.int64)
+        flat = flat.astype(np.int64) if pa.types.is_integer(vocab_type) else flat.astype(str)
+        return np.where(valid, self.index.find(flat), -1).astype(np.int64)
 
 
 def _merge_counts(tables):

@@ -12,7 +12,7 @@ stated recall, one saved folder, in-place updates, a SavedModel export, HTTP ser
 
 from twotower.index.builder import build_index, embed, exact_index
 from twotower.index.config import IndexConfig, for_size
-from twotower.index.external_ids import ExternalIds, UnknownIdError
+from twotower.data.external_ids import ExternalIds, UnknownIdError
 from twotower.index.persistence import load, save
 from twotower.index.retriever import Retriever
 from twotower.index.scann_index import ScannIndex

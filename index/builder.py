@@ -17,7 +17,7 @@ import numpy as np
 from twotower.towers.two_tower_model import embed as embed_rows
 
 from twotower.index import config as config_lib
-from twotower.index.external_ids import check_int_ids
+from twotower.data.external_ids import check_int_ids
 from twotower.index.scann_index import ScannIndex, check_vectors, normalize
 
 

@@ -8,11 +8,11 @@ with cosine meaning both sides L2-normalised (the index normalises; see ScannInd
 
 Ids: the index holds internal int64 item ids (the ids the towers were trained on). With
 an ``item_vocab`` (the user's own ids by internal id, see
-:class:`~twotower.index.external_ids.ExternalIds`) every item id going in (``i2i``,
+:class:`~twotower.data.external_ids.ExternalIds`) every item id going in (``i2i``,
 ``exclude``, updates) and coming out is the user's own (str or int); with a
 ``user_vocab``, so are the user ids of :meth:`Retriever.u2i_users`. Without them, ids are
 the internal integers, as the index holds them. An id nobody knows raises
-:class:`~twotower.index.external_ids.UnknownIdError` naming it, except in ``exclude``:
+:class:`~twotower.data.external_ids.UnknownIdError` naming it, except in ``exclude``:
 leaving out an item that does not exist (or is no longer indexed) changes nothing.
 
 :meth:`Retriever.feature_schema` describes what a tower takes, one JSON value or object
@@ -30,7 +30,7 @@ import tensorflow as tf
 
 from twotower.index import towers_io
 from twotower.index.builder import embed
-from twotower.index.external_ids import (INT64_MAX, INT64_MIN, ExternalIds, UnknownIdError,
+from twotower.data.external_ids import (INT64_MAX, INT64_MIN, ExternalIds, UnknownIdError,
                                          check_int_ids)
 from twotower.index.scann_index import check_vectors
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from twotower.index.brute_force import exact_top_k
 from twotower.index.config import IndexConfig
-from twotower.index.external_ids import UnknownIdError, check_ids_list, check_int_ids
+from twotower.data.external_ids import UnknownIdError, check_ids_list, check_int_ids
 
 
 def _as_ids(ids, name="item_ids"):

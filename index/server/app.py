@@ -7,7 +7,7 @@ import logging
 import os
 from typing import Annotated
 
-from twotower.index.external_ids import UnknownIdError
+from twotower.data.external_ids import UnknownIdError
 from twotower.index.server.limits import LimitsMiddleware
 from twotower.index.server.metrics import Metrics
 from twotower.index.server.routes import check_routes

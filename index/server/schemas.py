@@ -13,7 +13,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
                       StrictBool, StringConstraints, Tag, WithJsonSchema, create_model)
 
 from twotower.index import towers_io
-from twotower.index.external_ids import INT64_MAX, INT64_MIN
+from twotower.data.external_ids import INT64_MAX, INT64_MIN
 from twotower.index.retriever import FLOAT_LIMIT
 
 

@@ -3,7 +3,7 @@ import pytest
 
 import twotower  # noqa: F401
 from twotower.index import ExternalIds, UnknownIdError
-from twotower.index.external_ids import check_ids_list, check_int_ids
+from twotower.data.external_ids import check_ids_list, check_int_ids
 
 
 def test_string_vocabulary_both_ways_and_extension():

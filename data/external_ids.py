@@ -215,6 +215,12 @@ class ExternalIds:
                 out[j] = extra.get(_py(arr[j]), -1)
         return out
 
+    def find(self, ids):
+        """Internal int64 ids [n] of ``ids`` (a 1-D array of this vocabulary's kind,
+        already validated), -1 where an id is unknown: the lookup without the checks and
+        without raising, for a stream of a log's ids (data/id_vocabulary.py)."""
+        return self._find(np.asarray(ids))
+
     def lookup(self, ids, name=None):
         """Internal int64 ids [n] of external ``ids``; UnknownIdError names unknown ones."""
         name = name or f"{self.what}_ids"
