@@ -27,7 +27,7 @@ exclude the items that user has seen unless "exclude_seen" is false. An unknown 
 "exclude" is ignored. A k above the items a query can get ends each row with nulls.
 "features" are what the query (or item) tower takes, one row per query: a value (a tower
 of one tensor) or an object keyed by feature name (GET /health "features" lists each
-name, type, shape and padding; twotower.index.retriever.FeatureSchema). Lists shorter
+name, type, shape and padding; twotower.index.feature_schema.FeatureSchema). Lists shorter
 than the width the tower was trained with are padded ("" or 0), longer ones are a 400;
 a FeatureTower's id feature (item_id / user_id) takes the index's own ids and may be left
 out (its out-of-vocabulary bucket, as for a new item). A wrong feature is a 400 naming it

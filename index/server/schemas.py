@@ -14,7 +14,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Discriminator, Fie
 
 from twotower.index import towers_io
 from twotower.data.external_ids import INT64_MAX, INT64_MIN
-from twotower.index.retriever import FLOAT_LIMIT
+from twotower.index.feature_schema import FLOAT_LIMIT
 
 
 NO_NUL = r"^[^\x00]*$"  # numpy's fixed-width strings drop trailing NULs: ids hold none
@@ -108,7 +108,7 @@ def api_models(retriever, *, max_batch, max_cost):
 
     ``U2IRequest``, ``I2IRequest`` and ``UpsertRequest`` are unions (one model per way
     of asking, e.g. ``U2IByEmbeddings``); ``query_features`` / ``item_features`` are the
-    towers' :class:`~twotower.index.retriever.FeatureSchema` (None: no features taken).
+    towers' :class:`~twotower.index.feature_schema.FeatureSchema` (None: no features taken).
     """
     r = retriever
     item_kind = "int" if r.item_vocab is None else r.item_vocab.kind

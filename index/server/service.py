@@ -9,7 +9,7 @@ import threading
 import numpy as np
 
 from twotower.index.builder import embed
-from twotower.index.retriever import FeatureError
+from twotower.index.feature_schema import FeatureError
 from twotower.index.server.schemas import api_models, json_response_class, short
 
 

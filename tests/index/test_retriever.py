@@ -5,7 +5,8 @@ import tensorflow as tf
 import twotower  # noqa: F401
 from twotower.index.builder import build_index, embed
 from twotower.index import UnknownIdError
-from twotower.index.retriever import FeatureError, Retriever
+from twotower.index.feature_schema import FeatureError
+from twotower.index.retriever import Retriever
 from twotower.metrics import ranking as evaluation
 from twotower.towers import IDTower
 from twotower.towers.feature_tower import FeatureTower as FT
