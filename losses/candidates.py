@@ -110,6 +110,16 @@ class _Frequencies:
         return None
 
 
+def _batch_candidates(query, positives, positive_ids, cross_replica):
+    """The batch's positives as candidates: (positives, their ids, each query's label
+    column, the candidate count) — the global batch gathered over replicas when
+    ``cross_replica`` (labels offset by the replica's position), else this batch."""
+    if cross_replica:
+        return xr.gather_candidates(positives, positive_ids)
+    batch = tf.shape(query)[0]
+    return positives, positive_ids, tf.range(batch, dtype=tf.int32), batch
+
+
 def _frequencies_from_config(config):
     if config is None:
         return None
@@ -202,12 +212,8 @@ class InBatch(_FrequencySource):
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
              similarity="dot", cross_replica=False):
-        batch = tf.shape(query)[0]
-        if cross_replica:
-            positives, positive_ids, labels, batch = xr.gather_candidates(positives,
-                                                                          positive_ids)
-        else:
-            labels = tf.range(batch, dtype=tf.int32)
+        positives, positive_ids, labels, batch = _batch_candidates(query, positives,
+                                                                   positive_ids, cross_replica)
         scores = similarity_scores(query, positives, similarity=similarity)
         log_q = None
         if self.provides_q:
@@ -307,12 +313,8 @@ class MixedNegatives(_FrequencySource):
 
     def call(self, query, positives, positive_ids, extra=None, extra_ids=None,
              similarity="dot", cross_replica=False):
-        batch = tf.shape(query)[0]
-        if cross_replica:
-            positives, positive_ids, labels, batch = xr.gather_candidates(positives,
-                                                                          positive_ids)
-        else:
-            labels = tf.range(batch, dtype=tf.int32)
+        positives, positive_ids, labels, batch = _batch_candidates(query, positives,
+                                                                   positive_ids, cross_replica)
         scores = tf.concat([similarity_scores(query, positives, similarity=similarity),
                             similarity_scores(query, extra, similarity=similarity)], axis=1)
         ids = tf.concat([tf.cast(positive_ids, tf.int64), tf.cast(extra_ids, tf.int64)], axis=0)

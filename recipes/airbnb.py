@@ -251,11 +251,7 @@ def build_parser():
                     "item2vec on the same sessions; next-item HR@10 and same-market "
                     "neighbour share; a ScaNN index of the listing vectors.")
     g = p.add_argument_group("data")
-    g.add_argument("--source", default=None,
-                   help="MovieLens-100K adapted, when neither --sessions nor --interactions "
-                        "is given: a folder/zip, 'url', 'recbole' (offline wheel) or 'auto' "
-                        "(default auto)")
-    add_session_arguments(g, session_gap=SESSION_GAP)
+    add_session_arguments(g, session_gap=SESSION_GAP, movielens="MovieLens-100K adapted")
     g.add_argument("--booked-col", default=None,
                    help="--sessions / --interactions: the column of 0/1 booking flags (the "
                         "booked listing is the session's global context; default booked; "

@@ -373,10 +373,6 @@ def build_parser():
                     "HR@10 beside popularity and cold-start quality for items hidden from "
                     "the graph; a ScaNN index of all item vectors.")
     g = p.add_argument_group("data")
-    g.add_argument("--source", default=None,
-                   help="MovieLens, when neither --sessions nor --interactions is given: a "
-                        "folder/zip, 'url', 'recbole' (offline wheel) or 'auto' (default "
-                        "auto)")
     add_session_arguments(g, session_gap=SESSION_GAP)
     g.add_argument("--items", default=None, metavar="FILE",
                    help="--sessions / --interactions: side information, a CSV with a header "

@@ -122,10 +122,6 @@ def build_parser():
                     "HR@10 and NDCG@10 on each sequence's last item beside popularity; "
                     "i2i neighbours; vectors keyed by your own item ids.")
     g = p.add_argument_group("data")
-    g.add_argument("--source", default=None,
-                   help="MovieLens, when neither --sessions nor --interactions is given: a "
-                        "folder/zip, 'url', 'recbole' (offline wheel) or 'auto' (default "
-                        "auto)")
     add_session_arguments(g, session_gap=SESSION_GAP)
     g.add_argument("--min-count", type=int, default=1,
                    help="drop items seen fewer times in training (default %(default)s)")

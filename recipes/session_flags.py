@@ -10,12 +10,17 @@ from twotower.data.interactions import ColumnNames
 from twotower.data.sessions import read_interaction_sessions, read_session_csv
 
 
-def add_session_arguments(group, *, session_gap):
+def add_session_arguments(group, *, session_gap, movielens="MovieLens"):
     """The flags by which item2vec, airbnb and eges take a user's own sessions, added to
-    the argparse ``group`` (the same names in all three): --sessions, --interactions,
+    the argparse ``group`` (the same names in all three): --source (MovieLens, called
+    ``movielens`` in the help), --sessions, --interactions,
     --user-col, --item-col, --time-col, --session-gap. ``session_gap``: the recipe's
     default gap in seconds (None: one session per user), for the help text; the recipe
     passes it again to ``sessions_from_args``."""
+    group.add_argument("--source", default=None,
+                       help=f"{movielens}, when neither --sessions nor --interactions is "
+                            "given: a folder/zip, 'url', 'recbole' (offline wheel) or 'auto' "
+                            "(default auto)")
     gap = "none (a user's whole history is one session)" if session_gap is None else \
         f"{session_gap:g} s"
     group.add_argument("--sessions", default=None, metavar="FILE",

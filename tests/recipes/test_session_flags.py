@@ -18,7 +18,6 @@ u2,b,150
 
 def _args(argv, gap=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--source", default=None)
     add_session_arguments(p.add_argument_group("data"), session_gap=gap)
     return p.parse_args(argv)
 
