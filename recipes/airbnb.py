@@ -65,31 +65,27 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory
+from twotower.command import run_as_main
 from twotower.data.global_context import GlobalContext
 from twotower.data.movielens import load_movielens
 from twotower.data.samplers import UnigramSampler
 from twotower.data.sessions import (booking_warnings, describe, movielens_booking_sessions,
                                     split_booked_sessions)
-from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
-                                            sessions_from_args)
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
 from twotower.losses import ConcatNegatives, GroupNegatives, SampledNegatives
-from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
-                                            comparison_rows,
-                                            divergence_as_input_error, hit_rate_curves,
-                                            index_metrics, plot_hit_rates,
-                                            save_model_folder, save_vector_index,
-                                            vector_keys)
-from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics, same_group_share
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            sessions_from_args)
+from twotower.recipes import vector_export as vx
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
-from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
-                                                set_threads, train_word2vec, validate,
+from twotower.reporting import format_table, write_metrics
+from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, build_model,
+                                                train_word2vec, validate,
                                                 word_vectors)
+
 
 K = 10
 
@@ -113,7 +109,7 @@ def load_sessions(args):
         print(describe(log), flush=True)
         for message in booking_warnings(log, booked_col):
             warn(message)
-        vector_keys(log.item_names)              # ids that clash in vectors.txt: refused now
+        vx.vector_keys(log.item_names)              # ids that clash in vectors.txt: refused now
         return log, origin, np.asarray(log.item_names, dtype=str), False
     source = args.source or "auto"
     ml = load_movielens(source)
@@ -212,7 +208,7 @@ def run(args):
     if extra is None and model_fn is None:
         warn("no booking context and no market negatives: the Airbnb model is item2vec "
              "(the two columns of the table will agree)")
-    with divergence_as_input_error():
+    with vx.divergence_as_input_error():
         _, ours, stats = train_word2vec(sentences, data, model_config, train,
                                         model_fn=model_fn, extra_pairs=extra,
                                         query_is_item=True, description="airbnb", **kwargs)
@@ -227,8 +223,8 @@ def run(args):
         m, shared = evaluate(vocab, v, held, market if log.has_markets else None)
         metrics.update(shared)
         metrics.update({f"{name}_{k}": val for k, val in m.items()})
-    curves = hit_rate_curves({"airbnb": (vocab, vectors, held),
-                              "item2vec": (vocab, plain_vectors, held)})
+    curves = vx.hit_rate_curves({"airbnb": (vocab, vectors, held),
+                                 "item2vec": (vocab, plain_vectors, held)})
     return dict(metrics=metrics, vocab=vocab, vectors=vectors, names=names,
                 external_ids=external[np.asarray(vocab.words, np.int64)], model=ours,
                 model_config=model_config, curves=curves, movielens=movielens)
@@ -238,8 +234,8 @@ def comparison(metrics):
     """The side-by-side table: airbnb, item2vec and popularity on the same held-out
     clicks (same_market@K for the two embeddings, when the log has markets)."""
     keys = (f"hr@{K}", f"ndcg@{K}") + ((f"same_market@{K}",)
-                                      if f"airbnb_same_market@{K}" in metrics else ())
-    return comparison_rows(metrics, ("airbnb", "item2vec", "popularity"), keys)
+                                       if f"airbnb_same_market@{K}" in metrics else ())
+    return vx.comparison_rows(metrics, ("airbnb", "item2vec", "popularity"), keys)
 
 
 def build_parser():
@@ -279,41 +275,30 @@ def build_parser():
                          window_help="maximum window within a session",
                          sample_help="subsampling threshold of frequent items; 0 = off")
     add_training_arguments(p, epochs=10, batch_size=512, batch_help="pairs per sparse SGD step")
-    g = add_output_arguments(p)
+    vx.add_output_arguments(p)
     return p
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    out = begin(args)
-    check_arguments(args)
-    set_threads(args.threads)
+    args, out = vx.parse_and_begin(build_parser(), argv, check_arguments)
     result = run(args)
     metrics, vocab, vectors = result["metrics"], result["vocab"], result["vectors"]
-    retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
-                                             target_recall=args.target_recall,
-                                             k=args.index_k, seed=args.seed,
-                                             progress=not args.quiet)
-    metrics.update(index_metrics(retriever, tuned))
+    retriever, tuned = vx.index_from_args(vectors, result["external_ids"], args, metrics)
     ids = np.asarray(vocab.words, np.int64)
     keys = ([f"{i}:{n.replace(' ', '_')}" for i, n in zip(ids, result["names"])]
-            if result["movielens"] else vector_keys(result["external_ids"]))
+            if result["movielens"] else vx.vector_keys(result["external_ids"]))
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
         write_word2vec_text(os.path.join(tmp, "vectors.txt"), keys, vectors)
-        save_model_folder(os.path.join(tmp, "model"), result["model"],
-                          result["model_config"], vocab, item_ids=result["external_ids"])
-        save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "airbnb"})
-        plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
-                       title="Airbnb vs item2vec: next click of each session (held out)")
+        vx.save_model_folder(os.path.join(tmp, "model"), result["model"],
+                             result["model_config"], vocab, item_ids=result["external_ids"])
+        vx.save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "airbnb"})
+        vx.plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                          title="Airbnb vs item2vec: next click of each session (held out)")
         write_metrics(tmp, metrics)
     print(format_table(comparison(metrics)))
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
-                        if not k.startswith(("airbnb_hr", "airbnb_ndcg", "airbnb_same",
-                                             "item2vec_hr", "item2vec_ndcg", "item2vec_same",
-                                             "popularity_hr", "popularity_ndcg"))]))
-    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
-          f"{os.path.join(out, 'index')})")
-    return 0
+    return vx.finish(out, metrics, lambda k: k.startswith((
+        "airbnb_hr", "airbnb_ndcg", "airbnb_same", "item2vec_hr", "item2vec_ndcg",
+        "item2vec_same", "popularity_hr", "popularity_ndcg")))
 
 
 if __name__ == "__main__":

@@ -29,15 +29,18 @@ import time
 import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+
 from twotower.artifacts import atomic_directory
 from twotower.command import run_as_main
+from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.index import persistence, saved_model
 from twotower.index.builder import embed
+from twotower.index.export import (export_retriever, index_metrics, index_recall_curve,
+                                   write_serving)
 from twotower.recipes import two_tower_kit as common
-from twotower.index.export import export_retriever, index_metrics, index_recall_curve, write_serving
-from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.recipes import youtube
 from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
+
 
 FILMS = (("Star Wars", 1977), ("Toy Story", 1995), ("Fargo", 1996))
 KS = (1, 5, 10, 20, 50, 100)

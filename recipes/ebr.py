@@ -17,6 +17,7 @@ from twotower.command import run_as_main
 from twotower.losses import InBatch, RetrievalLoss, Triplet
 from twotower.recipes import two_tower_kit as common
 
+
 MINING_FLAGS = {"hard": "hardest", "semi-hard": "semi-hard", "all": "all"}
 
 

@@ -67,31 +67,27 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory
+from twotower.command import run_as_main
 from twotower.data.feature_table import read_feature_table
 from twotower.data.item_graph import ItemGraph
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import (describe, leave_last_out, movielens_booking_sessions)
-from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
-                                            log_columns, sessions_from_args)
+from twotower.data.sessions import describe, leave_last_out, movielens_booking_sessions
 from twotower.data.side_info import encode_side_info, side_info_from_table, year_buckets
 from twotower.data.vocab import Vocabulary
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
-                                            comparison_rows,
-                                            divergence_as_input_error, hit_rate_curves,
-                                            index_metrics, plot_hit_rates,
-                                            save_model_folder, save_vector_index,
-                                            vector_keys)
-from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
-from twotower.towers.side_info_tower import SideInfoTower
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            log_columns, sessions_from_args)
+from twotower.recipes import vector_export as vx
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
-from twotower.training.word2vec_trainer import (build_model, DataConfig, ModelConfig,
-                                                set_threads, train_word2vec, validate,
+from twotower.reporting import format_table, write_metrics
+from twotower.towers.side_info_tower import SideInfoTower
+from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, build_model,
+                                                train_word2vec, validate,
                                                 word_vectors)
+
 
 K = 10
 # EGES (KDD 2018) cuts sessions at one hour of inactivity
@@ -222,7 +218,7 @@ def load_catalogue(args):
     else:
         print("no --items: ids only (skip-gram on weighted walks, the paper's BGE); no "
               "cold-start evaluation", flush=True)
-    return log, side_info, np.asarray(ids, dtype=str), vector_keys(ids), origin
+    return log, side_info, np.asarray(ids, dtype=str), vx.vector_keys(ids), origin
 
 
 def _item_key(args):
@@ -283,7 +279,7 @@ def run(args):
     known = counts > 0
     kwargs = dict(progress=not args.quiet)
     tower = None
-    with divergence_as_input_error():
+    with vx.divergence_as_input_error():
         if side_info is not None:
             # EGES's vocabulary is the whole catalogue in id order: never-walked items keep
             # a row (zero count: never a negative) whose vector comes from side information
@@ -343,8 +339,8 @@ def run(args):
                         f"popularity_cold_neighbour_precision@{K}": pop_prec,
                         "cold_items_with_neighbours": n_cold})
     rows = np.asarray(vocab.words, np.int64)
-    curves = hit_rate_curves({name: (v, vec, held) for name, v, vec in results},
-                             popularity_of="item2vec")
+    curves = vx.hit_rate_curves({name: (v, vec, held) for name, v, vec in results},
+                                popularity_of="item2vec")
     return dict(metrics=metrics, vectors=vectors, names=[keys[i] for i in rows],
                 external_ids=external[rows], model=eges, model_config=model_config,
                 vocab=vocab, query_tower=tower, curves=curves)
@@ -359,7 +355,7 @@ def comparison(metrics):
         keys.append(f"cold_hr@{K}")
     if f"eges_cold_neighbour_precision@{K}" in metrics:
         keys.append(f"cold_neighbour_precision@{K}")
-    return comparison_rows(metrics, models + ["popularity"], keys)
+    return vx.comparison_rows(metrics, models + ["popularity"], keys)
 
 
 def build_parser():
@@ -405,39 +401,28 @@ def build_parser():
     g.add_argument("--compare-deepwalk", action="store_true",
                    help="also train plain skip-gram on uniform walks (DeepWalk) and report it")
     add_training_arguments(p, epochs=5, batch_size=512, batch_help="pairs per sparse SGD step")
-    g = add_output_arguments(p)
+    vx.add_output_arguments(p)
     return p
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    out = begin(args)
-    check_arguments(args)
-    set_threads(args.threads)
+    args, out = vx.parse_and_begin(build_parser(), argv, check_arguments)
     result = run(args)
     metrics, vectors = result["metrics"], result["vectors"]
-    retriever, tuned, _ = build_vector_index(vectors, result["external_ids"],
-                                             target_recall=args.target_recall,
-                                             k=args.index_k, seed=args.seed,
-                                             progress=not args.quiet)
-    metrics.update(index_metrics(retriever, tuned))
+    retriever, tuned = vx.index_from_args(vectors, result["external_ids"], args, metrics)
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
         write_word2vec_text(os.path.join(tmp, "vectors.txt"), result["names"], vectors)
-        save_model_folder(os.path.join(tmp, "model"), result["model"],
-                          result["model_config"], result["vocab"],
-                          query_tower=result["query_tower"], item_ids=result["external_ids"])
-        save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "eges"})
-        plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
-                       title="EGES vs item2vec: next item of each session (held out)")
+        vx.save_model_folder(os.path.join(tmp, "model"), result["model"],
+                             result["model_config"], result["vocab"],
+                             query_tower=result["query_tower"], item_ids=result["external_ids"])
+        vx.save_vector_index(os.path.join(tmp, "index"), retriever, tuned, {"recipe": "eges"})
+        vx.plot_hit_rates(os.path.join(tmp, "hit_rate.png"), result["curves"],
+                          title="EGES vs item2vec: next item of each session (held out)")
         write_metrics(tmp, metrics)
     table = comparison(metrics)
     print(format_table(table))
     shown = {f"{row['model']}_{k}" for row in table for k in row if k != "model"}
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
-                        if k not in shown]))
-    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
-          f"{os.path.join(out, 'index')})")
-    return 0
+    return vx.finish(out, metrics, shown)
 
 
 if __name__ == "__main__":

@@ -42,25 +42,22 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory
+from twotower.command import run_as_main
 from twotower.data.movielens import load_movielens
-from twotower.data.sessions import (describe, leave_last_out, sessions_from_interactions)
-from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
-                                            sessions_from_args)
+from twotower.data.sessions import describe, leave_last_out, sessions_from_interactions
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
-                                            divergence_as_input_error, hit_rate_curves,
-                                            index_metrics, plot_hit_rates,
-                                            save_model_folder, save_vector_index,
-                                            score_decimals, vector_keys)
-from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.metrics.item_to_item import next_item_metrics
+from twotower.recipes.session_flags import (add_session_arguments, check_session_arguments,
+                                            sessions_from_args)
+from twotower.recipes import vector_export as vx
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
+from twotower.reporting import format_table, write_metrics
 from twotower.training.word2vec_trainer import (WORD2VEC_HEADS, DataConfig, ModelConfig,
-                                                set_threads, train_word2vec, word_vectors)
+                                                train_word2vec, word_vectors)
+
 
 K = 10
 # item2vec's sequence is a user's whole history: an --interactions log is not split
@@ -141,7 +138,7 @@ def build_parser():
         p, epochs=10, batch_size=1024,
         batch_help="examples per sparse SGD step; a catalogue of ~1.7k items puts many "
                    "updates of a popular item in one big batch")
-    g = add_output_arguments(p)
+    g = vx.add_output_arguments(p)
     g.add_argument("--probes", type=int, default=4,
                    help="print neighbours of this many most frequent items (default "
                         "%(default)s)")
@@ -149,21 +146,19 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
-    out = begin(args)
+    args, out = vx.parse_and_begin(build_parser(), argv)
     check_session_arguments(args, session_gap=SESSION_GAP)
     model_config = ModelConfig(args.arch, args.head, args.negative, args.dim, args.window,
                                args.sample)
     train = training_config(args)
-    set_threads(args.threads)
     sequences, titles, external, origin, movielens = load_sequences(args)
-    keys = None if movielens else vector_keys(external)     # ids that clash: before training
+    keys = None if movielens else vx.vector_keys(external)     # ids that clash: before training
     data = DataConfig(corpus=origin, min_count=args.min_count)
     train_seqs, held = leave_last_out(sequences)
     if not held:
         raise ValueError(f"{origin}: no sequence has 3 or more items to hold the last one "
                          f"out for evaluation")
-    with divergence_as_input_error():
+    with vx.divergence_as_input_error():
         vocab, model, stats = train_word2vec(train_seqs, data, model_config, train,
                                              progress=not args.quiet)
     vectors = word_vectors(model, args.arch)
@@ -172,41 +167,33 @@ def main(argv=None):
     evaluation = next_item_metrics(vocab, vectors, held, k=K, output_vectors=outputs)
     metrics.update(evaluation)
     rows = np.asarray(vocab.words, np.int64)
-    retriever, tuned, _ = build_vector_index(vectors, external[rows],
-                                             target_recall=args.target_recall,
-                                             k=args.index_k, seed=args.seed,
-                                             progress=not args.quiet)
-    metrics.update(index_metrics(retriever, tuned))
+    retriever, tuned = vx.index_from_args(vectors, external[rows], args, metrics)
     names = ([f"{i}:{titles[i].replace(' ', '_')}" for i in vocab.words] if movielens
              else [keys[i] for i in rows])
     with atomic_directory(out, overwrite=args.overwrite) as tmp:
         write_word2vec_text(os.path.join(tmp, "vectors.txt"), names, vectors)
-        save_model_folder(os.path.join(tmp, "model"), model, model_config, vocab,
-                          item_ids=external[rows])
-        save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
-                          {"recipe": "item2vec",
-                           "item_ids": "movielens movie_id" if movielens else origin})
-        plot_hit_rates(os.path.join(tmp, "hit_rate.png"),
-                       hit_rate_curves({"item2vec (cosine)": (vocab, vectors, held)}),
-                       title="item2vec: next item of each sequence (held out)")
+        vx.save_model_folder(os.path.join(tmp, "model"), model, model_config, vocab,
+                             item_ids=external[rows])
+        vx.save_vector_index(os.path.join(tmp, "index"), retriever, tuned,
+                             {"recipe": "item2vec",
+                              "item_ids": "movielens movie_id" if movielens else origin})
+        vx.plot_hit_rates(os.path.join(tmp, "hit_rate.png"),
+                          vx.hit_rate_curves({"item2vec (cosine)": (vocab, vectors, held)}),
+                          title="item2vec: next item of each sequence (held out)")
         write_metrics(tmp, metrics)
     unit = _unit(vectors)
     for p in range(min(args.probes, len(vocab))):
         sims = unit @ unit[p]
         sims[p] = -np.inf
         top = np.argsort(-sims)[:5]
-        decimals = score_decimals(sims[top])
+        decimals = vx.score_decimals(sims[top])
         print(f"{titles[vocab.words[p]]}:")
         for i in top:
             print(f"    {sims[i]:.{decimals}f}  {titles[vocab.words[i]]}")
     print(format_table(comparison(metrics)))
     shown = {f"{k}@{K}{s}" for k in ("hr", "ndcg", "popularity_hr", "popularity_ndcg")
              for s in ("", "_two_tower")}
-    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
-                        if k not in shown]))
-    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
-          f"{os.path.join(out, 'index')})")
-    return 0
+    return vx.finish(out, metrics, shown)
 
 
 if __name__ == "__main__":

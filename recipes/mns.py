@@ -20,6 +20,7 @@ from twotower.data.samplers import UniformSampler
 from twotower.losses import InBatch, MixedNegatives, RetrievalLoss, SampledNegatives
 from twotower.recipes import two_tower_kit as common
 
+
 MODES = ("mixed", "in-batch", "uniform")
 
 

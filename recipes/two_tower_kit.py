@@ -18,8 +18,8 @@ only with ``--overwrite``).
 import argparse
 import os
 
-
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
+
 import tensorflow as tf
 
 from twotower.artifacts import OutputPathError, atomic_directory, check_output_dir
@@ -27,8 +27,8 @@ from twotower.data import movielens
 from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.index.export import export_retriever, index_metrics, write_serving
 from twotower.metrics.retrieval_report import KS, popularity_report, retrieval_report
-from twotower.recipes.two_tower_settings import (RecipeConfig, add_common_arguments,  # noqa: F401
-                                                 config_from_args)
+from twotower.recipes.two_tower_settings import (RecipeConfig,  # noqa: F401
+                                                 add_common_arguments, config_from_args)
 from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
 from twotower.towers.retrieval_towers import build_towers, item_table
 from twotower.towers.two_tower_model import TwoTowerModel

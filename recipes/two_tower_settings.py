@@ -11,6 +11,7 @@ import dataclasses
 from twotower.data.retrieval_task import RetrievalConfig
 from twotower.training.distribute import STRATEGIES
 
+
 HISTORY_POOLINGS = ("mean", "attention")
 
 

@@ -34,9 +34,10 @@ import numpy as np
 
 from twotower.artifacts import check_output_dir
 from twotower.index import Retriever, build_index, save, tune
-from twotower.reporting import plot_curves
 from twotower.metrics.item_to_item import next_item_metrics
+from twotower.reporting import format_table, plot_curves, twotower_command
 from twotower.training.word2vec_trainer import save_model
+
 
 DEFAULT_TARGET_RECALL = 0.95
 DEFAULT_INDEX_K = 10
@@ -63,14 +64,39 @@ def add_output_arguments(parser, *, out_help="output folder (written atomically)
     return g
 
 
-def begin(args):
-    """What every word2vec-family recipe checks first, before any work: --out (returned
-    as an absolute path), --target-recall and --index-k. Bad input raises (ValueError,
-    FileNotFoundError, ...): twotower/command.py prints it as one line and exits 2, or
-    shows the traceback with TWOTOWER_DEBUG=1."""
+def begin(args, check=None):
+    """What every word2vec-family recipe does first, before any work: checks --out
+    (returned as an absolute path), --target-recall, --index-k and, with ``check``, the
+    recipe's own flags (``check(args)``); then sets --threads. Bad input raises
+    (ValueError, FileNotFoundError, ...): twotower/command.py prints it as one line and
+    exits 2, or shows the traceback with TWOTOWER_DEBUG=1."""
+    from twotower.training.word2vec_trainer import set_threads
+
     out = check_output_dir(args.out, overwrite=args.overwrite)
     check_index_arguments(args)
+    if check is not None:
+        check(args)
+    if hasattr(args, "threads"):
+        set_threads(args.threads)
     return out
+
+
+def parse_and_begin(parser, argv, check=None):
+    """``parser.parse_args(argv)`` and :func:`begin`: returns (args, the --out path)."""
+    args = parser.parse_args(argv)
+    return args, begin(args, check)
+
+
+def finish(out, metrics, shown=()):
+    """What every word2vec-family recipe prints last: the metrics its comparison table
+    did not show (``shown``: keys, or a predicate on a key), and where the output went
+    with the command that serves it."""
+    hide = shown if callable(shown) else set(shown).__contains__
+    print(format_table([{"metric": k, "value": v} for k, v in sorted(metrics.items())
+                        if not hide(k)]))
+    print(f"wrote {out}  (serve the index: {twotower_command()} serve "
+          f"{os.path.join(out, 'index')})")
+    return 0
 
 
 def check_index_arguments(args):
@@ -102,6 +128,17 @@ def save_model_folder(folder, model, model_config, vocab, *, query_tower=None,
         with open(os.path.join(folder, "query_tower.json"), "w", encoding="utf-8") as f:
             json.dump({"class_name": type(query_tower).__name__,
                        "config": query_tower.get_config()}, f)
+
+
+def index_from_args(vectors, item_vocab, args, metrics):
+    """:func:`build_vector_index` with the recipe's --target-recall, --index-k, --seed and
+    --quiet; the index's figures are added to ``metrics``. Returns (retriever, tuned)."""
+    retriever, tuned, _ = build_vector_index(vectors, item_vocab,
+                                             target_recall=args.target_recall,
+                                             k=args.index_k, seed=args.seed,
+                                             progress=not args.quiet)
+    metrics.update(index_metrics(retriever, tuned))
+    return retriever, tuned
 
 
 def build_vector_index(vectors, item_vocab, *, target_recall=DEFAULT_TARGET_RECALL,

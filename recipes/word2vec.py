@@ -58,22 +58,26 @@ import numpy as np
 
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
-from twotower.command import run_as_main
 from twotower.artifacts import atomic_directory
+from twotower.command import run_as_main
 from twotower.data.text_corpus import load_corpus
 from twotower.data.word2vec_examples import ARCHS
 from twotower.data.word2vec_format import write_word2vec_text
-from twotower.metrics.word_vectors import MIN_SUPPORT, evaluate_word_vectors, split_by_support
-from twotower.recipes.vector_export import (begin, add_output_arguments, build_vector_index,
+from twotower.metrics.word_vectors import (MIN_SUPPORT, evaluate_word_vectors,
+                                           split_by_support)
+from twotower.recipes.vector_export import (add_output_arguments, begin, build_vector_index,
                                             divergence_as_input_error, index_metrics,
                                             save_model_folder, save_vector_index,
                                             score_decimals)
-from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_arguments,
                                              training_config)
-from twotower.training.word2vec_trainer import (  # noqa: F401
-    WORD2VEC_HEADS, DataConfig, ModelConfig, TrainConfig, build_model, load_model,
-    nearest_neighbours, save_model, set_threads, train_word2vec, validate, word_vectors)
+from twotower.reporting import format_table, twotower_command, write_metrics
+from twotower.training.word2vec_trainer import (WORD2VEC_HEADS, DataConfig,  # noqa: F401
+                                                ModelConfig, TrainConfig, build_model,
+                                                load_model, nearest_neighbours, save_model,
+                                                train_word2vec, validate,
+                                                word_vectors)
+
 
 TOKENIZATION_FILE = "tokenization.json"
 BUILTIN_CORPORA = ("text8", "enwiki-sample")
@@ -207,7 +211,6 @@ def main(argv=None):
             raise ValueError(f"--resume-from {args.resume_from!r} is not a folder (give the "
                              f"model/ folder of an earlier twotower word2vec --out)")
         validate(data_config, model_config, train_config)
-        set_threads(train_config.threads)
         resumed = None
         saved_tokenization = {}
         if args.resume_from is not None:
