@@ -115,3 +115,51 @@ def test_a_real_bad_call_prints_one_line(tmp_path):
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith("twotower dssm: error: --out ") and "--overwrite" in lines[0]
     assert (out / "thesis.tex").read_text() == "years of work"
+
+
+def test_bare_twotower_prints_usage_and_exits_2(capsys):
+    assert cli.main([]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and "usage: twotower COMMAND" in captured.err
+    assert cli.main(["--help"]) == 0 and "commands:" in capsys.readouterr().out
+
+
+def test_tensorflow_log_is_off_unless_debugging():
+    """`import twotower` sets TensorFlow's C++ log level before TensorFlow loads (the
+    cuInit error on a CPU machine); TWOTOWER_DEBUG=1 leaves it on; a user's own setting
+    is kept."""
+    code = "import os, twotower; print(os.environ.get('TF_CPP_MIN_LOG_LEVEL'))"
+
+    def level(**env):
+        base = {k: v for k, v in os.environ.items()
+                if k not in ("TF_CPP_MIN_LOG_LEVEL", "TWOTOWER_DEBUG")}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**base, **env}, timeout=60)
+        return out.stdout.strip()
+
+    assert level() == "3"
+    assert level(TWOTOWER_DEBUG="1") == "None"
+    assert level(TF_CPP_MIN_LOG_LEVEL="1") == "1"
+
+
+def test_native_log_noise_is_dropped_and_everything_else_passes():
+    from twotower import _quiet
+
+    noise = [b"WARNING: All log messages before absl::InitializeLog() is called are "
+             b"written to STDERR\n",
+             b"I0000 00:00:1796234790.699221    7416 device_compiler.h:196] Compiled "
+             b"cluster using XLA!  This line is logged at most once.\n",
+             b"W1202 18:01:51.769484   4085 cuda_platform.cc:51] a warning\n"]
+    kept = [b"E1202 18:01:51.769484 4085 x.cc:1] a real error\n",
+            b"twotower youtube: error: --epochs must be >= 1\n",
+            b"tuning ScaNN:  50%|#####     | 1/2\r", b"Traceback (most recent call last):\n"]
+    assert all(_quiet.is_noise(line) for line in noise)
+    assert not any(_quiet.is_noise(line) for line in kept)
+    read_fd, write_fd = os.pipe()
+    f = _quiet._Filter(read_fd=-1, out_fd=write_fd)
+    for chunk in noise + kept:
+        f.feed(chunk[:7])   # lines arrive in pieces
+        f.feed(chunk[7:])
+    os.close(write_fd)
+    with os.fdopen(read_fd, "rb") as r:
+        assert r.read() == b"".join(kept)
