@@ -144,7 +144,7 @@ def run_one(train, config):
         return out
     model, data, metrics = out
     metrics = dict(metrics)
-    metrics.update(_validation(common.evaluate(model, data, data.valid)))
+    metrics.update(_validation(common.evaluate_model(model, data, data.valid)))
     return metrics
 
 

@@ -8,7 +8,7 @@ user's previous ``history_length`` items, whatever their split, so a test query 
 a live system would have seen then. ``RetrievalData.serving`` is every user as the whole
 log leaves them: what an exported index answers from.
 
-MovieLens (data/movielens.py) and a user's own log (data/log_retrieval.py) both end here.
+MovieLens (data/movielens.py) and a user's own log (data/log_task.py) both end here.
 """
 
 import dataclasses

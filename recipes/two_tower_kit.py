@@ -5,7 +5,7 @@ plus a few tower choices, composed from library parts by :func:`train_recipe`.
     q, i   = build_towers(data, settings)              # towers/retrieval_towers.py
     model  = TwoTowerModel(q, i, loss, item_features=item_table(i, data))
     stats  = fit(model, data, settings)                # training/fit.py (resumable)
-    report = evaluate(model, data)                     # whole corpus, seen items excluded
+    report = evaluate_model(model, data)                   # whole corpus, seen items excluded
     export = export_retriever(model, data)             # index/export.py
     write_serving(folder, export, model)               # OUT/index (twotower serve), OUT/saved_model
 
@@ -55,7 +55,7 @@ _KINDS = ("categorical", "text", "numeric", "multi_hot")
 def load_data(config):
     """The retrieval task for ``config`` (cached per process): MovieLens (``--data``), or
     the user's own log (``--interactions`` with optional ``--items`` / ``--users``
-    feature tables, twotower.data.log_retrieval), printing what was read and inferred."""
+    feature tables, twotower.data.log_task), printing what was read and inferred."""
     retrieval = movielens.RetrievalConfig(min_rating=config.min_rating, split=config.split,
                                           history_length=config.history_length)
     interactions = getattr(config, "interactions", None)
@@ -67,7 +67,7 @@ def load_data(config):
                config.min_rating, config.split, config.history_length)
         if key not in _DATA_CACHE:
             from twotower.data import interactions as logs
-            from twotower.data.log_retrieval import load_log_task
+            from twotower.data.log_task import load_log_task
 
             _DATA_CACHE[key] = load_log_task(
                 interactions, retrieval, items=config.items, users=config.users,
@@ -92,7 +92,7 @@ def evaluate_towers(query_tower, item_tower, data, split=None):
     return retrieval_report(u, v, split.item, data.exclusions(split), data.head_items())
 
 
-def evaluate(model, data, split=None):
+def evaluate_model(model, data, split=None):
     """Full-corpus metrics of a TwoTowerModel (see metrics/retrieval_report.py)."""
     return evaluate_towers(model.query_tower, model.item_tower, data, split)
 
@@ -130,7 +130,7 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
         stats = fit(model, data, config)
     if not is_chief(strategy):
         config.out = None  # the chief writes --out; the other workers only train
-    metrics = evaluate(model, data)
+    metrics = evaluate_model(model, data)
     metrics.update(stats)
     metrics["popularity_recall@50"] = popularity(data)["recall@50"]
     if loss.learn_temperature:

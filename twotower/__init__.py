@@ -49,7 +49,7 @@ _EXPORTS = {
     "build_vocabularies": "twotower.data.id_vocabulary",
     "IdVocabulary": "twotower.data.id_vocabulary",
     "read_feature_table": "twotower.data.feature_table",
-    "load_log_task": "twotower.data.log_retrieval",
+    "load_log_task": "twotower.data.log_task",
     # the index: the user's own ids
     "UnknownIdError": "twotower.index", "ExternalIds": "twotower.index",
 }

@@ -120,7 +120,7 @@ def _build(log, config, items, users, name):
     return data, stats
 
 
-def log_retrieval(log, config=None, *, items=None, users=None, name=None):
+def log_task(log, config=None, *, items=None, users=None, name=None):
     """Builds a RetrievalData from an interaction log and optional feature tables.
 
     Args:

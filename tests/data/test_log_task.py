@@ -1,4 +1,4 @@
-"""Tests for twotower.data.log_retrieval: a generic log (string or integer ids) and its
+"""Tests for twotower.data.log_task: a generic log (string or integer ids) and its
 feature tables → the RetrievalData the recipes train on."""
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 from twotower.data import feature_table as F
 from twotower.data import interactions as I
 from twotower.data import parquet_shards
-from twotower.data.log_retrieval import load_log_task, log_retrieval
+from twotower.data.log_task import load_log_task, log_task
 from twotower.data.retrieval_task import RetrievalConfig
 
 # u0: a(1) b(2) c(3) a(4)  u1: b(1) a(2) d(3)   u2: c(5)  (a 3x, b 2x, c 2x, d 1x)
@@ -23,7 +23,7 @@ def log_csv(tmp_path):
 
 
 def test_string_ids_vocab_split_history(log_csv):
-    data = log_retrieval(I.read_interactions(log_csv),
+    data = log_task(I.read_interactions(log_csv),
                          RetrievalConfig(history_length=2, min_user_interactions=1))
     # frequency order, ties by id
     assert data.item_vocab.tolist() == ["a", "b", "c", "d"]
