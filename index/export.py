@@ -52,8 +52,10 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
        force on the test users' query embeddings;
     3. a Retriever with the user feature store — each user as the whole log leaves them
        (``data.serving``: history up to and including the last interaction, held-out
-       items too) — and every item of the user's log, excluded from u2i answers. The
-       towers are not refit on the held-out rows: they are the ones the metrics measure.
+       items too) — every known user's query vector computed from it once (u2i by user
+       id then runs no tower), and every item of the user's log, excluded from u2i
+       answers. The towers are not refit on the held-out rows: they are the ones the
+       metrics measure.
 
     When the data carries external id vocabularies (``data.item_vocab`` /
     ``data.user_vocab``, 1-D arrays, position = internal id), the index holds internal
@@ -61,7 +63,7 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     asked and answers in the log's own ids.
     """
     from twotower.index.builder import build_index, embed
-    from twotower.index.retriever import Retriever
+    from twotower.index.retriever import Retriever, embed_user_table
     from twotower.index.tuner import tune
 
     items = item_inputs(data)
@@ -95,8 +97,10 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
         vocabs["item_vocab"] = np.asarray(item_vocab)
     if user_vocab is not None:
         vocabs["user_vocab"] = np.asarray(user_vocab)
+    # every known user's query vector, once: u2i by user id then runs no tower
+    user_vectors = embed_user_table(model.query_tower, user_table)
     retriever = Retriever(index, model.query_tower, model.item_tower, user_table=user_table,
-                          user_seen=user_seen, **vocabs)
+                          user_seen=user_seen, user_vectors=user_vectors, **vocabs)
     return ServingExport(
         retriever=retriever, index=index, tuned=tuned, user_ids=user_ids, item_ids=item_ids,
         item_keys=item_keys,

@@ -11,6 +11,8 @@
     DIR/item_tower/        SavedModel (optional) + tower.json
     DIR/user_table.npz     query-tower inputs per user, keyed by "user_id" (optional)
     DIR/user_seen.npz      items each user has seen: users, offsets, items (optional)
+    DIR/user_vectors.npy   float32 [U, d]: the query tower's output for each user-table
+                           row, so that u2i by user id runs no tower (optional)
     DIR/item_vocab.npy     the user's own item ids, position = internal id (optional)
     DIR/user_vocab.npy     the user's own user ids (optional)
     DIR/.twotower-artifact the marker of a folder twotower wrote
@@ -103,6 +105,9 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None,
             np.savez(os.path.join(tmp, "user_table.npz"),
                      **{k: (v.astype(str) if v.dtype == object else v)
                         for k, v in retriever.user_table.items()})
+        if getattr(retriever, "user_vectors", None) is not None:
+            np.save(os.path.join(tmp, "user_vectors.npy"), retriever.user_vectors,
+                    allow_pickle=False)
         if retriever.user_seen is not None:
             users = np.asarray(sorted(retriever.user_seen), dtype=np.int64)
             lists = [retriever.user_seen[int(u)] for u in users]
@@ -275,11 +280,15 @@ def load(path, *, load_towers=True):
         with np.load(os.path.join(path, "user_seen.npz"), allow_pickle=False) as z:
             users, offsets, items = z["users"], z["offsets"], z["items"]
         user_seen = {int(u): items[offsets[i]:offsets[i + 1]] for i, u in enumerate(users)}
+    user_vectors = None
+    if user_table is not None and os.path.exists(os.path.join(path, "user_vectors.npy")):
+        user_vectors = np.load(os.path.join(path, "user_vectors.npy"), allow_pickle=False)
     vocabs = {}  # external ids, when the folder has them (older folders: internal ids)
     for name in ("item_vocab", "user_vocab"):
         if os.path.exists(os.path.join(path, f"{name}.npy")):
             vocabs[name] = np.load(os.path.join(path, f"{name}.npy"), allow_pickle=False)
     retriever = Retriever(index, towers.get("query_tower"), towers.get("item_tower"),
-                          user_table=user_table, user_seen=user_seen, **vocabs)
+                          user_table=user_table, user_seen=user_seen,
+                          user_vectors=user_vectors, **vocabs)
     retriever.manifest = manifest
     return retriever

@@ -61,6 +61,10 @@ class Retriever:
         result returns.
       user_vocab: optional 1-D array (or ExternalIds) of external user ids, position =
         internal user id: the ids :meth:`u2i_users` takes.
+      user_vectors: optional float32 [U, d], row r the query tower's output for row r of
+        ``user_table`` (computed once at export, :func:`embed_user_table`): u2i by user
+        id then reads the vector instead of running the tower; the tower runs only for
+        ``features`` requests.
 
     Every ``u2i*`` / ``i2i*`` method returns ``(item_ids, scores)``: numpy arrays
     [B, k]; ``item_ids`` int64 (internal ids, or external ints) or unicode '<U'
@@ -69,7 +73,7 @@ class Retriever:
     """
 
     def __init__(self, index, query_tower=None, item_tower=None, *, user_table=None,
-                 user_seen=None, item_vocab=None, user_vocab=None):
+                 user_seen=None, item_vocab=None, user_vocab=None, user_vectors=None):
         self.index = index
         self.query_tower = query_tower
         self.item_tower = item_tower
@@ -100,6 +104,15 @@ class Retriever:
             self._user_rows = {u: r for r, u in enumerate(keys.tolist())}
             if len(self._user_rows) != n:
                 raise ValueError("user_table['user_id'] holds duplicate user ids")
+        self.user_vectors = None
+        if user_vectors is not None:
+            if self.user_table is None:
+                raise ValueError("user_vectors need the user_table whose rows they embed")
+            vectors = check_vectors(user_vectors, index.dim, "user_vectors")
+            if len(vectors) != len(self.user_table["user_id"]):
+                raise ValueError(f"user_vectors has {len(vectors)} rows, the user table "
+                                 f"{len(self.user_table['user_id'])}: one vector a user row")
+            self.user_vectors = vectors
         self.user_seen = None
         if user_seen is not None:
             self.user_seen = {}
@@ -259,8 +272,9 @@ class Retriever:
           UnknownIdError: a user id that is not known (``.ids`` lists them).
           ValueError: bad ids or k; no way to embed a user by id.
         """
-        if self.query_tower is None:
-            raise ValueError("this Retriever has no query_tower: u2i by user id needs one")
+        if self.query_tower is None and self.user_vectors is None:
+            raise ValueError("this Retriever has no query_tower: u2i by user id needs one "
+                             "(or user_vectors)")
         if self.user_vocab is not None:
             users = self.user_vocab.lookup(user_ids, "user_ids")
         else:
@@ -268,13 +282,15 @@ class Retriever:
         if len(users) == 0:
             raise ValueError("user_ids is empty: give at least one user id")
         given = np.asarray(user_ids, dtype=object).reshape(-1)
-        takes_ids = towers_io.takes_ids(self.query_tower)
+        takes_ids = self.query_tower is not None and towers_io.takes_ids(self.query_tower)
         if self.user_table is not None:
             rows = [self._user_rows.get(u, -1) for u in users.tolist()]
             unknown = [given[j] for j, r in enumerate(rows) if r < 0]
             if unknown:
                 raise UnknownIdError(unknown, "user", len(self._user_rows))
-            if takes_ids:
+            if self.user_vectors is not None:
+                features = None  # the stored vectors answer: no tower call
+            elif takes_ids:
                 features = self.user_table["user_id"][rows]
             else:
                 features = {name: col[rows] for name, col in self.user_table.items()}
@@ -297,7 +313,7 @@ class Retriever:
             empty = np.zeros(0, np.int64)
             ex = [np.concatenate([e, self.user_seen.get(u, empty)])
                   for e, u in zip(ex, users.tolist())]
-        q = self.embed_queries(features)
+        q = (self.user_vectors[rows] if features is None else self.embed_queries(features))
         return self._search(q, k, ex)
 
     def u2i_embeddings(self, query_embeddings, k=10, *, exclude=None):
@@ -400,3 +416,13 @@ class Retriever:
             self._check_indexed(internal, item_ids)
             self.index.remove(internal)
         return len(internal)
+
+
+def embed_user_table(query_tower, user_table, *, batch_size=4096, progress=True):
+    """The query tower's output for every row of ``user_table`` (float32 [U, d]): what a
+    Retriever's ``user_vectors`` hold. A tower that takes ids gets the ``user_id`` column
+    alone, as :meth:`Retriever.u2i_users` feeds it."""
+    inputs = (user_table["user_id"] if towers_io.takes_ids(query_tower)
+              else {k: np.asarray(v) for k, v in user_table.items()})
+    return embed(query_tower, inputs, batch_size=batch_size, desc="embedding users",
+                 progress=progress)

@@ -244,3 +244,37 @@ def test_feature_schema_of_a_feature_tower_pads_fills_and_names_what_is_wrong():
     ]:
         with pytest.raises(FeatureError, match=match):
             schema.prepare(rows)
+
+
+def test_stored_user_vectors_answer_as_the_tower_does(tmp_path):
+    """u2i by user id from the vectors computed at export equals the tower's answer, and
+    survives a save and load; without a tower, the vectors still answer."""
+    from twotower.index import load, save
+    from twotower.index.builder import build_index
+    from twotower.index.retriever import embed_user_table
+    from twotower.towers import IDTower
+
+    rng = np.random.default_rng(3)
+    users, items = IDTower(40, 8, name="u"), IDTower(60, 8, name="i")
+    item_vectors = items(np.arange(60)).numpy()
+    index = build_index(item_vectors, np.arange(60), distance="dot")
+    table = {"user_id": np.arange(5, 25, dtype=np.int64)}
+    seen = {int(u): rng.choice(60, 4, replace=False) for u in table["user_id"]}
+    plain = Retriever(index, users, items, user_table=table, user_seen=seen)
+    vectors = embed_user_table(users, table, progress=False)
+    stored = Retriever(index, users, items, user_table=table, user_seen=seen,
+                       user_vectors=vectors)
+    ask = [5, 17, 24]
+    want, want_scores = plain.u2i_users(ask, 7)
+    got, got_scores = stored.u2i_users(ask, 7)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(got_scores, want_scores, rtol=1e-5)
+    save(str(tmp_path / "ix"), stored)
+    again = load(str(tmp_path / "ix"))
+    assert again.user_vectors is not None
+    np.testing.assert_array_equal(again.u2i_users(ask, 7)[0], want)
+    towerless = Retriever(index, None, items, user_table=table, user_seen=seen,
+                          user_vectors=vectors)
+    np.testing.assert_array_equal(towerless.u2i_users(ask, 7)[0], want)
+    with pytest.raises(ValueError, match="one vector a user row"):
+        Retriever(index, users, items, user_table=table, user_vectors=vectors[:3])
