@@ -4,6 +4,7 @@ uvicorn; index/server/ says what it answers and which limits protect it)."""
 import argparse
 import math
 import os
+import signal
 import sys
 
 from twotower.index import server
@@ -77,6 +78,13 @@ def build_parser():
     p.add_argument("--timeout-body", type=_positive(float), default=DEFAULTS["timeout_body"],
                    help="seconds a client has to send a request's body (408 after; "
                         "default %(default)s)")
+    p.add_argument("--reload-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="follow DIR: every SECONDS, check its manifest and, when a new "
+                        "export replaced the folder, load it beside the served one and "
+                        "swap it in (a bad one is refused and the old keeps serving; "
+                        "/health says why). 0 turns polling off; POST /admin/reload (with "
+                        "the token) and SIGHUP still reload. HTTP updates made since the "
+                        "last export are dropped by a swap (default %(default)s)")
     p.add_argument("--verbose", action="store_true", help="log every request")
     return p
 
@@ -95,6 +103,8 @@ def main(argv=None):
         return _fail(f"--port must be in [0, 65535], got {args.port}")
     if args.workers < 0:
         return _fail(f"--workers must be >= 0, got {args.workers}")
+    if not (args.reload_interval >= 0 and math.isfinite(args.reload_interval)):
+        return _fail(f"--reload-interval must be >= 0, got {args.reload_interval}")
     if args.batch_parallel < 0:
         return _fail(f"--batch-parallel must be >= 0, got {args.batch_parallel}")
     token = None
@@ -109,7 +119,9 @@ def main(argv=None):
     if not os.path.isdir(args.dir):
         return _fail(f"index folder {args.dir!r} does not exist or is not a folder")
     from twotower.index import persistence
+    from twotower.index.server.reload import manifest_fingerprint
 
+    fingerprint = manifest_fingerprint(args.dir)  # before loading: a swap meanwhile is seen
     try:
         retriever = persistence.load(args.dir)
     except Exception as e:  # noqa: BLE001  (TF's load errors are no OSError): one line
@@ -131,12 +143,15 @@ def main(argv=None):
             max_connections=args.max_connections, workers=args.workers,
             batch_parallel=args.batch_parallel,
             timeout_keep_alive=args.timeout_keep_alive, timeout_header=args.timeout_header,
-            timeout_body=args.timeout_body)
+            timeout_body=args.timeout_body, folder=args.dir,
+            reload_interval=args.reload_interval, fingerprint=fingerprint)
     except OSError as e:
         return _fail(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}")
     mode = "read-only" if token is None else "updates allowed with the bearer token"
     print(f"serving {args.dir} ({retriever.index.size} items, {mode}) on {server.url} "
           "(GET /health, POST /u2i, POST /i2i, GET /docs); Ctrl-C stops", flush=True)
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, lambda *_: server.reload_soon())
     try:
         server.serve()
     except KeyboardInterrupt:

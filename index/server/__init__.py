@@ -12,6 +12,8 @@
                           "features": row}, ..]}  (upsert; an id twice: the last wins)
     DELETE /items         {"item_ids": [..]}   (also POST /items/delete; ids not indexed
                           are listed in "unknown_ids", nothing fails)
+    POST   /admin/reload  load the folder again and swap it in (bearer token; 409 and
+                          the old index kept when the new folder is refused)
     GET    /metrics       Prometheus text format (text/plain)
     GET    /docs, /openapi.json   OpenAPI (Swagger UI needs its assets from a CDN)
 
@@ -57,11 +59,21 @@ concurrent /u2i-by-user requests share one tower call and one search (--batch-pa
 A k above the k the index was tuned for is answered with a "warnings" entry, on exact
 (brute-force) indexes too, where it says that the answer is still exact.
 
+The server follows DIR: when a new export replaces it (twotower.index.save swaps the
+folder in atomically), seen by polling its manifest every --reload-interval seconds [2;
+0 = off], or on POST /admin/reload or SIGHUP, the new index is loaded and checked in a
+thread beside the served one and swapped in; requests in flight finish on the old one.
+A bad folder (checksums, schema, missing files, another dimension / id kind / towers) is
+refused: the old keeps serving, /health "reload.last_error" says why. /health "version"
+and the X-Index-Version header name the served manifest_sha256. Items added or removed
+over HTTP since the last export are dropped by a swap: the export is the source of truth.
+
 Binds 127.0.0.1 unless told otherwise (--host 0.0.0.0 exposes it).
 
 The package: routes.py (the route table), settings.py (limits and defaults), schemas.py
 (request and response models, per index), service.py (the Retriever behind the routes),
-limits.py (what is enforced below FastAPI), metrics.py (Prometheus), app.py
+limits.py (what is enforced below FastAPI), reload.py (the folder followed, hot
+swaps), metrics.py (Prometheus), app.py
 (``create_app``), runner.py (``IndexServer``). The command line is recipes/serve.py.
 """
 

@@ -10,9 +10,11 @@ from typing import Annotated
 from twotower.data.external_ids import UnknownIdError
 from twotower.index.server.limits import LimitsMiddleware
 from twotower.index.server.metrics import Metrics
+from twotower.index.server.reload import Reloader, ReloadError, version_of
 from twotower.index.server.routes import check_routes
-from twotower.index.server.schemas import (LIMIT_NOTE, HealthResponse, exact_integer_bounds,
-                                           json_response_class, validation_message)
+from twotower.index.server.schemas import (LIMIT_NOTE, HealthResponse, ReloadResponse,
+                                           exact_integer_bounds, json_response_class,
+                                           validation_message)
 from twotower.index.server.service import ApiError, Batcher, IndexService
 from twotower.index.server.settings import DEFAULTS
 
@@ -20,13 +22,43 @@ from twotower.index.server.settings import DEFAULTS
 _log = logging.getLogger(__name__)
 
 
-def create_app(retriever, *, token=None, metrics=None, **limits):
+class _VersionHeader:
+    """Adds ``X-Index-Version`` (the served manifest's manifest_sha256) to every answer."""
+
+    def __init__(self, app, reloader):
+        self.app, self.reloader = app, reloader
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        # the version when the request arrived: a swap lets requests in flight finish on
+        # the index they started on (give or take the read lock's wait)
+        sha = self.reloader.version["manifest_sha256"]
+
+        async def send_with_version(message):
+            if message["type"] == "http.response.start" and sha:
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  (b"x-index-version", sha.encode())]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_version)
+
+
+def create_app(retriever, *, token=None, metrics=None, folder=None, reload_interval=0.0,
+               fingerprint=None, **limits):
     """The FastAPI app serving ``retriever`` (see the module docstring for the routes).
 
     Args:
       retriever: a Retriever (e.g. ``twotower.index.load(folder)``).
       token: the bearer token that allows updates; None makes the server read-only.
       metrics: a :class:`Metrics` (one is made when None).
+      folder: the folder ``retriever`` was loaded from: ``POST /admin/reload`` (and,
+        once ``app.state.reloader.start()`` is called, polling every ``reload_interval``
+        seconds) swaps in a new export of it (index/server/reload.py). None: nothing to
+        reload (/admin/reload answers 409).
+      fingerprint: the manifest's fingerprint read before loading ``retriever``
+        (``reload.manifest_fingerprint``); read at once when None.
       **limits: any of ``max_request_bytes``, ``max_batch``, ``max_cost``,
         ``max_concurrency``, ``workers``, ``timeout_body``, ``batch_parallel``
         (defaults in ``DEFAULTS``).
@@ -59,6 +91,11 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
                               + LIMIT_NOTE)
     app.state.service = service
     app.state.metrics = metrics
+    reloader = None
+    if folder is not None:
+        reloader = Reloader(folder, service, metrics=metrics, interval=reload_interval,
+                            fingerprint=fingerprint)
+    app.state.reloader = reloader
 
     def openapi():
         """FastAPI's schema without its 422 answers (validation errors are 400 here)."""
@@ -158,7 +195,10 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
     @app.get("/health", summary="Index facts, the features each tower takes, liveness",
              response_model=HealthResponse)
     async def health():
-        return JSONResponse(service.health(read_only))
+        return JSONResponse({**service.health(read_only),
+                             "version": version_of(None) if reloader is None
+                             else reloader.version,
+                             "reload": None if reloader is None else reloader.health()})
 
     batcher = Batcher(service.u2i_users_batch, work, max_batch=service.max_batch,
                        parallel=max(1, int(s["batch_parallel"])),
@@ -202,6 +242,26 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
     async def delete_post(body: Annotated[m.DeleteRequest, Body()]):
         return await work(answer(service.delete), body)
 
+    @app.post("/admin/reload", response_model=ReloadResponse,
+              summary="Load the served folder again and swap it in (needs the bearer "
+                      "token)",
+              responses={**errors(401, 403),
+                         409: {"model": m.ErrorResponse,
+                               "description": "the new folder was refused (the old index "
+                                              "keeps serving), or there is no folder"}},
+              dependencies=[Depends(authorize)],
+              include_in_schema=not read_only and reloader is not None)
+    async def admin_reload():
+        if reloader is None:
+            raise ApiError(409, "this server was not started from a folder: nothing to "
+                                "reload")
+        try:
+            # loading is slow (TF towers, file checksums): a thread, never the event loop
+            result = await anyio.to_thread.run_sync(reloader.reload)
+        except ReloadError as e:
+            raise ApiError(409, f"reload refused, the old index keeps serving: {e}") from None
+        return JSONResponse(result)
+
     @app.get("/metrics", summary="Prometheus metrics (text exposition format)",
              response_class=PlainTextResponse)
     async def prometheus():
@@ -209,6 +269,9 @@ def create_app(retriever, *, token=None, metrics=None, **limits):
         return PlainTextResponse(data, media_type=content_type)
 
     check_routes(app)  # a route the table lacks would escape the limits and metrics
-    return LimitsMiddleware(app, metrics=metrics, max_request_bytes=s["max_request_bytes"],
-                            timeout_body=s["timeout_body"],
-                            max_concurrency=s["max_concurrency"])
+    inner = app if reloader is None else _VersionHeader(app, reloader)
+    outer = LimitsMiddleware(inner, metrics=metrics, max_request_bytes=s["max_request_bytes"],
+                             timeout_body=s["timeout_body"],
+                             max_concurrency=s["max_concurrency"])
+    outer.reloader = reloader  # IndexServer starts and stops its polling
+    return outer

@@ -33,6 +33,17 @@ class Metrics:
                                "connections closed by a limit", ["reason"],
                                registry=self.registry)
 
+        self.reloads = Counter("twotower_index_reloads_total",
+                               "reloads of the served folder, by result (success: swapped "
+                               "in; failure: refused, the old index kept serving)",
+                               ["result"], registry=self.registry)
+        self.reload_seconds = Histogram(
+            "twotower_index_reload_seconds", "time to load, check and swap in a new "
+            "export (refused ones too)", registry=self.registry,
+            buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0))
+        for result in ("success", "failure"):
+            self.reloads.labels(result)
+
     def render(self):
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

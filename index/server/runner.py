@@ -23,6 +23,10 @@ class IndexServer:
       timeout_header: seconds to receive a request's headers (slowloris guard).
       timeout_body: seconds to receive a request's body.
       verbose: log every request.
+      folder: the folder ``retriever`` was loaded from: followed while serving (a new
+        export is swapped in: polled every ``reload_interval`` seconds, 0 = only on
+        ``POST /admin/reload`` or :meth:`reload_soon`; index/server/reload.py).
+      fingerprint: the manifest's fingerprint read before loading ``retriever``.
       **limits: ``max_request_bytes``, ``max_batch``, ``max_cost``, ``max_concurrency``,
         ``max_connections``, ``workers`` (see ``twotower serve --help``).
 
@@ -31,7 +35,8 @@ class IndexServer:
     """
 
     def __init__(self, retriever, host="127.0.0.1", port=8080, *, token=None,
-                 verbose=False, **limits):
+                 verbose=False, folder=None, reload_interval=0.0, fingerprint=None,
+                 **limits):
         import uvicorn
 
         unknown = set(limits) - set(DEFAULTS)
@@ -44,7 +49,10 @@ class IndexServer:
         app_limits = {k: s[k] for k in ("max_request_bytes", "max_batch", "max_cost",
                                         "max_concurrency", "workers", "timeout_body",
                                         "batch_parallel")}
-        self.app = create_app(retriever, token=token, metrics=self.metrics, **app_limits)
+        self.app = create_app(retriever, token=token, metrics=self.metrics, folder=folder,
+                              reload_interval=reload_interval, fingerprint=fingerprint,
+                              **app_limits)
+        self.reloader = self.app.reloader  # None without a folder
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # proto=IPPROTO_TCP matters: asyncio turns Nagle off (TCP_NODELAY) only on sockets
         # whose proto says TCP, and accepted sockets inherit it; with proto 0 a kept-alive
@@ -75,10 +83,19 @@ class IndexServer:
 
     def serve(self):
         """Serves until :meth:`shutdown` (or Ctrl-C in the main thread)."""
+        if self.reloader is not None:
+            self.reloader.start()
         try:
             self.server.run(sockets=[self.socket])
         finally:
+            if self.reloader is not None:
+                self.reloader.stop()
             self.socket.close()
+
+    def reload_soon(self):
+        """Asks for a reload of the folder in the background (what SIGHUP does)."""
+        if self.reloader is not None:
+            self.reloader.kick()
 
     def start_background(self, timeout=30.0):
         """Serves in a daemon thread (tests, notebooks) once started; returns the thread."""

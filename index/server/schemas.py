@@ -247,6 +247,17 @@ class HealthResponse(BaseModel):
     features: Dict[str, Optional[Dict[str, Any]]]
     config: Dict[str, Any]
     limits: Dict[str, int]
+    version: Dict[str, Optional[str]]
+    reload: Optional[Dict[str, Any]]
+
+
+class ReloadResponse(BaseModel):
+    """POST /admin/reload: whether a new index was swapped in, its version and the
+    previous one."""
+
+    reloaded: bool
+    version: Dict[str, Optional[str]]
+    previous: Optional[Dict[str, Optional[str]]]
 
 
 def exact_integer_bounds(node):

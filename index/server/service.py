@@ -103,6 +103,7 @@ class IndexService:
         self.max_batch = int(max_batch)
         self.max_cost = int(max_cost)
         self.lock = _ReadWriteLock()
+        self.updates_since_load = 0  # items added or removed over HTTP since the load
         self.batch_fallbacks = 0  # batches re-run request by request after an error
         self.models = api_models(retriever, max_batch=self.max_batch,
                                  max_cost=self.max_cost)
@@ -112,6 +113,14 @@ class IndexService:
             who: None if schema is None else schema.describe()
             for who, schema in (("query", self.models.query_features),
                                 ("item", self.models.item_features))}
+
+    def swap(self, retriever):
+        """Serves ``retriever`` (loaded beside the old one, with the same API) from now
+        on: one reference swap under the write lock, so searches in flight finish on the
+        old index. HTTP updates made to the old one are dropped with it."""
+        with self.lock.write():
+            self.retriever = retriever
+            self.updates_since_load = 0
 
     def tuned_k(self):
         """The k the index's search knobs were tuned for (None: never tuned)."""
@@ -239,6 +248,7 @@ class IndexService:
             q = np.asarray(req.embeddings, dtype=np.float32).reshape(-1, r.index.dim)
             self._check_bounds(len(q), req.k, exclude)
             with self.lock.read():
+                r = self.retriever  # the one served now (a reload swaps it)
                 k, available = self._limit(req.k)
                 return self._answer(r.u2i_embeddings(
                     q, k, exclude=None if exclude is None else [exclude] * len(q)),
@@ -247,6 +257,7 @@ class IndexService:
             users = _id_array(req.user_ids, "user_ids")
             self._check_bounds(len(users), req.k, exclude)
             with self.lock.read():
+                r = self.retriever  # the one served now (a reload swaps it)
                 k, available = self._limit(req.k)
                 return self._answer(self._tower(
                     r.u2i_users, users, k, exclude_seen=req.exclude_seen,
@@ -257,6 +268,7 @@ class IndexService:
         n = len(req.features)
         self._check_bounds(n, req.k, exclude)
         with self.lock.read():
+            r = self.retriever  # the one served now (a reload swaps it)
             k, available = self._limit(req.k)
             return self._answer(self._tower(
                 r.u2i, inputs, k, exclude=None if exclude is None else [exclude] * n,
@@ -279,9 +291,10 @@ class IndexService:
                            for _ in range(len(u))]
             try:
                 with self.lock.read():
+                    r = self.retriever  # the one served now (a reload swaps it)
                     k_search, available = self._limit(k)
                     ids, scores = self._tower(
-                        self.retriever.u2i_users, np.concatenate(users), k_search,
+                        r.u2i_users, np.concatenate(users), k_search,
                         exclude_seen=exclude_seen, exclude=exclude, what="query")
             except Exception:  # noqa: BLE001  re-run one by one below, for the right errors
                 self.batch_fallbacks += 1
@@ -310,6 +323,7 @@ class IndexService:
             ids = _id_array(req.item_ids, "item_ids")
             self._check_bounds(len(ids), req.k, exclude)
             with self.lock.read():
+                r = self.retriever  # the one served now (a reload swaps it)
                 k, available = self._limit(req.k, self_excluded=True)
                 if k < 1:  # a one-item index: the item has no neighbour
                     r._check_indexed(r._items_in(ids, "item_ids", allow_empty=False), ids)
@@ -322,6 +336,7 @@ class IndexService:
         n = len(req.features)
         self._check_bounds(n, req.k, exclude)
         with self.lock.read():
+            r = self.retriever  # the one served now (a reload swaps it)
             k, available = self._limit(req.k)
             return self._answer(self._tower(
                 r.i2i_features, inputs, k, exclude=None if exclude is None else [exclude] * n,
@@ -349,7 +364,9 @@ class IndexService:
                 embed, r.item_tower, inputs, desc="embedding items", progress=False,
                 what="item")
         with self.lock.write():
+            r = self.retriever  # the one served now (a reload swaps it)
             done = r.upsert_items(ids, vectors=vectors)
+            self.updates_since_load += len(ids)
             return {**done, "num_items": int(r.index.size), "item_ids": ids.tolist()}
 
     def delete(self, req):
@@ -359,6 +376,7 @@ class IndexService:
         given = list(dict.fromkeys(req.item_ids))  # an id given twice is removed once
         ids = _id_array(given, "item_ids")
         with self.lock.write():
+            r = self.retriever  # the one served now (a reload swaps it)
             internal = r.known_item_ids(ids)
             present = (internal >= 0) & r.index.indexed(internal)
             keep = ids[present]
@@ -367,6 +385,7 @@ class IndexService:
                                     f"index empty ({r.index.size} items): an index keeps at "
                                     "least one item")
             removed = int(r.remove_items(keep)) if len(keep) else 0
+            self.updates_since_load += removed
             return {"removed": removed, "num_items": int(r.index.size),
                     "item_ids": keep.tolist(), "unknown_ids": ids[~present].tolist()}
 

@@ -107,6 +107,7 @@ def test_binds_loopback_by_default_and_every_flag_has_help():
     (["{tmp}", "--max-cost", "0"], "--max-cost: must be > 0"),
     (["{tmp}", "--port", "70000"], r"--port must be in \[0, 65535\]"),
     (["{tmp}", "--token-file", "/no/such/token"], "--token-file"),
+    (["{tmp}", "--reload-interval", "-1"], "--reload-interval must be >= 0"),
 ])
 def test_serve_errors_are_one_line_and_exit_2(tmp_path, capsys, argv, match):
     (tmp_path / "junk.txt").write_text("not an index")
