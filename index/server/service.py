@@ -263,16 +263,23 @@ class IndexService:
                     r.u2i_users, users, k, exclude_seen=req.exclude_seen,
                     exclude=None if exclude is None else [exclude] * len(users),
                     what="query"), req.k, available)
-        # the features are the schema's (400) before the limits (413)
-        inputs = self._features(self.models.query_features, req.features, "query")
+        return self._by_features(req, exclude, "query")
+
+    def _by_features(self, req, exclude, which):
+        """u2i ("query") or i2i ("item") by tower features: the schema's checks (400)
+        before the limits (413), then one tower call and one search on the index served
+        now (a reload swaps it)."""
+        features = self.models.query_features if which == "query" else self.models.item_features
+        inputs = self._features(features, req.features, which)
         n = len(req.features)
         self._check_bounds(n, req.k, exclude)
         with self.lock.read():
-            r = self.retriever  # the one served now (a reload swaps it)
+            r = self.retriever
+            search = r.u2i if which == "query" else r.i2i_features
             k, available = self._limit(req.k)
             return self._answer(self._tower(
-                r.u2i, inputs, k, exclude=None if exclude is None else [exclude] * n,
-                what="query"), req.k, available)
+                search, inputs, k, exclude=None if exclude is None else [exclude] * n,
+                what=which), req.k, available)
 
     def u2i_users_batch(self, requests):
         """Several /u2i-by-user requests with one (k, exclude_seen, id kind) in one
@@ -332,15 +339,7 @@ class IndexService:
                 return self._answer(r.i2i(
                     ids, k, exclude=None if exclude is None else [exclude] * len(ids)),
                     req.k, available)
-        inputs = self._features(self.models.item_features, req.features, "item")
-        n = len(req.features)
-        self._check_bounds(n, req.k, exclude)
-        with self.lock.read():
-            r = self.retriever  # the one served now (a reload swaps it)
-            k, available = self._limit(req.k)
-            return self._answer(self._tower(
-                r.i2i_features, inputs, k, exclude=None if exclude is None else [exclude] * n,
-                what="item"), req.k, available)
+        return self._by_features(req, exclude, "item")
 
     def upsert(self, req):
         r = self.retriever
