@@ -14,16 +14,13 @@ import time
 
 import numpy as np
 
-from twotower.towers.two_tower_model import embed as embed_rows
+# one embed for the whole library (towers.two_tower_model.embed), re-exported here where
+# the index's users look for it
+from twotower.towers.two_tower_model import embed  # noqa: F401
 
 from twotower.index import config as config_lib
 from twotower.data.external_ids import check_int_ids
 from twotower.index.scann_index import ScannIndex, check_vectors, normalize
-
-
-def embed(tower, inputs, *, batch_size=4096, desc="embedding items", progress=True):
-    """The item (or query) tower over a whole catalogue: towers.two_tower_model.embed."""
-    return embed_rows(tower, inputs, batch_size, desc=desc, progress=progress)
 
 
 def scann_config_text(vectors, config, *, num_neighbors=10, soar=True):

@@ -67,7 +67,7 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     from twotower.index.tuner import tune
 
     items = item_inputs(data)
-    item_vectors = embed(model.item_tower, items)
+    item_vectors = embed(model.item_tower, items, desc="embedding items")
     num_items = len(item_vectors)
     item_vocab = getattr(data, "item_vocab", None)
     user_vocab = getattr(data, "user_vocab", None)
