@@ -12,34 +12,11 @@ from twotower.towers import feature_tower as ft
 from twotower.towers.two_tower_model import TwoTowerModel
 
 
-def _specs(oov_rate=0.0):
-    return [
-        ft.categorical("user_id", np.array([3, 5, 7, 7]), dim=4, oov_rate=oov_rate),
-        ft.categorical("gender", np.array(["M", "F"], object), dim=2),
-        ft.hashed("zip", 16, dim=3),
-        ft.text("title", np.array(["Toy Story", "Heat", "The Story of Us"], object), dim=4,
-                sequence_length=5),
-        ft.multi_hot("genres", np.array([["Action", ""], ["Comedy", "Drama"]], object), dim=3),
-        ft.dense("year", np.array([1990.0, 1995.0, 2000.0])),
-        ft.sequence("history", vocab_size=10, dim=4),
-    ]
 
-
-def _inputs():
-    return {
-        "user_id": tf.constant([3, 7, 999], tf.int64),  # 999: a cold-start user
-        "gender": tf.constant(["M", "F", "X"]),
-        "zip": tf.constant(["85", "94", "00"]),
-        "title": tf.constant(["toy story", "heat!", "never seen words"]),
-        "genres": tf.constant([["Action", ""], ["Comedy", "Drama"], ["", ""]]),
-        "year": tf.constant([1995.0, 1990.0, 2010.0]),
-        "history": tf.constant([[1, 2, 0], [0, 0, 0], [9, 0, 0]], tf.int64),
-    }
-
-
-def test_the_tower_gives_the_same_output_on_raw_and_preprocessed_inputs():
-    tower = ft.FeatureTower(_specs(), output_dim=5, hidden_units=(8,))
-    raw = _inputs()
+def test_the_tower_gives_the_same_output_on_raw_and_preprocessed_inputs(
+        feature_specs, feature_inputs):
+    tower = ft.FeatureTower(feature_specs(), output_dim=5, hidden_units=(8,))
+    raw = feature_inputs()
     pre = tower.preprocess(raw)
     assert sorted(pre) == sorted(ft.preprocessed_key(f["name"]) for f in tower.features)
     assert not any(v.dtype == tf.string for v in pre.values())  # numbers only
@@ -47,9 +24,10 @@ def test_the_tower_gives_the_same_output_on_raw_and_preprocessed_inputs():
     np.testing.assert_allclose(tower(pre).numpy(), tower(raw).numpy(), rtol=1e-6)
 
 
-def test_preprocess_puts_unseen_values_in_the_oov_bucket_and_keeps_named_inputs():
-    tower = ft.FeatureTower(_specs(), output_dim=2)
-    pre = tower.preprocess(_inputs(), keep=("user_id",))
+def test_preprocess_puts_unseen_values_in_the_oov_bucket_and_keeps_named_inputs(
+        feature_specs, feature_inputs):
+    tower = ft.FeatureTower(feature_specs(), output_dim=2)
+    pre = tower.preprocess(feature_inputs(), keep=("user_id",))
     ids = pre[ft.preprocessed_key("user_id")].numpy()
     assert ids[2] == 0 and ids[0] > 0 and ids[1] > 0  # 999 unseen: OOV bucket 0
     assert pre[ft.preprocessed_key("gender")].numpy()[2] == 0  # "X" unseen
@@ -74,9 +52,9 @@ def test_oov_rate_drops_preprocessed_ids_in_training_only():
     assert 0.35 < dropped.mean() < 0.65
 
 
-def test_the_preprocessed_step_compiles_with_xla_and_matches():
-    tower = ft.FeatureTower(_specs(oov_rate=0.1), output_dim=5, hidden_units=(8,))
-    pre = tower.preprocess(_inputs())
+def test_the_preprocessed_step_compiles_with_xla_and_matches(feature_specs, feature_inputs):
+    tower = ft.FeatureTower(feature_specs(oov_rate=0.1), output_dim=5, hidden_units=(8,))
+    pre = tower.preprocess(feature_inputs())
     tower(pre)
 
     def step(x):

@@ -12,34 +12,9 @@ import tensorflow as tf
 from twotower.towers import feature_tower as ft
 
 
-def _specs():
-    return [
-        ft.categorical("user_id", np.array([3, 5, 7, 7]), dim=4, oov_rate=0.1),
-        ft.categorical("gender", np.array(["M", "F"], object), dim=2),
-        ft.hashed("zip", 16, dim=3),
-        ft.text("title", np.array(["Toy Story", "Heat", "The Story of Us"], object), dim=4,
-                sequence_length=5),
-        ft.multi_hot("genres", np.array([["Action", ""], ["Comedy", "Drama"]], object), dim=3),
-        ft.dense("year", np.array([1990.0, 1995.0, 2000.0])),
-        ft.sequence("history", vocab_size=10, dim=4),
-    ]
-
-
-def _inputs():
-    return {
-        "user_id": tf.constant([3, 7, 999], tf.int64),  # 999: a cold-start user
-        "gender": tf.constant(["M", "F", "X"]),
-        "zip": tf.constant(["85", "94", "00"]),
-        "title": tf.constant(["toy story", "heat!", "never seen words"]),
-        "genres": tf.constant([["Action", ""], ["Comedy", "Drama"], ["", ""]]),
-        "year": tf.constant([1995.0, 1990.0, 2010.0]),
-        "history": tf.constant([[1, 2, 0], [0, 0, 0], [9, 0, 0]], tf.int64),
-    }
-
-
-def test_shapes_normalisation_and_cold_start():
-    tower = ft.FeatureTower(_specs(), output_dim=8, hidden_units=(16,), l2_normalize=True)
-    out = tower(_inputs()).numpy()
+def test_shapes_normalisation_and_cold_start(feature_specs, feature_inputs):
+    tower = ft.FeatureTower(feature_specs(0.1), output_dim=8, hidden_units=(16,), l2_normalize=True)
+    out = tower(feature_inputs()).numpy()
     assert out.shape == (3, 8)
     np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-5)
     assert np.all(np.isfinite(out))  # unseen id, gender, words and an empty history
@@ -90,22 +65,23 @@ def test_oov_rate_only_acts_in_training():
                                rtol=1e-6)  # mostly replaced by the OOV embedding
 
 
-def test_get_config_round_trip():
-    tower = ft.FeatureTower(_specs(), output_dim=8, hidden_units=(16, 8), dropout=0.1,
+def test_get_config_round_trip(feature_specs, feature_inputs):
+    tower = ft.FeatureTower(feature_specs(0.1), output_dim=8, hidden_units=(16, 8), dropout=0.1,
                             l2_normalize=True, name="q")
-    tower(_inputs())
+    tower(feature_inputs())
     clone = ft.FeatureTower.from_config(tower.get_config())
     assert clone.get_config() == tower.get_config()
-    clone(_inputs())
+    clone(feature_inputs())
     clone.set_weights(tower.get_weights())
-    np.testing.assert_allclose(clone(_inputs()).numpy(), tower(_inputs()).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(clone(feature_inputs()).numpy(),
+                               tower(feature_inputs()).numpy(), rtol=1e-6)
 
 
-def test_save_and_load_model(tmp_path):
-    inputs = _inputs()
+def test_save_and_load_model(tmp_path, feature_specs, feature_inputs):
+    inputs = feature_inputs()
     keras_inputs = {k: tf.keras.Input(shape=v.shape[1:], dtype=v.dtype, name=k)
                     for k, v in inputs.items()}
-    tower = ft.FeatureTower(_specs(), output_dim=8, hidden_units=(16,))
+    tower = ft.FeatureTower(feature_specs(0.1), output_dim=8, hidden_units=(16,))
     model = tf.keras.Model(keras_inputs, tower(keras_inputs))
     expected = model(inputs).numpy()
     path = os.path.join(tmp_path, "tower.keras")
