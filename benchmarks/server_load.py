@@ -1,11 +1,15 @@
 """Load on `twotower serve`: throughput, latency under idle and slowloris connections,
-the cost bound, and keep-alive vs new-connection latency. Loopback only, bounded in time.
+the cost bound, keep-alive vs new-connection latency, /u2i by user id with and without
+the stored user vectors, and a new export swapped in under load. Loopback only, bounded
+in time.
 
-The server runs as its own process (``python -m twotower.cli serve``, default flags) on a
-free 127.0.0.1 port, over a folder given with --index or one built here: --items
-synthetic clustered vectors (dim --dim) under an IDTower query tower of --users users,
-tuned at k = --k. The clients are asyncio sockets (raw HTTP/1.1) and http.client in
-threads, in this process. Phases, each --seconds long:
+The server runs as its own process (``python -m twotower.cli serve``, default flags: it
+polls its folder's manifest every 2 s) on a free 127.0.0.1 port, over a copy of the folder
+given with --index or one built here: --items synthetic clustered vectors (dim --dim)
+under an IDTower query tower of --users users (a user table of their ids and their query
+vectors stored, as ``twotower.index.export`` stores them), tuned at k = --k. The clients
+are asyncio sockets (raw HTTP/1.1) and http.client in threads, in this process. Phases,
+each --seconds long unless said:
 
 1. load: --clients concurrent keep-alive clients POST /u2i {"user_ids": [u], "k": k}
    as fast as answered: requests, errors (any status but 200, or a failed connection),
@@ -17,23 +21,36 @@ threads, in this process. Phases, each --seconds long:
    when dropped), the same probe;
 4. oversized: the status of a request whose batch x k exceeds --max-cost, and of a body
    over --max-request-bytes;
-5. keep-alive vs new connections: one client, sequential POST /u2i (and GET /health),
-   alternately on one kept-alive http.client connection (as requests.Session does) and
-   on a new connection each.
+5. keep-alive vs new connections: one client, sequential POST /u2i (and POST /i2i
+   {"item_ids": [i], "k": k}, and GET /health), alternately on one kept-alive http.client
+   connection (as requests.Session does) and on a new connection each;
+6. /u2i by user id, stored vectors vs the query tower: the load of phase 1 on this
+   server (it reads each user's stored query vector) and on a second server over the
+   same export saved without user_vectors.npy (the query tower runs for every batch, as
+   before vectors were stored), alternated --u2i-rounds times; medians of the rounds;
+7. swap: --clients keep-alive clients POST /u2i for --swap-seconds while the served
+   folder is replaced --swaps times, evenly spaced, by an export written beforehand beside
+   it and swapped in as ``twotower.artifacts.atomic_directory`` does (one atomic rename
+   exchange, then the old version removed); the server finds each by polling. Errors,
+   p50/p99 beside phase 1's, the reloads /health counts, the versions the answers'
+   X-Index-Version headers name, the reload seconds /metrics reports.
 
     python benchmarks/server_load.py --out out/bench_server
 
-Writes metrics.json (flat numbers), results.md and server.log to --out; exit status 1
-when the load phase saw errors.
+Writes metrics.json (flat numbers), results.md, server.log (and server-query-tower.log)
+to --out, swapped in when the run is done; exit status 1
+when the load or swap phase saw errors.
 """
 
 import argparse
 import asyncio
+import collections
 import http.client
 import json
 import os
 import random
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -43,7 +60,7 @@ import time
 
 import numpy as np
 
-from twotower.artifacts import check_output_dir
+from twotower.artifacts import atomic_directory, check_output_dir, exchange_paths
 from twotower.reporting import format_table, write_metrics
 
 
@@ -55,8 +72,9 @@ def build_parser():
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier twotower output at --out")
     p.add_argument("--index", default=None,
-                   help="serve this saved index folder (its query tower must take int user "
-                        "ids) instead of building a synthetic one")
+                   help="serve a copy of this saved index folder (its users must be int ids "
+                        "0..users-1) instead of building a synthetic one; it is never "
+                        "changed")
     p.add_argument("--items", type=int, default=20_000, help="synthetic items")
     p.add_argument("--dim", type=int, default=32, help="synthetic embedding dimension")
     p.add_argument("--users", type=int, default=1000, help="users of the IDTower query tower")
@@ -67,6 +85,14 @@ def build_parser():
     p.add_argument("--slow", type=int, default=100, help="slowloris clients in phase 3")
     p.add_argument("--latency-requests", type=int, default=300,
                    help="sequential requests for each of keep-alive and new-connection")
+    p.add_argument("--u2i-rounds", type=int, default=3,
+                   help="phase 6: alternated rounds of /u2i load on the stored user vectors "
+                        "and on the query tower (0: skip the phase)")
+    p.add_argument("--swaps", type=int, default=10,
+                   help="phase 7: new exports swapped into the served folder under load "
+                        "(0: skip the phase)")
+    p.add_argument("--swap-seconds", type=float, default=60.0,
+                   help="phase 7: length of the load during which the folder is swapped")
     p.add_argument("--server-flag", action="append", default=[],
                    help="extra flag for `twotower serve` (repeatable), e.g. "
                         "--server-flag=--timeout-header=5")
@@ -75,14 +101,14 @@ def build_parser():
 
 
 # -- the index and the server -----------------------------------------------------------------
-def build_folder(path, *, items, dim, users, k, seed):
-    """A tuned synthetic index (clustered vectors) with an IDTower query tower."""
+def build_retriever(*, items, dim, users, k, seed):
+    """A tuned synthetic index (clustered vectors) with an IDTower query tower, a user
+    table of the ids 0..users-1 and their query vectors stored (as an export has them)."""
     import tensorflow as tf
 
     import twotower  # noqa: F401  (Keras 2 set-up)
-    from twotower.index import persistence
     from twotower.index.builder import build_index
-    from twotower.index.retriever import Retriever
+    from twotower.index.retriever import Retriever, embed_user_table
     from twotower.index.tuner import tune
     from twotower.towers import IDTower
 
@@ -95,8 +121,37 @@ def build_folder(path, *, items, dim, users, k, seed):
     index = build_index(vectors.astype(np.float32), distance="dot")
     tune(index, query_tower(np.arange(min(users, 500))).numpy(), k=k, progress=False)
     seen = {u: rng.choice(items, size=20, replace=False) for u in range(users)}
-    persistence.save(path, Retriever(index, query_tower, user_seen=seen),
-                     query_example=np.arange(2))
+    table = {"user_id": np.arange(users, dtype=np.int64)}
+    return Retriever(index, query_tower, user_table=table, user_seen=seen,
+                     user_vectors=embed_user_table(query_tower, table, progress=False))
+
+
+def save_export(path, retriever, *, stored_vectors=True, export=0):
+    """Saves ``retriever`` to ``path`` (``twotower.index.save``); ``stored_vectors=False``
+    leaves its user_vectors out (the query tower answers by user id); ``export`` is
+    written in the manifest's extra, so that each export has its own manifest_sha256.
+    Returns the manifest."""
+    from twotower.index import persistence
+    from twotower.index.towers_io import LoadedTower
+
+    kept = retriever.user_vectors
+    example = None if isinstance(retriever.query_tower, (LoadedTower, type(None))) \
+        else np.arange(2)
+    try:
+        if not stored_vectors:
+            retriever.user_vectors = None
+        return persistence.save(path, retriever, query_example=example,
+                                extra={"server_load_export": export})
+    finally:
+        retriever.user_vectors = kept
+
+
+def swap_in(staged, folder):
+    """What twotower.artifacts.atomic_directory does once a new export is complete: one
+    atomic exchange of the two folders, then the previous version (now at ``staged``)
+    removed."""
+    exchange_paths(staged, folder)
+    shutil.rmtree(staged, ignore_errors=True)
 
 
 def free_port():
@@ -112,7 +167,11 @@ def start_server(folder, port, log, flags):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {log.name}")
+            log.flush()
+            with open(log.name, errors="replace") as f:
+                tail = "".join(f.readlines()[-20:])
+            raise RuntimeError(f"the server exited with {proc.returncode}; the end of its "
+                               f"log:\n{tail}")
         try:
             status, body = http_call(port, "GET", "/health", timeout=2)
             if status == 200:
@@ -122,6 +181,15 @@ def start_server(folder, port, log, flags):
         time.sleep(0.25)
     proc.kill()
     raise RuntimeError("the server did not answer /health within 300 s")
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def http_call(port, method, path, body=None, conn=None, timeout=30):
@@ -166,10 +234,13 @@ async def read_response(reader):
     status = int(head[9:12])
     m = re.search(rb"(?i)\r\ncontent-length:\s*(\d+)", head)
     body = await reader.readexactly(int(m.group(1))) if m else b""
-    return status, body, re.search(rb"(?i)\r\nconnection:\s*close", head) is not None
+    return status, body, head
 
 
-async def load_client(port, deadline, users, k, stats, latencies, seed):
+async def load_client(port, deadline, users, k, stats, latencies, seed, versions=None):
+    """POST /u2i by one random user id at a time on one kept-alive connection until
+    ``deadline``; counts into ``stats``, ``latencies`` and (when given) ``versions``
+    (a Counter of the X-Index-Version headers of the answers)."""
     rng = random.Random(seed)
     reader = writer = None
     while time.perf_counter() < deadline:
@@ -179,14 +250,17 @@ async def load_client(port, deadline, users, k, stats, latencies, seed):
             request = u2i_request(rng.randrange(users), k)
             t0 = time.perf_counter()
             writer.write(request)
-            status, _, close = await asyncio.wait_for(read_response(reader), 30)
+            status, _, head = await asyncio.wait_for(read_response(reader), 30)
             latencies.append(time.perf_counter() - t0)
             stats["requests"] += 1
+            if versions is not None:
+                v = re.search(rb"(?i)\r\nx-index-version:\s*([0-9a-f]+)", head)
+                versions[v.group(1).decode() if v else None] += 1
             if status != 200:
                 stats["errors"] += 1
                 stats.setdefault(f"status_{status}", 0)
                 stats[f"status_{status}"] += 1
-            if close:
+            if re.search(rb"(?i)\r\nconnection:\s*close", head):
                 writer.close()
                 writer = None
         except (OSError, asyncio.IncompleteReadError, asyncio.TimeoutError,
@@ -286,14 +360,20 @@ async def under_background(port, seconds, make_clients, count, stats):
 
 
 # -- phases ------------------------------------------------------------------------------
-def phase_load(port, args, users):
+def phase_load(port, args, users, seconds=None, versions=None, during=None):
+    """--clients keep-alive clients on /u2i for ``seconds`` (--seconds); ``during``: an
+    optional coroutine function run beside them (given the phase's start time)."""
     stats = {"requests": 0, "errors": 0, "connection_errors": 0}
     latencies = []
+    seconds = args.seconds if seconds is None else seconds
 
     async def run():
-        deadline = time.perf_counter() + args.seconds
+        start = time.perf_counter()
+        deadline = start + seconds
         await asyncio.gather(*(load_client(port, deadline, users, args.k, stats, latencies,
-                                           args.seed + i) for i in range(args.clients)))
+                                           args.seed + i, versions)
+                               for i in range(args.clients)),
+                             *([during(start)] if during else []))
 
     t0 = time.perf_counter()
     asyncio.run(run())
@@ -351,17 +431,22 @@ def phase_oversized(port, health):
             "oversized_request_message_bytes": len(body)}
 
 
-def phase_latency(port, args, users):
+def phase_latency(port, args, users, num_items=None):
     rng = random.Random(args.seed)
     bodies = [{"user_ids": [rng.randrange(users)], "k": args.k}
               for _ in range(args.latency_requests)]
+    paths = [("", "/u2i", bodies)]
+    if num_items and num_items > args.k:  # i2i: neighbours of an indexed item (internal ids
+        # 0..n-1 in a built folder; a given --index folder's ids may differ: skipped)
+        paths.append(("i2i_", "/i2i", [{"item_ids": [rng.randrange(num_items)], "k": args.k}
+                                       for _ in range(args.latency_requests)]))
+    paths.append(("health_", "/health", [None] * args.latency_requests))
     out = {}
-    for name, path in (("", "/u2i"), ("health_", "/health")):
+    for name, path, path_bodies in paths:
         keep, fresh = [], []
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        method = "POST" if path == "/u2i" else "GET"
-        for b in bodies:  # interleaved, so that load from elsewhere falls on both alike
-            body = b if path == "/u2i" else None
+        method = "GET" if path == "/health" else "POST"
+        for body in path_bodies:  # interleaved: load from elsewhere falls on both alike
             t0 = time.perf_counter()
             status, _ = http_call(port, method, path, body, conn=conn)
             keep.append(time.perf_counter() - t0)
@@ -377,6 +462,104 @@ def phase_latency(port, args, users):
     return out
 
 
+def phase_u2i_paths(servers, args, users):
+    """Phase 1's load on each server of ``servers`` ({name: (port, pid)}), alternated
+    --u2i-rounds times (the order reversed every other round, so that drift falls on
+    both alike); medians of the rounds, and the server CPU per answer. Then one client's
+    sequential POST /u2i on a kept-alive connection to each, interleaved (no batching:
+    one request's own cost)."""
+    rounds = {name: [] for name in servers}
+    names = list(servers)
+    for r in range(args.u2i_rounds):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            port, pid = servers[name]
+            cpu0 = process_cpu_seconds(pid)
+            m = phase_load(port, args, users)
+            m["cpu_ms"] = 1000 * (process_cpu_seconds(pid) - cpu0) / max(1, m["requests"])
+            rounds[name].append(m)
+            print(f"   round {r + 1}/{args.u2i_rounds} {name}: {m['rps']:.0f} rps, "
+                  f"p99 {m['p99_ms']:.1f} ms, {m['errors']} errors", flush=True)
+    out = {"u2i_rounds": args.u2i_rounds}
+    for name, ms in rounds.items():
+        for key, field in (("rps", "rps"), ("p50_ms", "p50_ms"), ("p99_ms", "p99_ms"),
+                           ("server_cpu_ms_per_request", "cpu_ms")):
+            out[f"u2i_{key}_{name}"] = float(np.median([m[field] for m in ms]))
+        out[f"u2i_errors_{name}"] = sum(m["errors"] for m in ms)
+        out[f"u2i_requests_{name}"] = sum(m["requests"] for m in ms)
+    rng = random.Random(args.seed)
+    conns = {name: http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+             for name, (port, _) in servers.items()}
+    one = {name: [] for name in servers}
+    for _ in range(args.latency_requests):
+        body = {"user_ids": [rng.randrange(users)], "k": args.k}
+        for name, (port, _) in servers.items():
+            t0 = time.perf_counter()
+            status, _ = http_call(port, "POST", "/u2i", body, conn=conns[name])
+            one[name].append(time.perf_counter() - t0)
+            if status != 200:
+                raise RuntimeError(f"POST /u2i ({name}) answered {status}")
+    for name, conn in conns.items():
+        conn.close()
+        out[f"u2i_keepalive_p50_ms_{name}"], out[f"u2i_keepalive_p99_ms_{name}"] = \
+            percentiles(one[name])
+    a, b = rounds["stored_vectors"], rounds["query_tower"]
+    out["u2i_stored_over_tower_rps"] = out["u2i_rps_stored_vectors"] / out["u2i_rps_query_tower"]
+    ratios = [x["rps"] / y["rps"] for x, y in zip(a, b)]
+    out["u2i_stored_over_tower_rps_min_round"] = float(min(ratios))
+    out["u2i_stored_over_tower_rps_max_round"] = float(max(ratios))
+    return out
+
+
+def reload_seconds(port):
+    """(sum, count) of twotower_index_reload_seconds in GET /metrics."""
+    _, text = http_call(port, "GET", "/metrics")
+    found = dict(re.findall(rb"(?m)^twotower_index_reload_seconds_(sum|count) (\S+)$", text))
+    return float(found.get(b"sum", b"nan")), float(found.get(b"count", b"nan"))
+
+
+def phase_swap(port, args, users, folder, staged):
+    """Phase 1's load for --swap-seconds while ``staged`` (export folders beside
+    ``folder``, each with its own manifest_sha256) are swapped in one by one, evenly
+    spaced; then waits (up to 60 s) until the server serves the last of them."""
+    health0 = json.loads(http_call(port, "GET", "/health")[1])["reload"]
+    secs0 = reload_seconds(port)
+    versions = collections.Counter()
+    swapped = []
+    gap = args.swap_seconds / (len(staged) + 1)
+
+    async def swapper(start):
+        loop = asyncio.get_running_loop()
+        for i, (path, _) in enumerate(staged):
+            await asyncio.sleep(max(0.0, start + gap * (i + 1) - time.perf_counter()))
+            await loop.run_in_executor(None, swap_in, path, folder)
+            swapped.append(time.perf_counter() - start)
+
+    m = phase_load(port, args, users, seconds=args.swap_seconds, versions=versions,
+                   during=swapper)
+    last = staged[-1][1]
+    deadline = time.monotonic() + 60
+    while True:
+        health = json.loads(http_call(port, "GET", "/health")[1])
+        if health["version"]["manifest_sha256"] == last or time.monotonic() > deadline:
+            break
+        time.sleep(0.25)
+    secs1 = reload_seconds(port)
+    if health["reload"]["last_error"]:
+        print(f"   the last refused reload: {health['reload']['last_error']}", flush=True)
+    reloads = health["reload"]["reloads"] - health0["reloads"]
+    return {"swaps": len(swapped), "swap_seconds": args.swap_seconds,
+            "swap_requests": m["requests"], "swap_errors": m["errors"],
+            "swap_connection_errors": m["connection_errors"],
+            "swap_p50_ms": m["p50_ms"], "swap_p99_ms": m["p99_ms"], "swap_rps": m["rps"],
+            **{f"swap_{k}": v for k, v in m.items() if k.startswith("status_")},
+            "swap_reloads": reloads,
+            "swap_reload_failures": health["reload"]["failures"] - health0["failures"],
+            "swap_serves_last_export": int(health["version"]["manifest_sha256"] == last),
+            "swap_versions_answered": len([v for v in versions if v]),
+            "swap_answers_without_version": versions[None],
+            "swap_reload_seconds_mean": (secs1[0] - secs0[0]) / max(1.0, secs1[1] - secs0[1])}
+
+
 def raise_nofile(wanted):
     import resource
 
@@ -389,27 +572,57 @@ def raise_nofile(wanted):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    logs = tempfile.mkdtemp(prefix="twotower-server-load-logs-")
+    try:
+        return run(args, logs)
+    finally:
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+def run(args, logs):
+    """The phases; the servers' logs go to ``logs``, copied to --out with the results."""
     for name in ("items", "dim", "users", "k", "clients", "idle", "slow", "latency_requests"):
         if getattr(args, name) < 1:
             raise SystemExit(f"--{name.replace('_', '-')} must be >= 1, got "
                              f"{getattr(args, name)}")
-    if not args.seconds > 0:
-        raise SystemExit(f"--seconds must be > 0, got {args.seconds}")
+    for name in ("u2i_rounds", "swaps"):
+        if getattr(args, name) < 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be >= 0, got "
+                             f"{getattr(args, name)}")
+    for name in ("seconds", "swap_seconds"):
+        if not getattr(args, name) > 0:
+            raise SystemExit(f"--{name.replace('_', '-')} must be > 0, got "
+                             f"{getattr(args, name)}")
     out = check_output_dir(args.out, overwrite=args.overwrite)
     nofile = raise_nofile(args.idle + args.slow + args.clients + 512)
     if nofile < args.idle + args.slow + 64:
         raise SystemExit(f"the open-files limit ({nofile}) is too low for --idle {args.idle} "
                          f"+ --slow {args.slow}")
-    os.makedirs(out, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="twotower-server-load-") as tmp:
-        folder = args.index
-        if folder is None:
-            folder = os.path.join(tmp, "index")
+        if args.index is None:
             print(f"building a {args.items} x {args.dim} index ...", flush=True)
-            build_folder(folder, items=args.items, dim=args.dim, users=args.users, k=args.k,
-                         seed=args.seed)
+            retriever = build_retriever(items=args.items, dim=args.dim, users=args.users,
+                                        k=args.k, seed=args.seed)
+        else:
+            from twotower.index import persistence
+            retriever = persistence.load(args.index)
+        # the served folder is this run's own: phase 7 replaces it
+        folder = os.path.join(tmp, "index")
+        save_export(folder, retriever)
+        tower_folder = None
+        if args.u2i_rounds and retriever.user_vectors is None:
+            print("phase 6 skipped: the index has no stored user vectors", flush=True)
+        elif args.u2i_rounds:
+            tower_folder = os.path.join(tmp, "index-query-tower")
+            save_export(tower_folder, retriever, stored_vectors=False)
+        staged = []  # phase 7's exports, written beside the served folder beforehand
+        for i in range(args.swaps):
+            path = os.path.join(tmp, f"export-{i + 1}")
+            staged.append((path, save_export(path, retriever,
+                                             export=i + 1)["manifest_sha256"]))
+        del retriever
         port = free_port()
-        with open(os.path.join(out, "server.log"), "w") as log:
+        with open(os.path.join(logs, "server.log"), "w") as log:
             proc, health = start_server(folder, port, log, args.server_flag)
             try:
                 users = health.get("users") or args.users
@@ -419,31 +632,44 @@ def main(argv=None):
                 metrics = {"items": health["num_items"], "dim": health["dim"],
                            "seconds_per_phase": args.seconds, "cpus": os.cpu_count() or 0,
                            "load_average_1m_at_start": os.getloadavg()[0]}
-                print("1/5 load ...", flush=True)
+                print("1/7 load ...", flush=True)
                 cpu0 = process_cpu_seconds(proc.pid)
                 metrics.update(phase_load(port, args, users))
                 # CPU per answer: unlike latency, it does not depend on what else runs here
                 metrics["server_cpu_ms_per_request"] = (
                     1000 * (process_cpu_seconds(proc.pid) - cpu0) / max(1, metrics["requests"]))
-                print("2/5 idle connections ...", flush=True)
+                print("2/7 idle connections ...", flush=True)
                 idle = phase_idle(port, args)
-                print("3/5 slowloris ...", flush=True)
+                print("3/7 slowloris ...", flush=True)
                 slow = phase_slow(port, args)
-                print("4/5 oversized ...", flush=True)
+                print("4/7 oversized ...", flush=True)
                 metrics.update(phase_oversized(port, health))
-                print("5/5 keep-alive vs new connections ...", flush=True)
-                metrics.update(phase_latency(port, args, users))
+                print("5/7 keep-alive vs new connections ...", flush=True)
+                metrics.update(phase_latency(
+                    port, args, users, None if args.index else health["num_items"]))
+                if tower_folder is not None:
+                    print("6/7 /u2i by user id: stored vectors vs the query tower ...",
+                          flush=True)
+                    tower_port = free_port()
+                    with open(os.path.join(logs, "server-query-tower.log"), "w") as log2:
+                        proc2, _ = start_server(tower_folder, tower_port, log2,
+                                                args.server_flag)
+                        try:
+                            metrics.update(phase_u2i_paths(
+                                {"stored_vectors": (port, proc.pid),
+                                 "query_tower": (tower_port, proc2.pid)}, args, users))
+                        finally:
+                            stop_server(proc2)
+                if staged:
+                    print(f"7/7 {len(staged)} swaps under load for {args.swap_seconds:g} s "
+                          "...", flush=True)
+                    metrics.update(phase_swap(port, args, users, folder, staged))
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_server(proc)
     n_idle, n_slow = args.idle, args.slow
     metrics.update({k.replace("under_idle", f"under_idle_{n_idle}"): v for k, v in idle.items()})
     metrics.update({k.replace("under_slow", f"under_slow_{n_slow}"): v for k, v in slow.items()})
     metrics.update({"idle_connections": n_idle, "slow_clients": n_slow})
-    write_metrics(out, metrics)
     rows = [
         {"phase": f"load: {args.clients} clients, POST /u2i k={args.k}",
          "requests": metrics["requests"], "errors": metrics["errors"],
@@ -465,6 +691,27 @@ def main(argv=None):
          "errors": 0, "p50 ms": metrics["new_connection_p50_ms"],
          "p99 ms": metrics["new_connection_p99_ms"], "rps": ""},
     ]
+    if "i2i_keepalive_p50_ms" in metrics:
+        rows.append({"phase": "POST /i2i, one kept-alive connection",
+                     "requests": args.latency_requests, "errors": 0,
+                     "p50 ms": metrics["i2i_keepalive_p50_ms"],
+                     "p99 ms": metrics["i2i_keepalive_p99_ms"], "rps": ""})
+    if "u2i_rps_query_tower" in metrics:
+        for name, what in (("stored_vectors", "stored user vectors"),
+                           ("query_tower", "the query tower")):
+            rows.append({"phase": f"{args.clients} clients, POST /u2i by user id, {what} "
+                                  f"(median of {args.u2i_rounds})",
+                         "requests": metrics[f"u2i_requests_{name}"],
+                         "errors": metrics[f"u2i_errors_{name}"],
+                         "p50 ms": metrics[f"u2i_p50_ms_{name}"],
+                         "p99 ms": metrics[f"u2i_p99_ms_{name}"],
+                         "rps": metrics[f"u2i_rps_{name}"]})
+    if "swap_errors" in metrics:
+        rows.append({"phase": f"{args.clients} clients, POST /u2i, {metrics['swaps']} swaps "
+                              f"in {args.swap_seconds:g} s",
+                     "requests": metrics["swap_requests"], "errors": metrics["swap_errors"],
+                     "p50 ms": metrics["swap_p50_ms"], "p99 ms": metrics["swap_p99_ms"],
+                     "rps": metrics["swap_rps"]})
     table = format_table(rows, floatfmt="{:.2f}")
     notes = (f"server CPU per /u2i answer under load: "
              f"{metrics['server_cpu_ms_per_request']:.2f} ms; load average at start "
@@ -475,13 +722,35 @@ def main(argv=None):
              f"idle connections dropped by the server's header timeout (and reopened): "
              f"{idle['idle_dropped_by_server']}; slowloris clients dropped: "
              f"{slow['slow_dropped_by_server']} ({slow['slow_answered_408']} with a 408).")
+    if "u2i_rps_query_tower" in metrics:
+        notes += (f"\n/u2i by user id, stored vectors over the query tower: "
+                  f"{metrics['u2i_stored_over_tower_rps']:.2f}x the requests/s (rounds "
+                  f"{metrics['u2i_stored_over_tower_rps_min_round']:.2f}-"
+                  f"{metrics['u2i_stored_over_tower_rps_max_round']:.2f}x); server CPU per "
+                  f"answer {metrics['u2i_server_cpu_ms_per_request_stored_vectors']:.2f} vs "
+                  f"{metrics['u2i_server_cpu_ms_per_request_query_tower']:.2f} ms; one "
+                  f"client, kept alive: p50 {metrics['u2i_keepalive_p50_ms_stored_vectors']:.2f}"
+                  f" vs {metrics['u2i_keepalive_p50_ms_query_tower']:.2f} ms.")
+    if "swap_errors" in metrics:
+        notes += (f"\nswaps: {metrics['swaps']} exports swapped in, {metrics['swap_reloads']} "
+                  f"reloads ({metrics['swap_reload_failures']} refused; "
+                  f"{metrics['swap_reload_seconds_mean']:.2f} s each on average), "
+                  f"{metrics['swap_versions_answered']} versions named by X-Index-Version, "
+                  f"serving the last export: {bool(metrics['swap_serves_last_export'])}; "
+                  f"p99 {metrics['swap_p99_ms']:.1f} ms vs {metrics['p99_ms']:.1f} ms "
+                  "steady (phase 1).")
     print("\n" + table + "\n\n" + notes)
-    with open(os.path.join(out, "results.md"), "w") as f:
-        f.write("# twotower serve under load\n\n" + table + "\n\n" + notes + "\n")
-    if metrics["errors"]:
-        print(f"server_load: {metrics['errors']} errors in the load phase", file=sys.stderr)
-        return 1
-    return 0
+    with atomic_directory(out, overwrite=args.overwrite) as final:
+        for name in os.listdir(logs):
+            shutil.copy(os.path.join(logs, name), os.path.join(final, name))
+        write_metrics(final, metrics)
+        with open(os.path.join(final, "results.md"), "w") as f:
+            f.write("# twotower serve under load\n\n" + table + "\n\n" + notes + "\n")
+    failed = {"load": metrics["errors"], "swap": metrics.get("swap_errors", 0)}
+    for phase, errors in failed.items():
+        if errors:
+            print(f"server_load: {errors} errors in the {phase} phase", file=sys.stderr)
+    return 1 if any(failed.values()) else 0
 
 
 if __name__ == "__main__":
