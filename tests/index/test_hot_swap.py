@@ -223,6 +223,22 @@ def test_http_updates_are_dropped_by_a_swap(server_on, exports):
     assert status == 404 and answer["unknown_ids"] == [5000]
 
 
+def test_http_deletes_are_undone_by_a_swap(server_on, exports):
+    server, folder = server_on()
+    status, answer, _ = _call(server, "POST", "/items/delete", {"item_ids": [7]}, AUTH)
+    assert status == 200 and answer["removed"] == 1
+    status, answer, _ = _call(server, "POST", "/i2i", {"item_ids": [7], "k": 3})
+    assert status == 404
+    health = _call(server, "GET", "/health")[1]
+    assert health["num_items"] == 299 and health["reload"]["updates_since_export"] == 1
+    _save(folder, exports["A"][0])  # the export still holds item 7: it serves again
+    assert _call(server, "POST", "/admin/reload", headers=AUTH)[0] == 200
+    health = _call(server, "GET", "/health")[1]
+    assert health["num_items"] == 300 and health["reload"]["updates_since_export"] == 0
+    status, answer, _ = _call(server, "POST", "/i2i", {"item_ids": [7], "k": 3})
+    assert status == 200 and len(answer["item_ids"][0]) == 3
+
+
 def test_requests_during_swaps_all_succeed(server_on, exports):
     server, folder = server_on()
     stop = threading.Event()
