@@ -39,6 +39,10 @@ from twotower.training.resumable_fit import check_checkpoint_dir, fit
 def check_outputs(config):
     """Refuses a bad ``--out`` / ``--checkpoint-dir`` (OutputPathError naming the path and
     the flag) before any data is loaded. Call it right after parsing."""
+    if getattr(config, "warm_start", None):  # the folder and the tower shapes, no data
+        from twotower.training.warm_start import check_settings, read_state
+
+        check_settings(config.warm_start, read_state(config.warm_start), config)
     if config.out:
         check_output_dir(config.out, overwrite=config.overwrite)
     if config.checkpoint_dir:
@@ -125,9 +129,21 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
             loss = type(loss).from_config(loss.get_config())
         query_tower, item_tower = build_towers(data, config, history=history,
                                                l2_normalize=l2_normalize)
+        warm = None
+        if getattr(config, "warm_start", None):  # training/warm_start.py
+            from twotower.training.warm_start import WarmStart
+
+            warm = WarmStart(config.warm_start, config)
+            query_tower, item_tower = warm.towers(data, query_tower, item_tower)
         model = TwoTowerModel(query_tower, item_tower, loss,
                               item_features=item_table(item_tower, data))
-        stats = fit(model, data, config)
+        if warm is None:
+            stats = fit(model, data, config)
+        elif config.epochs == 0:
+            warm.apply(model)
+            stats = warm.without_training(model, config)
+        else:
+            stats = fit(model, data, config, extra_callbacks=[warm.apply(model)])
     if not is_chief(strategy):
         config.out = None  # the chief writes --out; the other workers only train
     metrics = evaluate_model(model, data)
@@ -177,6 +193,10 @@ def report(name, config, metrics, data=None, model=None):
                 write_serving(tmp, export, model, extra={
                     "recipe": name, **{k: getattr(config, k) for k in _MANIFEST_CONFIG
                                        if hasattr(config, k)}})
+            if model is not None and data is not None:  # what --warm-start reads
+                from twotower.training.warm_start import STATE_DIR, save_state
+
+                save_state(os.path.join(tmp, STATE_DIR), model, data, config)
             write_metrics(tmp, metrics)
             curves = {name: (list(KS), [metrics[f"recall@{k}"] for k in KS])}
             if pop:

@@ -61,7 +61,8 @@ class RunSettings:
     (None: no files) and ``overwrite``; ``checkpoint_dir`` / ``checkpoint_every``;
     ``strategy`` (tf.distribute: "none", "mirrored", "multi-worker"); ``target_recall``
     of the exported index and ``export``; ``verbose``; the compiled step's
-    ``jit_compile`` and ``steps_per_execution``."""
+    ``jit_compile`` and ``steps_per_execution``; ``warm_start``: an earlier
+    run's ``--out`` folder to start from (training/warm_start.py)."""
 
     epochs: int = 3
     batch_size: int = 256
@@ -77,6 +78,7 @@ class RunSettings:
     verbose: int = 0
     jit_compile: bool = True
     steps_per_execution: int = 32
+    warm_start: str | None = None
 
 
 @dataclasses.dataclass
@@ -88,7 +90,16 @@ class RecipeConfig(RunSettings, ModelSettings, DataSettings):
         for name in ("epochs", "batch_size", "dim", "checkpoint_every", "steps_per_execution"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {v!r}")
+                if not (name == "epochs" and v == 0 and self.warm_start):
+                    raise ValueError(f"{name} must be an int >= 1, got {v!r}" + (
+                        " (0 only with --warm-start)" if name == "epochs" else ""))
+        if self.warm_start and not self.interactions:
+            raise ValueError(f"--warm-start {self.warm_start!r} needs --interactions (the "
+                             "new day's log)")
+        if self.warm_start and self.checkpoint_dir:
+            raise ValueError(f"--warm-start {self.warm_start!r} with --checkpoint-dir is not "
+                             "supported (a resumed run would count the carried optimizer "
+                             "steps as its own)")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
         if not 0.0 <= self.oov_rate < 1.0:
@@ -139,6 +150,15 @@ def add_common_arguments(parser, defaults=None):
                    "optimizer slots, the frequency estimator, the input position); after a "
                    "crash or kill, the same command resumes from the last one. Removed when "
                    "training completes (default: no checkpoints)")
+    g.add_argument("--warm-start", default=d.warm_start, metavar="PREV_OUT",
+                   help="start from the model an earlier run of this recipe wrote to its "
+                   "--out (PREV_OUT/warm_start/), trained on another --interactions log: ids "
+                   "of both logs keep their rows, new ids get fresh rows, the frequency "
+                   "estimator and Adam's moments carry on. Refused for another recipe, other "
+                   "--dim/--hidden/--history-pooling or other feature columns. With --epochs "
+                   "0 nothing trains: the previous model re-exported for the new log, new "
+                   "ids in the OOV bucket (embedded from their features) (default: start "
+                   "from scratch)")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                    help="training steps between checkpoints (default %(default)s)")
     g.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,

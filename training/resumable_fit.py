@@ -316,10 +316,11 @@ def _begin_checkpoints(config):
     return folder
 
 
-def fit(model, data, config):
+def fit(model, data, config, *, extra_callbacks=()):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
     loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,
-    resumed_at_step.
+    resumed_at_step. ``extra_callbacks`` (Keras callbacks) run before fit's own, e.g.
+    warm start's CarryOptimizer (training/warm_start.py).
 
     With ``config.checkpoint_dir``, training is resumable: a checkpoint every
     ``config.checkpoint_every`` steps (:class:`ResumableBackup`), and the same call
@@ -366,7 +367,7 @@ def fit(model, data, config):
     trained = steps * config.batch_size if drop else len(split)
     state = FitState(config.epochs)
     model._twotower_fit_state = state  # tracked: saved in the checkpoint with the model
-    callbacks = [RecordLoss(state, every_step=bool(config.checkpoint_dir))]
+    callbacks = [*extra_callbacks, RecordLoss(state, every_step=bool(config.checkpoint_dir))]
     backup = None
     if config.checkpoint_dir:
         folder = _begin_checkpoints(config)
