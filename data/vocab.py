@@ -1,7 +1,8 @@
 """A word (or item) vocabulary: counts, min_count, max_vocab_size, ids by frequency.
 
 Ids are 0..V−1 in order of decreasing count (ties: first seen first), as word2vec.c and
-gensim sort their vocabularies, so id 0 is the most frequent token.
+gensim sort their vocabularies, so id 0 is the most frequent token. A vocabulary grown by
+new text (:meth:`Vocabulary.grown`) keeps the old ids first and appends the new words.
 """
 
 import collections
@@ -51,6 +52,28 @@ class Vocabulary:
         if max_vocab_size is not None:
             kept = kept[:max_vocab_size]
         return cls([w for w, _ in kept], [c for _, c in kept])
+
+    def grown(self, sentences, *, min_count=5, max_vocab_size=None):
+        """This vocabulary grown by new text, as gensim's ``build_vocab(sentences,
+        update=True)``: every word keeps its id and adds its count in ``sentences``; the
+        new text's words not yet known that occur >= ``min_count`` times in it are
+        appended, most frequent first (ties: first seen), up to ``max_vocab_size`` words
+        in all. Returns a new Vocabulary; the first ``len(self)`` ids are this one's."""
+        if min_count < 1:
+            raise ValueError(f"min_count must be >= 1, got {min_count!r}")
+        counter = collections.Counter()
+        for sentence in sentences:
+            counter.update(sentence)
+        counts = self.counts.copy()
+        for w, c in counter.items():
+            if w in self.index:
+                counts[self.index[w]] += c
+        new = [(w, c) for w, c in counter.items() if w not in self.index and c >= min_count]
+        new.sort(key=lambda wc: -wc[1])  # stable: ties keep first-seen order
+        if max_vocab_size is not None:
+            new = new[:max(0, max_vocab_size - len(self))]
+        return type(self)(self.words + [w for w, _ in new],
+                          np.concatenate([counts, np.asarray([c for _, c in new], np.int64)]))
 
     def __len__(self):
         return len(self.words)

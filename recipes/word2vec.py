@@ -35,10 +35,13 @@ printed with its count and marked as too few, and stored in metrics.json as
 ``<name>_too_few`` instead of ``<name>`` (ws353_spearman 1.0 from 4 pairs is noise).
 
 Continuing training (--resume-from MODEL_DIR, a model/ folder this recipe wrote, or in
-Python ``training.word2vec_trainer.load_model``): the saved model's architecture, head and
-vocabulary are kept (the model flags are ignored); words of the new text that are not in
-the vocabulary are dropped, and their count is printed; the learning rate decays from
---alpha to --min-alpha again over the new run, as gensim's ``train`` on new sentences.
+Python ``training.word2vec_trainer.load_model``): the saved model's architecture and head
+are kept (the model flags are ignored); the vocabulary grows as gensim's
+``build_vocab(update=True)``: every saved word keeps its id, vector and output row and
+adds its new count, the new text's words with at least --min-count occurrences in it are
+appended with fresh rows (``Vocabulary.grown``, ``word2vec_trainer.grow_model``), rarer
+new words are dropped and their count is printed; the learning rate decays from --alpha
+to --min-alpha again over the new run, as gensim's ``train`` on new sentences.
 
 Writes to --out (which must be new, empty, or an earlier twotower output with
 --overwrite; checked before any work): vectors.txt (word2vec text format, readable by
@@ -74,8 +77,8 @@ from twotower.recipes.word2vec_flags import (add_training_arguments, add_vector_
 from twotower.reporting import format_table, twotower_command, write_metrics
 from twotower.training.word2vec_trainer import (WORD2VEC_HEADS, DataConfig,  # noqa: F401
                                                 ModelConfig, TrainConfig, build_model,
-                                                load_model, nearest_neighbours, save_model,
-                                                train_word2vec, validate,
+                                                grow_model, load_model, nearest_neighbours,
+                                                save_model, train_word2vec, validate,
                                                 word_vectors)
 
 
@@ -117,9 +120,11 @@ def build_parser():
                         "(default: on; with --resume-from, the saved model's setting)")
     g.add_argument("--resume-from", default=None, metavar="MODEL_DIR",
                    help="continue training a model/ folder written by this recipe on "
-                        "--corpus: its architecture, head, dim and vocabulary are kept (the "
-                        "model flags are ignored), words not in its vocabulary are dropped "
-                        "and counted")
+                        "--corpus: its architecture, head and dim are kept (the model flags "
+                        "are ignored); its vocabulary grows as gensim's build_vocab(update="
+                        "True): known words keep their vectors, new words with --min-count "
+                        "occurrences in --corpus get fresh ones, rarer ones are dropped and "
+                        "counted")
     g = parser.add_argument_group("model")
     g.add_argument("--arch", choices=ARCHS, default=m.arch,
                    help="sg: predict each context word from the centre; cbow: predict the "
@@ -222,15 +227,24 @@ def main(argv=None):
                                 **file_kwargs)
         extra = {}
         if resumed is not None:
-            model, vocab, model_config = resumed
+            model, old_vocab, model_config = resumed
+            # gensim's build_vocab(update=True): known words keep their ids and rows, the
+            # new text's words with --min-count occurrences join with fresh rows
+            vocab = old_vocab.grown(sentences, min_count=data_config.min_count,
+                                    max_vocab_size=data_config.max_vocab_size)
+            if len(vocab) > len(old_vocab):
+                model = grow_model(model, vocab, model_config, train_config.seed)
             n_dropped, n_words = dropped_words(sentences, vocab)
-            print(f"continuing {args.resume_from}: vocabulary fixed at {len(vocab)} words; "
-                  f"{n_dropped} of {sum(len(x) for x in sentences)} tokens of the new text "
-                  f"({n_words} distinct words) are not in it and were dropped", flush=True)
+            print(f"continuing {args.resume_from}: vocabulary grown from {len(old_vocab)} to "
+                  f"{len(vocab)} words (new words of the new text with at least --min-count "
+                  f"{data_config.min_count} occurrences); {n_dropped} of "
+                  f"{sum(len(x) for x in sentences)} tokens of the new text ({n_words} "
+                  f"distinct words) are not in it and were dropped", flush=True)
             vocab, model, stats = train_word2vec(sentences, data_config, model_config,
                                                  train_config, progress=not args.quiet,
                                                  vocab=vocab, model_fn=lambda v: model)
-            extra = {"resumed": 1, "new_text_tokens_dropped": n_dropped,
+            extra = {"resumed": 1, "new_words": len(vocab) - len(old_vocab),
+                     "new_text_tokens_dropped": n_dropped,
                      "new_text_words_dropped": n_words}
         else:
             vocab, model, stats = train_word2vec(sentences, data_config, model_config,

@@ -328,8 +328,11 @@ def load_model(folder, *, vocab=None, seed=1):
 
     To continue training on new text, pass the result to :func:`train_word2vec` with
     ``vocab=vocab, model_fn=lambda v: model``: the vocabulary stays fixed (words not in it
-    are dropped, as gensim does without ``build_vocab(update=True)``), and the learning
-    rate decays from ``alpha`` to ``min_alpha`` again over the new run.
+    are dropped, as gensim does without ``build_vocab(update=True)``); to grow it with the
+    new text's words, as ``build_vocab(update=True)``, first ``vocab =
+    vocab.grown(sentences, min_count=...)`` and ``model = grow_model(model, vocab, config,
+    seed)``. The learning rate decays from ``alpha`` to ``min_alpha`` again over the new
+    run.
 
     Returns:
       (model, vocab, model_config): the TwoTowerModel, the Vocabulary, the ModelConfig.
@@ -381,6 +384,32 @@ def load_model(folder, *, vocab=None, seed=1):
     return model, vocab, model_config
 
 
+def grow_model(model, vocab, model_config, seed):
+    """``model`` (trained on a vocabulary that ``vocab`` extends: :meth:`Vocabulary.grown`)
+    rebuilt for ``vocab``, as gensim's ``build_vocab(update=True)`` does: every weight
+    table's rows of the old words are copied (W, W', and with the "hs" head the node
+    vectors by index, as gensim keeps syn1's rows while it rebuilds the Huffman tree from
+    the new counts); the new words' rows are initialised as :func:`build_model`
+    initialises any row (W uniform in ±0.5/d, W' zero). The negatives' unigram table is
+    built from the new counts. Returns the new model (the input is left unchanged)."""
+    grown = build_model(vocab, model_config, seed)
+    old, new = model.weights, grown.weights
+    if len(old) != len(new):
+        raise ValueError(f"cannot grow the model: it has {len(old)} weights, a {model_config.arch}/"
+                         f"{model_config.head} model of this vocabulary has {len(new)}")
+    for a, b in zip(old, new):
+        va, vb = a.numpy(), b.numpy()
+        if va.shape == vb.shape:
+            b.assign(va)
+        elif va.ndim == vb.ndim and va.shape[1:] == vb.shape[1:] and len(va) <= len(vb):
+            vb[:len(va)] = va
+            b.assign(vb)
+        else:
+            raise ValueError(f"cannot grow the model: weight {a.name} is {list(va.shape)}, "
+                             f"{list(vb.shape)} for the grown vocabulary")
+    return grown
+
+
 __all__ = ["WORD2VEC_HEADS", "DataConfig", "ModelConfig", "TrainConfig", "validate", "build_model",
            "word_vectors", "set_threads", "train_word2vec", "unit_rows",
-           "nearest_neighbours", "save_model"]
+           "nearest_neighbours", "save_model", "grow_model"]

@@ -235,7 +235,8 @@ def test_overwrite_replaces_an_earlier_output(tmp_path, capsys):
 
 def test_reload_and_continue_training(trained, tmp_path, capsys):
     """load_model rebuilds the model/ folder with the same vectors; --resume-from trains
-    it further on new text with the vocabulary fixed and unknown words counted."""
+    it further on new text, the vocabulary grown by the new words with --min-count
+    occurrences (none here: the default 5) and rarer unknown words counted."""
     from twotower.training.word2vec_trainer import load_model
 
     model, vocab, config = load_model(os.path.join(trained, "model"))
@@ -252,9 +253,11 @@ def test_reload_and_continue_training(trained, tmp_path, capsys):
                           os.path.join(trained, "model"), "--out", out, "--no-eval",
                           "--epochs", "2", "--quiet", "--alpha", "0.02"]) == 0
     printed = capsys.readouterr().out
-    assert "vocabulary fixed at 24 words; 3 of " in printed and "(2 distinct words)" in printed
+    assert "vocabulary grown from 24 to 24 words" in printed and "; 3 of " in printed
+    assert "(2 distinct words)" in printed
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["new_text_tokens_dropped"] == 3 and metrics["resumed"] == 1
+    assert metrics["new_words"] == 0
     (v, d), words2, continued = _read_vectors(os.path.join(out, "vectors.txt"))
     assert words2 == words and (v, d) == (24, 16)
     assert not np.allclose(continued, saved, atol=1e-3)        # it trained
@@ -262,6 +265,44 @@ def test_reload_and_continue_training(trained, tmp_path, capsys):
     fruit, tool = words.index("fruit0"), [words.index(f"tool{i}") for i in range(6)]
     others = [words.index(f"fruit{i}") for i in range(1, 6)]
     assert (unit[others] @ unit[fruit]).min() > (unit[tool] @ unit[fruit]).max()
+
+
+def test_resume_grows_the_vocabulary_as_gensim_update(trained, tmp_path, capsys):
+    """--resume-from on text with a new word: as gensim's build_vocab(update=True), the
+    saved words keep their ids, vectors (before any new step) and add their new counts;
+    a new word with --min-count occurrences joins with a fresh row (W in ±0.5/d, W'
+    zero); a rarer one is dropped."""
+    from twotower.training.word2vec_trainer import grow_model, load_model
+
+    model, vocab, config = load_model(os.path.join(trained, "model"))
+    text = [["fruit1", "kiwi", "fruit2", "kiwi"], ["banana", "fruit1"]]
+    grown = vocab.grown(text, min_count=2)
+    assert grown.words == vocab.words + ["kiwi"]
+    assert grown.counts[-1] == 2 and grown.counts[vocab.index["fruit1"]] == \
+        vocab.counts[vocab.index["fruit1"]] + 2
+    bigger = grow_model(model, grown, config, seed=1)
+    before = word2vec.word_vectors(model, config.arch)
+    after = word2vec.word_vectors(bigger, config.arch)
+    np.testing.assert_array_equal(after[:len(vocab)], before)
+    assert after.shape == (len(vocab) + 1, config.dim)
+    assert 0 < np.abs(after[-1]).max() <= 0.5 / config.dim
+    out_rows = bigger.item_tower.weights[0].numpy()
+    np.testing.assert_array_equal(out_rows[:len(vocab)], model.item_tower.weights[0].numpy())
+    assert not out_rows[-1].any()
+
+    new_text = tmp_path / "more.txt"
+    write_planted_corpus(str(new_text), n=60, seed=3)
+    with open(new_text, "a") as f:
+        f.write("fruit1 fruit2 Banana fruit3 kiwi kiwi\n")
+    out = str(tmp_path / "grown")
+    assert word2vec.main(["--corpus", str(new_text), "--resume-from",
+                          os.path.join(trained, "model"), "--out", out, "--no-eval",
+                          "--epochs", "1", "--quiet", "--min-count", "2"]) == 0
+    assert "vocabulary grown from 24 to 25 words" in capsys.readouterr().out
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["new_words"] == 1 and metrics["new_text_tokens_dropped"] == 1
+    (v, _), words, _ = _read_vectors(os.path.join(out, "vectors.txt"))
+    assert v == 25 and words == vocab.words + ["kiwi"]
 
 
 def test_resume_from_a_folder_that_is_not_a_model(tmp_path, capsys):
