@@ -20,7 +20,8 @@ from twotower.towers.two_tower_model import embed  # noqa: F401
 
 from twotower.index import config as config_lib
 from twotower.data.external_ids import check_int_ids
-from twotower.index.scann_index import ScannIndex, check_vectors, normalize
+from twotower.index.scann_index import (ScannIndex, check_vectors, enable_cpu_dispatch,
+                                        normalize)
 
 
 def scann_config_text(vectors, config, *, num_neighbors=10, soar=True):
@@ -74,8 +75,6 @@ def build_index(vectors, item_ids=None, config=None, *, distance="dot", **overri
     Returns:
       A ScannIndex; ``index.build_seconds`` holds the build time.
     """
-    from scann.scann_ops.py import scann_ops_pybind
-
     v = check_vectors(vectors, None, "vectors")
     n = v.shape[0]
     if config is None:
@@ -91,12 +90,21 @@ def build_index(vectors, item_ids=None, config=None, *, distance="dot", **overri
     if config.distance == "cosine":
         v = normalize(v)
     v = np.ascontiguousarray(v, dtype=np.float32)
+    enable_cpu_dispatch()  # before training: k-means and AH training use the kernels too
     start = time.perf_counter()
-    text = scann_config_text(v, config)
-    searcher = scann_ops_pybind.create_searcher(v, text, config.training_threads)
+    searcher = build_searcher(v, config)
     index = ScannIndex(searcher, ids, v, config)
     index.build_seconds = time.perf_counter() - start
     return index
+
+
+def build_searcher(vectors, config):
+    """The raw ScaNN pybind searcher over ``vectors`` (already normalised for cosine,
+    float32, C-contiguous) under ``config``; the tuner rebuilds with this."""
+    from scann.scann_ops.py import scann_ops_pybind
+
+    text = scann_config_text(vectors, config)
+    return scann_ops_pybind.create_searcher(vectors, text, config.training_threads)
 
 
 def exact_index(vectors, item_ids=None, *, distance="dot"):

@@ -8,8 +8,22 @@ the last point into the freed slot, and the map follows it).
 
 Why not the pybind wrapper's own ``docids``: it maps every result through a Python list
 comprehension (slow for large batches) and pickles the ids; we keep int64 numpy arrays.
+
+One query (what ``twotower serve`` does per request) takes a short path: one dot product
+checks finiteness and gives the norm, then the pybind ``search``, then the id lookup.
+
+CPU kernels: the scann 1.4.2 wheel never detects the CPU. Its static initialiser leaves
+``research_scann::flags_internal::should_use_avx2`` / ``should_use_avx512`` false, so
+every search runs the SSE4 LUT16 and AVX1 float kernels although the AVX2 / AVX-512 ones
+are in the same .so. :func:`enable_cpu_dispatch` sets those two exported flags where
+/proc/cpuinfo lists the features (what ScaNN's own ``ScopedPlatformOverride`` does in its
+tests); docs/benchmarks.md has the evidence and the measured gain.
+``TWOTOWER_SCANN_DISPATCH=off`` leaves the wheel as shipped.
 """
 
+import ctypes
+import math
+import os
 import threading
 import warnings
 
@@ -18,6 +32,106 @@ import numpy as np
 from twotower.index.brute_force import exact_top_k
 from twotower.index.config import IndexConfig
 from twotower.data.external_ids import UnknownIdError, check_ids_list, check_int_ids
+
+
+_DISPATCH_SYMBOLS = {
+    "avx2": "_ZN14research_scann14flags_internal15should_use_avx2E",
+    "avx512": "_ZN14research_scann14flags_internal17should_use_avx512E",
+}
+# what each flag needs from the CPU: ScaNN's own test (AVX512F, DQ, BW; AVX2), plus what
+# its kernels are compiled for beside them (FMA with AVX2, VL with AVX-512), so a flag is
+# never set where an instruction it unlocks could fault
+_DISPATCH_NEEDS = {"avx2": ("avx", "avx2", "fma"),
+                   "avx512": ("avx512f", "avx512dq", "avx512bw", "avx512vl")}
+_DISPATCH_MODES = {"auto": True, "on": True, "1": True, "true": True, "yes": True,
+                   "off": False, "0": False, "false": False, "no": False}
+_dispatch_state = None
+_dispatch_lock = threading.Lock()
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def enable_cpu_dispatch():
+    """Lets the scann wheel run its AVX2 / AVX-512 kernels on a CPU that has them.
+
+    Idempotent and cheap after the first call (ScannIndex and build_index call it). Sets
+    ScaNN's exported ``should_use_avx2`` / ``should_use_avx512`` flags (read on every
+    search call; the LUT16 data layout does not depend on them) only where they are
+    false, the CPU lists the features, and ``TWOTOWER_SCANN_DISPATCH`` is not ``off``.
+
+    Returns:
+      dict: ``{"avx2": bool, "avx512": bool}`` as ScaNN now has them, plus ``"changed"``
+      (the flags set here) and ``"why"`` when nothing could be read or set.
+    """
+    global _dispatch_state
+    if _dispatch_state is not None:
+        return _dispatch_state
+    with _dispatch_lock:
+        if _dispatch_state is None:
+            _dispatch_state = _enable_cpu_dispatch()
+    return _dispatch_state
+
+
+def _enable_cpu_dispatch():
+    state = {"avx2": False, "avx512": False, "changed": []}
+    mode = os.environ.get("TWOTOWER_SCANN_DISPATCH", "auto").strip().lower()
+    if mode not in _DISPATCH_MODES:
+        raise ValueError(f"TWOTOWER_SCANN_DISPATCH must be auto or off, got {mode!r}")
+    try:
+        from scann.scann_ops.py import scann_ops_pybind  # noqa: F401 (loads scann_pybind)
+        flags = _dispatch_flags()
+    except (ImportError, OSError, ValueError, AttributeError) as e:
+        state["why"] = f"scann's dispatch flags not found ({e.__class__.__name__}: {e})"
+        return state
+    cpu = _cpu_flags()
+    for name in ("avx2", "avx512"):  # the AVX-512 kernels sit beside AVX2 ones: AVX2 first
+        if (_DISPATCH_MODES[mode] and not flags[name].value
+                and all(f in cpu for f in _DISPATCH_NEEDS[name])
+                and (name == "avx2" or flags["avx2"].value)):
+            flags[name].value = True
+            state["changed"].append(name)
+        state[name] = bool(flags[name].value)
+    if not _DISPATCH_MODES[mode]:
+        state["why"] = f"TWOTOWER_SCANN_DISPATCH={mode}"
+    return state
+
+
+def _dispatch_flags():
+    import scann_pybind
+    lib = ctypes.CDLL(scann_pybind.__file__, mode=getattr(os, "RTLD_NOLOAD", 0))
+    return {k: ctypes.c_bool.in_dll(lib, sym) for k, sym in _DISPATCH_SYMBOLS.items()}
+
+
+def cpu_dispatch_flags():
+    """ScaNN's ``should_use_avx2`` / ``should_use_avx512`` as they are now (read live)."""
+    return {k: bool(f.value) for k, f in _dispatch_flags().items()}
+
+
+class kernels_as_shipped:
+    """Context manager: ScaNN's AVX2/AVX-512 flags off inside (the wheel as shipped), as
+    they were after (for measuring what :func:`enable_cpu_dispatch` gives on one index:
+    the flags are read per search call, so one index serves both)."""
+
+    def __enter__(self):
+        self._flags = list(_dispatch_flags().values())
+        self._was = [f.value for f in self._flags]
+        for f in self._flags:
+            f.value = False
+        return self
+
+    def __exit__(self, *exc):
+        for f, v in zip(self._flags, self._was):
+            f.value = v
+        return False
 
 
 def _as_ids(ids, name="item_ids"):
@@ -75,6 +189,19 @@ class ScannIndex:
         if len(self._pos) != len(ids):
             raise ValueError("item_ids contain duplicates")
         self._lock = threading.RLock()
+        enable_cpu_dispatch()
+
+    def _replace_searcher(self, searcher, config):
+        """Swaps in a searcher built over the same items in the same order (the tuner's
+        rebuilds with other build-time knobs)."""
+        searcher = getattr(searcher, "searcher", searcher)
+        with self._lock:
+            if searcher.size() != self.size:
+                raise ValueError(f"new searcher holds {searcher.size()} points, the index "
+                                 f"{self.size}")
+            self.searcher = searcher
+            self.config = config
+            self.__dict__.pop("_warned_k", None)
 
     # -- read access ----------------------------------------------------------------
     @property
@@ -150,7 +277,7 @@ class ScannIndex:
             raise ValueError("queries is an empty batch: give at least one query")
         return normalize(q) if self.config.distance == "cosine" else q
 
-    def _warn_beyond_tuned_k(self, k):
+    def _warn_beyond_tuned_k(self, k, stacklevel=3):
         tuned = self.config.tuned_k
         if tuned and k > tuned and not self.config.brute_force:
             warned = self.__dict__.setdefault("_warned_k", set())
@@ -158,7 +285,8 @@ class ScannIndex:
                 warned.add(k)
                 warnings.warn(f"search with k={k} on an index tuned for k={tuned}: recall "
                               f"at k={k} was not measured and may be lower; re-tune with "
-                              f"tune(index, queries, k={k})", UserWarning, stacklevel=3)
+                              f"tune(index, queries, k={k})", UserWarning,
+                              stacklevel=stacklevel)
 
     def search(self, queries, k, *, exclude=None, num_leaves_to_search=None, reorder=None):
         """Approximate top-k item ids per query, leaving out excluded ids.
@@ -179,6 +307,11 @@ class ScannIndex:
         Warns (once per k) when k exceeds the k the index was tuned for
         (``config.tuned_k``).
         """
+        if (num_leaves_to_search is None and reorder is None and type(k) is int
+                and isinstance(queries, np.ndarray)):
+            one = self._search_one(queries, k, exclude)
+            if one is not None:
+                return one
         q = self.prepare_queries(queries)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.size:
             raise ValueError(f"k must be an int in [1, {self.size}], got {k!r}")
@@ -202,6 +335,41 @@ class ScannIndex:
             out_ids[r, :len(keep)] = ids[r, keep]
             out_scores[r, :len(keep)] = scores[r, keep]
         return out_ids, out_scores
+
+    def _search_one(self, q, k, exclude):
+        """The one-query path (what a server does per request), or None where the general
+        path must decide (validation errors included). Same results as the general path
+        up to the last bit of the cosine norm: the same knobs reach the same ScaNN call."""
+        if (q.dtype != np.float32 or q.size != self._vectors.shape[1] or q.ndim not in (1, 2)
+                or not q.flags.c_contiguous or not 1 <= k <= self._ids.shape[0]):
+            return None
+        v = q if q.ndim == 1 else q.reshape(-1)
+        ss = float(v.dot(v))  # finite iff every entry is (barring overflow: general path)
+        if not math.isfinite(ss):
+            return None
+        c = self.config
+        if c.distance == "cosine":
+            v = v / np.float32(max(math.sqrt(ss), 1e-12))
+        ex = None
+        fetch = k
+        if exclude is not None:
+            ex = set(check_ids_list(exclude, "exclude", 1)[0].tolist())
+            fetch = min(k + len(ex), self._ids.shape[0])
+        if c.tuned_k and k > c.tuned_k and not c.brute_force:
+            self._warn_beyond_tuned_k(k, stacklevel=4)
+        pre = max(c.reorder, fetch) if (c.reorder and not c.brute_force) else -1
+        with self._lock:
+            p, d = self.searcher.search(v, fetch, pre,
+                                        c.num_leaves_to_search if c.num_leaves else -1)
+            if p.shape[0] < fetch:
+                return None  # fewer found than asked: the general path pads
+            ids = self._ids.take(p)
+        if not ex:
+            return ids.reshape(1, -1)[:, :k], d.reshape(1, -1)[:, :k]
+        keep = [j for j, i in enumerate(ids.tolist()) if i not in ex][:k]
+        if len(keep) < k:
+            return None
+        return ids[keep].reshape(1, -1), d[keep].reshape(1, -1)
 
     def _search_positions(self, q, fetch, leaves, reorder):
         c = self.config

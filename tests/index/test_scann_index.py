@@ -84,3 +84,80 @@ def test_update_errors(corpus):
         index.add([1000], items[:1, :3])
     with pytest.raises(ValueError, match="item_ids must be integer ids"):
         index.add(["a"], items[:1])
+
+
+@pytest.mark.parametrize("distance", ["cosine", "dot"])
+def test_one_query_path_equals_the_general_path(corpus, distance):
+    """The one-query fast path (float32 [d] or [1, d], what the Retriever passes) returns
+    what the general path returns for the same query (float64 input takes the general
+    path; both end in ScaNN's single-query search)."""
+    items, queries = corpus
+    index = build_index(items, np.arange(len(items)) * 2 + 1, distance=distance,
+                        num_leaves=40, num_leaves_to_search=3, reorder=40, brute_force=False)
+    for j, q in enumerate(queries):
+        want, want_scores = index.search(q.astype(np.float64), 10)
+        for form in (q, q[None, :]):
+            ids, scores = index.search(form, 10)
+            assert ids.shape == (1, 10) and ids.dtype == np.int64
+            assert scores.shape == (1, 10) and scores.dtype == np.float32
+            np.testing.assert_array_equal(ids, want)
+            np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-5)
+        # exclusions (i2i excludes the item itself) match the general path
+        ex = [np.asarray([want[0, 0], want[0, 3], 7])]  # 7: not an indexed id
+        got, _ = index.search(q[None, :], 10, exclude=ex)
+        ref, _ = index.search(q[None, :].astype(np.float64), 10, exclude=ex)
+        np.testing.assert_array_equal(got, ref)
+        assert not {int(want[0, 0]), int(want[0, 3])} & set(got[0].tolist())
+    # NaN and bad k still go through the general path's checks
+    bad = queries[0].copy()
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.search(bad, 10)
+    with pytest.raises(ValueError, match="k must be an int"):
+        index.search(queries[0], 0)
+
+
+def test_cpu_dispatch_is_idempotent_and_results_do_not_depend_on_it(corpus):
+    """The kernels ScaNN dispatches to change the speed, not the answers: an exact index
+    and an AH tree index trained with the flags as the wheel ships them return the same
+    neighbours whichever kernels search them (the LUT16 codes are laid out alike)."""
+    from twotower.index.scann_index import (cpu_dispatch_flags, enable_cpu_dispatch,
+                                            kernels_as_shipped)
+
+    items, queries = corpus
+    state = enable_cpu_dispatch()
+    assert enable_cpu_dispatch() is state
+    assert set(state) >= {"avx2", "avx512", "changed"}
+    before = cpu_dispatch_flags()
+    assert before == {"avx2": state["avx2"], "avx512": state["avx512"]}
+    cpu = open("/proc/cpuinfo").read().split()
+    if "avx512bw" not in cpu:
+        assert not before["avx512"]  # never set where the CPU lacks it
+    index = exact_index(items, distance="dot")
+    fast, fast_scores = index.search(queries, 10)
+    with kernels_as_shipped():
+        assert cpu_dispatch_flags() == {"avx2": False, "avx512": False}
+        slow, slow_scores = index.search(queries, 10)
+        tree = build_index(items, distance="dot", num_leaves=40, num_leaves_to_search=8,
+                           reorder=30, brute_force=False)
+        tree_slow, _ = tree.search(queries, 10)
+    assert cpu_dispatch_flags() == before  # the flags are back as they were
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_allclose(fast_scores, slow_scores, rtol=1e-5, atol=1e-5)
+    tree_fast, _ = tree.search(queries, 10)
+    same = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(tree_fast, tree_slow)])
+    assert same >= 0.98  # only float near-ties in the reorder may swap
+
+
+def test_cpu_dispatch_off_and_bad_values(monkeypatch):
+    from twotower.index import scann_index
+
+    monkeypatch.setattr(scann_index, "_dispatch_state", None)
+    monkeypatch.setenv("TWOTOWER_SCANN_DISPATCH", "off")
+    state = scann_index.enable_cpu_dispatch()
+    assert state["changed"] == [] and state["why"] == "TWOTOWER_SCANN_DISPATCH=off"
+    monkeypatch.setattr(scann_index, "_dispatch_state", None)
+    monkeypatch.setenv("TWOTOWER_SCANN_DISPATCH", "fast")
+    with pytest.raises(ValueError, match="TWOTOWER_SCANN_DISPATCH must be auto or off, "
+                                         "got 'fast'"):
+        scann_index.enable_cpu_dispatch()
