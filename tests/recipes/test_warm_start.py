@@ -195,3 +195,19 @@ def test_refused_other_recipe_shapes_columns_and_foreign_folders(days, tmp_path,
     assert "epochs must be an int >= 1" in err
     err = _refused(capsys, ["youtube", "--warm-start", days["prev"], *COMMON])
     assert "needs --interactions" in err
+
+
+def test_the_day_two_loop_writes_over_its_own_folder(days, tmp_path):
+    """The README's loop: --warm-start OUT --out OUT --overwrite (the folder `twotower
+    serve OUT/index` follows) reads the previous state before the new one is swapped in."""
+    import shutil
+
+    out = str(tmp_path / "today")
+    shutil.copytree(days["prev"], out)
+    before, _ = state(out)
+    assert cli.main(["youtube", "--interactions", days["day2"], "--items", days["items"],
+                     "--epochs", "1", *COMMON, "--warm-start", out, "--out", out,
+                     "--overwrite"]) == 0
+    after, _ = state(out)
+    assert int(after["slot/iterations"]) > int(before["slot/iterations"])
+    assert load(os.path.join(out, "index")).num_items == 101
