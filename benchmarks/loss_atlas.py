@@ -14,7 +14,8 @@ seen in training still has a vector. Models (``MODELS``):
 
   inbatch            softmax over the batch's positives, no correction
   inbatch_logq       + static logQ (Q = B·p, p from whole-train counts)
-  inbatch_stream     + streaming logQ (Yi et al. 2019, data/frequency.py)
+  inbatch_stream     + streaming logQ (Yi et al. 2019, data/frequency.py); its α is
+                     chosen on validation too (--stream-alphas)
   inbatch_corrected  + corrected logQ (Khrylchenko et al. 2025), static p
   mixed              mixed negatives: batch ∪ K uniform index negatives (Yang et al.
                      2020), logQ with Q = B·p + K/N
@@ -268,8 +269,9 @@ def applies(model, task):
     return True
 
 
-def build_loss(model, task, temperature, num_negatives, dim, seed):
-    """The RetrievalLoss of ``model`` (module docstring) for ``task``."""
+def build_loss(model, task, temperature, num_negatives, dim, seed, alpha=0.01):
+    """The RetrievalLoss of ``model`` (module docstring) for ``task``; ``alpha`` is the
+    streaming estimator's α (inbatch_stream only)."""
     from twotower.data.frequency import StreamingFrequencyEstimator
     from twotower.data.samplers import UnigramSampler
     from twotower.losses import (HierarchicalSoftmax, InBatch, MixedNegatives, NCE,
@@ -283,7 +285,7 @@ def build_loss(model, task, temperature, num_negatives, dim, seed):
     if model == "inbatch_logq":
         return RetrievalLoss("softmax", InBatch(frequencies=counts), **kw)
     if model == "inbatch_stream":
-        est = StreamingFrequencyEstimator(num_buckets=N, alpha=0.01)
+        est = StreamingFrequencyEstimator(num_buckets=N, alpha=alpha)
         return RetrievalLoss("softmax", InBatch(frequencies=est), **kw)
     if model == "inbatch_corrected":
         return RetrievalLoss("softmax", InBatch(frequencies=counts), logq="corrected", **kw)
@@ -366,9 +368,9 @@ def _hs_ranks(head, user_vectors, users, items, chunk=64):
     return ranks
 
 
-def train_and_evaluate(model, task, scale, temperature, lr, seed):
-    """Trains ``model`` on ``task`` with (τ, lr, seed); returns its test and validation
-    metrics and examples/s."""
+def train_and_evaluate(model, task, scale, temperature, lr, seed, alpha=0.01):
+    """Trains ``model`` on ``task`` with (τ, lr, seed; α for inbatch_stream); returns its
+    test and validation metrics and examples/s."""
     from twotower.towers import TwoTowerModel
     from twotower.training import resumable_fit
 
@@ -381,7 +383,8 @@ def train_and_evaluate(model, task, scale, temperature, lr, seed):
         counts = task.item_counts.astype(np.float64)
         net = TFRSReference(q, i, temperature, sampling_probability=counts / counts.sum())
     else:
-        loss = build_loss(model, task, temperature, scale.num_negatives, scale.dim, seed)
+        loss = build_loss(model, task, temperature, scale.num_negatives, scale.dim, seed,
+                          alpha=alpha)
         net = TwoTowerModel(q, i, loss, item_features=_item_table(task))
     net.compile(optimizer=tf.keras.optimizers.Adam(lr))
     net.fit(_dataset(task, scale.batch_size, seed), epochs=scale.epochs, verbose=0,
@@ -420,9 +423,10 @@ def w2v_setting(args):
     last 10% of sentences; on skip-gram pairs of the held-out 10% (window 2, up to
     --w2v-eval-pairs), rank the context word among the whole vocabulary by the model's
     score of it given the centre word (HS: log P from the Huffman path; NEG:
-    <syn0[w], syn1neg[c]>) and report recall@10/@50 per frequency bucket of the context
-    word (head: the most frequent words making 50% of the tokens, mid: the next 40%, rare:
-    the last 10%)."""
+    <syn0[w], syn1neg[c]>, read out twice: as is, which ranks by PMI, and + log q(c), which
+    ranks by P(c | w)) and report recall@10/@50 and the median rank per frequency bucket of
+    the context word (head: the most frequent words making 50% of the tokens, mid: the
+    next 40%, rare: the last 10%). Returns readout -> list of metric dicts (one a seed)."""
     from twotower.data.text_corpus import load_corpus
     from twotower.training.word2vec_trainer import (DataConfig, ModelConfig, TrainConfig,
                                                     train_word2vec)
@@ -437,7 +441,8 @@ def w2v_setting(args):
                 train, DataConfig(corpus="(loss atlas)", min_count=5),
                 ModelConfig(arch="sg", head=head, dim=100, window=5),
                 TrainConfig(epochs=args.w2v_epochs, seed=seed), progress=False)
-            runs.setdefault(head, []).append(_w2v_eval(vocab, model, stats, head, held, args))
+            for name, m in _w2v_eval(vocab, model, stats, head, held, args).items():
+                runs.setdefault(name, []).append(m)
     return runs
 
 
@@ -463,44 +468,64 @@ def _w2v_eval(vocab, model, stats, head, held, args):
         centres, contexts = centres[sel], contexts[sel]
     syn0 = model.query_tower.embeddings.numpy()
     if head == "hs":
-        ranks = _hs_ranks(model.retrieval_loss.head, syn0, centres, contexts)
+        readouts = {"hs": _hs_ranks(model.retrieval_loss.head, syn0, centres, contexts)}
     else:
         syn1 = model.item_tower.embeddings.numpy()
-        ranks = ranks_of_targets(syn0, syn1, centres, contexts)
-    out = {"recall@10": float(np.mean(ranks < 10)), "recall@50": float(np.mean(ranks < 50)),
-           "words_per_sec": float(stats["words_per_sec"])}
-    for b, name in enumerate(("head", "mid", "rare")):
-        sel = bucket[contexts] == b
-        if sel.any():
-            out[f"{name}_recall@50"] = float(np.mean(ranks[sel] < 50))
-            out[f"{name}_pairs"] = int(sel.sum())
+        # NEG's optimum is <w, c> = PMI(w, c) − log k under its noise q = unigram^0.75
+        # (Levy & Goldberg 2014): <w, c> ranks by PMI; <w, c> + log q(c) by P(c | w)
+        q = counts ** 0.75
+        log_q = np.log(q / q.sum()).astype(np.float32)
+        ones = np.ones((len(syn0), 1), np.float32)
+        readouts = {"neg": ranks_of_targets(syn0, syn1, centres, contexts),
+                    "neg_logq": ranks_of_targets(np.hstack([syn0, ones]),
+                                                 np.hstack([syn1, log_q[:, None]]),
+                                                 centres, contexts)}
+    out = {}
+    for name, ranks in readouts.items():
+        m = {"recall@10": float(np.mean(ranks < 10)), "recall@50": float(np.mean(ranks < 50)),
+             "median_rank": float(np.median(ranks)),
+             "words_per_sec": float(stats["words_per_sec"])}
+        for b, bname in enumerate(("head", "mid", "rare")):
+            sel = bucket[contexts] == b
+            if sel.any():
+                m[f"{bname}_recall@50"] = float(np.mean(ranks[sel] < 50))
+                m[f"{bname}_median_rank"] = float(np.median(ranks[sel]))
+                m[f"{bname}_pairs"] = int(sel.sum())
+        out[name] = m
     return out
 
 
 # ---------------------------------------------------------------- running
 
+def model_grid(model, args):
+    """The (τ, lr, α) settings tried for ``model`` on validation: the shared τ × lr grid
+    for every model; × the --stream-alphas for inbatch_stream (the estimator's α, which
+    must suit the log's length: ~1/α occurrences of an item to converge); HS has no τ."""
+    temps = args.temperatures[:1] if model == "hs" else args.temperatures
+    alphas = args.stream_alphas if model == "inbatch_stream" else [None]
+    return [(t, lr, a) for t in temps for lr in args.lrs for a in alphas]
+
+
 def run_setting(task, scale, args, log):
     """Grid on seed 0 (validation recall@50), then the other seeds at the chosen values."""
     models = [m for m in args.models if applies(m, task)]
-    grid = [(t, lr) for t in args.temperatures for lr in args.lrs]
     runs, chosen = {}, {}
     for model in models:
         best = None
-        for t, lr in grid:
-            if model == "hs" and t != grid[0][0]:
-                continue  # HS has no temperature: only the lr half of the grid applies
+        for t, lr, a in model_grid(model, args):
             started = time.time()
-            m = train_and_evaluate(model, task, scale, t, lr, seed=0)
-            log(f"{task.name} {model} τ={t:g} lr={lr:g} seed 0: val@50 {m['val_recall@50']:.4f} "
+            m = train_and_evaluate(model, task, scale, t, lr, seed=0, alpha=a or 0.01)
+            what = f"τ={t:g} lr={lr:g}" + (f" α={a:g}" if a else "")
+            log(f"{task.name} {model} {what} seed 0: val@50 {m['val_recall@50']:.4f} "
                 f"test@50 {m['recall@50']:.4f} ({time.time() - started:.0f} s)")
             tf.keras.backend.clear_session()
-            if best is None or m["val_recall@50"] > best[2]["val_recall@50"]:
-                best = (t, lr, m)
-        t, lr, m0 = best
-        chosen[model] = (t, lr)
+            if best is None or m["val_recall@50"] > best[3]["val_recall@50"]:
+                best = (t, lr, a, m)
+        t, lr, a, m0 = best
+        chosen[model] = (t, lr, a)
         runs[model] = [m0]
         for seed in range(1, args.seeds):
-            m = train_and_evaluate(model, task, scale, t, lr, seed=seed)
+            m = train_and_evaluate(model, task, scale, t, lr, seed=seed, alpha=a or 0.01)
             log(f"{task.name} {model} τ={t:g} lr={lr:g} seed {seed}: test@50 {m['recall@50']:.4f}")
             tf.keras.backend.clear_session()
             runs[model].append(m)
@@ -511,9 +536,11 @@ def setting_summary(name, runs, chosen):
     """The flat metrics of one setting, its best twotower model (on validation) and the
     comparison with TFRS."""
     flat = summarize(name, runs)
-    for model, (t, lr) in chosen.items():
+    for model, (t, lr, a) in chosen.items():
         flat[f"{name}_{model}_temperature"] = t
         flat[f"{name}_{model}_lr"] = lr
+        if a is not None:
+            flat[f"{name}_{model}_alpha"] = a
     ours = [m for m in runs if m != PEER]
     best = None
     if ours:
@@ -537,7 +564,8 @@ def setting_summary(name, runs, chosen):
 def table(name, runs, flat):
     rows = []
     for model in runs:
-        row = {"model": model,
+        alpha = flat.get(f"{name}_{model}_alpha")
+        row = {"model": model if alpha is None else f"{model} (α {alpha:g})",
                "τ / lr": (f"{flat.get(f'{name}_{model}_temperature', float('nan')):g} / "
                           f"{flat.get(f'{name}_{model}_lr', float('nan')):g}")}
         for key in ("recall@10", "recall@50", "tail_recall@50", "fresh_recall@50",
@@ -588,13 +616,15 @@ def w2v_summary(runs):
 
 def w2v_table(flat):
     rows = []
-    for head in ("neg", "hs"):
-        row = {"model": f"skip-gram {head}"}
-        for key in ("recall@10", "recall@50", "head_recall@50", "mid_recall@50",
-                    "rare_recall@50", "words_per_sec"):
+    for head, label in (("neg", "NEG (<w, c>)"), ("neg_logq", "NEG (<w, c> + log q)"),
+                        ("hs", "HS")):
+        row = {"model": label}
+        for key in ("recall@10", "recall@50", "median_rank", "head_recall@50",
+                    "mid_recall@50", "rare_recall@50", "head_median_rank",
+                    "mid_median_rank", "rare_median_rank", "words_per_sec"):
             mean = flat.get(f"w2v_{head}_{key}")
             std = flat.get(f"w2v_{head}_{key}_std")
-            fmt = "{:.0f}" if key == "words_per_sec" else "{:.4f}"
+            fmt = "{:.0f}" if key.endswith(("words_per_sec", "rank")) else "{:.4f}"
             row[key] = "-" if mean is None else (
                 fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else ""))
         rows.append(row)
@@ -616,9 +646,12 @@ def build_parser():
                    "for a spread)")
     p.add_argument("--scale", default="small", choices=sorted(SCALES),
                    help="small: 1e4 items, 2 epochs (about 30 min on 2 cores); full: 1e5 items")
-    p.add_argument("--temperatures", default="0.05,0.2",
+    p.add_argument("--temperatures", default="0.1,0.3",
                    help="τ grid, the same for every model (chosen on validation)")
     p.add_argument("--lrs", default="0.01", help="Adam lr grid, the same for every model")
+    p.add_argument("--stream-alphas", default="0.01,0.3",
+                   help="α grid of inbatch_stream's streaming estimator (chosen on "
+                   "validation with τ and lr)")
     p.add_argument("--w2v-corpus", default="enwiki-sample",
                    help="corpus of the w2v setting ('text8', 'enwiki-sample' or a file)")
     p.add_argument("--w2v-epochs", type=int, default=5, help="epochs of the w2v setting")
@@ -654,6 +687,9 @@ def parse_args(argv=None):
         raise ValueError("--w2v-epochs and --w2v-eval-pairs must be >= 1")
     args.temperatures = _floats(args.temperatures, "--temperatures")
     args.lrs = _floats(args.lrs, "--lrs")
+    args.stream_alphas = _floats(args.stream_alphas, "--stream-alphas")
+    if any(a > 1 for a in args.stream_alphas):
+        raise ValueError(f"--stream-alphas must be in (0, 1], got {args.stream_alphas}")
     return args
 
 

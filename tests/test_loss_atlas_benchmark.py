@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 
 import numpy as np
 import pytest
@@ -72,11 +73,21 @@ def test_setting_summary_picks_the_best_on_validation_not_test():
     runs = {"a": [{"recall@50": 0.6, "val_recall@50": 0.3}] * 2,
             "b": [{"recall@50": 0.5, "val_recall@50": 0.4}] * 2,
             "tfrs_logq": [{"recall@50": 0.45, "val_recall@50": 0.35}] * 2}
-    flat, best = la.setting_summary("s", runs, {"a": (0.1, 0.01), "b": (0.2, 0.01),
-                                                "tfrs_logq": (0.1, 0.01)})
-    assert best == "b"
+    flat, best = la.setting_summary("s", runs, {"a": (0.1, 0.01, None),
+                                                "b": (0.2, 0.01, 0.3),
+                                                "tfrs_logq": (0.1, 0.01, None)})
+    assert best == "b" and flat["s_b_alpha"] == 0.3 and "s_a_alpha" not in flat
     assert flat["s_best_recall@50_ratio_vs_tfrs"] == pytest.approx(0.5 / 0.45)
     assert flat["s_best_beats_tfrs"] == 1 and flat["s_models_beating_tfrs"] == 2
+
+
+def test_every_model_gets_the_shared_grid_and_only_streaming_its_alphas(tmp_path):
+    args = la.parse_args(["--out", str(tmp_path / "o"), "--temperatures", "0.1,0.3",
+                          "--lrs", "0.01", "--stream-alphas", "0.01,0.3"])
+    assert la.model_grid("inbatch", args) == [(0.1, 0.01, None), (0.3, 0.01, None)]
+    assert la.model_grid("tfrs_logq", args) == la.model_grid("inbatch", args)
+    assert len(la.model_grid("inbatch_stream", args)) == 4
+    assert la.model_grid("hs", args) == [(0.1, 0.01, None)]
 
 
 def test_hierarchical_softmax_is_left_out_where_items_are_fresh():
@@ -94,9 +105,10 @@ def test_hierarchical_softmax_is_left_out_where_items_are_fresh():
     (["--temperatures", "0.1,-1"], "--temperatures must hold numbers > 0"),
     (["--lrs", "fast"], "--lrs must be comma-separated numbers"),
     (["--seeds", "0"], "--seeds must be >= 1"),
+    (["--stream-alphas", "0.1,2"], "--stream-alphas must be in (0, 1]"),
 ])
 def test_bad_flags_are_named_before_any_work(argv, message, tmp_path, capsys):
-    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         la.parse_args(["--out", str(tmp_path / "o")] + argv)
     assert la.main(["--out", str(tmp_path / "o")] + argv) == 2
     assert message.split(" ")[0] in capsys.readouterr().err
