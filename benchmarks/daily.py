@@ -20,7 +20,8 @@ below; the same for all):
 
 Each model is evaluated on day d+1's interactions: every interaction of day d+1 is
 predicted from the user's state just before it (user id, history of everything before
-it, items already seen excluded: metrics/retrieval_report.py, repeats left out), over
+it, items already seen excluded: metrics/retrieval_report.py, repeats left out; a seeded
+sample of ``--eval-rows`` of them, the same for every strategy), over
 the catalogue of day d+1 — its new items included, embedded from their features by the
 item tower. A model meets ids it never trained (day d+1's items and users; for frozen,
 everything after day 1) as the recipe's own export would: it is carried onto day d+1's
@@ -99,18 +100,24 @@ def write_days(folder, args):
         glob = w / w.sum()
         by_cat = {c: (np.flatnonzero(cat == c), w[cat == c] / w[cat == c].sum())
                   for c in range(cats)}
-        rows = []
-        for u in rng.permutation(active):
-            members, p = by_cat[home[u]]
-            for _ in range(args.per_user):
-                if rng.random() < args.global_share:
-                    i = int(rng.choice(len(glob), p=glob))
-                else:
-                    i = int(members[rng.choice(len(members), p=p)])
-                t = clock.get(u, 0)
-                clock[u] = t + 1
-                rows.append((u, i, d * DAY + min(t % 10_000, DAY - 1) + int(u) % 7))
-        rows.sort(key=lambda r: r[2])
+        users = np.repeat(rng.permutation(active), args.per_user)
+        picks = np.empty(len(users), np.int64)
+        is_global = rng.random(len(users)) < args.global_share
+        picks[is_global] = rng.choice(len(glob), size=int(is_global.sum()), p=glob)
+        homes = np.asarray(home)[users]
+        for c, (members, p) in by_cat.items():
+            at = np.flatnonzero(~is_global & (homes == c))
+            picks[at] = members[rng.choice(len(members), size=len(at), p=p)]
+        # each user's interactions in order within the day (their clock), users interleaved
+        step = np.zeros(len(users), np.int64)
+        for k in range(1, args.per_user):
+            step[k::args.per_user] = k
+        start = np.asarray([clock.get(int(u), 0) for u in users[::args.per_user]])
+        for u in users[::args.per_user].tolist():
+            clock[u] = clock.get(u, 0) + args.per_user
+        t = d * DAY + np.minimum(np.repeat(start, args.per_user) + step, DAY - 8) \
+            + users % 7
+        rows = sorted(zip(users.tolist(), picks.tolist(), t.tolist()), key=lambda r: r[2])
         with open(os.path.join(folder, f"day{d}.csv"), "w") as f:
             f.write("user_id,item_id,timestamp\n")
             f.writelines(f"u{u},i{i},{t}\n" for u, i, t in rows)
@@ -181,10 +188,15 @@ def evaluate(model_out, data, fresh_items, args):
     prev = load_previous(model_out, config)
     q, i = build_towers(data, config, l2_normalize=True)
     q, i, _ = merge_towers(prev, data, q, i, fresh=False)
-    u = embed(q, query_inputs(data, data.test))
+    rows = np.arange(len(data.test))
+    if args.eval_rows and len(rows) > args.eval_rows:  # the same sample for every model
+        rows = np.sort(np.random.default_rng(args.seed).choice(rows, args.eval_rows,
+                                                                replace=False))
+    u = embed(q, {k: np.asarray(x)[rows] for k, x in query_inputs(data, data.test).items()})
     v = embed(i, item_inputs(data))
-    targets = np.asarray(data.test.item)
-    exclusions = data.exclusions(data.test)
+    targets = np.asarray(data.test.item)[rows]
+    every = data.exclusions(data.test)
+    exclusions = [every[r] for r in rows]
     head = data.head_items()
     out = {"recall@10": retrieval_report(u, v, targets, exclusions, head)["recall@10"]}
     fresh_rows = np.isin(np.asarray(data.item_vocab)[targets],
@@ -306,17 +318,17 @@ def build_parser():
                    "models (default /tmp/twotower-data/daily)")
     g = p.add_argument_group("the log")
     g.add_argument("--days", type=int, default=7, help="days of log (default %(default)s)")
-    g.add_argument("--items", type=int, default=1500, help="items on day 1 (default %(default)s)")
-    g.add_argument("--users", type=int, default=1500, help="users on day 1 (default %(default)s)")
-    g.add_argument("--new-items", type=int, default=150,
+    g.add_argument("--items", type=int, default=4000, help="items on day 1 (default %(default)s)")
+    g.add_argument("--users", type=int, default=10000, help="users on day 1 (default %(default)s)")
+    g.add_argument("--new-items", type=int, default=400,
                    help="new items each later day (default %(default)s)")
-    g.add_argument("--new-users", type=int, default=200,
+    g.add_argument("--new-users", type=int, default=1500,
                    help="new users each later day (default %(default)s)")
     g.add_argument("--active", type=float, default=0.6,
                    help="share of known users active each later day (default %(default)s)")
     g.add_argument("--per-user", type=int, default=8,
                    help="interactions of an active user a day (default %(default)s)")
-    g.add_argument("--categories", type=int, default=20,
+    g.add_argument("--categories", type=int, default=40,
                    help="item categories (default %(default)s)")
     g.add_argument("--global-share", type=float, default=0.3,
                    help="ρ, share of draws from global popularity (default %(default)s)")
@@ -332,9 +344,12 @@ def build_parser():
                    help="history length (default %(default)s)")
     g.add_argument("--scratch-epochs", type=int, default=3,
                    help="epochs of a scratch run over days 1..d (default %(default)s)")
-    g.add_argument("--warm-epochs", type=int, default=3,
+    g.add_argument("--warm-epochs", type=int, default=1,
                    help="epochs of a warm run over day d (default %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="(default %(default)s)")
+    g.add_argument("--eval-rows", type=int, default=20_000,
+                   help="day d+1 interactions evaluated, a seeded sample (the same for "
+                   "every strategy); 0: all (default %(default)s)")
     return p
 
 
