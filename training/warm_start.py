@@ -27,7 +27,10 @@ log numbers its ids afresh (most frequent first):
   stay the previous ones, so the MLP weights are copied as they are.
 * **the streaming frequency estimator** (Yi et al. 2019, data/frequency.py): its clock
   (step, occurrences) carries on; each known item's last sighting and gap estimate move
-  to the item's new bucket; a new item starts unseen.
+  to the item's new bucket; an item it has not seen (new today) counts as seen at the
+  warm-start moment with the median known gap — left unseen, its first gap would run
+  from the stream's origin days ago (p̂ = 1/t, far too rare: −log Q would inflate its
+  logit and training would push the item down until ~1/α sightings wash it out).
 * **the optimizer**: Adam's first and second moments of every known row and of every
   dense weight, and its step count (Adam's bias correction needs the count that goes
   with the moments); new rows start at zero moments, as in a fresh optimizer.
@@ -462,11 +465,13 @@ def _carried(prev, key, current, rows):
     return out
 
 
-def carry_loss_state(prev, model):
+def carry_loss_state(prev, model, *, new_item_prior=True):
     """Copies the loss's weights into ``model.retrieval_loss`` (call once the model is
     built): a learned temperature as it was; the streaming frequency estimator's clock,
-    and each known item's last sighting and gap moved to its new bucket (new items
-    unseen)."""
+    and each known item's last sighting and gap moved to its new bucket. With
+    ``new_item_prior`` (training follows), an item the estimator has not seen (new, or
+    never sampled) counts as seen at the current clock with the median gap of the seen
+    items; without it, it stays unseen (the state is the previous one, merged)."""
     loss = model.retrieval_loss
     est = _estimator(loss)
     has_old = "loss/estimator/step" in prev.arrays
@@ -492,6 +497,16 @@ def carry_loss_state(prev, model):
     buckets = known % new_nb
     last[buckets] = prev.arrays["loss/estimator/last_seen"][old_ids[known] % old_nb]
     delta[buckets] = prev.arrays["loss/estimator/delta"][old_ids[known] % old_nb]
+    if new_item_prior:
+        # An item the stream has not seen would measure its first gap from the stream's
+        # origin, days ago: p̂ = 1/t, far rarer than any item is, and −log Q would boost
+        # its logit until ~1/α sightings wash that out (the model learns to push it
+        # down). Instead it counts as seen now with the median known item's gap.
+        seen = delta > 0
+        unseen = np.flatnonzero(~seen[:min(new_nb, len(data_items))])
+        if seen.any() and len(unseen):
+            last[unseen] = int(prev.arrays["loss/estimator/occurrences"])
+            delta[unseen] = np.median(delta[seen])
     est.last_seen.assign(last)
     est.delta.assign(delta)
 
@@ -579,7 +594,7 @@ class WarmStart:
         model.__dict__["_twotower_item_vocab"] = np.asarray(data.item_vocab)
         model({"query": _first_queries(data),
                "item": item_inputs(data, np.asarray(data.train.item)[:2])}, training=False)
-        carry_loss_state(self.prev, model)
+        carry_loss_state(self.prev, model, new_item_prior=self.fresh)
         return CarryOptimizer(self.prev, self.maps)
 
     def without_training(self, model, config):

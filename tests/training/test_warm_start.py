@@ -135,8 +135,15 @@ def test_merge_before_any_step(day_one):
         a, b = list(old_data.item_vocab).index(k), list(data.item_vocab).index(k)
         assert est1.delta.numpy()[b] == est0.delta.numpy()[a]
         assert est1.last_seen.numpy()[b] == est0.last_seen.numpy()[a]
+    # an item the stream has not seen counts as seen now, with the median seen gap (left
+    # unseen, its first gap would run from the stream's origin: p̂ = 1/t, far too rare)
+    d0 = est0.delta.numpy()
+    carried = [d0[a] for a, e in enumerate(old_data.item_vocab) if e in set(data.item_vocab)]
+    median = np.median([d for d in carried if d > 0])
     for k in fresh:
-        assert est1.delta.numpy()[list(data.item_vocab).index(k)] == 0.0
+        b = list(data.item_vocab).index(k)
+        assert est1.delta.numpy()[b] == pytest.approx(median, rel=1e-6)
+        assert est1.last_seen.numpy()[b] == int(est0.occurrences.numpy())
 
     # Adam: moments of known rows and of the MLP carried, new rows zero, step count too
     model.compile(optimizer=tf.keras.optimizers.Adam(0.01))
