@@ -330,10 +330,6 @@ def _old_internal(prev_vocab, new_vocab, new_internal):
     return ExternalIds(prev_vocab).find(ext)
 
 
-def _positions(vocabulary):
-    return {v: p for p, v in enumerate(vocabulary)}
-
-
 def _merge_feature(kind, name, new, old, prev, data, side, fresh):
     """(merged spec, row map) of one feature. The row map gives, for each row of the new
     table, the previous row (>= 0), -1 (keep the fresh initialisation) or -2 (zeros)."""
@@ -360,7 +356,7 @@ def _merge_feature(kind, name, new, old, prev, data, side, fresh):
         known = old_ids >= 0
         src_pos = np.where(known, old_pos[np.maximum(old_ids, 0)], -1)
         k = old["num_oov"]
-        rows = np.full(new["num_oov"] + len(new_vocab), -1, np.int64)
+        rows = np.full(k + len(new_vocab), -1, np.int64)
         rows[:k] = np.arange(k)                          # the OOV buckets: carried
         rows[k:] = np.where(src_pos >= 0, src_pos + k, -1 if fresh else 0)
         return dict(new, dim=old["dim"], num_oov=k), rows
