@@ -198,16 +198,25 @@ def test_refused_other_recipe_shapes_columns_and_foreign_folders(days, tmp_path,
 
 
 def test_the_day_two_loop_writes_over_its_own_folder(days, tmp_path):
-    """The README's loop: --warm-start OUT --out OUT --overwrite (the folder `twotower
-    serve OUT/index` follows) reads the previous state before the new one is swapped in."""
+    """The README's loop: --warm-start OUT --out OUT --overwrite reads the previous state
+    before the new one is swapped in, and a server following OUT/index swaps it in."""
     import shutil
+
+    from twotower.index.server.app import create_app
 
     out = str(tmp_path / "today")
     shutil.copytree(days["prev"], out)
     before, _ = state(out)
+    index = os.path.join(out, "index")
+    # what `twotower serve OUT/index` runs (its state under the limits middleware)
+    app = create_app(load(index), folder=index).app
+    served = app.state.reloader.version["manifest_sha256"]
     assert cli.main(["youtube", "--interactions", days["day2"], "--items", days["items"],
                      "--epochs", "1", *COMMON, "--warm-start", out, "--out", out,
                      "--overwrite"]) == 0
     after, _ = state(out)
     assert int(after["slot/iterations"]) > int(before["slot/iterations"])
-    assert load(os.path.join(out, "index")).num_items == 101
+    # the server following OUT/index picks the new export up (its polling step)
+    answer = app.state.reloader.reload(force=False)
+    assert answer["reloaded"] and answer["version"]["manifest_sha256"] != served
+    assert app.state.service.retriever.num_items == 101
