@@ -7,19 +7,31 @@ trained MovieLens item embeddings when ``--movielens DIR`` points at a saved ind
 
 Measured per corpus, in the same run: recall@10 against exact search on held-out
 queries; single-query QPS (one query per call, one thread); batched QPS (all queries in
-one call, every core); build seconds; index MB on disk. QPS are medians of --repeats
-rounds in which every peer is timed once (interleaved, so that load from other processes
-on a shared machine falls on all of them alike).
-ScaNN is tuned by twotower.index.tuner for --target-recall on separate tuning queries;
-hnswlib's ef is the smallest of a grid reaching the same target on those queries. Each
-peer is timed through its own Python API (ScaNN's pybind search, hnswlib.knn_query,
-numpy matmul + argpartition); ``scann_wrapper_qps`` adds twotower's ScannIndex.search
-overhead (validation, id mapping).
+one call, every core); build seconds; tuning seconds (ScaNN); index MB on disk. QPS are
+medians of --repeats rounds in which every peer is timed once (interleaved, so that load
+from other processes on a shared machine falls on all of them alike).
+
+ScaNN is tuned by twotower.index.tuner for --target-recall on separate tuning queries
+(objective: single-query latency through ScannIndex.search, batched QPS second; with
+--tune-builds auto, rebuilds over a size-rule grid of build-time knobs within
+--tune-budget seconds); hnswlib's ef is the smallest of a grid whose recall on those
+queries reaches the same target by the same one-sided 95% lower bound.
+
+Single-query QPS is timed the way `twotower serve` calls each peer, one [1, d] query per
+call: ScaNN through ``ScannIndex.search(q, 10)`` (the Retriever's path: validation,
+normalisation, the pybind search, id mapping), hnswlib through ``knn_query(q, k=10,
+num_threads=1)``, numpy as matmul + argpartition. Every call is timed: ``{peer}_qps`` is
+1 / the median call (a call preempted by another process cannot move it),
+``{peer}_qps_mean`` calls / total seconds. ``scann_raw_qps`` is ScaNN's pybind
+``search`` alone on prepared (normalised) queries, ``scann_as_shipped_qps`` the serving
+path with ScaNN's AVX2/AVX-512 flags off (the scann 1.4.2 wheel as shipped, same index),
+``scann_wrapper_qps`` the same figure as ``scann_qps`` (kept for older reports).
 
     python benchmarks/index_vs_peers.py --out out/bench_index
 """
 
 import argparse
+import collections
 import os
 import shutil
 import sys
@@ -32,8 +44,8 @@ import twotower  # noqa: F401  (Keras 2 set-up before anything imports TensorFlo
 from twotower.index import config as config_lib
 from twotower.index.brute_force import exact_top_k, recall_at_k
 from twotower.index.builder import build_index
-from twotower.index.scann_index import normalize
-from twotower.index.tuner import tune
+from twotower.index.scann_index import enable_cpu_dispatch, kernels_as_shipped, normalize
+from twotower.index.tuner import per_query_recall, recall_bound, tune
 from twotower.reporting import format_table, write_metrics
 
 K = 10
@@ -51,12 +63,18 @@ def build_parser():
     p.add_argument("--distances", default="cos,dot", help="comma-separated: cos, dot")
     p.add_argument("--dim", type=int, default=64, help="vector dimension")
     p.add_argument("--queries", type=int, default=1000, help="held-out evaluation queries")
-    p.add_argument("--tune-queries", type=int, default=1000, help="queries for tuning")
+    p.add_argument("--tune-queries", type=int, default=2000,
+                   help="queries for tuning (the tuner chooses on half, checks on the other)")
     p.add_argument("--single-queries", type=int, default=500,
                    help="queries timed one at a time (brute force: min(this, 100); its batch: 256)")
     p.add_argument("--target-recall", type=float, default=0.95, help="recall@10 to reach")
     p.add_argument("--repeats", type=int, default=5,
                    help="interleaved timing rounds (median taken)")
+    p.add_argument("--tune-builds", default="auto", choices=("auto", "none"),
+                   help="ScaNN tuner: also rebuild over the size-rule grid of build-time "
+                        "knobs (auto) or tune search-time knobs only (none)")
+    p.add_argument("--tune-budget", type=float, default=180.0,
+                   help="seconds the ScaNN tuner may spend per corpus (rebuilds included)")
     p.add_argument("--hnsw-m", type=int, default=16, help="hnswlib M")
     p.add_argument("--hnsw-ef-construction", type=int, default=100,
                    help="hnswlib ef_construction")
@@ -95,13 +113,15 @@ def synthetic(n, dim, *, distance, num_queries, seed):
     return out[:n], out[n:]
 
 
-def _median_time(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def _per_call(search, rows):
+    """Seconds of each ``search(row)`` call, one row per call."""
+    clock = time.perf_counter
+    out = []
+    for row in rows:
+        t0 = clock()
+        search(row)
+        out.append(clock() - t0)
+    return out
 
 
 def _dir_mb(path):
@@ -114,13 +134,15 @@ def _dir_mb(path):
 def bench_brute_force(items, queries, args):
     single = queries[:min(args.single_queries, 100)]
 
-    def one_at_a_time():
-        for q in single:
-            s = items @ q
-            part = np.argpartition(-s, K)[:K]
-            part[np.argsort(-s[part])]
+    def top_k(q):
+        s = items @ q
+        part = np.argpartition(-s, K)[:K]
+        part[np.argsort(-s[part])]
 
-    timers = {"qps": (one_at_a_time, len(single)),
+    def one_at_a_time():
+        return _per_call(top_k, single)
+
+    timers = {"qps": (one_at_a_time, None),
               "batch_qps": (lambda: exact_top_k(queries[:256], items, K, chunk_size=256),
                             len(queries[:256]))}
     return {"recall@10": 1.0, "build_s": 0.0, "mb": items.nbytes / 2**20}, timers
@@ -128,9 +150,13 @@ def bench_brute_force(items, queries, args):
 
 def bench_scann(items, distance, tune_q, eval_q, truth, args):
     index = build_index(items, distance="cosine" if distance == "cos" else "dot")
-    build_s = index.build_seconds
     tuned = tune(index, tune_q, target_recall=args.target_recall, k=K,
-                 repeats=max(1, args.repeats - 1))
+                 repeats=max(1, args.repeats - 1),
+                 build_grid="auto" if args.tune_builds == "auto" else None,
+                 budget_s=args.tune_budget)
+    build_s = index.build_seconds  # the chosen index's build (a rebuild when one won)
+    for b in tuned.builds:
+        print(f"  tried {b}", flush=True)
     c = index.config
     q = index.prepare_queries(eval_q)
     leaves = c.num_leaves_to_search if c.num_leaves else -1
@@ -140,14 +166,21 @@ def bench_scann(items, distance, tune_q, eval_q, truth, args):
     ids = index.item_ids[np.asarray(pos)]
     recall = recall_at_k(ids, truth)
     single = q[:args.single_queries]
+    served = [eval_q[i:i + 1] for i in range(len(single))]  # [1, d] rows, as a server
 
-    def one_at_a_time():
-        for v in single:
-            raw.search(v, K, pre, leaves)
+    def raw_one_at_a_time():
+        return _per_call(lambda v: raw.search(v, K, pre, leaves), single)
 
-    timers = {"qps": (one_at_a_time, len(single)),
-              "wrapper_qps": (lambda: [index.search(v, K) for v in eval_q[:len(single)]],
-                              len(single)),
+    def served_one_at_a_time():
+        return _per_call(lambda v: index.search(v, K), served)
+
+    def as_shipped():
+        with kernels_as_shipped():
+            return served_one_at_a_time()
+
+    timers = {"qps": (served_one_at_a_time, None),
+              "raw_qps": (raw_one_at_a_time, None),
+              "as_shipped_qps": (as_shipped, None),
               "batch_qps": (lambda: raw.search_batched(q, K, pre, leaves, True, 256), len(q))}
     tmp = tempfile.mkdtemp()
     try:
@@ -155,10 +188,17 @@ def bench_scann(items, distance, tune_q, eval_q, truth, args):
         mb = _dir_mb(tmp)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    dispatch = enable_cpu_dispatch()
     return {"recall@10": recall, "build_s": build_s, "mb": mb, "tuned_recall": tuned.recall,
             "tuned_recall_lower_bound": tuned.recall_lower_bound,
             "leaves_to_search": c.num_leaves_to_search, "num_leaves": c.num_leaves,
-            "reorder": c.reorder}, timers
+            "reorder": c.reorder, "dimensions_per_block": c.dimensions_per_block,
+            "anisotropic_threshold": (-1.0 if c.anisotropic_threshold is None
+                                      else c.anisotropic_threshold),
+            "soar_lambda": -1.0 if c.soar_lambda is None else c.soar_lambda,
+            "tuning_s": tuned.tuning_seconds, "builds_tried": float(sum(
+                1 for b in tuned.builds if "skipped" not in b)),
+            "avx2": float(dispatch["avx2"]), "avx512": float(dispatch["avx512"])}, timers
 
 
 def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
@@ -174,10 +214,11 @@ def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
     def tune_recall(ef):
         index.set_ef(max(ef, K))
         labels, _ = index.knn_query(tune_q, k=K, num_threads=os.cpu_count())
-        return recall_at_k(labels, tune_truth)
+        return recall_bound(per_query_recall(labels, tune_truth), 0.95)[1]
 
-    # the smallest ef reaching the target on the tuning queries: a grid, then bisection
-    # (as the ScaNN tuner bisects its reorder size), so both peers sit at the same recall
+    # the smallest ef whose recall reaches the target on the tuning queries by the same
+    # one-sided 95% lower bound the ScaNN tuner uses: a grid, then bisection (as the
+    # tuner bisects its reorder size), so both peers are held to the same promise
     low, chosen = K - 1, None
     for ef in (10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024):
         if tune_recall(ef) >= args.target_recall:
@@ -196,13 +237,12 @@ def bench_hnswlib(items, distance, tune_q, tune_truth, eval_q, truth, args):
     index.set_ef(max(chosen, K))
     labels, _ = index.knn_query(eval_q, k=K, num_threads=os.cpu_count())
     recall = recall_at_k(labels, truth)
-    single = eval_q[:args.single_queries]
+    single = [eval_q[i:i + 1] for i in range(min(len(eval_q), args.single_queries))]
 
-    def one_at_a_time():
-        for v in single:
-            index.knn_query(v[None, :], k=K, num_threads=1)
+    def one_at_a_time():  # [1, d] rows, one per call, as a server would
+        return _per_call(lambda v: index.knn_query(v, k=K, num_threads=1), single)
 
-    timers = {"qps": (one_at_a_time, len(single)),
+    timers = {"qps": (one_at_a_time, None),
               "batch_qps": (lambda: index.knn_query(eval_q, k=K, num_threads=os.cpu_count()),
                             len(eval_q))}
     fd, tmp = tempfile.mkstemp()
@@ -246,26 +286,47 @@ def run_corpus(name, items, queries_all, distance, args, metrics, rows):
     # Timing in interleaved rounds (every peer once per round), medians over rounds: load
     # from other processes on a shared machine falls on all peers alike.
     print(f"[{name}] timing {args.repeats} interleaved rounds ...", flush=True)
-    samples = {(p, m): [] for p, ts in timers.items() for m in ts}
-    for _ in range(args.repeats):
-        for peer, ts in timers.items():
-            for metric, (fn, count) in ts.items():
-                samples[(peer, metric)].append(count / _median_time(fn, 1))
+    # The order rotates each round: whatever runs right after a multi-threaded call (numpy's
+    # BLAS threads spin a while after a matmul; ScaNN's and hnswlib's pools too) pays for
+    # it, and with a fixed order it would always be the same timer.
+    # A timer is (fn, count): fn() answers ``count`` queries in one batched call, or, with
+    # count None, queries one at a time and returns the seconds of each call; then its QPS
+    # is 1 / the median call (what a call preempted by another process on a shared
+    # machine cannot move), and calls / total seconds is kept beside it as ``{metric}_mean``.
+    samples = collections.defaultdict(list)
+    order = [(p, m) for p, ts in timers.items() for m in ts]
+    for r in range(args.repeats):
+        for peer, metric in order[r % len(order):] + order[:r % len(order)]:
+            fn, count = timers[peer][metric]
+            t0 = time.perf_counter()
+            calls = fn()
+            if count is not None:  # one batched call of ``count`` queries
+                samples[(peer, metric)].append(count / (time.perf_counter() - t0))
+            else:
+                samples[(peer, metric)].append(1.0 / float(np.median(calls)))
+                samples[(peer, metric + "_mean")].append(len(calls) / float(np.sum(calls)))
     for (peer, metric), values in samples.items():
         results[peer][metric] = float(np.median(values))
+    results["scann"]["wrapper_qps"] = results["scann"]["qps"]
     for peer, r in results.items():
         for key, value in r.items():
             metrics[f"{peer}_{key}_{name}"] = value
         rows.append({"corpus": name, "index": peer, "recall@10": r["recall@10"],
                      "qps (1 query)": round(r["qps"]), "qps (batch)": round(r["batch_qps"]),
-                     "build s": r["build_s"], "MB": r["mb"]})
+                     "build s": r["build_s"], "tuning s": r.get("tuning_s", 0.0),
+                     "MB": r["mb"]})
     s, b = results["scann"], results["bruteforce"]
     # the tuner's promise on queries it never saw (it tunes a lower confidence bound)
     metrics[f"tuned_heldout_recall@10_{name}"] = s["recall@10"]
     metrics[f"tuned_target_recall_{name}"] = args.target_recall
     metrics[f"scann_over_bruteforce_qps_{name}"] = s["qps"] / b["qps"]
     if "hnswlib" in results:
-        metrics[f"scann_over_hnswlib_qps_{name}"] = s["qps"] / results["hnswlib"]["qps"]
+        h = results["hnswlib"]
+        metrics[f"scann_over_hnswlib_qps_{name}"] = s["qps"] / h["qps"]
+        metrics[f"scann_over_hnswlib_qps_mean_{name}"] = s["qps_mean"] / h["qps_mean"]
+        metrics[f"scann_over_hnswlib_batch_qps_{name}"] = s["batch_qps"] / h["batch_qps"]
+    print(f"[{name}] load average during the run: {os.getloadavg()}", flush=True)
+    metrics[f"loadavg_1m_{name}"] = os.getloadavg()[0]
     print(format_table([r for r in rows if r["corpus"] == name]), flush=True)
 
 
