@@ -5,7 +5,7 @@ plus a few tower choices, composed from library parts by :func:`train_recipe`.
     q, i   = build_towers(data, settings)              # towers/retrieval_towers.py
     model  = TwoTowerModel(q, i, loss, item_features=item_table(i, data))
     stats  = fit(model, data, settings)                # training/fit.py (resumable)
-    report = evaluate_model(model, data)                   # whole corpus, seen items excluded
+    report = evaluate(model, data, settings)           # exact, or sampled through ScaNN
     export = export_retriever(model, data)             # index/export.py
     write_serving(folder, export, model)               # OUT/index (twotower serve), OUT/saved_model
 
@@ -18,6 +18,8 @@ only with ``--overwrite``).
 import argparse
 import os
 
+import numpy as np
+
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 
 import tensorflow as tf
@@ -27,6 +29,7 @@ from twotower.data import movielens
 from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.index.export import export_retriever, index_metrics, write_serving
 from twotower.metrics.retrieval_report import KS, popularity_report, retrieval_report
+from twotower.phases import Phases
 from twotower.recipes.two_tower_settings import (RecipeConfig,  # noqa: F401
                                                  add_common_arguments, config_from_args)
 from twotower.reporting import format_table, plot_curves, twotower_command, write_metrics
@@ -101,6 +104,52 @@ def evaluate_model(model, data, split=None):
     return evaluate_towers(model.query_tower, model.item_tower, data, split)
 
 
+def evaluate(model, data, config, *, progress=True):
+    """The test metrics of a trained model, with ``popularity_*`` (the popularity
+    baseline on the same queries), ``exact`` and ``evaluated_users``.
+
+    Up to ``config.exact_eval_items`` items (default 200,000) every test query ranks the
+    whole catalogue exactly (:func:`evaluate_model`; ``exact`` 1). Above it, a uniform
+    sample of ``config.eval_users`` test queries (default 20,000) is answered through a
+    tuned ScaNN index (index/sampled_evaluation.py; ``exact`` 0), and the run says so."""
+    from twotower.index import sampled_evaluation as sampled
+    from twotower.towers.two_tower_model import embed
+
+    test = data.test
+    limit = getattr(config, "exact_eval_items", EXACT_EVAL_ITEMS)
+    if data.num_items <= limit:
+        metrics = evaluate_model(model, data)
+        pop = popularity(data)
+        metrics.update({"exact": 1, "evaluated_users": int(len(test))})
+    else:
+        rows = sampled.sample_queries(len(test), getattr(config, "eval_users", sampled.SAMPLE),
+                                      seed=config.seed)
+        if progress:
+            print(f"evaluation: {len(rows):,} of {len(test):,} test users, sampled uniformly, "
+                  f"through a ScaNN index tuned to recall@10 {config.target_recall} (the "
+                  f"catalogue's {data.num_items:,} items are more than --exact-eval-items "
+                  f"{limit:,})", flush=True)
+        part = type(test)(query={k: np.asarray(v)[rows] for k, v in test.query.items()},
+                          item=np.asarray(test.item)[rows], user=np.asarray(test.user)[rows],
+                          timestamp=np.asarray(test.timestamp)[rows])
+        exclusions = data.exclusions(part)
+        u = embed(model.query_tower, query_inputs(data, part), desc="embedding test users",
+                  progress=progress)
+        v = embed(model.item_tower, item_inputs(data), desc="embedding items",
+                  progress=progress)
+        metrics = sampled.index_report(u, v, part.item, exclusions, data.head_items(),
+                                       target_recall=config.target_recall, progress=progress)
+        pop = sampled.report_from_lists(sampled.popularity_lists(data.item_counts, exclusions),
+                                        part.item, exclusions, data.head_items(),
+                                        data.num_items)
+        metrics.update({"exact": 0, "evaluated_users": int(len(rows))})
+    metrics.update({f"popularity_{k}": v for k, v in pop.items()})
+    return metrics
+
+
+EXACT_EVAL_ITEMS = 200_000
+
+
 def popularity(data, split=None):
     """The popularity baseline's metrics on the same split and exclusions."""
     split = split if split is not None else data.test
@@ -118,11 +167,13 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
         # XLA compiles one device's step: a jit-compiled step over several replicas reads
         # another device's variable copy and fails (measured on 2 logical CPUs)
         config.jit_compile = False
-    data = load_data(config)
+    phases = Phases(quiet=getattr(config, "quiet", False))
+    with phases("read", "reading the data"):
+        data = load_data(config)
     tf.keras.utils.set_random_seed(config.seed)
     # Every variable (towers, loss, estimator, optimizer) is made in the strategy's scope;
     # a loss layer made outside it is rebuilt from its config inside.
-    with strategy.scope():
+    with strategy.scope(), phases("train", "building the towers and training"):
         if callable(loss) and not isinstance(loss, tf.keras.layers.Layer):
             loss = loss(data)
         elif config.strategy != "none":
@@ -146,9 +197,10 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
             stats = fit(model, data, config, extra_callbacks=[warm.apply(model)])
     if not is_chief(strategy):
         config.out = None  # the chief writes --out; the other workers only train
-    metrics = evaluate_model(model, data)
+    with phases("evaluate", "evaluating on the test split"):
+        metrics = evaluate(model, data, config, progress=not phases.quiet)
     metrics.update(stats)
-    metrics["popularity_recall@50"] = popularity(data)["recall@50"]
+    metrics.update(phases.metrics())
     if loss.learn_temperature:
         metrics["temperature"] = float(loss.temperature.numpy())
     return model, data, metrics
@@ -167,7 +219,10 @@ def report(name, config, metrics, data=None, model=None):
     recall_at_k.png and — given the model — the tuned index folder ``index/`` and
     ``saved_model/`` (:func:`export_retriever`, :func:`write_serving`). Returns the
     table text."""
-    pop = popularity(data) if data is not None else {}
+    # the baseline train_recipe scored on the same test queries, else the exact one
+    pop = {k[len("popularity_"):]: v for k, v in metrics.items() if k.startswith("popularity_")}
+    if not pop and data is not None:
+        pop = popularity(data)
     rows = [{"metric": k, name: metrics[k], **({"popularity": pop[k]} if k in pop else {})}
             for k in METRIC_ROWS if k in metrics]
     table = format_table(rows)
@@ -175,16 +230,21 @@ def report(name, config, metrics, data=None, model=None):
                            "train seconds": metrics.get("train_seconds", float("nan")),
                            "last loss": metrics.get("loss_last_epoch", float("nan"))}])
     source = getattr(data, "name", None) or "MovieLens"
-    print(f"\n{name} on {source} ({data.config.split if data else ''}), full-corpus "
-          f"retrieval, seen items excluded (held-out repeats left out, as serving "
-          f"excludes them)\n{table}\n{extra}")
+    scope = ("full-corpus retrieval" if metrics.get("exact", 1) else
+             f"retrieval through a tuned ScaNN index on {metrics.get('evaluated_users', 0):,} "
+             "test users sampled uniformly (not exact)")
+    print(f"\n{name} on {source} ({data.config.split if data else ''}), {scope}, seen items "
+          f"excluded (held-out repeats left out, as serving excludes them)\n{table}\n{extra}")
     if config.out:
         export = None
         metrics = dict(metrics)
         if model is not None and data is not None and getattr(config, "export", True):
-            print("building and tuning the ScaNN index ...", flush=True)
-            export = export_retriever(model, data, target_recall=config.target_recall)
-            metrics.update(index_metrics(export, data))
+            phases = Phases(quiet=getattr(config, "quiet", False))
+            with phases("export", "embedding the catalogue and users, building and tuning "
+                        "the ScaNN index"):
+                export = export_retriever(model, data, target_recall=config.target_recall)
+                metrics.update(index_metrics(export, data))
+            metrics.update(phases.metrics())
             print(f"ScaNN index: {export.index.size} items, recall@10 vs brute force "
                   f"{export.tuned.recall:.4f} at {export.tuned.qps:,.0f} queries/s; "
                   f"index recall@10 {metrics.get('index_recall@10', float('nan')):.4f}")

@@ -10,6 +10,7 @@ import dataclasses
 
 from twotower.data.retrieval_task import RetrievalConfig
 from twotower.training.distribute import STRATEGIES
+from twotower.training.optimizer_choice import OPTIMIZERS, SPARSE_ROWS
 
 
 HISTORY_POOLINGS = ("mean", "attention")
@@ -60,9 +61,13 @@ class RunSettings:
     """How training runs and what is written: epochs, batch_size, lr, seed; ``out``
     (None: no files) and ``overwrite``; ``checkpoint_dir`` / ``checkpoint_every``;
     ``strategy`` (tf.distribute: "none", "mirrored", "multi-worker"); ``target_recall``
-    of the exported index and ``export``; ``verbose``; the compiled step's
-    ``jit_compile`` and ``steps_per_execution``; ``warm_start``: an earlier
-    run's ``--out`` folder to start from (training/warm_start.py)."""
+    of the exported index and ``export``; ``verbose`` (Keras fit's; None: a bar on a
+    terminal, a line an epoch otherwise) and ``quiet`` (no progress at all);
+    ``optimizer`` ("auto", "adam", "lazy_adam": training/optimizer_choice.py);
+    ``exact_eval_items`` / ``eval_users`` (exact evaluation up to that many items, else
+    a sample of test users through ScaNN: recipes/two_tower_kit.py ``evaluate``); the
+    compiled step's ``jit_compile`` and ``steps_per_execution``; ``warm_start``: an
+    earlier run's ``--out`` folder to start from (training/warm_start.py)."""
 
     epochs: int = 3
     batch_size: int = 256
@@ -75,7 +80,11 @@ class RunSettings:
     strategy: str = "none"
     target_recall: float = 0.95
     export: bool = True
-    verbose: int = 0
+    verbose: int | None = None
+    quiet: bool = False
+    optimizer: str = "auto"
+    exact_eval_items: int = 200_000
+    eval_users: int = 20_000
     jit_compile: bool = True
     steps_per_execution: int = 32
     warm_start: str | None = None
@@ -87,7 +96,8 @@ class RecipeConfig(RunSettings, ModelSettings, DataSettings):
     subclasses it with its knobs."""
 
     def validate(self):
-        for name in ("epochs", "batch_size", "dim", "checkpoint_every", "steps_per_execution"):
+        for name in ("epochs", "batch_size", "dim", "checkpoint_every", "steps_per_execution",
+                     "exact_eval_items", "eval_users"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 if not (name == "epochs" and v == 0 and self.warm_start):
@@ -115,6 +125,10 @@ class RecipeConfig(RunSettings, ModelSettings, DataSettings):
             if getattr(self, flag) and not self.interactions:
                 raise ValueError(f"--{flag} {getattr(self, flag)!r} needs --interactions "
                                  "(feature tables go with your own log)")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.verbose is not None and self.verbose not in (0, 1, 2):
+            raise ValueError(f"--verbose must be 0, 1 or 2, got {self.verbose!r}")
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
         return self
@@ -137,7 +151,18 @@ def add_common_arguments(parser, defaults=None):
     g.add_argument("--oov-rate", type=float, default=d.oov_rate,
                    help="training-time rate of replacing a user/item id by the OOV bucket, "
                    "which teaches the cold-start embedding (default %(default)s)")
-    g.add_argument("--verbose", type=int, default=d.verbose, help="Keras fit verbosity 0/1/2")
+    g.add_argument("--verbose", type=int, choices=(0, 1, 2), default=d.verbose,
+                   help="Keras fit verbosity: 0 none, 1 a progress bar (examples/s, ETA), 2 "
+                   "one line an epoch (default: 1 on a terminal, 2 when the output goes to "
+                   "a file or pipe, 0 with --quiet)")
+    g.add_argument("--quiet", action="store_true",
+                   help="no progress bars or phase lines: only the results table and errors")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
+                   help="auto (default): LazyAdam, which updates only the embedding rows a "
+                   f"batch uses, uncompiled, when the largest embedding table has more than "
+                   f"{SPARSE_ROWS:,} rows (the step's cost then does not grow with the "
+                   "catalogue), else Adam compiled with XLA (faster on small tables, but it "
+                   "updates every row at every step); adam or lazy_adam force one")
     g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,
                    help="training steps per call into TensorFlow (Keras compile's "
                    "steps_per_execution; under XLA they run as one compiled program; 1 "
@@ -177,6 +202,14 @@ def add_common_arguments(parser, defaults=None):
                    "saved_model/ (query tower + index in one SavedModel), metrics.json, "
                    "recall_at_k.png. Written atomically; a folder twotower did not write is "
                    "never replaced (default: print only, write nothing)")
+    g.add_argument("--exact-eval-items", type=int, default=d.exact_eval_items, metavar="N",
+                   help="catalogues of up to N items are evaluated exactly (every test user "
+                   "ranks every item); larger ones on a uniform sample of --eval-users test "
+                   "users through a tuned ScaNN index, said in the output and in "
+                   "metrics.json (exact 0, evaluated_users) (default %(default)s)")
+    g.add_argument("--eval-users", type=int, default=d.eval_users, metavar="N",
+                   help="test users sampled when the catalogue is larger than "
+                   "--exact-eval-items (default %(default)s)")
     g.add_argument("--overwrite", action="store_true",
                    help="replace an earlier twotower output at --out")
     g.add_argument("--target-recall", type=float, default=d.target_recall,

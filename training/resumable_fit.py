@@ -1,6 +1,7 @@
 """The recipes' training loop around ``model.fit``: resumable, measured, compiled.
 
-:func:`fit` compiles a TwoTowerModel (Adam, or XLAAdam under XLA), streams every epoch's
+:func:`fit` compiles a TwoTowerModel (dense Adam — XLAAdam under XLA — for small
+tables, LazyAdam for large ones: training/optimizer_choice.py), streams every epoch's
 batches from :func:`resumable_dataset` — each epoch a stateless shuffle of (seed, epoch),
 so a resumed run draws exactly the batches the interrupted one would have — and with a
 checkpoint folder saves weights, optimizer slots, the frequency estimator and the input
@@ -8,13 +9,14 @@ position every few steps (Keras ``BackupAndRestore``). It returns the loss histo
 the training throughput.
 
 Settings are read by name from one object (the recipes' RecipeConfig): epochs,
-batch_size, lr, seed, verbose, checkpoint_dir, checkpoint_every, jit_compile,
-steps_per_execution.
+batch_size, lr, seed, verbose, quiet, checkpoint_dir, checkpoint_every, jit_compile,
+steps_per_execution, optimizer.
 """
 
 import dataclasses
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -23,12 +25,12 @@ import tensorflow as tf
 from twotower.artifacts import OutputPathError, atomic_write_json, check_output_dir
 from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.towers.retrieval_towers import item_table, preprocessed
-from twotower.training.xla_adam import XLAAdam
+from twotower.training.optimizer_choice import choose_optimizer, largest_table_rows
 
 RUN_FILE = "twotower-run.json"
 # fields that may change between a run and its resumption (they do not change the result)
-_RESUME_FREE = ("out", "overwrite", "verbose", "checkpoint_dir", "checkpoint_every",
-                "target_recall", "export")
+_RESUME_FREE = ("out", "overwrite", "verbose", "quiet", "checkpoint_dir", "checkpoint_every",
+                "target_recall", "export", "exact_eval_items", "eval_users")
 
 
 def check_checkpoint_dir(path):
@@ -150,7 +152,9 @@ _BLOCK = 32
 class Throughput(tf.keras.callbacks.Callback):
     """Training examples per second, timed from the end of the first step (so tracing
     and graph building are not counted) to the end of training. A resumed run counts the
-    steps it ran (``start_step``: a tf.Variable or int, read at train begin)."""
+    steps it ran (``start_step``: a tf.Variable or int, read at train begin). The running
+    figure goes into the batch and epoch logs as ``examples/s``, which Keras' progress
+    bar prints."""
 
     def __init__(self, batch_size, num_examples, epochs, *, start_step=0):
         super().__init__()
@@ -186,7 +190,13 @@ class Throughput(tf.keras.callbacks.Callback):
         else:
             self.steps += done - self._step
             self.examples += rows
+            if logs is not None:  # shown by Keras' progress bar beside the loss and ETA
+                logs["examples/s"] = self.examples / max(time.perf_counter() - self.start, 1e-9)
         self._step = done
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.examples:  # the epoch's line (verbose 2)
+            logs["examples/s"] = self.examples / max(time.perf_counter() - self.start, 1e-9)
 
     def on_train_end(self, logs=None):
         self.seconds = time.perf_counter() - (self.start or time.perf_counter())
@@ -350,14 +360,19 @@ def fit(model, data, config, *, extra_callbacks=()):
     # steps_per_execution runs that many steps per call into TensorFlow; checkpoints
     # keep 1, as Keras' BackupAndRestore counts calls, not steps, and resumes mid-epoch
     # at a call's first step
-    model.compile(optimizer=(XLAAdam if jit else tf.keras.optimizers.Adam)(config.lr),
-                  jit_compile=jit, steps_per_execution=spe)
     # built before fit (with raw features first, the signature a saved tower keeps), so
     # that BackupAndRestore can restore weights and optimizer slots in place (an unbuilt
-    # model would restore lazily, and Keras warns)
+    # model would restore lazily, and Keras warns), and so that its tables have sizes
     example = {"query": {k: v[:2] for k, v in query_inputs(data, split).items()},
                "item": item_inputs(data, split.item[:2])}
     model(example, training=False)
+    # dense Adam (XLA) for small tables, LazyAdam (rows a batch uses) for large ones
+    choice = choose_optimizer(getattr(config, "optimizer", "auto"),
+                              largest_table_rows(model.trainable_variables), jit=jit)
+    jit = choice.jit
+    if not getattr(config, "quiet", False):
+        print(f"optimizer: {choice.reason}", flush=True)
+    model.compile(optimizer=choice.make(config.lr), jit_compile=jit, steps_per_execution=spe)
     start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_step")
     # one batch shape under XLA (each shape is compiled anew: ~4 s on the youtube step, more
     # than an epoch of ML-100K): the epoch's last, smaller batch is left out
@@ -376,8 +391,8 @@ def fit(model, data, config, *, extra_callbacks=()):
         callbacks.append(backup)
     meter = Throughput(config.batch_size, trained, config.epochs, start_step=start)
     callbacks.append(meter)
-    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps, verbose=config.verbose,
-              callbacks=callbacks)
+    model.fit(dataset, epochs=config.epochs, steps_per_epoch=steps,
+              verbose=keras_verbose(config), callbacks=callbacks)
     if backup is not None:
         try:  # BackupAndRestore removed its checkpoint
             os.remove(os.path.join(folder, RUN_FILE))
@@ -389,7 +404,21 @@ def fit(model, data, config, *, extra_callbacks=()):
             "train_seconds": float(meter.seconds),
             "examples_per_sec": float(meter.examples_per_sec),
             "resumed_at_step": int(backup.resumed_at) if backup is not None else 0,
-            "jit_compile": int(jit), "steps_per_execution": spe}
+            "jit_compile": int(jit), "steps_per_execution": spe,
+            "lazy_adam": int(choice.name == "lazy_adam"),
+            "largest_table_rows": choice.table_rows}
+
+
+def keras_verbose(config):
+    """Keras fit's verbosity for ``config``: 0 with ``quiet``, else ``verbose`` when set,
+    else a progress bar (1) when stdout is a terminal and one line an epoch (2) when it is
+    a file or a pipe (a bar's carriage returns would fill a log)."""
+    if getattr(config, "quiet", False):
+        return 0
+    verbose = getattr(config, "verbose", None)
+    if verbose is not None:
+        return int(verbose)
+    return 1 if sys.stdout.isatty() else 2
 
 
 def _numeric_step(model, query, items):

@@ -1,0 +1,82 @@
+"""Which Adam the recipes' :func:`~twotower.training.resumable_fit.fit` compiles with.
+
+Two ways to run Adam on a two-tower model whose embedding tables get sparse gradients:
+
+* ``adam`` — :class:`~twotower.training.xla_adam.XLAAdam` in a step compiled with XLA
+  (``tf.keras.optimizers.Adam`` without XLA). Every row of every table — weights and
+  both moments — is read and written at every step, so the step's cost grows with the
+  table: fastest for small catalogues, where the dense update is cheaper than a
+  de-duplication and three scatters.
+* ``lazy_adam`` — :class:`~twotower.training.lazy_adam.LazyAdam`, uncompiled: only the
+  rows a batch uses are updated, so the step's cost follows the batch, not the
+  catalogue. It runs without XLA because XLA compiles the scatters into variables as
+  scalar loops on CPU (slower than TensorFlow's own kernels).
+
+``auto`` picks ``lazy_adam`` when the model's largest embedding table (the most rows of
+a two-dimensional trainable variable: dense layers' kernels have as many rows as their
+input width, tens to hundreds) has more than :data:`SPARSE_ROWS` rows, else ``adam``.
+The figures behind the threshold are in docs/benchmarks.md.
+"""
+
+import dataclasses
+
+OPTIMIZERS = ("auto", "adam", "lazy_adam")
+SPARSE_ROWS = 50_000
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerChoice:
+    """What :func:`choose_optimizer` decided: ``name`` ("adam" or "lazy_adam"), whether
+    the step is compiled with XLA (``jit``), the largest table's rows and why (``reason``,
+    one line for the user)."""
+
+    name: str
+    jit: bool
+    table_rows: int
+    reason: str
+
+    def make(self, learning_rate):
+        """The Keras optimizer this choice stands for, at ``learning_rate``."""
+        import tensorflow as tf
+
+        if self.name == "lazy_adam":
+            from twotower.training.lazy_adam import LazyAdam
+
+            return LazyAdam(learning_rate)
+        if self.jit:
+            from twotower.training.xla_adam import XLAAdam
+
+            return XLAAdam(learning_rate)
+        return tf.keras.optimizers.Adam(learning_rate)
+
+
+def largest_table_rows(variables):
+    """The most rows of a two-dimensional variable among ``variables`` (0 if none)."""
+    rows = [int(v.shape[0]) for v in variables if len(v.shape) == 2 and v.shape[0] is not None]
+    return max(rows, default=0)
+
+
+def choose_optimizer(setting, table_rows, *, jit, threshold=SPARSE_ROWS):
+    """Decides the optimizer for ``setting`` ("auto", "adam" or "lazy_adam").
+
+    ``table_rows``: rows of the model's largest embedding table (:func:`largest_table_rows`);
+    ``jit``: whether the step may be compiled with XLA (numeric inputs, one device, no
+    ``--no-jit``); ``threshold``: above it, ``auto`` takes ``lazy_adam``. A ``lazy_adam``
+    step is never compiled (module docstring). Raises ValueError naming ``--optimizer``
+    for another setting."""
+    if setting not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {setting!r}")
+    rows = int(table_rows)
+    if setting == "auto":
+        lazy = rows > int(threshold)
+        why = (f"auto: largest embedding table {rows:,} rows "
+               f"{'>' if lazy else '<='} {int(threshold):,}")
+    else:
+        lazy = setting == "lazy_adam"
+        why = f"--optimizer {setting}"
+    if lazy:
+        return OptimizerChoice("lazy_adam", False, rows,
+                               f"LazyAdam, rows a batch uses only, uncompiled ({why})")
+    return OptimizerChoice("adam", bool(jit), rows,
+                           f"Adam, every row every step, {'XLA' if jit else 'uncompiled'} "
+                           f"({why})")
