@@ -159,8 +159,8 @@ def add_common_arguments(parser, defaults=None):
                    help="no progress bars or phase lines: only the results table and errors")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="auto (default): LazyAdam, which updates only the embedding rows a "
-                   f"batch uses, uncompiled, when the largest embedding table has more than "
-                   f"{SPARSE_ROWS:,} rows (the step's cost then does not grow with the "
+                   f"batch uses, uncompiled, when the embedding tables have more than "
+                   f"{SPARSE_ROWS:,} rows in all (the step's cost then does not grow with the "
                    "catalogue), else Adam compiled with XLA (faster on small tables, but it "
                    "updates every row at every step); adam or lazy_adam force one")
     g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,

@@ -12,23 +12,24 @@ Two ways to run Adam on a two-tower model whose embedding tables get sparse grad
   catalogue. It runs without XLA because XLA compiles the scatters into variables as
   scalar loops on CPU (slower than TensorFlow's own kernels).
 
-``auto`` picks ``lazy_adam`` when the model's largest embedding table (the most rows of
-a two-dimensional trainable variable: dense layers' kernels have as many rows as their
-input width, tens to hundreds) has more than :data:`SPARSE_ROWS` rows, else ``adam``.
-The figures behind the threshold are in docs/benchmarks.md.
+``auto`` picks ``lazy_adam`` when the model's embedding tables hold more than
+:data:`SPARSE_ROWS` rows in all (the rows of its two-dimensional trainable variables:
+dense Adam's cost a step is proportional to that sum; dense layers' kernels add only
+their input widths, tens to hundreds), else ``adam``. The figures behind the threshold
+are in docs/benchmarks.md.
 """
 
 import dataclasses
 
 OPTIMIZERS = ("auto", "adam", "lazy_adam")
-SPARSE_ROWS = 50_000
+SPARSE_ROWS = 20_000
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerChoice:
     """What :func:`choose_optimizer` decided: ``name`` ("adam" or "lazy_adam"), whether
-    the step is compiled with XLA (``jit``), the largest table's rows and why (``reason``,
-    one line for the user)."""
+    the step is compiled with XLA (``jit``), the tables' rows and why (``reason``, one
+    line for the user)."""
 
     name: str
     jit: bool
@@ -50,16 +51,17 @@ class OptimizerChoice:
         return tf.keras.optimizers.Adam(learning_rate)
 
 
-def largest_table_rows(variables):
-    """The most rows of a two-dimensional variable among ``variables`` (0 if none)."""
-    rows = [int(v.shape[0]) for v in variables if len(v.shape) == 2 and v.shape[0] is not None]
-    return max(rows, default=0)
+def table_rows(variables):
+    """The rows of the two-dimensional variables among ``variables``, summed (0 if none):
+    the rows dense Adam reads and writes at every step."""
+    return sum(int(v.shape[0]) for v in variables
+               if len(v.shape) == 2 and v.shape[0] is not None)
 
 
 def choose_optimizer(setting, table_rows, *, jit, threshold=SPARSE_ROWS):
     """Decides the optimizer for ``setting`` ("auto", "adam" or "lazy_adam").
 
-    ``table_rows``: rows of the model's largest embedding table (:func:`largest_table_rows`);
+    ``table_rows``: rows of the model's embedding tables in all (:func:`table_rows`);
     ``jit``: whether the step may be compiled with XLA (numeric inputs, one device, no
     ``--no-jit``); ``threshold``: above it, ``auto`` takes ``lazy_adam``. A ``lazy_adam``
     step is never compiled (module docstring). Raises ValueError naming ``--optimizer``
@@ -69,7 +71,7 @@ def choose_optimizer(setting, table_rows, *, jit, threshold=SPARSE_ROWS):
     rows = int(table_rows)
     if setting == "auto":
         lazy = rows > int(threshold)
-        why = (f"auto: largest embedding table {rows:,} rows "
+        why = (f"auto: embedding tables of {rows:,} rows in all "
                f"{'>' if lazy else '<='} {int(threshold):,}")
     else:
         lazy = setting == "lazy_adam"

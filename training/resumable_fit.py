@@ -25,7 +25,7 @@ import tensorflow as tf
 from twotower.artifacts import OutputPathError, atomic_write_json, check_output_dir
 from twotower.data.retrieval_task import item_inputs, query_inputs
 from twotower.towers.retrieval_towers import item_table, preprocessed
-from twotower.training.optimizer_choice import choose_optimizer, largest_table_rows
+from twotower.training.optimizer_choice import choose_optimizer, table_rows
 
 RUN_FILE = "twotower-run.json"
 # fields that may change between a run and its resumption (they do not change the result)
@@ -329,8 +329,16 @@ def _begin_checkpoints(config):
 def fit(model, data, config, *, extra_callbacks=()):
     """Compiles with Adam(lr) and fits on the training split; returns a dict of
     loss_first_epoch, loss_last_epoch, loss_epoch_<e>, train_seconds, examples_per_sec,
-    resumed_at_step. ``extra_callbacks`` (Keras callbacks) run before fit's own, e.g.
-    warm start's CarryOptimizer (training/warm_start.py).
+    resumed_at_step, jit_compile, steps_per_execution, lazy_adam (1 when LazyAdam
+    trained) and table_rows (the embedding tables' rows in all). ``extra_callbacks``
+    (Keras callbacks) run before fit's own, e.g. warm start's CarryOptimizer
+    (training/warm_start.py).
+
+    Which Adam: ``config.optimizer`` ("auto" by default: LazyAdam, uncompiled, when the
+    embedding tables have more than ``SPARSE_ROWS`` rows in all, else dense Adam compiled
+    with XLA where the step allows; training/optimizer_choice.py). Progress: Keras'
+    bar with examples/s on a terminal, one line an epoch otherwise, none with
+    ``config.quiet`` (:func:`keras_verbose`).
 
     With ``config.checkpoint_dir``, training is resumable: a checkpoint every
     ``config.checkpoint_every`` steps (:class:`ResumableBackup`), and the same call
@@ -368,7 +376,7 @@ def fit(model, data, config, *, extra_callbacks=()):
     model(example, training=False)
     # dense Adam (XLA) for small tables, LazyAdam (rows a batch uses) for large ones
     choice = choose_optimizer(getattr(config, "optimizer", "auto"),
-                              largest_table_rows(model.trainable_variables), jit=jit)
+                              table_rows(model.trainable_variables), jit=jit)
     jit = choice.jit
     if not getattr(config, "quiet", False):
         print(f"optimizer: {choice.reason}", flush=True)
@@ -406,7 +414,7 @@ def fit(model, data, config, *, extra_callbacks=()):
             "resumed_at_step": int(backup.resumed_at) if backup is not None else 0,
             "jit_compile": int(jit), "steps_per_execution": spe,
             "lazy_adam": int(choice.name == "lazy_adam"),
-            "largest_table_rows": choice.table_rows}
+            "table_rows": choice.table_rows}
 
 
 def keras_verbose(config):

@@ -7,7 +7,7 @@ import tensorflow as tf
 import twotower  # noqa: F401  (Keras 2 before TensorFlow)
 from twotower.training.lazy_adam import LazyAdam
 from twotower.training.optimizer_choice import (SPARSE_ROWS, choose_optimizer,
-                                                largest_table_rows)
+                                                table_rows)
 from twotower.training.xla_adam import XLAAdam
 
 
@@ -38,8 +38,8 @@ def test_make_builds_the_optimizer_each_choice_stands_for():
     assert np.isclose(float(plain.learning_rate.numpy()), 0.1)
 
 
-def test_largest_table_rows_reads_two_dimensional_variables():
+def test_table_rows_sums_the_two_dimensional_variables():
     variables = [tf.Variable(tf.zeros([7, 3])), tf.Variable(tf.zeros([3])),
                  tf.Variable(tf.zeros([120, 2])), tf.Variable(tf.zeros([4, 4, 4]))]
-    assert largest_table_rows(variables) == 120
-    assert largest_table_rows([tf.Variable(1.0)]) == 0
+    assert table_rows(variables) == 127
+    assert table_rows([tf.Variable(1.0)]) == 0
