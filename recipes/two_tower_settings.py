@@ -100,9 +100,9 @@ class RecipeConfig(RunSettings, ModelSettings, DataSettings):
                      "exact_eval_items", "eval_users"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                if not (name == "epochs" and v == 0 and self.warm_start):
-                    raise ValueError(f"{name} must be an int >= 1, got {v!r}" + (
-                        " (0 only with --warm-start)" if name == "epochs" else ""))
+                if not (name == "epochs" and v == 0 and not isinstance(v, bool)
+                        and self.warm_start):  # --epochs 0: the empty day
+                    raise ValueError(f"{name} must be an int >= 1, got {v!r}")
         if self.warm_start and not self.interactions:
             raise ValueError(f"--warm-start {self.warm_start!r} needs --interactions (the "
                              "new day's log)")
