@@ -18,7 +18,10 @@ CSV with string ids (``u17``, ``i4242``) and an items.csv with one categorical c
    user) whose catalogue is 10⁴ or 10⁶ items, one epoch at ``--batch-size``: ms a step
    = batch / examples a second, with ``--optimizer auto`` (what a user gets) and
    ``--optimizer adam`` (every row every step, XLA: the road before). Keys
-   ``cli_step_ms_{1e4,1e6}_items`` and ``cli_step_ms_adam_{1e4,1e6}_items``.
+   ``cli_step_ms_{1e4,1e6}_items`` and ``cli_step_ms_adam_{1e4,1e6}_items``; and
+   ``cli_step_ms_1e6_items_1e4_log``: the 10⁴-item log with 10⁶ items in items.csv
+   (the same rows used a step, the catalogue's tables 100× larger), which separates
+   the catalogue's size from a larger catalogue's log touching more distinct rows.
 2. **e2e** — for each of ``--sizes`` interactions (50 a user, items = interactions /
    10): the whole command with ``--out`` (training, evaluation, the index export).
    Keys ``cli_seconds_{phase}_{n}``, ``cli_peak_rss_gb_{n}``,
@@ -51,9 +54,11 @@ def size_key(n):
     return f"{n / 10 ** exponent:g}e{exponent}"
 
 
-def write_csv_log(folder, num_interactions, num_items, per_user, seed=0, chunk_users=20_000):
+def write_csv_log(folder, num_interactions, num_items, per_user, seed=0, chunk_users=20_000,
+                  table_items=None):
     """A planted log as ``folder/log.csv`` (user_id,item_id,timestamp; string ids) and
-    ``folder/items.csv`` (item_id,category). Returns the planted model's oracle
+    ``folder/items.csv`` (item_id,category; ``table_items`` rows, default ``num_items``:
+    more puts items nobody used into the catalogue). Returns the planted model's oracle
     recall@10 for its users."""
     import numpy as np
 
@@ -80,11 +85,11 @@ def write_csv_log(folder, num_interactions, num_items, per_user, seed=0, chunk_u
             f.write("".join(f"u{a},i{b},{c}\n" for a, b, c in
                             zip(u[order].tolist(), items.reshape(-1)[order].tolist(),
                                 t[order].tolist())))
-    ids = np.arange(num_items)
+    ids = np.arange(max(num_items, table_items or 0))
     with open(os.path.join(folder, "items.csv"), "w") as f:
         f.write("item_id,category\n")
         f.write("".join(f"i{i},c{c}\n" for i, c in
-                        zip(ids.tolist(), (planted.cluster_of(ids) % 100).tolist())))
+                        zip(ids.tolist(), (ids % planted.num_clusters % 100).tolist())))
     return planted.oracle_recall_at_10(home)
 
 
@@ -161,24 +166,31 @@ def main(argv=None):
         logs = os.path.join(scratch, "logs")   # each command's output, kept in --out/logs
         os.makedirs(logs)
         if "step" not in skip:
-            for items in [int(float(s)) for s in args.step_items.split(",") if s]:
-                folder = os.path.join(scratch, f"step_{items}")
-                write_csv_log(folder, int(args.step_rows), items, 20)
-                k = size_key(items)
-                for choice in ("auto", "adam"):
-                    m = run_cli(folder, os.path.join(scratch, f"out_step_{items}_{choice}"),
+            step_items = [int(float(s)) for s in args.step_items.split(",") if s]
+            # the smallest catalogue's log with the largest catalogue in items.csv: the
+            # same rows used, only the tables larger
+            runs = [(n, n, ("auto", "adam")) for n in step_items]
+            if len(step_items) > 1:
+                runs.append((min(step_items), max(step_items), ("auto",)))
+            for used, items, choices in runs:
+                folder = os.path.join(scratch, f"step_{used}_{items}")
+                write_csv_log(folder, int(args.step_rows), used, 20, table_items=items)
+                k = size_key(items) + "_items" + ("" if used == items else f"_{size_key(used)}_log")
+                for choice in choices:
+                    m = run_cli(folder, os.path.join(scratch, f"out_step_{used}_{items}_{choice}"),
                                 os.path.join(logs, f"step_{k}_{choice}.log"), "--epochs", "1",
                                 "--batch-size", batch, "--no-export", "--eval-users", "2000",
                                 "--optimizer", choice)
                     ms = args.batch_size / m["examples_per_sec"] * 1e3
                     name = "" if choice == "auto" else "adam_"
-                    metrics[f"cli_step_ms_{name}{k}_items"] = ms
-                    step_rows.append({"items": k, "optimizer": choice,
+                    metrics[f"cli_step_ms_{name}{k}"] = ms
+                    step_rows.append({"items": size_key(items), "log's items": size_key(used),
+                                      "optimizer": choice,
                                       "chosen": "LazyAdam" if m["lazy_adam"] else
                                       ("XLAAdam" if m["jit_compile"] else "Adam"),
                                       "ms/step": ms, "examples/s": m["examples_per_sec"],
                                       "table rows": m["table_rows"]})
-                    print(f"step {k} items, --optimizer {choice}: {ms:.1f} ms", flush=True)
+                    print(f"step {k}, --optimizer {choice}: {ms:.1f} ms", flush=True)
             if {"cli_step_ms_1e4_items", "cli_step_ms_1e6_items"} <= set(metrics):
                 metrics["cli_step_ratio_1e6_over_1e4"] = (metrics["cli_step_ms_1e6_items"]
                                                          / metrics["cli_step_ms_1e4_items"])
