@@ -356,7 +356,7 @@ def ids_to_numpy(arr, as_int):
     return np.asarray(arr.to_pylist(), dtype=str)
 
 
-def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
+def read_interactions(path, columns=None, *, extra=(), id_type="auto", progress=False):
     """Reads a whole log (CSV with a header, a Parquet file or a folder of shards) into an
     Interactions.
 
@@ -368,16 +368,23 @@ def read_interactions(path, columns=None, *, extra=(), id_type="auto"):
         NaN for an empty field or a NULL_MARKERS value).
       id_type: "auto" (integer ids when every id of a column is an integer, else strings),
         "string" or "int".
+      progress: a bar of the rows read (on a terminal only: none in a log file).
 
     Raises ValueError naming file and line/row for bad input (see the module docstring).
     """
     if id_type not in ("auto", "string", "int"):
         raise ValueError(f"id_type must be 'auto', 'string' or 'int', got {id_type!r}")
+    from tqdm.auto import tqdm
+
     batches, ratings = [], []
-    for file, row, b in iter_batches(path, columns, extra=extra):
-        batches.append(b)
-        if "rating" in extra:
-            ratings.append(parse_ratings(b.column("rating"), file, row))
+    name = os.path.basename(os.path.normpath(os.fspath(path)))
+    with tqdm(desc=f"reading {name}", unit=" rows", unit_scale=True, leave=False,
+              disable=None if progress else True) as bar:
+        for file, row, b in iter_batches(path, columns, extra=extra):
+            batches.append(b)
+            if "rating" in extra:
+                ratings.append(parse_ratings(b.column("rating"), file, row))
+            bar.update(b.num_rows)
     files = list_files(path)
     if not batches or sum(b.num_rows for b in batches) == 0:
         raise ValueError(f"{files[0] if len(files) == 1 else path}: no interactions (the file "

@@ -192,7 +192,8 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
       item_kinds, user_kinds: dict kind → column names (``{"categorical": ["brand"],
         "text": ["title"]}``); other columns are inferred unless ``infer`` is False.
       verbose: print what was read (the file's format, the rows, users and items read,
-        what each filter kept and dropped, what is left) and the tables' inferred kinds.
+        what each filter kept and dropped, what is left) and the tables' inferred kinds,
+        with a bar of the rows read on a terminal.
     """
     config = config or RetrievalConfig()
     columns = columns or logs.ColumnNames()
@@ -220,7 +221,7 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
         fkey = key if key in header else ("item_id" if what == "items" else "user_id")
         tables[what] = feature_tables.read_feature_table(
             path, fkey, infer=infer, flag_prefix=f"--{what[:-1]}", **kinds)
-    log = logs.read_interactions(interactions, columns, extra=extra)
+    log = logs.read_interactions(interactions, columns, extra=extra, progress=verbose)
     data, stats = _build(log, config, tables["items"], tables["users"], None)
     if verbose:
         fmt = (f"{_plural(len(files), 'Parquet file')}" if logs.is_parquet(first)
