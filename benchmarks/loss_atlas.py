@@ -537,7 +537,8 @@ def setting_summary(name, runs, chosen):
     comparison with TFRS."""
     flat = summarize(name, runs)
     for model, (t, lr, a) in chosen.items():
-        flat[f"{name}_{model}_temperature"] = t
+        if model != "hs":  # HS has no temperature
+            flat[f"{name}_{model}_temperature"] = t
         flat[f"{name}_{model}_lr"] = lr
         if a is not None:
             flat[f"{name}_{model}_alpha"] = a
@@ -566,8 +567,8 @@ def table(name, runs, flat):
     for model in runs:
         alpha = flat.get(f"{name}_{model}_alpha")
         row = {"model": model if alpha is None else f"{model} (α {alpha:g})",
-               "τ / lr": (f"{flat.get(f'{name}_{model}_temperature', float('nan')):g} / "
-                          f"{flat.get(f'{name}_{model}_lr', float('nan')):g}")}
+               "τ / lr": (f"{flat.get(f'{name}_{model}_temperature', '-')} / "
+                          f"{flat.get(f'{name}_{model}_lr', '-')}")}
         for key in ("recall@10", "recall@50", "tail_recall@50", "fresh_recall@50",
                     "val_recall@50", "examples_per_sec"):
             mean = flat.get(f"{name}_{model}_{key}")
