@@ -118,7 +118,9 @@ def evaluate(model, data, config, *, progress=True):
     test = data.test
     limit = getattr(config, "exact_eval_items", EXACT_EVAL_ITEMS)
     if data.num_items <= limit:
-        metrics = evaluate_model(model, data)
+        u = embed(model.query_tower, query_inputs(data, test), progress=progress)
+        v = embed(model.item_tower, item_inputs(data), progress=progress)
+        metrics = retrieval_report(u, v, test.item, data.exclusions(test), data.head_items())
         pop = popularity(data)
         metrics.update({"exact": 1, "evaluated_users": int(len(test))})
     else:
