@@ -16,7 +16,7 @@ import twotower.cli as cli
 from twotower.index import load
 
 CATEGORIES = ("red", "blue", "green", "gold")
-COMMON = ["--batch-size", "64", "--dim", "16"]
+COMMON = ["--batch-size", "64", "--dim", "16", "--no-jit", "--quiet"]
 
 
 def write_day(path, users, items, seed):
