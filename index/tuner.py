@@ -39,7 +39,8 @@ needs depend on its size), tuned as above, then timed against the best so far in
 interleaved rounds. A variant that meets the target beats one that does not; otherwise
 the objective decides. ``build_grid="auto"`` takes a small grid from size rules
 (:func:`build_candidates`). ``budget_s`` bounds the whole tuning: a rebuild is started only
-while the time left covers the longest build-and-tune so far. ``TuneResult.tuning_seconds``
+while the time left covers the longest build-and-tune so far (the index as given counted
+as one). ``TuneResult.tuning_seconds``
 records what tuning took.
 
 Tune for the k that will be served (the server's largest k): the index records it
@@ -438,17 +439,19 @@ def tune(index, queries, *, target_recall=0.95, k=10, confidence=0.95, leaves_gr
                     build_seconds=build_seconds)
 
     given = (index.searcher, index.config)
+    t0 = time.perf_counter()
     best = tuned("given", float(getattr(index, "build_seconds", float("nan"))))
+    # what a rebuild is expected to take before one was timed: the given index's build
+    # (when known) and its tuning (the exact top-k, computed once above, not included)
+    spent = [time.perf_counter() - t0 + (0.0 if math.isnan(best["build_seconds"])
+                                         else best["build_seconds"])]
     builds = [dict(_build_knobs(given[1]), build_seconds=best["build_seconds"],
                    **_summary(best))]
     budget = 600.0 if budget_s is None else float(budget_s)
-    spent = []  # build + tune seconds of each rebuild
     for change in changes:
         config = _variant(given[1], change)
         elapsed = time.perf_counter() - started
-        expected = max(spent) if spent else elapsed + (
-            0.0 if math.isnan(best["build_seconds"]) else best["build_seconds"])
-        if elapsed + expected > budget:
+        if elapsed + max(spent) > budget:
             builds.append(dict(_build_knobs(config), skipped="budget"))
             continue
         from twotower.index.builder import build_searcher
