@@ -604,6 +604,35 @@ def plot_setting(path, name, runs, flat):
     plt.close(fig)
 
 
+def plot_w2v(path, flat):
+    """Median rank of the held-out context word by its frequency bucket, per readout."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    buckets = ("head", "mid", "rare")
+    readouts = [(h, label) for h, label in (("neg", "NEG <w, c>"), ("neg_logq", "NEG <w, c> + log q"),
+                                             ("hs", "HS"))
+                if f"w2v_{h}_head_median_rank" in flat]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=110)
+    width = 0.8 / max(1, len(readouts))
+    for r, (h, label) in enumerate(readouts):
+        xs = [b + (r - (len(readouts) - 1) / 2) * width for b in range(len(buckets))]
+        ax.bar(xs, [flat.get(f"w2v_{h}_{b}_median_rank", np.nan) for b in buckets],
+               width=width, label=label)
+    ax.set_xticks(range(len(buckets)))
+    ax.set_xticklabels([f"{b} words" for b in buckets])
+    ax.set_yscale("log")
+    ax.set_ylabel("median rank of the held-out context (lower is better)")
+    ax.set_title("loss atlas: w2v, skip-gram HS vs NEG by word frequency")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
 def w2v_summary(runs):
     flat = {}
     for head, results in runs.items():
@@ -750,6 +779,8 @@ def main(argv=None):
         atomic_write_text(os.path.join(tmp, "results.md"), text)
         for name, runs in all_runs.items():
             plot_setting(os.path.join(tmp, f"{name}.png"), name, runs, flat)
+        if "w2v" in args.settings:
+            plot_w2v(os.path.join(tmp, "w2v.png"), flat)
     print(f"wrote {os.path.join(args.out, 'metrics.json')}")
     return 0
 
