@@ -28,10 +28,11 @@ VARIABLE_KEYS = {"examples_per_sec", "train_seconds", "index_qps", "index_build_
                  "resumed_at_step", "peak_rss_gb"}
 
 
-def _command(data, out, checkpoints):
+def _command(data, out, checkpoints, optimizer="auto"):
     return ["--data", data, "--epochs", "4", "--batch-size", "32", "--dim", "8",
             "--lr", "0.02", "--oov-rate", "0", "--seed", "3", "--out", out,
-            "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--no-export"]
+            "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--no-export",
+            "--optimizer", optimizer]
 
 
 def _run(args, **kwargs):
@@ -40,10 +41,12 @@ def _run(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs)
 
 
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_path):
+# auto: dense Adam under XLA on these small tables; lazy_adam: the large catalogues' road
+@pytest.mark.parametrize("optimizer", ["auto", "lazy_adam"])
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_path, optimizer):
     ckpt = str(tmp_path / "ckpt")
     out = str(tmp_path / "resumed")
-    args = _command(planted_ml100k, out, ckpt)
+    args = _command(planted_ml100k, out, ckpt, optimizer)
     proc = _run(args)
     state_file = os.path.join(ckpt, "chief", "checkpoint")
     deadline = time.monotonic() + 240
@@ -76,7 +79,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
 
     # the same command uninterrupted, in this process (no checkpoint folder needed)
     ref_out = str(tmp_path / "reference")
-    ref_args = _command(planted_ml100k, ref_out, str(tmp_path / "ref-ckpt"))
+    ref_args = _command(planted_ml100k, ref_out, str(tmp_path / "ref-ckpt"), optimizer)
     assert youtube.main(ref_args) == 0
     reference = json.load(open(os.path.join(ref_out, "metrics.json")))
     assert reference["resumed_at_step"] == 0
