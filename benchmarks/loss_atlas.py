@@ -45,7 +45,8 @@ twotower model (``{setting}_best`` chosen on validation), ``{setting}_best_recal
 ``{setting}_best_beats_tfrs`` (ratio ≥ 1.05 and mean − std > TFRS mean + std), and
 ``target_beats_tfrs_settings``, the count of settings where that best model wins clearly
 (``target_any_beats_tfrs_settings``: where any model does, a choice made on test). Also results.md
-(one table per setting) and {setting}.png (recall@50 ± std per model).
+(one table per setting), {setting}.png (recall@50 ± std per model) and w2v.png (median
+rank of the held-out context word by frequency bucket).
 
     python benchmarks/loss_atlas.py --out out/loss_atlas --scale small
 """
@@ -726,17 +727,17 @@ def parse_args(argv=None):
 def main(argv=None):
     try:
         args = parse_args(argv)
-    except ValueError as e:
+        check_output_dir(args.out, overwrite=args.overwrite)
+    except ValueError as e:  # OutputPathError is one too
         print(f"loss_atlas: error: {e}", file=sys.stderr)
         return 2
-    check_output_dir(args.out, overwrite=args.overwrite)
     scale = SCALES[args.scale]
     started = time.time()
 
     def log(msg):
         print(f"[{time.time() - started:6.0f} s] {msg}", flush=True)
 
-    flat, tables, all_runs = {}, [], {}
+    flat, tables, all_runs, bests = {}, [], {}, {}
     for name in args.settings:
         if name == "w2v":
             runs = w2v_setting(args)
@@ -751,6 +752,8 @@ def main(argv=None):
         f, best = setting_summary(name, runs, chosen)
         flat.update(f)
         all_runs[name] = runs
+        if best:
+            bests[f"{name}_best"] = best
         header = (f"## {name} ({task.num_items} items, {task.num_users} users, "
                   f"{len(task.train_items)} train rows, {len(task.test_items)} test rows); "
                   f"{args.seeds} seeds, {scale.epochs} epochs, batch {scale.batch_size}, "
@@ -775,6 +778,7 @@ def main(argv=None):
     print(f"target_beats_tfrs_settings: {flat['target_beats_tfrs_settings']}")
     with atomic_directory(args.out, overwrite=args.overwrite) as tmp:
         named = flatten_metrics(flat)
+        named.update(bests)  # the best model's name per setting (chosen on validation)
         atomic_write_json(os.path.join(tmp, "metrics.json"), named)
         atomic_write_text(os.path.join(tmp, "results.md"), text)
         for name, runs in all_runs.items():
