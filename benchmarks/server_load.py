@@ -28,6 +28,8 @@ each --seconds long unless said:
    server (it reads each user's stored query vector) and on a second server over the
    same export saved without user_vectors.npy (the query tower runs for every batch, as
    before vectors were stored), alternated --u2i-rounds times; medians of the rounds;
+   and as many rounds of GET /health at the same concurrency (no index work: the HTTP
+   path alone), then one client's sequential /u2i to each server;
 7. swap: --clients keep-alive clients POST /u2i for --swap-seconds while the served
    folder is replaced --swaps times, evenly spaced, by an export written beforehand beside
    it and swapped in as ``twotower.artifacts.atomic_directory`` does (one atomic rename
@@ -237,17 +239,21 @@ async def read_response(reader):
     return status, body, head
 
 
-async def load_client(port, deadline, users, k, stats, latencies, seed, versions=None):
-    """POST /u2i by one random user id at a time on one kept-alive connection until
-    ``deadline``; counts into ``stats``, ``latencies`` and (when given) ``versions``
-    (a Counter of the X-Index-Version headers of the answers)."""
+HEALTH_REQUEST = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+
+
+async def load_client(port, deadline, users, k, stats, latencies, seed, versions=None,
+                      health=False):
+    """POST /u2i by one random user id at a time (``health``: GET /health) on one
+    kept-alive connection until ``deadline``; counts into ``stats``, ``latencies`` and
+    (when given) ``versions`` (a Counter of the X-Index-Version headers of the answers)."""
     rng = random.Random(seed)
     reader = writer = None
     while time.perf_counter() < deadline:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            request = u2i_request(rng.randrange(users), k)
+            request = HEALTH_REQUEST if health else u2i_request(rng.randrange(users), k)
             t0 = time.perf_counter()
             writer.write(request)
             status, _, head = await asyncio.wait_for(read_response(reader), 30)
@@ -360,9 +366,10 @@ async def under_background(port, seconds, make_clients, count, stats):
 
 
 # -- phases ------------------------------------------------------------------------------
-def phase_load(port, args, users, seconds=None, versions=None, during=None):
-    """--clients keep-alive clients on /u2i for ``seconds`` (--seconds); ``during``: an
-    optional coroutine function run beside them (given the phase's start time)."""
+def phase_load(port, args, users, seconds=None, versions=None, during=None, health=False):
+    """--clients keep-alive clients on /u2i (``health``: GET /health) for ``seconds``
+    (--seconds); ``during``: an optional coroutine function run beside them (given the
+    phase's start time)."""
     stats = {"requests": 0, "errors": 0, "connection_errors": 0}
     latencies = []
     seconds = args.seconds if seconds is None else seconds
@@ -371,7 +378,7 @@ def phase_load(port, args, users, seconds=None, versions=None, during=None):
         start = time.perf_counter()
         deadline = start + seconds
         await asyncio.gather(*(load_client(port, deadline, users, args.k, stats, latencies,
-                                           args.seed + i, versions)
+                                           args.seed + i, versions, health)
                                for i in range(args.clients)),
                              *([during(start)] if during else []))
 
@@ -381,6 +388,7 @@ def phase_load(port, args, users, seconds=None, versions=None, during=None):
     p50, p99 = percentiles(latencies)
     return {"requests": stats["requests"], "errors": stats["errors"],
             "connection_errors": stats["connection_errors"], "p50_ms": p50, "p99_ms": p99,
+            "max_ms": 1000.0 * max(latencies, default=float("nan")),
             "rps": stats["requests"] / elapsed, "clients": args.clients,
             **{k: v for k, v in stats.items() if k.startswith("status_")}}
 
@@ -479,7 +487,23 @@ def phase_u2i_paths(servers, args, users):
             rounds[name].append(m)
             print(f"   round {r + 1}/{args.u2i_rounds} {name}: {m['rps']:.0f} rps, "
                   f"p99 {m['p99_ms']:.1f} ms, {m['errors']} errors", flush=True)
-    out = {"u2i_rounds": args.u2i_rounds}
+    # the HTTP path alone: GET /health (facts kept in memory, answered on the event loop,
+    # no index work) at the same concurrency, once per round: what any route can reach
+    port, pid = servers[names[0]]
+    health_rounds = []
+    for _ in range(args.u2i_rounds):
+        cpu0 = process_cpu_seconds(pid)
+        m = phase_load(port, args, users, health=True)
+        m["cpu_ms"] = 1000 * (process_cpu_seconds(pid) - cpu0) / max(1, m["requests"])
+        health_rounds.append(m)
+    out = {"u2i_rounds": args.u2i_rounds,
+           "health_rps_under_load": float(np.median([m["rps"] for m in health_rounds])),
+           "health_p50_ms_under_load": float(np.median([m["p50_ms"] for m in health_rounds])),
+           "health_p99_ms_under_load": float(np.median([m["p99_ms"] for m in health_rounds])),
+           "health_requests_under_load": sum(m["requests"] for m in health_rounds),
+           "health_server_cpu_ms_per_request_under_load":
+               float(np.median([m["cpu_ms"] for m in health_rounds])),
+           "health_errors_under_load": sum(m["errors"] for m in health_rounds)}
     for name, ms in rounds.items():
         for key, field in (("rps", "rps"), ("p50_ms", "p50_ms"), ("p99_ms", "p99_ms"),
                            ("server_cpu_ms_per_request", "cpu_ms")):
@@ -550,7 +574,8 @@ def phase_swap(port, args, users, folder, staged):
     return {"swaps": len(swapped), "swap_seconds": args.swap_seconds,
             "swap_requests": m["requests"], "swap_errors": m["errors"],
             "swap_connection_errors": m["connection_errors"],
-            "swap_p50_ms": m["p50_ms"], "swap_p99_ms": m["p99_ms"], "swap_rps": m["rps"],
+            "swap_p50_ms": m["p50_ms"], "swap_p99_ms": m["p99_ms"], "swap_max_ms": m["max_ms"],
+            "swap_rps": m["rps"],
             **{f"swap_{k}": v for k, v in m.items() if k.startswith("status_")},
             "swap_reloads": reloads,
             "swap_reload_failures": health["reload"]["failures"] - health0["failures"],
@@ -706,6 +731,14 @@ def run(args, logs):
                          "p50 ms": metrics[f"u2i_p50_ms_{name}"],
                          "p99 ms": metrics[f"u2i_p99_ms_{name}"],
                          "rps": metrics[f"u2i_rps_{name}"]})
+    if "health_rps_under_load" in metrics:
+        rows.append({"phase": f"{args.clients} clients, GET /health (the HTTP path alone, "
+                              f"median of {args.u2i_rounds})",
+                     "requests": metrics["health_requests_under_load"],
+                     "errors": metrics["health_errors_under_load"],
+                     "p50 ms": metrics["health_p50_ms_under_load"],
+                     "p99 ms": metrics["health_p99_ms_under_load"],
+                     "rps": metrics["health_rps_under_load"]})
     if "swap_errors" in metrics:
         rows.append({"phase": f"{args.clients} clients, POST /u2i, {metrics['swaps']} swaps "
                               f"in {args.swap_seconds:g} s",
@@ -734,7 +767,9 @@ def run(args, logs):
     if "swap_errors" in metrics:
         notes += (f"\nswaps: {metrics['swaps']} exports swapped in, {metrics['swap_reloads']} "
                   f"reloads ({metrics['swap_reload_failures']} refused; "
-                  f"{metrics['swap_reload_seconds_mean']:.2f} s each on average), "
+                  f"{metrics['swap_reload_seconds_mean']:.2f} s each on average; the "
+                  f"longest answer {metrics['swap_max_ms']:.0f} ms vs "
+                  f"{metrics['max_ms']:.0f} ms steady), "
                   f"{metrics['swap_versions_answered']} versions named by X-Index-Version, "
                   f"serving the last export: {bool(metrics['swap_serves_last_export'])}; "
                   f"p99 {metrics['swap_p99_ms']:.1f} ms vs {metrics['p99_ms']:.1f} ms "
