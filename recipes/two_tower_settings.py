@@ -10,7 +10,7 @@ import dataclasses
 
 from twotower.data.retrieval_task import RetrievalConfig
 from twotower.training.distribute import STRATEGIES
-from twotower.training.optimizer_choice import OPTIMIZERS, SPARSE_ROWS
+from twotower.training.optimizer_choice import OPTIMIZERS, ROWS_PER_EXAMPLE
 
 
 HISTORY_POOLINGS = ("mean", "attention")
@@ -159,8 +159,9 @@ def add_common_arguments(parser, defaults=None):
                    help="no progress bars or phase lines: only the results table and errors")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="auto (default): LazyAdam, which updates only the embedding rows a "
-                   f"batch uses, uncompiled, when the embedding tables have more than "
-                   f"{SPARSE_ROWS:,} rows in all (the step's cost then does not grow with the "
+                   "batch uses, uncompiled, when the embedding tables have more rows in all "
+                   f"than {ROWS_PER_EXAMPLE} × --batch-size (the step's cost then does not "
+                   "grow with the "
                    "catalogue), else Adam compiled with XLA (faster on small tables, but it "
                    "updates every row at every step); adam or lazy_adam force one")
     g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,

@@ -13,16 +13,18 @@ Two ways to run Adam on a two-tower model whose embedding tables get sparse grad
   scalar loops on CPU (slower than TensorFlow's own kernels).
 
 ``auto`` picks ``lazy_adam`` when the model's embedding tables hold more than
-:data:`SPARSE_ROWS` rows in all (the rows of its two-dimensional trainable variables:
-dense Adam's cost a step is proportional to that sum; dense layers' kernels add only
-their input widths, tens to hundreds), else ``adam``. The figures behind the threshold
-are in docs/benchmarks.md.
+:data:`ROWS_PER_EXAMPLE` rows per example of the batch in all, else ``adam``. Dense
+Adam's cost a step is proportional to the tables' rows (the rows of the model's
+two-dimensional trainable variables; dense layers' kernels add only their input
+widths, tens to hundreds), LazyAdam's to the rows the batch uses (a few per example:
+ids, history), so the break-even is a number of rows per example. The figures behind
+it are in docs/benchmarks.md.
 """
 
 import dataclasses
 
 OPTIMIZERS = ("auto", "adam", "lazy_adam")
-SPARSE_ROWS = 20_000
+ROWS_PER_EXAMPLE = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,21 +60,24 @@ def table_rows(variables):
                if len(v.shape) == 2 and v.shape[0] is not None)
 
 
-def choose_optimizer(setting, table_rows, *, jit, threshold=SPARSE_ROWS):
+def choose_optimizer(setting, table_rows, *, jit, batch_size,
+                     rows_per_example=ROWS_PER_EXAMPLE):
     """Decides the optimizer for ``setting`` ("auto", "adam" or "lazy_adam").
 
     ``table_rows``: rows of the model's embedding tables in all (:func:`table_rows`);
     ``jit``: whether the step may be compiled with XLA (numeric inputs, one device, no
-    ``--no-jit``); ``threshold``: above it, ``auto`` takes ``lazy_adam``. A ``lazy_adam``
-    step is never compiled (module docstring). Raises ValueError naming ``--optimizer``
-    for another setting."""
+    ``--no-jit``); above ``rows_per_example`` × ``batch_size`` rows, ``auto`` takes
+    ``lazy_adam``. A ``lazy_adam`` step is never compiled (module docstring). Raises
+    ValueError naming ``--optimizer`` for another setting."""
     if setting not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {setting!r}")
     rows = int(table_rows)
+    threshold = int(rows_per_example) * int(batch_size)
     if setting == "auto":
-        lazy = rows > int(threshold)
+        lazy = rows > threshold
         why = (f"auto: embedding tables of {rows:,} rows in all "
-               f"{'>' if lazy else '<='} {int(threshold):,}")
+               f"{'>' if lazy else '<='} {int(rows_per_example)} × batch {int(batch_size)} "
+               f"= {threshold:,}")
     else:
         lazy = setting == "lazy_adam"
         why = f"--optimizer {setting}"

@@ -335,7 +335,8 @@ def fit(model, data, config, *, extra_callbacks=()):
     (training/warm_start.py).
 
     Which Adam: ``config.optimizer`` ("auto" by default: LazyAdam, uncompiled, when the
-    embedding tables have more than ``SPARSE_ROWS`` rows in all, else dense Adam compiled
+    embedding tables have more rows in all than ``ROWS_PER_EXAMPLE`` × the batch, else
+    dense Adam compiled
     with XLA where the step allows; training/optimizer_choice.py). Progress: Keras'
     bar with examples/s on a terminal, one line an epoch otherwise, none with
     ``config.quiet`` (:func:`keras_verbose`).
@@ -365,9 +366,6 @@ def fit(model, data, config, *, extra_callbacks=()):
     # gathers candidates over replicas with collectives, which stay uncompiled
     jit = (bool(getattr(config, "jit_compile", False)) and _numeric_step(model, query, items)
            and not tf.distribute.has_strategy())
-    # steps_per_execution runs that many steps per call into TensorFlow; checkpoints
-    # keep 1, as Keras' BackupAndRestore counts calls, not steps, and resumes mid-epoch
-    # at a call's first step
     # built before fit (with raw features first, the signature a saved tower keeps), so
     # that BackupAndRestore can restore weights and optimizer slots in place (an unbuilt
     # model would restore lazily, and Keras warns), and so that its tables have sizes
@@ -376,10 +374,14 @@ def fit(model, data, config, *, extra_callbacks=()):
     model(example, training=False)
     # dense Adam (XLA) for small tables, LazyAdam (rows a batch uses) for large ones
     choice = choose_optimizer(getattr(config, "optimizer", "auto"),
-                              table_rows(model.trainable_variables), jit=jit)
+                              table_rows(model.trainable_variables), jit=jit,
+                              batch_size=config.batch_size)
     jit = choice.jit
     if not getattr(config, "quiet", False):
         print(f"optimizer: {choice.reason}", flush=True)
+    # steps_per_execution runs that many steps per call into TensorFlow; checkpoints
+    # keep 1, as Keras' BackupAndRestore counts calls, not steps, and resumes mid-epoch
+    # at a call's first step
     model.compile(optimizer=choice.make(config.lr), jit_compile=jit, steps_per_execution=spe)
     start = tf.Variable(0, dtype=tf.int64, trainable=False, name="start_step")
     # one batch shape under XLA (each shape is compiled anew: ~4 s on the youtube step, more
