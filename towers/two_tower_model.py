@@ -398,7 +398,7 @@ def embed(tower, inputs, batch_size=4096, *, desc=None, progress=True):
       inputs: an array of ids [N] / features [N, ...], or a dict of equal-length arrays.
       batch_size: rows per call.
       desc: progress-bar label (default: the tower's name).
-      progress: show the bar (when there is more than one batch).
+      progress: show the bar (when there is more than one batch, on a terminal).
     """
     from tqdm.auto import tqdm
 
@@ -418,9 +418,9 @@ def embed(tower, inputs, batch_size=4096, *, desc=None, progress=True):
     keras_like = hasattr(tower, "trainable_weights")  # Keras layers/models take training=
     desc = desc or f"embedding ({getattr(tower, 'name', 'tower')})"
     out = []
-    # a single batch needs no bar
-    with tqdm(total=n, desc=desc, unit="row", disable=not progress or n <= batch_size,
-              leave=False) as bar:
+    # a single batch needs no bar; none in a log file either (disable=None: terminals only)
+    with tqdm(total=n, desc=desc, unit="row",
+              disable=True if not progress or n <= batch_size else None, leave=False) as bar:
         for s in range(0, n, batch_size):
             batch = take(s)
             emb = tower(batch, training=False) if keras_like else tower(batch)
