@@ -87,7 +87,6 @@ def _enable_cpu_dispatch():
     if mode not in _DISPATCH_MODES:
         raise ValueError(f"TWOTOWER_SCANN_DISPATCH must be auto or off, got {mode!r}")
     try:
-        from scann.scann_ops.py import scann_ops_pybind  # noqa: F401 (loads scann_pybind)
         flags = _dispatch_flags()
     except (ImportError, OSError, ValueError, AttributeError) as e:
         state["why"] = f"scann's dispatch flags not found ({e.__class__.__name__}: {e})"
@@ -106,6 +105,7 @@ def _enable_cpu_dispatch():
 
 
 def _dispatch_flags():
+    from scann.scann_ops.py import scann_ops_pybind  # noqa: F401 (puts scann_pybind on the path)
     import scann_pybind
     lib = ctypes.CDLL(scann_pybind.__file__, mode=getattr(os, "RTLD_NOLOAD", 0))
     return {k: ctypes.c_bool.in_dll(lib, sym) for k, sym in _DISPATCH_SYMBOLS.items()}
@@ -338,18 +338,22 @@ class ScannIndex:
 
     def _search_one(self, q, k, exclude):
         """The one-query path (what a server does per request), or None where the general
-        path must decide (validation errors included). Same results as the general path
-        up to the last bit of the cosine norm: the same knobs reach the same ScaNN call."""
+        path must decide (validation errors included). Same results as the general path:
+        the same query, to the last bit, and the same knobs reach the same ScaNN call."""
         if (q.dtype != np.float32 or q.size != self._vectors.shape[1] or q.ndim not in (1, 2)
                 or not q.flags.c_contiguous or not 1 <= k <= self._ids.shape[0]):
             return None
-        v = q if q.ndim == 1 else q.reshape(-1)
-        ss = float(v.dot(v))  # finite iff every entry is (barring overflow: general path)
-        if not math.isfinite(ss):
+        v = q.reshape(1, -1)
+        # the squared norm is finite iff every entry is (barring overflow: general path);
+        # computed as normalize() does, so the query ScaNN gets is the same to the last bit
+        # (a last-bit change may flip a near-tie between leaves)
+        ss = np.einsum("ij,ij->i", v, v)
+        if not math.isfinite(ss[0]):
             return None
         c = self.config
         if c.distance == "cosine":
-            v = v / np.float32(max(math.sqrt(ss), 1e-12))
+            v = v / np.maximum(np.sqrt(ss)[:, None], 1e-12)
+        v = v[0]
         ex = None
         fetch = k
         if exclude is not None:
