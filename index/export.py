@@ -43,13 +43,17 @@ class ServingExport:
     item_example: dict
 
 
+TUNE_QUERIES = 5_000
+
+
 def export_retriever(model, data, *, target_recall=0.95, k=10):
     """The serving side of a trained MovieLens model.
 
     1. the catalog embedded by the item tower and a ScaNN index over it (size rules of
        index/config.py; cosine when the towers L2-normalise, else dot);
     2. tuned (leaves to search, reorder) to ``target_recall`` recall@``k`` against brute
-       force on the test users' query embeddings;
+       force on the test users' query embeddings (a uniform sample of
+       :data:`TUNE_QUERIES` of them when there are more);
     3. a Retriever with the user feature store — each user as the whole log leaves them
        (``data.serving``: history up to and including the last interaction, held-out
        items too) — every known user's query vector computed from it once (u2i by user
@@ -79,7 +83,14 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     l2 = all(getattr(t, "l2_normalize", False) for t in (model.query_tower, model.item_tower))
     index = build_index(item_vectors, item_ids, distance="cosine" if l2 else "dot")
     test_queries = query_inputs(data, data.test)
-    query_vectors = embed(model.query_tower, test_queries, desc="embedding users")
+    # tuned on a uniform sample of the test users: the exact ground truth costs users ×
+    # items; a few thousand queries bound the recall tightly (index/tuner.py)
+    rows = np.arange(len(data.test))
+    if len(rows) > TUNE_QUERIES:
+        rows = np.sort(np.random.default_rng(0).choice(len(rows), TUNE_QUERIES, replace=False))
+    query_vectors = embed(model.query_tower, {name: np.asarray(col)[rows]
+                                              for name, col in test_queries.items()},
+                          desc="embedding users")
     tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size))
     # the served state: every user as the whole log leaves them (history up to and
     # including their last interaction, every item of their log excluded), not the test

@@ -100,3 +100,19 @@ def test_keras_verbose_follows_the_terminal_and_the_flags(monkeypatch):
     with pytest.raises(ValueError, match="--verbose"):
         Config(verbose=5).validate()
     assert np.isfinite(Config().exact_eval_items)
+
+
+def test_the_export_tunes_on_a_uniform_sample_of_test_users(tmp_path, monkeypatch):
+    from twotower.index import export
+    from twotower.recipes import youtube
+
+    log, items = write_log(str(tmp_path))
+    config = youtube.Config(interactions=log, items=items, epochs=1, batch_size=64, dim=16,
+                            quiet=True)
+    model, data, _ = youtube.train(config)
+    monkeypatch.setattr(export, "TUNE_QUERIES", 100)
+    served = export.export_retriever(model, data)
+    assert served.tuned.num_queries == 100 < len(data.test)
+    assert len(served.user_ids) == 240  # every user is still served
+    monkeypatch.setattr(export, "TUNE_QUERIES", 5_000)
+    assert export.export_retriever(model, data).tuned.num_queries == len(data.test)
