@@ -336,10 +336,9 @@ def fit(model, data, config, *, extra_callbacks=()):
 
     Which Adam: ``config.optimizer`` ("auto" by default: LazyAdam, uncompiled, when the
     embedding tables have more rows in all than ``ROWS_PER_EXAMPLE`` × the batch, else
-    dense Adam compiled
-    with XLA where the step allows; training/optimizer_choice.py). Progress: Keras'
-    bar with examples/s on a terminal, one line an epoch otherwise, none with
-    ``config.quiet`` (:func:`keras_verbose`).
+    dense Adam compiled with XLA where the step allows; training/optimizer_choice.py).
+    Progress: Keras' bar with examples/s on a terminal, one line an epoch otherwise,
+    none with ``config.quiet`` (:func:`keras_verbose`).
 
     With ``config.checkpoint_dir``, training is resumable: a checkpoint every
     ``config.checkpoint_every`` steps (:class:`ResumableBackup`), and the same call
