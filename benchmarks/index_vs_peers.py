@@ -49,6 +49,7 @@ from twotower.index.tuner import per_query_recall, recall_bound, tune
 from twotower.reporting import format_table, write_metrics
 
 K = 10
+PAUSE_S = 0.5  # before each timer: worker threads of the previous one go idle
 
 
 def build_parser():
@@ -286,18 +287,23 @@ def run_corpus(name, items, queries_all, distance, args, metrics, rows):
     # Timing in interleaved rounds (every peer once per round), medians over rounds: load
     # from other processes on a shared machine falls on all peers alike.
     print(f"[{name}] timing {args.repeats} interleaved rounds ...", flush=True)
-    # The order rotates each round: whatever runs right after a multi-threaded call (numpy's
-    # BLAS threads spin a while after a matmul; ScaNN's and hnswlib's pools too) pays for
-    # it, and with a fixed order it would always be the same timer.
+    # Whatever runs right after a multi-threaded call pays for it: OpenBLAS's threads spin
+    # for a while after numpy's batched brute force, taking a core from a 2-core machine
+    # (issue 25's raw call, timed right after it in every round, read 5x slow). So each
+    # timer starts after a pause that lets such threads go idle, and the order is a fresh
+    # permutation each round (a rotation keeps the same neighbours).
     # A timer is (fn, count): fn() answers ``count`` queries in one batched call, or, with
     # count None, queries one at a time and returns the seconds of each call; then its QPS
     # is 1 / the median call (what a call preempted by another process on a shared
     # machine cannot move), and calls / total seconds is kept beside it as ``{metric}_mean``.
     samples = collections.defaultdict(list)
     order = [(p, m) for p, ts in timers.items() for m in ts]
-    for r in range(args.repeats):
-        for peer, metric in order[r % len(order):] + order[:r % len(order)]:
+    rng = np.random.default_rng(args.seed)
+    for _ in range(args.repeats):
+        for j in rng.permutation(len(order)):
+            peer, metric = order[j]
             fn, count = timers[peer][metric]
+            time.sleep(PAUSE_S)
             t0 = time.perf_counter()
             calls = fn()
             if count is not None:  # one batched call of ``count`` queries
