@@ -57,8 +57,9 @@ class LazyAdam(tf.keras.optimizers.Adam):
         m = self._momentums[self._index_dict[key]]
         v = self._velocities[self._index_dict[key]]
 
-        rows, position = tf.unique(gradient.indices)
-        g = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
+        # Keras' apply_gradients has already summed duplicate rows
+        # (Optimizer._deduplicate_sparse_grad): the indices are unique here
+        rows, g = gradient.indices, gradient.values
         m_rows = beta_1 * tf.gather(m, rows) + (1 - beta_1) * g
         v_rows = beta_2 * tf.gather(v, rows) + (1 - beta_2) * tf.square(g)
         m.scatter_update(tf.IndexedSlices(m_rows, rows))
