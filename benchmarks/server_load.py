@@ -70,7 +70,7 @@ def build_parser():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="output folder (metrics.json, results.md, "
-                                                "server.log)")
+                                                "the servers' logs)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier twotower output at --out")
     p.add_argument("--index", default=None,
@@ -82,14 +82,15 @@ def build_parser():
     p.add_argument("--users", type=int, default=1000, help="users of the IDTower query tower")
     p.add_argument("--k", type=int, default=10, help="k of every /u2i request (and tuning)")
     p.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
-    p.add_argument("--clients", type=int, default=64, help="concurrent clients in phase 1")
+    p.add_argument("--clients", type=int, default=64, help="concurrent clients in phases 1, 6 and 7")
     p.add_argument("--idle", type=int, default=1000, help="idle connections in phase 2")
     p.add_argument("--slow", type=int, default=100, help="slowloris clients in phase 3")
     p.add_argument("--latency-requests", type=int, default=300,
                    help="sequential requests for each of keep-alive and new-connection")
     p.add_argument("--u2i-rounds", type=int, default=3,
                    help="phase 6: alternated rounds of /u2i load on the stored user vectors "
-                        "and on the query tower (0: skip the phase)")
+                        "and on the query tower, and as many of GET /health (0: skip the "
+                        "phase)")
     p.add_argument("--swaps", type=int, default=10,
                    help="phase 7: new exports swapped into the served folder under load "
                         "(0: skip the phase)")
