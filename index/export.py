@@ -9,6 +9,7 @@ SavedModel.
 
 import dataclasses
 import os
+import sys
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class ServingExport:
 TUNE_QUERIES = 5_000
 
 
-def export_retriever(model, data, *, target_recall=0.95, k=10):
+def export_retriever(model, data, *, target_recall=0.95, k=10, progress=True):
     """The serving side of a trained MovieLens model.
 
     1. the catalog embedded by the item tower and a ScaNN index over it (size rules of
@@ -65,13 +66,16 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     ``data.user_vocab``, 1-D arrays, position = internal id), the index holds internal
     rows and the Retriever gets them as ``item_vocab=`` / ``user_vocab=``, so that it is
     asked and answers in the log's own ids.
+
+    ``progress=False`` shows no bar (a recipe's ``--quiet``); with True, the bars show on
+    a terminal only.
     """
     from twotower.index.builder import build_index, embed
     from twotower.index.retriever import Retriever, embed_user_table
     from twotower.index.tuner import tune
 
     items = item_inputs(data)
-    item_vectors = embed(model.item_tower, items, desc="embedding items")
+    item_vectors = embed(model.item_tower, items, desc="embedding items", progress=progress)
     num_items = len(item_vectors)
     item_vocab = getattr(data, "item_vocab", None)
     user_vocab = getattr(data, "user_vocab", None)
@@ -90,8 +94,11 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
         rows = np.sort(np.random.default_rng(0).choice(len(rows), TUNE_QUERIES, replace=False))
     query_vectors = embed(model.query_tower, {name: np.asarray(col)[rows]
                                               for name, col in test_queries.items()},
-                          desc="embedding users")
-    tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size))
+                          desc="embedding users", progress=progress)
+    # the tuning bar on a terminal only (carriage returns in a log file are noise), as
+    # embed's bars
+    tuned = tune(index, query_vectors, target_recall=target_recall, k=min(k, index.size),
+                 progress=progress and sys.stderr.isatty())
     # the served state: every user as the whole log leaves them (history up to and
     # including their last interaction, every item of their log excluded), not the test
     # split's state before the held-out item, which is only for measuring
@@ -109,7 +116,7 @@ def export_retriever(model, data, *, target_recall=0.95, k=10):
     if user_vocab is not None:
         vocabs["user_vocab"] = np.asarray(user_vocab)
     # every known user's query vector, once: u2i by user id then runs no tower
-    user_vectors = embed_user_table(model.query_tower, user_table)
+    user_vectors = embed_user_table(model.query_tower, user_table, progress=progress)
     retriever = Retriever(index, model.query_tower, model.item_tower, user_table=user_table,
                           user_seen=user_seen, user_vectors=user_vectors, **vocabs)
     return ServingExport(

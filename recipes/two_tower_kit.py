@@ -244,7 +244,8 @@ def report(name, config, metrics, data=None, model=None):
             phases = Phases(quiet=getattr(config, "quiet", False))
             with phases("export", "embedding the catalogue and users, building and tuning "
                         "the ScaNN index"):
-                export = export_retriever(model, data, target_recall=config.target_recall)
+                export = export_retriever(model, data, target_recall=config.target_recall,
+                                          progress=not phases.quiet)
                 metrics.update(index_metrics(export, data))
             metrics.update(phases.metrics())
             print(f"ScaNN index: {export.index.size} items, recall@10 vs brute force "

@@ -116,3 +116,17 @@ def test_the_export_tunes_on_a_uniform_sample_of_test_users(tmp_path, monkeypatc
     assert len(served.user_ids) == 240  # every user is still served
     monkeypatch.setattr(export, "TUNE_QUERIES", 5_000)
     assert export.export_retriever(model, data).tuned.num_queries == len(data.test)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_export_bars_show_on_a_terminal_unless_quiet(tmp_path, capsys, monkeypatch, quiet):
+    import sys
+
+    log, items = write_log(str(tmp_path))
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)  # as a terminal
+    code = cli.main(["youtube", "--interactions", log, "--items", items, "--epochs", "1",
+                     "--batch-size", "64", "--dim", "8", "--out", str(tmp_path / "out"),
+                     *(["--quiet"] if quiet else [])])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert ("tuning ScaNN" in err) is not quiet, err[-400:]
