@@ -160,9 +160,23 @@ def check_vectors(vectors, dim, name="vectors"):
     return np.ascontiguousarray(arr, dtype=np.float32)
 
 
+_MIN_NORM = np.float32(1e-12)
+
+
+def squared_norms(vectors):
+    """Squared L2 norm of each row of ``vectors`` [n, d] -> [n].
+
+    Each row's x·x is numpy's vector dot (``matmul`` of [1, d] by [d, 1] per row), the
+    same routine as ``row @ row`` on one row, so :meth:`ScannIndex._search_one` computes
+    a single query's norm with one cheap call and gets the same bits as this batch form.
+    """
+    return np.matmul(vectors[:, None, :], vectors[:, :, None])[:, 0, 0]
+
+
 def normalize(vectors):
-    """Row-wise L2 normalisation (cosine similarity = inner product of unit vectors)."""
-    norms = np.sqrt(np.einsum("ij,ij->i", vectors, vectors))[:, None]
+    """Row-wise L2 normalisation x / max(‖x‖, 1e-12) (cosine similarity = inner product
+    of unit vectors); ‖x‖ = sqrt of :func:`squared_norms`, in the input's precision."""
+    norms = np.sqrt(squared_norms(vectors))[:, None]
     return vectors / np.maximum(norms, 1e-12)
 
 
@@ -340,40 +354,44 @@ class ScannIndex:
         """The one-query path (what a server does per request), or None where the general
         path must decide (validation errors included). Same results as the general path:
         the same query, to the last bit, and the same knobs reach the same ScaNN call."""
+        ids_all = self._ids
         if (q.dtype != np.float32 or q.size != self._vectors.shape[1] or q.ndim not in (1, 2)
-                or not q.flags.c_contiguous or not 1 <= k <= self._ids.shape[0]):
+                or not q.flags.c_contiguous or not 1 <= k <= ids_all.shape[0]):
             return None
-        v = q.reshape(1, -1)
-        # the squared norm is finite iff every entry is (barring overflow: general path);
-        # computed as normalize() does, so the query ScaNN gets is the same to the last bit
-        # (a last-bit change may flip a near-tie between leaves)
-        ss = np.einsum("ij,ij->i", v, v)
-        if not math.isfinite(ss[0]):
+        v = q.reshape(-1) if q.ndim == 2 else q
+        # x·x is finite iff every entry is (barring overflow: general path); ``v @ v`` is
+        # the per-row dot of squared_norms(), so the normalised query is the one
+        # normalize() gives, to the last bit (a last-bit change may flip a near-tied leaf)
+        ss = v @ v
+        if not math.isfinite(ss):
             return None
         c = self.config
         if c.distance == "cosine":
-            v = v / np.maximum(np.sqrt(ss)[:, None], 1e-12)
-        v = v[0]
-        ex = None
+            v = v / max(np.sqrt(ss), _MIN_NORM)
         fetch = k
         if exclude is not None:
             ex = set(check_ids_list(exclude, "exclude", 1)[0].tolist())
-            fetch = min(k + len(ex), self._ids.shape[0])
-        if c.tuned_k and k > c.tuned_k and not c.brute_force:
+            fetch = min(k + len(ex), ids_all.shape[0])
+        else:
+            ex = None
+        brute = c.brute_force
+        if c.tuned_k and k > c.tuned_k and not brute:
             self._warn_beyond_tuned_k(k, stacklevel=4)
-        pre = max(c.reorder, fetch) if (c.reorder and not c.brute_force) else -1
+        pre = (c.reorder if c.reorder > fetch else fetch) if (c.reorder and not brute) else -1
         with self._lock:
             p, d = self.searcher.search(v, fetch, pre,
                                         c.num_leaves_to_search if c.num_leaves else -1)
             if p.shape[0] < fetch:
                 return None  # fewer found than asked: the general path pads
-            ids = self._ids.take(p)
+            ids = self._ids[p]
         if not ex:
-            return ids.reshape(1, -1)[:, :k], d.reshape(1, -1)[:, :k]
+            if fetch == k:
+                return ids[None], d[None]
+            return ids[None, :k], d[None, :k]
         keep = [j for j, i in enumerate(ids.tolist()) if i not in ex][:k]
         if len(keep) < k:
             return None
-        return ids[keep].reshape(1, -1), d[keep].reshape(1, -1)
+        return ids[keep][None], d[keep][None]
 
     def _search_positions(self, q, fetch, leaves, reorder):
         c = self.config

@@ -117,6 +117,45 @@ def test_one_query_path_equals_the_general_path(corpus, distance):
         index.search(queries[0], 0)
 
 
+def test_one_row_norm_is_the_batch_norm_to_the_last_bit():
+    """normalize() and the one-query path share one per-row formula: ``row @ row`` gives
+    the bits squared_norms() gives for that row, so the normalised rows are identical
+    (norms spread over six decades, zero rows included)."""
+    from twotower.index.scann_index import _MIN_NORM, normalize, squared_norms
+
+    rng = np.random.default_rng(7)
+    for d in (3, 64, 100):
+        v = (rng.standard_normal((500, d))
+             * rng.lognormal(0, 3, (500, 1))).astype(np.float32)
+        v[17] = 0
+        ss = squared_norms(v)
+        assert ss.dtype == np.float32 and ss.shape == (500,)
+        np.testing.assert_allclose(ss, (v.astype(np.float64) ** 2).sum(1), rtol=1e-5)
+        batch = normalize(v)
+        for r in range(len(v)):
+            row = v[r]
+            assert (row @ row).tobytes() == ss[r].tobytes()
+            one = row / max(np.sqrt(row @ row), _MIN_NORM)
+            assert one.tobytes() == batch[r].tobytes(), r
+        assert not batch[17].any()
+
+
+def test_one_query_path_still_refuses_bad_queries(corpus):
+    """Wrong width, inf and an empty batch raise the general path's ValueErrors."""
+    items, queries = corpus
+    index = build_index(items, distance="cosine", num_leaves=40, num_leaves_to_search=3,
+                        reorder=40, brute_force=False)
+    q = queries[0]
+    with pytest.raises(ValueError, match="shape"):
+        index.search(np.concatenate([q, q[:1]]), 10)
+    bad = q.copy()
+    bad[0] = np.inf
+    with pytest.raises(ValueError, match="NaN or inf"):
+        index.search(bad[None, :], 10)
+    with pytest.raises(ValueError, match="empty batch"):
+        index.search(np.zeros((0, q.shape[0]), np.float32), 10)
+
+
 def test_cpu_dispatch_is_idempotent_and_results_do_not_depend_on_it(corpus):
     """The kernels ScaNN dispatches to change the speed, not the answers: an exact index
     and an AH tree index trained with the flags as the wheel ships them return the same
