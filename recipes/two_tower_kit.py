@@ -5,7 +5,7 @@ plus a few tower choices, composed from library parts by :func:`train_recipe`.
     q, i   = build_towers(data, settings)              # towers/retrieval_towers.py
     model  = TwoTowerModel(q, i, loss, item_features=item_table(i, data))
     stats  = fit(model, data, settings)                # training/fit.py (resumable)
-    report = evaluate(model, data, settings)           # exact, or sampled through ScaNN
+    report = evaluate_recipe(model, data, settings)    # exact, or sampled through ScaNN
     export = export_retriever(model, data)             # index/export.py
     write_serving(folder, export, model)               # OUT/index (twotower serve), OUT/saved_model
 
@@ -89,13 +89,13 @@ def load_data(config):
     return _DATA_CACHE[key]
 
 
-def evaluate_towers(query_tower, item_tower, data, split=None):
+def evaluate_towers(query_tower, item_tower, data, split=None, *, progress=True):
     """Full-corpus metrics of two towers on a split (test by default)."""
     from twotower.towers.two_tower_model import embed
 
     split = split if split is not None else data.test
-    u = embed(query_tower, query_inputs(data, split))
-    v = embed(item_tower, item_inputs(data))
+    u = embed(query_tower, query_inputs(data, split), progress=progress)
+    v = embed(item_tower, item_inputs(data), progress=progress)
     return retrieval_report(u, v, split.item, data.exclusions(split), data.head_items())
 
 
@@ -104,7 +104,7 @@ def evaluate_model(model, data, split=None):
     return evaluate_towers(model.query_tower, model.item_tower, data, split)
 
 
-def evaluate(model, data, config, *, progress=True):
+def evaluate_recipe(model, data, config, *, progress=True):
     """The test metrics of a trained model, with ``popularity_*`` (the popularity
     baseline on the same queries), ``exact`` and ``evaluated_users``.
 
@@ -118,9 +118,8 @@ def evaluate(model, data, config, *, progress=True):
     test = data.test
     limit = getattr(config, "exact_eval_items", EXACT_EVAL_ITEMS)
     if data.num_items <= limit:
-        u = embed(model.query_tower, query_inputs(data, test), progress=progress)
-        v = embed(model.item_tower, item_inputs(data), progress=progress)
-        metrics = retrieval_report(u, v, test.item, data.exclusions(test), data.head_items())
+        metrics = evaluate_towers(model.query_tower, model.item_tower, data, test,
+                                  progress=progress)
         pop = popularity(data)
         metrics.update({"exact": 1, "evaluated_users": int(len(test))})
     else:
@@ -200,7 +199,7 @@ def train_recipe(config, loss, *, history=True, l2_normalize=False):
     if not is_chief(strategy):
         config.out = None  # the chief writes --out; the other workers only train
     with phases("evaluate", "evaluating on the test split"):
-        metrics = evaluate(model, data, config, progress=not phases.quiet)
+        metrics = evaluate_recipe(model, data, config, progress=not phases.quiet)
     metrics.update(stats)
     metrics.update(phases.metrics())
     if loss.learn_temperature:
