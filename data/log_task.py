@@ -22,7 +22,9 @@ import numpy as np
 
 from twotower.data import feature_table as feature_tables
 from twotower.data import interactions as logs
-from twotower.data.retrieval_task import RetrievalConfig, retrieval_task
+from twotower.data.ragged_rows import RaggedRows
+from twotower.data.retrieval_task import RetrievalConfig, RetrievalData, Split, retrieval_task
+from twotower.data.streamed_log_task import stream_log
 
 RESERVED = ("item_id", "user_id", "history")
 
@@ -120,6 +122,59 @@ def _build(log, config, items, users, name):
     return data, stats
 
 
+def _with_table_only(vocab, table_ids):
+    """The log's vocabulary, then the ids only in a feature table (in table order)."""
+    if table_ids is None or not len(table_ids):
+        return vocab
+    return np.concatenate([vocab, table_ids[~np.isin(table_ids, vocab)]])
+
+
+def _streamed_split(rows, users_table):
+    """A held-out or serving Split from streamed rows (data/streamed_log_task.py)."""
+    query = {k: v[rows.user] for k, v in users_table.items()}
+    query["history"] = rows.history
+    return Split(query=query, item=rows.item, user=rows.user, timestamp=rows.timestamp)
+
+
+def _build_streamed(path, config, items, users, name, columns, with_rating, verbose, seed):
+    """The retrieval task of a log read out of core (data/streamed_log_task.py): the
+    training split stays in shards on disk, seen items are RaggedRows."""
+    say = (lambda line: print(line, flush=True)) if verbose else None
+    log = stream_log(path, config, columns, with_rating=with_rating, seed=seed,
+                     progress=verbose, say=say)
+    item_table_ids = _harmonise(log.item_vocab, items, "item", path)
+    user_table_ids = _harmonise(log.user_vocab, users, "user", path)
+    item_vocab = _with_table_only(log.item_vocab, item_table_ids)
+    user_vocab = _with_table_only(log.user_vocab, user_table_ids)
+    if items is not None:
+        items = type(items)(**{**items.__dict__, "ids": item_table_ids})
+    if users is not None:
+        users = type(users)(**{**users.__dict__, "ids": user_table_ids})
+    item_cols, item_kinds = _features(items, item_vocab)
+    user_cols, user_kinds = _features(users, user_vocab)
+    items_table = {"item_id": np.arange(len(item_vocab), dtype=np.int64), **item_cols}
+    users_table = {"user_id": np.arange(len(user_vocab), dtype=np.int64), **user_cols}
+    extra_users = len(user_vocab) - len(log.user_vocab)
+
+    def grown(rows):  # the table-only users have no rows
+        return RaggedRows(np.r_[rows.offsets, np.full(extra_users, rows.offsets[-1])],
+                          rows.values)
+
+    train = log.train
+    train.user_counts = np.r_[train.user_counts, np.zeros(extra_users, np.int64)]
+    counts = np.r_[log.item_counts, np.zeros(len(item_vocab) - len(log.item_vocab), np.int64)]
+    data = RetrievalData(
+        items=items_table, users=users_table, train=train,
+        valid=_streamed_split(log.valid, users_table),
+        test=_streamed_split(log.test, users_table), item_counts=counts,
+        seen_train=grown(log.seen_train), seen_valid=grown(log.seen_valid), config=config,
+        user_vocab=user_vocab, item_vocab=item_vocab,
+        name=name or os.path.basename(os.path.normpath(os.fspath(path))),
+        item_kinds=item_kinds, user_kinds=user_kinds,
+        serving=_streamed_split(log.serving, users_table), seen_all=grown(log.seen_all))
+    return data, log.stats, log.int_ids
+
+
 def log_task(log, config=None, *, items=None, users=None, name=None):
     """Builds a RetrievalData from an interaction log and optional feature tables.
 
@@ -179,7 +234,7 @@ def filter_summary(stats, config):
 
 
 def load_log_task(interactions, config=None, *, items=None, users=None, columns=None,
-                  item_kinds=None, user_kinds=None, infer=True, verbose=True):
+                  item_kinds=None, user_kinds=None, infer=True, verbose=True, seed=0):
     """Reads a log and its feature tables from files and builds the retrieval task.
 
     Messages name the recipes' flags (``--interactions``, ``--items``, ``--min-rating``).
@@ -191,6 +246,9 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
       columns: interactions.ColumnNames.
       item_kinds, user_kinds: dict kind → column names (``{"categorical": ["brand"],
         "text": ["title"]}``); other columns are inferred unless ``infer`` is False.
+      seed: the one shuffle of the training rows (kept on disk, read shard by shard:
+        data/streamed_log_task.py reads the log out of core, so memory holds the tables,
+        not the log).
       verbose: print what was read (the file's format, the rows, users and items read,
         what each filter kept and dropped, what is left) and the tables' inferred kinds,
         with a bar of the rows read on a terminal.
@@ -221,16 +279,17 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
         fkey = key if key in header else ("item_id" if what == "items" else "user_id")
         tables[what] = feature_tables.read_feature_table(
             path, fkey, infer=infer, flag_prefix=f"--{what[:-1]}", **kinds)
-    log = logs.read_interactions(interactions, columns, extra=extra, progress=verbose)
-    data, stats = _build(log, config, tables["items"], tables["users"], None)
+    data, stats, int_ids = _build_streamed(interactions, config, tables["items"],
+                                           tables["users"], None, columns, bool(extra),
+                                           verbose, seed)
     if verbose:
         fmt = (f"{_plural(len(files), 'Parquet file')}" if logs.is_parquet(first)
                else logs.describe_file(first))
         kind = {True: "integer", False: "string"}
         read = stats["read"]
-        print(f"{log.source} ({fmt}; columns {have.user!r}, {have.item!r}, {have.time!r}"
-              + (", 'rating'" if extra else "") + f"; {kind[log.user_id.dtype.kind in 'iu']} "
-              f"user ids, {kind[log.item_id.dtype.kind in 'iu']} item ids): read "
+        print(f"{os.fspath(interactions)} ({fmt}; columns {have.user!r}, {have.item!r}, "
+              f"{have.time!r}" + (", 'rating'" if extra else "") + f"; "
+              f"{kind[int_ids['user_id']]} user ids, {kind[int_ids['item_id']]} item ids): read "
               f"{_plural(read[0], 'row')}, {_plural(read[1], 'user')}, "
               f"{_plural(read[2], 'item')}")
         for line in filter_summary(stats, config):

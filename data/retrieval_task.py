@@ -257,3 +257,22 @@ def item_inputs(data, index=None):
     names = ("item_id", *data.item_kinds) if is_log(data) else ITEM_FEATURES
     return {k: data.items[k][rows] for k in names}
 
+
+def example_inputs(data, n=2):
+    """The query- and item-tower inputs of ``n`` training examples — the first rows of an
+    in-memory training split, or (a split streamed from shards, data/sharded_split.py)
+    the first users' serving rows — for building a model before it trains."""
+    split = data.train if isinstance(data.train, Split) else data.serving
+    rows = np.arange(min(n, len(split)))
+    return ({k: np.asarray(v)[rows] for k, v in query_inputs(data, split).items()},
+            item_inputs(data, np.asarray(split.item)[rows]))
+
+
+def train_user_counts(data):
+    """[n_users] training examples of each user row."""
+    counts = getattr(data.train, "user_counts", None)
+    if counts is not None:
+        return np.asarray(counts, np.int64)
+    return np.bincount(np.asarray(data.train.user, np.int64),
+                       minlength=len(next(iter(data.users.values()))))
+

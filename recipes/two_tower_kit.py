@@ -71,7 +71,7 @@ def load_data(config):
                  for side in ("item", "user")}
         key = ("log", interactions, config.items, config.users, config.user_col,
                config.item_col, config.time_col, repr(kinds), config.infer_features,
-               config.min_rating, config.split, config.history_length)
+               config.min_rating, config.split, config.history_length, config.seed)
         if key not in _DATA_CACHE:
             from twotower.data import interactions as logs
             from twotower.data.log_task import load_log_task
@@ -80,7 +80,8 @@ def load_data(config):
                 interactions, retrieval, items=config.items, users=config.users,
                 columns=logs.ColumnNames(config.user_col, config.item_col, config.time_col),
                 item_kinds=kinds["item"], user_kinds=kinds["user"],
-                infer=config.infer_features, verbose=not getattr(config, "quiet", False))
+                infer=config.infer_features, verbose=not getattr(config, "quiet", False),
+                seed=config.seed)
         return _DATA_CACHE[key]
     key = (config.source, config.min_rating, config.split, config.history_length)
     if key not in _DATA_CACHE:

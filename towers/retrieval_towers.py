@@ -11,7 +11,7 @@ text, numeric, multi-hot; data/feature_table.py).
 
 import numpy as np
 
-from twotower.data.retrieval_task import is_log, item_inputs
+from twotower.data.retrieval_task import is_log, item_inputs, train_user_counts
 from twotower.towers import feature_tower as ft
 
 
@@ -48,8 +48,13 @@ def _history_spec(data, config):
 def _log_towers(data, config, history, l2_normalize):
     """FeatureTowers for a user's own log: user id + history + user-table columns;
     item id + item-table columns."""
-    train = data.train
-    q_specs = [ft.categorical("user_id", train.query["user_id"], dim=config.dim,
+    # users by training examples, most first (ties: smaller row first), as
+    # ft.categorical orders the values it counts; the counts, not the examples, so a
+    # training split streamed from shards needs no pass over them
+    counts = train_user_counts(data)
+    rows = np.flatnonzero(counts)
+    users = rows[np.lexsort((rows, -counts[rows]))]
+    q_specs = [ft.categorical("user_id", vocabulary=users.tolist(), dim=config.dim,
                               oov_rate=config.oov_rate)]
     q_specs += _table_specs(data.users, data.user_kinds or {}, config.dim)
     if history and data.config.history_length > 0:

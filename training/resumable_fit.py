@@ -23,7 +23,9 @@ import numpy as np
 import tensorflow as tf
 
 from twotower.artifacts import OutputPathError, atomic_write_json, check_output_dir
-from twotower.data.retrieval_task import item_inputs, query_inputs
+from twotower.data.retrieval_task import example_inputs, item_inputs, query_inputs
+from twotower.data.sharded_split import ShardedSplit
+from twotower.towers.feature_tower import preprocessed_key
 from twotower.towers.retrieval_towers import item_table, preprocessed
 from twotower.training.optimizer_choice import choose_optimizer, table_rows
 
@@ -147,6 +149,60 @@ def resumable_dataset(data, config, start_step, split=None, *, query=None, items
 
 
 _BLOCK = 32
+
+
+def _user_table(query_tower, data):
+    """The users table as the query tower's numeric inputs (one row per user), and the
+    key under which a batch's history goes (None when the tower has no history)."""
+    n = data.config.history_length
+    users = {k: np.asarray(v) for k, v in data.users.items()}
+    rows = len(next(iter(users.values())))
+    table = preprocessed(query_tower, {**users, "history": np.zeros((rows, n), np.int64)})
+    key = preprocessed_key("history") if hasattr(query_tower, "preprocess") else "history"
+    if key not in table:
+        return table, None
+    del table[key]
+    return table, key
+
+
+def streamed_dataset(split, config, start_step, *, users, history_key, items,
+                     drop_remainder=False):
+    """Every epoch's batches of a ShardedSplit (data/sharded_split.py) as one stream,
+    from global step ``start_step`` (a tf.Variable read when the iterator starts, as in
+    :func:`resumable_dataset`): the rows of epoch e in the order that is a pure function
+    of (seed, e), their user features and the positive's item features gathered from
+    the tables ``users`` and ``items`` (row = user / item), the history from the shards
+    under ``history_key``. Memory: a shard, whatever the log's length.
+
+    Returns (dataset of {"query": ..., "item": ...} batches, steps per epoch)."""
+    n, batch = len(split), int(config.batch_size)
+    if n == 0:
+        raise ValueError("the training split is empty: nothing to train on")
+    full = drop_remainder and n >= batch
+    steps = n // batch if full else steps_per_epoch(n, batch)
+    epochs, seed = int(config.epochs), int(config.seed)
+
+    def generate():
+        done = int(start_step.numpy())
+        for epoch in range(done // steps, epochs):
+            yield from split.batches(batch, seed, epoch, first=max(done - epoch * steps, 0),
+                                     drop_remainder=full)
+
+    shape = [batch] if full else [None]
+    ds = tf.data.Dataset.from_generator(generate, output_signature={
+        "user": tf.TensorSpec(shape, tf.int64), "item": tf.TensorSpec(shape, tf.int64),
+        "history": tf.TensorSpec(shape + [split.history_length], tf.int64)})
+    users = {k: tf.constant(v) for k, v in users.items()}
+    items = {k: tf.constant(np.asarray(v)) for k, v in items.items()}
+
+    def features(b):
+        query = {k: tf.gather(v, b["user"]) for k, v in users.items()}
+        if history_key is not None:
+            query[history_key] = b["history"]
+        return {"query": query, "item": {k: tf.gather(v, b["item"]) for k, v in items.items()}}
+
+    return ds.map(features, num_parallel_calls=tf.data.AUTOTUNE,
+                  deterministic=True).prefetch(tf.data.AUTOTUNE), steps
 
 
 class Throughput(tf.keras.callbacks.Callback):
@@ -355,10 +411,15 @@ def fit(model, data, config, *, extra_callbacks=()):
     """
     tf.keras.utils.set_random_seed(config.seed)
     split = data.train
-    # Strings -> ids once, outside the step: the split's query features and the item
-    # table (towers/feature_tower.py FeatureTower.preprocess); the step then does only
+    sharded = isinstance(split, ShardedSplit)
+    # Strings -> ids once, outside the step: the split's query features — or, for a split
+    # streamed from shards, the users table, gathered per batch — and the item table
+    # (towers/feature_tower.py FeatureTower.preprocess); the step then does only
     # numeric work and compiles with XLA.
-    query = preprocessed(model.query_tower, query_inputs(data, split))
+    if sharded:
+        query, history_key = _user_table(model.query_tower, data)
+    else:
+        query = preprocessed(model.query_tower, query_inputs(data, split))
     items = preprocessed(model.item_tower, item_inputs(data), keep=("item_id",))
     spe = 1 if config.checkpoint_dir else int(getattr(config, "steps_per_execution", 1))
     # XLA for a one-device step; under a tf.distribute strategy (--strategy) the loss
@@ -368,9 +429,8 @@ def fit(model, data, config, *, extra_callbacks=()):
     # built before fit (with raw features first, the signature a saved tower keeps), so
     # that BackupAndRestore can restore weights and optimizer slots in place (an unbuilt
     # model would restore lazily, and Keras warns), and so that its tables have sizes
-    example = {"query": {k: v[:2] for k, v in query_inputs(data, split).items()},
-               "item": item_inputs(data, split.item[:2])}
-    model(example, training=False)
+    example_query, example_item = example_inputs(data)
+    model({"query": example_query, "item": example_item}, training=False)
     # dense Adam (XLA) for small tables, LazyAdam (rows a batch uses) for large ones
     choice = choose_optimizer(getattr(config, "optimizer", "auto"),
                               table_rows(model.trainable_variables), jit=jit,
@@ -386,8 +446,13 @@ def fit(model, data, config, *, extra_callbacks=()):
     # one batch shape under XLA (each shape is compiled anew: ~4 s on the youtube step, more
     # than an epoch of ML-100K): the epoch's last, smaller batch is left out
     drop = jit and len(split) >= config.batch_size
-    dataset, steps = resumable_dataset(data, config, start, split, query=query, items=items,
-                                       drop_remainder=drop)
+    if sharded:
+        dataset, steps = streamed_dataset(split, config, start, users=query,
+                                          history_key=history_key, items=items,
+                                          drop_remainder=drop)
+    else:
+        dataset, steps = resumable_dataset(data, config, start, split, query=query,
+                                           items=items, drop_remainder=drop)
     trained = steps * config.batch_size if drop else len(split)
     state = FitState(config.epochs)
     model._twotower_fit_state = state  # tracked: saved in the checkpoint with the model

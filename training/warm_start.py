@@ -434,10 +434,10 @@ def merge_towers(prev, data, query_tower, item_tower, *, fresh=True):
 
 
 def _first_queries(data):
-    """The query-tower inputs of the first two training rows."""
-    from twotower.data.retrieval_task import query_inputs
+    """The query-tower inputs of two training examples."""
+    from twotower.data.retrieval_task import example_inputs
 
-    return {k: np.asarray(v)[:2] for k, v in query_inputs(data, data.train).items()}
+    return example_inputs(data)[0]
 
 
 def _carried(prev, key, current, rows):
@@ -584,12 +584,12 @@ class WarmStart:
     def apply(self, model):
         """Builds ``model`` (as fit does) and carries the loss state; returns the
         CarryOptimizer callback for fit."""
-        from twotower.data.retrieval_task import item_inputs
+        from twotower.data.retrieval_task import example_inputs
 
         data = self.data
         model.__dict__["_twotower_item_vocab"] = np.asarray(data.item_vocab)
-        model({"query": _first_queries(data),
-               "item": item_inputs(data, np.asarray(data.train.item)[:2])}, training=False)
+        query, item = example_inputs(data)
+        model({"query": query, "item": item}, training=False)
         carry_loss_state(self.prev, model, new_item_prior=self.fresh)
         return CarryOptimizer(self.prev, self.maps)
 
