@@ -9,7 +9,9 @@ Measured per corpus, in the same run: recall@10 against exact search on held-out
 queries; single-query QPS (one query per call, one thread); batched QPS (all queries in
 one call, every core); build seconds; tuning seconds (ScaNN); index MB on disk. QPS are
 medians of --repeats rounds in which every peer is timed once (interleaved, so that load
-from other processes on a shared machine falls on all of them alike).
+from other processes on a shared machine falls on all of them alike), each timer after a
+pause and a flush of the CPU caches (no timer inherits what the one before it cached for
+the same queries).
 
 ScaNN is tuned by twotower.index.tuner for --target-recall on separate tuning queries
 (objective: single-query latency through ScannIndex.search, batched QPS second; with
@@ -45,7 +47,7 @@ from twotower.index import config as config_lib
 from twotower.index.brute_force import exact_top_k, recall_at_k
 from twotower.index.builder import build_index
 from twotower.index.scann_index import enable_cpu_dispatch, kernels_as_shipped, normalize
-from twotower.index.tuner import per_query_recall, recall_bound, tune
+from twotower.index.tuner import CacheEvictor, per_query_recall, recall_bound, tune
 from twotower.reporting import format_table, write_metrics
 
 K = 10
@@ -296,14 +298,21 @@ def run_corpus(name, items, queries_all, distance, args, metrics, rows):
     # count None, queries one at a time and returns the seconds of each call; then its QPS
     # is 1 / the median call (what a call preempted by another process on a shared
     # machine cannot move), and calls / total seconds is kept beside it as ``{metric}_mean``.
+    # Each timer also starts with the CPU caches flushed (a write over twice the
+    # last-level cache): at 1M a pass over the same queries right after another pass over
+    # them (ScaNN's served call after its raw call, or the reverse) found their leaves and
+    # reorder vectors still cached and read ~10 us a query faster -- the "unexplained"
+    # 12 us between the served and raw calls at 1M cosine was which timer came second.
     samples = collections.defaultdict(list)
     order = [(p, m) for p, ts in timers.items() for m in ts]
     rng = np.random.default_rng(args.seed)
+    evict = CacheEvictor()
     for _ in range(args.repeats):
         for j in rng.permutation(len(order)):
             peer, metric = order[j]
             fn, count = timers[peer][metric]
             time.sleep(PAUSE_S)
+            evict()
             t0 = time.perf_counter()
             calls = fn()
             if count is not None:  # one batched call of ``count`` queries

@@ -21,7 +21,9 @@ passes on a sample favours lucky samples (0.947 on fresh queries for a bound of 
 1M cosine); the held-back half never influenced the choice, so its bound is an honest
 check. The scan stops once more leaves no longer let the reorder shrink. Those few
 candidates are then timed in interleaved rounds (load from other processes falls on all
-of them alike) and ranked by the objective:
+of them alike), each pass after the CPU caches were flushed (:class:`CacheEvictor`: no
+pass inherits what the one before it cached for the same queries), and ranked by the
+objective:
 
 * ``objective="latency"`` (the default): what serving does -- the median seconds of one
   ``index.search(q, k)`` call, one query per call (the path `twotower serve` takes for
@@ -35,8 +37,9 @@ When no setting reaches the target, the most accurate one seen is kept, with
 Build-time knobs (``build_grid``): the number of leaves, dimensions per AH block, the
 anisotropic threshold and SOAR spilling change the built index, so each variant is a
 rebuild over the index's own vectors (the full corpus: the leaves and reorder a recall
-needs depend on its size), tuned as above, then timed against the best so far in
-interleaved rounds. A variant that meets the target beats one that does not; otherwise
+needs depend on its size) with the variant's knobs set on top of the best build so far
+(a coordinate search: a knob that won stays for the next variant), tuned as above, then
+timed against the best so far in interleaved rounds. A variant that meets the target beats one that does not; otherwise
 the objective decides. ``build_grid="auto"`` takes a small grid from size rules
 (:func:`build_candidates`). ``budget_s`` bounds the whole tuning: a rebuild is started only
 while the time left covers the longest build-and-tune so far (the index as given counted
@@ -51,6 +54,7 @@ clustered corpora.
 
 import dataclasses
 import math
+import os
 import statistics
 import time
 from typing import List, Optional
@@ -69,7 +73,8 @@ class TuneResult:
     ``"batch"``; ``latency_ms`` (median single query) and ``batch_qps`` are both kept.
     ``build`` holds the build-time knobs of the chosen index, ``build_seconds`` what
     building it took, ``builds`` one summary per index tried (the first is the index as
-    given; a variant left out for the budget has ``skipped="budget"``),
+    given; a variant left out for the budget has ``skipped="budget"``, one that changes
+    nothing on the best build so far ``skipped="same"``),
     ``tuning_seconds`` the whole tuning. ``trials`` lists every search-time setting whose
     recall was measured.
     """
@@ -102,6 +107,7 @@ class TuneResult:
 BUILD_KNOBS = ("num_leaves", "dimensions_per_block", "anisotropic_threshold", "soar_lambda")
 OBJECTIVES = ("latency", "batch")
 TIE = 0.03  # latencies within 3% of the fastest are a tie, broken by batched QPS
+STRONG_THRESHOLD = 0.4  # the anisotropic threshold build_candidates tries beside 0.2
 
 
 def _grid_leaves(num_leaves):
@@ -142,21 +148,31 @@ def recall_bound(recalls, confidence):
 
 
 def build_candidates(config, n):
-    """Build-time variants of ``config`` worth a rebuild for ``n`` items, in the order
-    tried (size rules; the index as given is always tried first and is not listed).
+    """Build-time variants worth a rebuild for ``n`` items, in the order tried (size rules;
+    the index as given is always tried first and is not listed). Each is a set of
+    absolute knob values, applied on top of the best build so far (so wins compound).
 
-    With a tree (n >= 100k by the size rules): SOAR spilling toggled (on by default from
-    1M: off builds faster and scores each point once; below 1M, on may let fewer leaves
-    reach the target), half and twice the leaves (fewer centroids to score per query vs
-    fewer points per leaf searched), then 4 dimensions per AH block (half the LUT16 work,
-    a coarser first pass the reorder must correct) and no anisotropic threshold (plain
-    PQ). Without a tree: the AH knobs only. Brute force: nothing.
+    Ordered by what paid off in measurements (docs/benchmarks.md), so that a budget cuts
+    the least promising: with a tree (n >= 100k by the size rules), SOAR spilling toggled
+    (on by default from 1M: off builds faster and scores each point once), then 1
+    dimension per AH block (a finer first pass: at 1M × 64 it cut the reorder a recall of
+    0.95 needs from ~150 to ~30 candidates on unit-norm data, and most of a query's cost is
+    fetching those from memory), a stronger anisotropic threshold (0.4: more weight on the
+    parallel error, which decides the ranking), half and twice the leaves (fewer centroids
+    to score per query vs fewer points per leaf searched), 4 dimensions per AH block (half
+    the LUT16 work, a coarser first pass) and plain PQ (no threshold). Without a tree: the
+    AH knobs only. Brute force: nothing.
     """
     if config.brute_force:
         return []
     out = []
     if config.num_leaves:
         out.append(dict(soar_lambda=None if config.soar_lambda is not None else 1.0))
+    if config.dimensions_per_block != 1:
+        out.append(dict(dimensions_per_block=1))
+    if config.anisotropic_threshold != STRONG_THRESHOLD:
+        out.append(dict(anisotropic_threshold=STRONG_THRESHOLD))
+    if config.num_leaves:
         for leaves in (config.num_leaves // 2, min(n, 2 * config.num_leaves)):
             if leaves >= 2 and leaves != config.num_leaves:
                 out.append(dict(num_leaves=leaves))
@@ -178,21 +194,77 @@ def rank(measured):
     return max(near, key=lambda j: measured[j][1])
 
 
+def last_level_cache_bytes(default=32 << 20):
+    """The CPU's last-level cache size in bytes from sysfs (``default`` where unknown)."""
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    best = 0
+    try:
+        for entry in os.listdir(base):
+            try:
+                with open(os.path.join(base, entry, "size")) as f:
+                    text = f.read().strip().upper()
+            except OSError:
+                continue
+            mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+            try:
+                best = max(best, int(text.rstrip("KMG")) * mult)
+            except ValueError:
+                continue
+    except OSError:
+        pass
+    return best or default
+
+
+class CacheEvictor:
+    """Calling it writes a buffer of twice the last-level cache (16-256 MiB), so that what
+    an earlier timing pass left in the CPU caches is gone before the next pass starts.
+
+    Why: at 10⁶ items a pass over the same queries right after another pass over them
+    finds their leaves and reorder vectors still cached and runs measurably faster per
+    query (docs/benchmarks.md has the figures); a pass that follows its twin would win on
+    cache state, not on its setting. Evicting before every pass gives each one the same
+    start: the state a server is in when new queries arrive after other work.
+    """
+
+    def __init__(self, nbytes=None):
+        if nbytes is None:
+            nbytes = min(256 << 20, max(16 << 20, 2 * last_level_cache_bytes()))
+        self._buf = np.zeros(int(nbytes), dtype=np.uint8)
+
+    @property
+    def nbytes(self):
+        return self._buf.nbytes
+
+    def __call__(self):
+        self._buf += 1  # a write to every cache line of the buffer
+
+
+_DEFAULT = object()
+
+
 class SearchTimer:
     """Times a setting the way it is served: ``(latency_s, batch_qps)`` where latency_s is
     the median seconds of one ``index.search(q, k)`` call over ``singles``, one [1, d]
     query per call with the knobs set on the index (None for objective "batch"; a median
     of calls, so that a call preempted by another process does not count), and batch_qps
-    the queries per second of ``index.search(queries, k)`` in one call. The tuner takes
-    the median over interleaved rounds; a test may pass any callable of the same
+    the queries per second of ``index.search(queries, k)`` in one call. Each pass starts
+    after ``evict()`` (default a :class:`CacheEvictor`; None: no eviction), so that no
+    setting inherits the caches another setting warmed over the same queries. The tuner
+    takes the median over interleaved rounds; a test may pass any callable of the same
     signature."""
 
-    def __init__(self, queries, singles, k, objective):
+    def __init__(self, queries, singles, k, objective, evict=_DEFAULT):
         self.queries, self.singles, self.k, self.objective = queries, singles, k, objective
+        self.evict = CacheEvictor() if evict is _DEFAULT else evict
+
+    def _evict(self):
+        if self.evict is not None:
+            self.evict()
 
     def __call__(self, index, leaves, reorder):
         latency = None
         if self.objective == "latency":
+            self._evict()
             config = index.config
             index.set_search_params(num_leaves_to_search=leaves or None, reorder=reorder)
             try:
@@ -205,6 +277,7 @@ class SearchTimer:
                 latency = float(np.median(calls))
             finally:
                 index.config = config
+        self._evict()
         t0 = time.perf_counter()
         index.search(self.queries, self.k, num_leaves_to_search=leaves or None,
                      reorder=reorder)
@@ -449,7 +522,11 @@ def tune(index, queries, *, target_recall=0.95, k=10, confidence=0.95, leaves_gr
                    **_summary(best))]
     budget = 600.0 if budget_s is None else float(budget_s)
     for change in changes:
-        config = _variant(given[1], change)
+        # on top of the best build so far: a knob that paid off stays for the next one
+        config = _variant(best["config"], change)
+        if _build_knobs(config) == _build_knobs(best["config"]):
+            builds.append(dict(_build_knobs(config), skipped="same"))
+            continue
         elapsed = time.perf_counter() - started
         if elapsed + max(spent) > budget:
             builds.append(dict(_build_knobs(config), skipped="budget"))

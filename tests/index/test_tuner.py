@@ -141,7 +141,7 @@ def test_build_grid_choice_meets_the_held_out_target(corpus_with_held_out):
     assert result.qps == pytest.approx(1e3 / result.latency_ms)
     assert result.tuning_seconds > 0
     tried = [b for b in result.builds if "skipped" not in b]
-    assert len(tried) == 6  # the index as given + the 5 size-rule variants
+    assert len(tried) == 8  # the index as given + the 7 size-rule variants
     assert {b["num_leaves"] for b in tried} == {40, 80, 160}
     # the index now is the chosen build, tuned as reported
     assert {k: getattr(index.config, k) for k in result.build} == result.build
@@ -166,7 +166,7 @@ def test_budget_and_apply_false_leave_the_index_alone(corpus):
     searcher, config = index.searcher, index.config
     r = tune(index, queries, target_recall=0.8, repeats=1, progress=False,
              build_grid="auto", budget_s=0)
-    assert [b.get("skipped") for b in r.builds[1:]] == ["budget"] * 5
+    assert [b.get("skipped") for b in r.builds[1:]] == ["budget"] * 7
     assert index.searcher is searcher and index.config.num_leaves == 60
     r = tune(index, queries, target_recall=0.8, repeats=1, progress=False, apply=False,
              build_grid=[{"num_leaves": 30}, {"dimensions_per_block": 1}])
@@ -197,12 +197,50 @@ def test_build_candidates_follow_the_size_rules():
 
     assert build_candidates(config_lib.for_size(5_000), 5_000) == []
     big = build_candidates(config_lib.for_size(1_000_000), 1_000_000)
-    assert big[:3] == [{"soar_lambda": None}, {"num_leaves": 500}, {"num_leaves": 2000}]
-    assert {"dimensions_per_block": 4} in big and {"anisotropic_threshold": None} in big
+    # most promising first (a budget cuts the tail): SOAR off, a finer AH pass, a
+    # stronger anisotropic threshold, then the leaves, then the coarser AH variants
+    assert big == [{"soar_lambda": None}, {"dimensions_per_block": 1},
+                   {"anisotropic_threshold": 0.4}, {"num_leaves": 500},
+                   {"num_leaves": 2000}, {"dimensions_per_block": 4},
+                   {"anisotropic_threshold": None}]
     mid = build_candidates(config_lib.for_size(300_000), 300_000)
     assert {"soar_lambda": 1.0} in mid
     flat = build_candidates(config_lib.for_size(50_000), 50_000)
     assert all("num_leaves" not in c and "soar_lambda" not in c for c in flat)
+    assert {"dimensions_per_block": 1} in flat
+    # a knob already at the value a variant sets is not rebuilt for
+    fine = config_lib.for_size(1_000_000, dimensions_per_block=1, anisotropic_threshold=0.4)
+    assert {"dimensions_per_block": 1} not in build_candidates(fine, 1_000_000)
+    assert {"anisotropic_threshold": 0.4} not in build_candidates(fine, 1_000_000)
+
+
+def test_rebuilds_go_on_from_the_best_build_so_far(corpus):
+    """A coordinate search: a variant's knobs are set on top of the best build so far,
+    so a knob that won stays; a variant that changes nothing on it is not rebuilt."""
+    items, queries = corpus
+    index = build_index(items, distance="dot", num_leaves=60, num_leaves_to_search=1,
+                        reorder=10, brute_force=False)
+
+    def timer(idx, leaves, reorder):  # fewer leaves and a finer AH pass each pay off
+        c = idx.config
+        s = 1e-3 - (5e-4 if c.num_leaves == 30 else 0) \
+            - (2e-4 if c.dimensions_per_block == 1 else 0)
+        return s, 1.0 / s
+
+    result = tune(index, queries, target_recall=0.3, k=10, repeats=1, progress=False,
+                  build_grid=[{"num_leaves": 30}, {"dimensions_per_block": 1},
+                              {"num_leaves": 30}], timer=timer)
+    given, fewer, finer, same = result.builds
+    assert (given["num_leaves"], given["dimensions_per_block"]) == (60, 2)
+    assert (fewer["num_leaves"], fewer["dimensions_per_block"]) == (30, 2)
+    assert (finer["num_leaves"], finer["dimensions_per_block"]) == (30, 1)  # on the winner
+    assert same["skipped"] == "same" and "met_target" not in same
+    assert all(b["met_target"] for b in (given, fewer, finer))
+    assert result.build["num_leaves"] == 30 and result.build["dimensions_per_block"] == 1
+    assert (index.config.num_leaves, index.config.dimensions_per_block) == (30, 1)
+    ids, _ = index.search(queries, 10)
+    truth, _ = index.exact_search(queries, 10)
+    assert recall_at_k(ids, truth) == pytest.approx(result.recall)
 
 
 # -- the objective's choice, with a fake timer (no timing is asserted) ----------------------
@@ -320,3 +358,30 @@ def test_the_default_timer_times_the_serving_path(corpus):
     assert (index.config.num_leaves_to_search, index.config.reorder) == (2, 30)
     latency, qps = SearchTimer(queries, singles, 10, "batch")(index, 7, 40)
     assert latency is None and qps > 0 and len(calls) == 7
+
+
+def test_every_timing_pass_starts_with_the_caches_flushed(corpus):
+    from twotower.index.tuner import CacheEvictor, SearchTimer, last_level_cache_bytes
+
+    items, queries = corpus
+    index = build_index(items, distance="cosine", num_leaves=60, num_leaves_to_search=2,
+                        reorder=30, brute_force=False)
+    events = []
+    search = index.search
+    index.search = lambda q, k, **kw: (events.append("search"), search(q, k, **kw))[1]
+    singles = [queries[j:j + 1] for j in range(3)]
+    SearchTimer(queries, singles, 10, "latency",
+                evict=lambda: events.append("evict"))(index, 2, 30)
+    # the flush precedes the single-query pass and the batched call, never inside a pass
+    assert events == ["evict", "search", "search", "search", "evict", "search"]
+    events.clear()
+    SearchTimer(queries, singles, 10, "batch", evict=None)(index, 2, 30)
+    assert events == ["search"]
+    # the default evictor spans twice the last-level cache (16-256 MiB) and writes it all
+    evict = SearchTimer(queries, singles, 10, "latency").evict
+    assert isinstance(evict, CacheEvictor)
+    assert evict.nbytes == min(256 << 20, max(16 << 20, 2 * last_level_cache_bytes()))
+    small = CacheEvictor(4096)
+    small()
+    small()
+    assert (small._buf == 2).all()
