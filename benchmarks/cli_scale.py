@@ -2,6 +2,8 @@
 
     flock /tmp/twotower-bench.lock python benchmarks/cli_scale.py --out out/bench_cli_scale
     python benchmarks/cli_scale.py --out out/bench_cli_scale --sizes 1e6,1e7   # larger
+    python benchmarks/cli_scale.py --out out/bench_cli_rss --sizes 1e7,1e8 --skip step \
+        --e2e-items 1e6 --e2e-users 2e5        # the same tables, a 10x longer log
 
 Every run is ``python -m twotower.cli youtube --interactions log.csv --items items.csv
 …`` in its own process (its output to a log file, so Keras prints one line an epoch),
@@ -31,7 +33,10 @@ CSV with string ids (``u17``, ``i4242``) and an items.csv with one categorical c
    own expected recall@10), ``cli_exact_{n}``, ``cli_evaluated_users_{n}``, and beside
    them ``id_road_train_examples_per_sec_{n}``: benchmarks/scale.py's end-to-end road
    (ID towers, Parquet shards streamed, LazyAdam) on a log of the same size, batch and
-   catalogue.
+   catalogue (up to ``--id-road-max`` interactions). With ``--e2e-items`` and
+   ``--e2e-users`` every size has the same catalogue and users (more interactions a
+   user), so the tables stay the same and only the log grows: ``cli_peak_rss_ratio`` is
+   the largest size's peak RSS over the next one's.
 
 Writes metrics.json and results.md under ``--out``.
 """
@@ -145,6 +150,16 @@ def build_parser():
                    "(default %(default)s)")
     p.add_argument("--epochs", type=int, default=1, help="epochs of the end-to-end runs "
                    "(default %(default)s)")
+    p.add_argument("--e2e-items", type=float, default=None,
+                   help="the end-to-end runs' catalogue, the same at every size (default: "
+                   "interactions / 10)")
+    p.add_argument("--e2e-users", type=float, default=None,
+                   help="the end-to-end runs' users, the same at every size (default: "
+                   "interactions / 50); with --e2e-items the tables stay the same and only "
+                   "the log grows, which is what cli_peak_rss_ratio compares")
+    p.add_argument("--id-road-max", type=float, default=1e7,
+                   help="run the ID road beside the end-to-end runs up to this many "
+                   "interactions (default %(default)g)")
     p.add_argument("--skip", default="", help="phases to skip: step,e2e,id_road")
     p.add_argument("--data", default=None, help="folder for the generated logs (default: a "
                    "temporary folder, removed afterwards)")
@@ -198,10 +213,12 @@ def main(argv=None):
                 metrics["cli_step_ratio_1e6_over_1e4"] = (metrics["cli_step_ms_1e6_items"]
                                                          / metrics["cli_step_ms_1e4_items"])
         for n in sizes if "e2e" not in skip else ():
-            k, items = size_key(n), max(n // 10, CLUSTER)
+            k = size_key(n)
+            items = int(args.e2e_items) if args.e2e_items else max(n // 10, CLUSTER)
+            per_user = max(1, round(n / args.e2e_users)) if args.e2e_users else 50
             folder = os.path.join(scratch, f"e2e_{n}")
             t0 = time.perf_counter()
-            oracle = write_csv_log(folder, n, items, 50)
+            oracle = write_csv_log(folder, n, items, per_user)
             metrics[f"cli_log_write_seconds_{k}"] = time.perf_counter() - t0
             m = run_cli(folder, os.path.join(scratch, f"out_{n}"),
                         os.path.join(logs, f"e2e_{k}.log"), "--epochs", str(args.epochs),
@@ -217,20 +234,27 @@ def main(argv=None):
                 f"cli_popularity_recall@10_{k}": m["popularity_recall@10"],
                 f"cli_oracle_recall@10_{k}": oracle,
                 f"cli_exact_{k}": m["exact"], f"cli_evaluated_users_{k}": m["evaluated_users"],
-                f"cli_lazy_adam_{k}": m["lazy_adam"], f"cli_items_{k}": items})
+                f"cli_lazy_adam_{k}": m["lazy_adam"], f"cli_items_{k}": items,
+                f"cli_users_{k}": m.get("num_users", n // per_user),
+                f"cli_interactions_per_user_{k}": per_user})
             row = {"interactions": k, "items": items, "peak RSS GB": m["peak_rss_gb"],
                    "examples/s": m["examples_per_sec"], "recall@10": m["recall@10"],
                    "popularity": m["popularity_recall@10"], "oracle": oracle,
                    "exact": m["exact"], **{key[len("seconds_"):] + " s": v
                                            for key, v in m.items() if key.startswith("seconds_")}}
-            if "id_road" not in skip:
-                r = id_road(items, n, args.batch_size, 50, scratch)
+            if "id_road" not in skip and n <= args.id_road_max:
+                r = id_road(items, n, args.batch_size, per_user, scratch)
                 metrics[f"id_road_train_examples_per_sec_{k}"] = r["train_examples_per_sec"]
                 metrics[f"cli_over_id_road_examples_per_sec_{k}"] = (
                     m["examples_per_sec"] / r["train_examples_per_sec"])
                 row["ID road examples/s"] = r["train_examples_per_sec"]
             e2e_rows.append(row)
             print(json.dumps(row, default=float), flush=True)
+        rss = sorted((int(key.rsplit("_", 1)[1].split("e")[1]), key) for key in metrics
+                     if key.startswith("cli_peak_rss_gb_"))
+        if len(rss) > 1 and args.e2e_items and args.e2e_users:  # the same tables
+            (_, small), (_, large) = rss[-2], rss[-1]
+            metrics["cli_peak_rss_ratio"] = metrics[large] / metrics[small]
         saved_logs = {}
         for name in sorted(os.listdir(logs)):
             with open(os.path.join(logs, name)) as f:

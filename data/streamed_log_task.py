@@ -18,6 +18,7 @@ split stays on disk (data/sharded_split.py) and seen items are RaggedRows.
 import dataclasses
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -215,6 +216,9 @@ def stream_log(path, config, columns=None, *, with_rating=False, seed=0, progres
             con.execute(f"SET memory_limit = '{float(memory_limit_gb)}GB'")
             con.execute(f"SET temp_directory = '{os.path.join(folder, 'spill')}'")
             con.execute("SET preserve_insertion_order = false")
+            # DuckDB's own bar for its long statements, on a terminal (as tqdm's)
+            bar = bool(progress) and sys.stderr.isatty()
+            con.execute(f"SET enable_progress_bar = {str(bar).lower()}")
             int_ids, total = _load(con, path, columns, with_rating, progress)
             if total == 0:
                 raise ValueError(f"{path}: no interactions (the file has a header but no rows)")

@@ -10,6 +10,7 @@ SavedModel.
 import dataclasses
 import os
 import sys
+import warnings
 
 import numpy as np
 
@@ -135,7 +136,10 @@ def index_recall_curve(export, data, ks=INDEX_KS):
     ks = [k for k in ks if k <= export.index.size]
     seen = [np.asarray(s, np.int64) for s in data.exclusions(data.test)]
     exclude = [export.item_keys[s] for s in seen]
-    found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks), exclude=exclude)
+    with warnings.catch_warnings():  # recall beyond the tuned k is what this measures
+        warnings.filterwarnings("ignore", message="search with k=", category=UserWarning)
+        found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks),
+                                        exclude=exclude)
     target_rows = np.asarray(data.test.item, np.int64)
     targets = export.item_keys[target_rows]
     new = np.array([t not in set(s.tolist()) for t, s in zip(target_rows, seen)], bool)

@@ -21,7 +21,10 @@ def test_phases_are_timed_said_and_summed():
     assert lines[0] == "reading the log ..." and lines[1].startswith("reading the log: ")
     assert lines[2] == "read ..." and lines[4] == "training ..."
     metrics = phases.metrics()
-    assert set(metrics) == {"seconds_read", "seconds_train", "peak_rss_gb"}
+    assert set(metrics) == {"seconds_read", "seconds_train", "peak_rss_gb",
+                            "peak_rss_gb_read", "peak_rss_gb_train"}
+    assert metrics["peak_rss_gb_read"] <= metrics["peak_rss_gb_train"] <= \
+        metrics["peak_rss_gb"]  # a running maximum
     assert metrics["seconds_read"] >= 0 and metrics["peak_rss_gb"] == pytest.approx(
         peak_rss_gb(), rel=0.5)
 

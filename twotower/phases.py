@@ -32,6 +32,7 @@ class Phases:
         self.quiet = bool(quiet)
         self.stream = stream
         self.seconds = {}
+        self.peaks = {}
 
     def _say(self, text):
         if not self.quiet:
@@ -47,9 +48,13 @@ class Phases:
         finally:
             took = time.perf_counter() - start
             self.seconds[name] = self.seconds.get(name, 0.0) + took
+            self.peaks[name] = peak_rss_gb()
         self._say(f"{what}: {took:.1f} s")
 
     def metrics(self):
-        """``seconds_{phase}`` for every phase so far and ``peak_rss_gb``."""
+        """``seconds_{phase}`` for every phase so far, ``peak_rss_gb``, and
+        ``peak_rss_gb_{phase}``: the process's peak when that phase ended (a running
+        maximum, so the first phase that reaches ``peak_rss_gb`` is the one that set it)."""
         return {**{f"seconds_{k}": v for k, v in self.seconds.items()},
-                "peak_rss_gb": peak_rss_gb()}
+                "peak_rss_gb": peak_rss_gb(),
+                **{f"peak_rss_gb_{k}": v for k, v in self.peaks.items()}}
