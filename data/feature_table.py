@@ -29,20 +29,34 @@ line) or inferred per column from its values:
 * otherwise (short values that repeat) → categorical.
 
 ``FeatureTable.summary()`` says what was read and inferred; the recipes print it.
+
+Scale. The file is streamed through Arrow's CSV reader (every column read as text, only
+an empty field null, as the interaction log is read) and every step after it — blank
+lines, empty and duplicate ids, numbers, kind inference, alignment to a vocabulary,
+multi-hot splitting — is a vectorised Arrow / NumPy operation, so a table of 10^6–10^7
+rows is held as arrays (float64, int64, fixed-width ``<U`` strings), never as one Python
+object per cell. A ``<U`` column costs 4 bytes × its longest value per row. Line numbers
+in messages are found by re-reading the file, only when one is raised.
 """
 
 import csv
 import dataclasses
+import io
 import os
-import re
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 
-from twotower.data.interactions import (NULL_MARKERS, looks_like_data, utf8_error,
+from twotower.data.interactions import (INT_LIKE, NULL_MARKERS, looks_like_data, utf8_error,
                                         detect_dialect, no_header_error)
+from twotower.data.log_files import open_binary
 
 KINDS = ("categorical", "text", "numeric", "multi_hot")
 MULTI_SEP = "|"
+
+_CHUNK = 1 << 20     # rows converted from Arrow to NumPy at a time (bounds the temporaries)
 
 
 @dataclasses.dataclass
@@ -51,8 +65,9 @@ class FeatureTable:
 
     key: the key column's name; ids: [n] external ids (int64 when all are integers,
       else ``<U``), one per row, unique.
-    columns: name → [n] raw values (object arrays of str; numeric columns float64 with NaN
-      for empty cells).
+    columns: name → [n] array of raw values: numeric columns float64 with NaN where
+      missing; the other kinds fixed-width unicode (``<U``) with surrounding whitespace
+      stripped and "" for an empty field (multi_hot values unsplit: "a|b").
     kinds: name → one of KINDS; inferred: the names whose kind was inferred.
     source: the file.
     """
@@ -78,24 +93,47 @@ class FeatureTable:
                 if 0 < len(finite) < len(v):
                     hint += f", {len(v) - len(finite)} missing"
             elif kind == "multi_hot":
-                toks = {t for x in v for t in split_multi(x)}
-                hint = f"{len(toks)} distinct tokens"
+                tokens, _ = _split_tokens(_arrow_text(v))
+                hint = f"{pc.count_distinct(tokens).as_py() if len(tokens) else 0} distinct tokens"
             elif kind == "text":
-                hint = f"mean {np.mean([len(str(x).split()) for x in v]):.1f} words"
+                words = _word_counts(_arrow_text(v))
+                hint = f"mean {np.mean(words) if len(words) else float('nan'):.1f} words"
             else:
-                hint = f"{len(set(v.tolist()))} distinct values"
+                hint = f"{pc.count_distinct(_arrow_text(v)).as_py()} distinct values"
             how = "inferred" if name in self.inferred else "named"
             lines.append(f"  {name:<20} {kind:<12} ({how}; {hint})")
         return "\n".join(lines)
 
+    def rows_of(self, ids):
+        """[len(ids)] int64: the row of each of ``ids`` in this table, -1 when absent
+        (ids are matched as values of the same kind: integers to int64 ids, strings to
+        string ids; sorted search, no per-row Python)."""
+        query = np.asarray(ids)
+        if query.ndim != 1:
+            query = query.reshape(-1)
+        table = self.ids
+        if query.dtype == object:
+            want_int = table.dtype.kind in "iu"
+            keep = np.fromiter(((isinstance(v, (int, np.integer)) and not isinstance(v, bool))
+                                if want_int else isinstance(v, (str, np.str_))
+                                for v in query), bool, len(query))
+            vals = query[keep].astype(np.int64 if want_int else str)
+            rows = np.full(len(query), -1, np.int64)
+            rows[keep] = _positions(table, vals)
+            return rows
+        if (table.dtype.kind in "iu") != (query.dtype.kind in "iu") or query.dtype.kind not in "iuUS":
+            return np.full(len(query), -1, np.int64)
+        if query.dtype.kind == "S":
+            query = query.astype(str)
+        return _positions(table, query)
+
     def aligned(self, ids):
         """The feature columns re-ordered to ``ids`` (e.g. a vocabulary): a dict name →
-        array [len(ids)] (multi_hot: [len(ids), k] strings, "" pads). An id missing from
-        the table gets "" (→ the OOV bucket) or, for numeric columns, the column's mean.
-        NaN numeric cells also get the mean."""
-        pos = {(v.item() if hasattr(v, "item") else v): i for i, v in enumerate(self.ids)}
-        rows = np.asarray([pos.get(v.item() if hasattr(v, "item") else v, -1) for v in ids],
-                          np.int64)
+        array [len(ids)] (multi_hot: [len(ids), k] strings, "" pads; categorical and
+        text ``<U`` strings; numeric float32). An id missing from the table gets "" (→ the
+        OOV bucket) or, for numeric columns, the column's mean. NaN numeric cells also get
+        the mean."""
+        rows = self.rows_of(ids)
         have = rows >= 0
         out = {}
         for name, kind in self.kinds.items():
@@ -107,17 +145,81 @@ class FeatureTable:
                 vals[~np.isfinite(vals)] = mean
                 out[name] = vals.astype(np.float32)
             elif kind == "multi_hot":
-                lists = [split_multi(col[r]) if r >= 0 else [] for r in rows]
-                width = max(1, max((len(t) for t in lists), default=1))
-                arr = np.full((len(rows), width), "", dtype=object)
-                for i, t in enumerate(lists):
-                    arr[i, : len(t)] = t
-                out[name] = arr
+                out[name] = _padded_tokens(col, rows, have)
             else:
-                vals = np.full(len(rows), "", dtype=object)
+                vals = np.full(len(rows), "", dtype=col.dtype if col.dtype.kind == "U" else str)
                 vals[have] = col[rows[have]]
                 out[name] = vals
         return out
+
+
+def _positions(table, values):
+    """For each of ``values``, its row in ``table`` (unique ids), -1 when absent."""
+    if len(table) == 0 or len(values) == 0:
+        return np.full(len(values), -1, np.int64)
+    order = np.argsort(table, kind="stable")
+    ordered = table[order]
+    pos = np.clip(np.searchsorted(ordered, values), 0, len(table) - 1)
+    return np.where(ordered[pos] == values, order[pos], -1).astype(np.int64)
+
+
+def _arrow_text(values):
+    """Strings (a list, a NumPy array, an Arrow array) → an Arrow string array (None → null)."""
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if isinstance(values, pa.Array):
+        return values if pa.types.is_string(values.type) else pc.cast(values, pa.string())
+    arr = np.asarray(values)
+    if arr.dtype.kind == "U":
+        return pa.array(arr.reshape(-1), pa.string())
+    return pa.array([None if v is None else str(v) for v in arr.reshape(-1)], pa.string())
+
+
+def _to_unicode(arr):
+    """An Arrow string array (null → "") → a NumPy ``<U`` array as wide as its longest
+    value, converted a chunk at a time."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    arr = pc.fill_null(arr, "")
+    n = len(arr)
+    width = max(1, (pc.max(pc.utf8_length(arr)).as_py() or 0) if n else 1)
+    out = np.empty(n, f"<U{width}")
+    for start in range(0, n, _CHUNK):
+        out[start:start + _CHUNK] = arr.slice(start, _CHUNK).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _split_tokens(arr):
+    """'|'-separated values → (tokens, row): every non-empty, stripped token and the row
+    it came from (Arrow / NumPy arrays, rows in order)."""
+    parts = pc.split_pattern(pc.fill_null(arr, ""), MULTI_SEP)
+    flat = pc.utf8_trim_whitespace(pc.list_flatten(parts))
+    parent = pc.list_parent_indices(parts).to_numpy(zero_copy_only=False)
+    keep = pc.not_equal(flat, "")
+    return flat.filter(keep), parent[keep.to_numpy(zero_copy_only=False)]
+
+
+def _padded_tokens(col, rows, have):
+    """[len(rows), k] ``<U`` tokens of multi_hot ``col`` at ``rows`` ("" pads and where a
+    row is absent; k ≥ 1, the most tokens any row has)."""
+    present = np.flatnonzero(have)
+    tokens, parent = _split_tokens(_arrow_text(col[rows[present]]))
+    counts = np.bincount(parent, minlength=len(present))
+    width = max(1, int(counts.max()) if len(counts) else 1)
+    tok = _to_unicode(tokens)
+    out = np.full((len(rows), width), "", dtype=tok.dtype)
+    if len(tok):
+        starts = np.cumsum(counts) - counts
+        out[present[parent], np.arange(len(tok)) - starts[parent]] = tok
+    return out
+
+
+def _word_counts(arr):
+    """Words (whitespace-separated, as ``str.split()``) in each value; 0 for null/blank."""
+    trimmed = pc.utf8_trim_whitespace(pc.fill_null(arr, ""))
+    words = pc.list_value_length(pc.utf8_split_whitespace(trimmed)).to_numpy(
+        zero_copy_only=False)
+    return np.where(pc.equal(trimmed, "").to_numpy(zero_copy_only=False), 0, words)
 
 
 def split_multi(value):
@@ -133,6 +235,7 @@ def _is_number(text):
 
 
 _MISSING = frozenset(NULL_MARKERS)
+_MARKERS = pa.array(NULL_MARKERS, pa.string())
 
 
 def is_missing_number(text):
@@ -140,19 +243,46 @@ def is_missing_number(text):
     return not text.strip() or text.strip() in _MISSING
 
 
+def _parse_numbers(arr):
+    """A text column (Arrow; null = empty field) as numbers: (float64 [n], NaN where
+    missing — empty or a null marker; the index of the first value that is not a finite
+    number, or None). Arrow parses; values it refuses are tried with Python's float()."""
+    text = pc.utf8_trim_whitespace(arr)
+    missing = pc.fill_null(pc.or_(pc.equal(text, ""), pc.is_in(text, value_set=_MARKERS)),
+                           True)
+    text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
+    absent = missing.to_numpy(zero_copy_only=False)
+    try:
+        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        values = np.full(len(text), np.nan)
+        for i, v in enumerate(text.to_pylist()):   # only when Arrow refused a value
+            if v is not None:
+                try:
+                    values[i] = float(v)
+                except ValueError:
+                    return values, i
+    bad = np.flatnonzero(~absent & ~np.isfinite(values))
+    values[absent] = np.nan
+    return values, (int(bad[0]) if len(bad) else None)
+
+
 def infer_kind(values):
-    """The kind of a column of strings (see the module docstring for the rules)."""
-    nonempty = [v for v in values if v.strip()]
-    if not nonempty:
+    """The kind of a column of strings (see the module docstring for the rules), from
+    every value (a list, a NumPy array or an Arrow string array, null = empty), with
+    vectorised Arrow operations."""
+    arr = _arrow_text(values)
+    nonempty = arr.filter(pc.fill_null(pc.not_equal(pc.utf8_trim_whitespace(arr), ""), False))
+    if len(nonempty) == 0:
         return "categorical"
-    present = [v for v in nonempty if not is_missing_number(v)]
-    if present and all(_is_number(v) for v in present):
+    numbers, bad = _parse_numbers(nonempty)
+    if bad is None and np.isfinite(numbers).any():
         return "numeric"
-    if any(MULTI_SEP in v for v in nonempty):
+    if pc.any(pc.match_substring(nonempty, MULTI_SEP)).as_py():
         return "multi_hot"
-    mean_len = np.mean([len(v) for v in nonempty])
-    mean_words = np.mean([len(v.split()) for v in nonempty])
-    distinct = len(set(nonempty)) / len(nonempty)
+    mean_len = pc.mean(pc.utf8_length(nonempty)).as_py()
+    mean_words = float(np.mean(_word_counts(nonempty)))
+    distinct = pc.count_distinct(nonempty).as_py() / len(nonempty)
     if mean_len >= 24 or (mean_words >= 2 and distinct > 0.5):
         return "text"
     return "categorical"
@@ -170,10 +300,83 @@ def _names(arg, flag):
     return names
 
 
+def _records(path, dialect):
+    """(line number, fields) of every record after the header, as ``csv.reader`` reads
+    them (a record's number counts records, blank ones included, from 1 for the header)."""
+    with open_binary(path) as f:
+        text = io.TextIOWrapper(f, encoding="utf-8-sig", errors="replace", newline="")
+        reader = csv.reader(text, delimiter=dialect.delimiter)
+        next(reader, None)
+        yield from enumerate(reader, start=2)
+
+
+def _line_of(path, dialect, index):
+    """The line number of data row ``index`` (0-based, blank records skipped)."""
+    seen = -1
+    for lineno, r in _records(path, dialect):
+        if any(x.strip() for x in r):
+            seen += 1
+            if seen == index:
+                return lineno
+    return index + 2
+
+
+def _ragged_error(path, dialect, width):
+    for lineno, r in _records(path, dialect):
+        if any(x.strip() for x in r) and len(r) != width:
+            return ValueError(f"{path}: line {lineno} has {len(r)} fields, the header has "
+                              f"{width}")
+    return ValueError(f"{path}: a line has more or fewer fields than the header's {width}")
+
+
+def _read_text_columns(path, dialect, wanted):
+    """The columns at positions ``wanted`` of every non-blank data line, as one Arrow
+    table of strings (null = an empty field), streamed block by block. Raises the
+    module's ValueErrors for bytes that are not UTF-8 and for a ragged line."""
+    width = len(dialect.header)
+    names = [f"c{j}" for j in range(width)]     # positions: header names may repeat
+    ragged = []
+
+    def on_invalid(row):
+        if not row.text.strip():
+            return "skip"       # a line of spaces: blank, as csv.reader's caller reads it
+        ragged.append(row)
+        return "error"
+
+    try:
+        reader = pacsv.open_csv(
+            path,
+            read_options=pacsv.ReadOptions(block_size=1 << 24, column_names=names,
+                                           skip_rows=1),
+            parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter,
+                                             newlines_in_values=True,
+                                             invalid_row_handler=on_invalid),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=[names[j] for j in wanted],
+                column_types={names[j]: pa.string() for j in wanted},
+                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True))
+        table = reader.read_all()
+    except pa.ArrowInvalid as e:
+        if ragged or ("Expected" in str(e) and "columns" in str(e)):
+            raise _ragged_error(path, dialect, width) from None
+        if "utf8" in str(e).lower():
+            raise utf8_error(path) from None
+        raise ValueError(f"{path}: {e}") from None
+    # a line whose every field is blank (",,", " ; ") is no row, as a blank line is not
+    blank = None
+    for col in table.columns:
+        b = pc.fill_null(pc.equal(pc.utf8_trim_whitespace(col), ""), True)
+        blank = b if blank is None else pc.and_(blank, b)
+    if blank is not None and pc.any(blank).as_py():
+        table = table.filter(pc.invert(blank))
+    return {j: table.column(names[j]).combine_chunks() for j in wanted}
+
+
 def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
                        multi_hot=None, infer=True, flag_prefix="--item"):
     """Reads a CSV feature table (UTF-8, header line; the delimiter detected) keyed by
-    column ``key``.
+    column ``key``, streamed through Arrow's CSV reader into arrays (see the module
+    docstring: no Python object per cell).
 
     Args:
       path: the CSV file.
@@ -189,8 +392,9 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
       FileNotFoundError: no such file.
       ValueError: an empty file, a first line that is data rather than a header, no
         ``key`` column, a named column that is not in the file, a column named twice, a
-        duplicate or empty id, a numeric column with a non-number (all naming the file,
-        the line and the value), bytes that are not UTF-8.
+        line with more or fewer fields than the header, a duplicate or empty id, a
+        numeric column with a non-number (all naming the file, the line and the value),
+        bytes that are not UTF-8.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -199,13 +403,7 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
         raise ValueError(f"{path}: the feature table is empty (expected a header line with "
                          f"{key!r} and feature columns)")
     dialect = detect_dialect(path)
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            rows = list(csv.reader(f, delimiter=dialect.delimiter))
-    except UnicodeDecodeError:
-        raise utf8_error(path) from None
-    header = [h.strip() for h in rows[0]]
-    body = [(lineno, r) for lineno, r in enumerate(rows[1:], start=2) if any(x.strip() for x in r)]
+    header = list(dialect.header)
     if key not in header:
         if looks_like_data(header) is not None:
             raise no_header_error(path, dialect, (key,))
@@ -223,44 +421,48 @@ def read_feature_table(path, key, *, categorical=None, text=None, numeric=None,
             if n in named:
                 raise ValueError(f"column {n!r} of {path} is named as both {named[n]} and {kind}")
             named[n] = kind
-    width = len(header)
-    for lineno, r in body:
-        if len(r) != width:
-            raise ValueError(f"{path}: line {lineno} has {len(r)} fields, the header has {width}")
     k = header.index(key)
-    raw_ids = [r[k].strip() for _, r in body]
-    for (lineno, _), v in zip(body, raw_ids):
-        if not v:
-            raise ValueError(f"{path}: line {lineno}: empty {key!r}")
-    as_int = bool(raw_ids) and all(re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", v) for v in raw_ids)
-    ids = np.asarray([int(v) for v in raw_ids], np.int64) if as_int else np.asarray(raw_ids, str)
-    first = {}
-    for (lineno, _), v in zip(body, raw_ids):
-        if v in first:
-            raise ValueError(f"{path}: duplicate {key} {v!r} at lines {first[v]} and {lineno}")
-        first[v] = lineno
+    features = [j for j, name in enumerate(header)
+                if j != k and name and name != key and (infer or name in named)]
+    raw = _read_text_columns(path, dialect, [k] + features)
+
+    raw_ids = pc.utf8_trim_whitespace(raw.pop(k))
+    empty = pc.fill_null(pc.equal(raw_ids, ""), True)
+    if pc.any(empty).as_py():
+        first = int(np.flatnonzero(empty.to_numpy(zero_copy_only=False))[0])
+        raise ValueError(f"{path}: line {_line_of(path, dialect, first)}: empty {key!r}")
+    as_int = len(raw_ids) > 0 and pc.all(pc.match_substring_regex(raw_ids, INT_LIKE)).as_py()
+    ids = (pc.cast(raw_ids, pa.int64()).to_numpy(zero_copy_only=False).astype(np.int64)
+           if as_int else _to_unicode(raw_ids))
+    # "-0" is the one integer id that another spelling ("0") can repeat
+    if pc.count_distinct(raw_ids).as_py() < len(raw_ids) or (
+            as_int and pc.any(pc.equal(raw_ids, "-0")).as_py()
+            and len(np.unique(ids)) < len(ids)):
+        order = np.argsort(ids, kind="stable")
+        same = ids[order][1:] == ids[order][:-1]
+        second = int(order[1:][same].min())
+        first = int(np.flatnonzero(ids == ids[second])[0])
+        raise ValueError(f"{path}: duplicate {key} {raw_ids[second].as_py()!r} at lines "
+                         f"{_line_of(path, dialect, first)} and "
+                         f"{_line_of(path, dialect, second)}")
+    del raw_ids, empty
+
     kinds, inferred, columns = {}, [], {}
-    for j, name in enumerate(header):
-        if name == key or not name:
-            continue
-        values = [r[j] for _, r in body]
+    for j in features:
+        name = header[j]
+        values = raw.pop(j)
         if name in named:
             kind = named[name]
-        elif infer:
+        else:
             kind = infer_kind(values)
             inferred.append(name)
-        else:
-            continue
         if kind == "numeric":
-            col = np.full(len(values), np.nan)
-            for i, ((lineno, _), v) in enumerate(zip(body, values)):
-                if not is_missing_number(v):
-                    if not _is_number(v):
-                        raise ValueError(f"{path}: line {lineno}: numeric column {name!r} "
-                                         f"holds {v!r}")
-                    col[i] = float(v)
+            col, bad = _parse_numbers(values)
+            if bad is not None:
+                raise ValueError(f"{path}: line {_line_of(path, dialect, bad)}: numeric "
+                                 f"column {name!r} holds {values[bad].as_py()!r}")
         else:
-            col = np.asarray([v.strip() for v in values], dtype=object)
+            col = _to_unicode(pc.utf8_trim_whitespace(values))
         kinds[name], columns[name] = kind, col
     return FeatureTable(key=key, ids=ids, columns=columns, kinds=kinds,
                         inferred=tuple(inferred), source=path)

@@ -15,6 +15,19 @@ from twotower.data.retrieval_task import is_log, item_inputs, train_user_counts
 from twotower.towers import feature_tower as ft
 
 
+def _as_str(col):
+    """A column of values as a flat NumPy unicode array (vectorised for ``<U`` columns)."""
+    col = np.asarray(col).reshape(-1)
+    return col if col.dtype.kind == "U" else col.astype(str)
+
+
+def _distinct_strings(col):
+    """The distinct non-empty values of a column as strings, sorted (np.unique: no
+    per-row Python, for tables of 10^6-10^7 rows)."""
+    values = np.unique(_as_str(col))
+    return values[values != ""]
+
+
 def _table_specs(table, kinds, dim):
     """FeatureTower specs for a log's feature-table columns (see data/feature_table.py)."""
     d = max(8, dim // 2)
@@ -24,16 +37,18 @@ def _table_specs(table, kinds, dim):
         if kind == "numeric":
             specs.append(ft.dense(name, col))
         elif kind == "multi_hot":
-            if any(str(v) for v in np.asarray(col).reshape(-1)):
-                specs.append(ft.multi_hot(name, col, dim=d))
+            # the distinct tokens, sorted (as ft.multi_hot sorts them), "" pads left out
+            tokens = _distinct_strings(col)
+            if len(tokens):
+                specs.append(ft.multi_hot(name, vocabulary=tokens.tolist(), dim=d))
         elif kind == "text":
-            if any(str(v).strip() for v in col):
+            if np.any(np.strings.str_len(np.strings.strip(_as_str(col))) > 0):
                 specs.append(ft.text(name, col, dim=d, sequence_length=16))
         else:
-            values = [v for v in col if str(v)]
-            if values:
-                specs.append(ft.categorical(name, vocabulary=sorted(set(map(str, values))),
-                                            dim=min(d, max(2, len(set(values))))))
+            values = _distinct_strings(col)
+            if len(values):
+                specs.append(ft.categorical(name, vocabulary=values.tolist(),
+                                            dim=min(d, max(2, len(values)))))
     return specs
 
 
