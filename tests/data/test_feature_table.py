@@ -123,3 +123,116 @@ def test_delimiter_detected_and_headerless_table_refused(tmp_path):
     with pytest.raises(ValueError, match=r"nohdr\.csv: the file appears to have no header "
                                          r"line.*'user_id,column2,column3'"):
         F.read_feature_table(str(h), "user_id")
+
+
+def _big_rows(n):
+    """n rows of an items table, built by hand: (id, category, title, price, tags)."""
+    rows = []
+    for i in range(n):
+        price = "" if i % 13 == 0 else ("NA" if i % 29 == 0 else f"{i * 0.5:g}")
+        tags = "|".join(f"t{(i + j) % 17}" for j in range(i % 4))
+        rows.append((f"it{i:06d}", f" c{i % 37} ", f"word{i % 101} thing {i}", price,
+                     tags + ("| " if i % 7 == 0 and tags else "")))
+    return rows
+
+
+def test_a_large_table_reads_and_aligns_as_a_reference_built_by_hand(tmp_path):
+    """10^5 rows (blank lines, padded values, missing numbers, ragged multi-hot sets)
+    read into arrays, then aligned to shuffled ids with unknown ones mixed in: every cell
+    as a per-row Python reference says."""
+    n = 100_000
+    rows = _big_rows(n)
+    p = tmp_path / "items.csv"
+    with open(p, "w") as f:
+        f.write("item_id,category,title,price,tags\n")
+        for i, r in enumerate(rows):
+            f.write(",".join(r) + "\n")
+            if i % 9999 == 0:
+                f.write("\n , , , , \n")          # blank lines are no rows
+    t = F.read_feature_table(str(p), "item_id")
+    assert t.kinds == {"category": "categorical", "title": "text", "price": "numeric",
+                       "tags": "multi_hot"}
+    assert len(t) == n and t.ids.dtype.kind == "U"
+    assert all(t.columns[c].dtype.kind == "U" for c in ("category", "title", "tags"))
+    assert t.columns["price"].dtype == np.float64
+    ref = {r[0]: r for r in rows}
+    rng = np.random.default_rng(0)
+    ids = np.concatenate([np.asarray([r[0] for r in rows])[rng.permutation(n)[: n // 2]],
+                          np.asarray(["unknown", "it999999x"])])
+    rng.shuffle(ids)
+    cols = t.aligned(ids)
+    prices = [float(r[3]) for r in rows if r[3] not in ("", "NA")]
+    mean = np.mean(prices)
+    want_cat = [ref[i][1].strip() if i in ref else "" for i in ids]
+    want_title = [ref[i][2] if i in ref else "" for i in ids]
+    want_price = [float(ref[i][3]) if i in ref and ref[i][3] not in ("", "NA") else mean
+                  for i in ids]
+    want_tags = [[x.strip() for x in ref[i][4].split("|") if x.strip()] if i in ref else []
+                 for i in ids]
+    width = max(len(x) for x in want_tags)
+    assert cols["category"].tolist() == want_cat
+    assert cols["title"].tolist() == want_title
+    np.testing.assert_allclose(cols["price"], want_price, rtol=1e-6)
+    assert cols["tags"].shape == (len(ids), width) == (len(ids), 3)
+    assert cols["tags"].tolist() == [x + [""] * (width - len(x)) for x in want_tags]
+    text = t.summary()
+    assert "(inferred; 37 distinct values)" in text and "(inferred; 17 distinct tokens)" in text
+    assert f"{sum(1 for r in rows if r[3] in ('', 'NA'))} missing" in text
+
+
+def test_a_large_table_names_the_line_of_a_duplicate_or_bad_value(tmp_path):
+    n = 100_000
+    lines = ["item_id;price"] + [f"i{j};{j}" for j in range(n)]
+    lines.insert(5, "")                                          # a blank line: line 6
+    dup = list(lines)
+    dup[70_000] = "i123;5"                       # i123 is on line 126 (after the blank)
+    p = tmp_path / "dup.csv"
+    p.write_text("\n".join(dup) + "\n")
+    with pytest.raises(ValueError, match=r"dup\.csv: duplicate item_id 'i123' at lines 126 "
+                                         r"and 70001$"):
+        F.read_feature_table(str(p), "item_id")
+    bad = list(lines)
+    bad[90_000] = "i_x;12 euros"
+    q = tmp_path / "bad.csv"
+    q.write_text("\n".join(bad) + "\n")
+    with pytest.raises(ValueError, match=r"bad\.csv: line 90001: numeric column 'price' "
+                                         r"holds '12 euros'"):
+        F.read_feature_table(str(q), "item_id", numeric="price")
+    # inferred, the same column is text: no error
+    assert F.read_feature_table(str(q), "item_id").kinds == {"price": "categorical"}
+    empty = list(lines)
+    empty[50_000] = " ;7"
+    e = tmp_path / "empty.csv"
+    e.write_text("\n".join(empty) + "\n")
+    with pytest.raises(ValueError, match=r"empty\.csv: line 50001: empty 'item_id'"):
+        F.read_feature_table(str(e), "item_id")
+
+
+def test_ragged_lines_quoted_fields_and_integer_id_spellings(tmp_path):
+    p = tmp_path / "ragged.csv"
+    p.write_text("item_id,c,d\na,1,2\n   \nb,2\n")
+    with pytest.raises(ValueError, match=r"ragged\.csv: line 4 has 2 fields, the header has 3"):
+        F.read_feature_table(str(p), "item_id")
+    q = tmp_path / "quoted.csv"
+    q.write_text('item_id,title\n1,"two\nlines, and a comma"\n2,"say ""hi"""\n')
+    t = F.read_feature_table(str(q), "item_id", text="title")
+    assert t.ids.tolist() == [1, 2]
+    assert t.columns["title"].tolist() == ["two\nlines, and a comma", 'say "hi"']
+    z = tmp_path / "zero.csv"
+    z.write_text("user_id,age\n0,3\n-0,4\n")
+    with pytest.raises(ValueError, match=r"duplicate user_id '-0' at lines 2 and 3"):
+        F.read_feature_table(str(z), "user_id")
+    # a number Python reads and Arrow does not is still a number
+    u = tmp_path / "under.csv"
+    u.write_text("item_id,price\na,1_000\nb,2\n")
+    t = F.read_feature_table(str(u), "item_id")
+    assert t.kinds == {"price": "numeric"} and t.columns["price"].tolist() == [1000.0, 2.0]
+
+
+def test_aligned_accepts_object_and_integer_queries(tmp_path):
+    p = tmp_path / "u.csv"
+    p.write_text("user_id,country,tags\n7,FR,a\n12,US,b|c\n")
+    t = F.read_feature_table(str(p), "user_id")
+    assert t.aligned(np.asarray([12, 5, 7], dtype=object))["country"].tolist() == ["US", "", "FR"]
+    assert t.aligned(np.asarray(["7"]))["country"].tolist() == [""]   # "7" is not 7
+    assert t.aligned(np.asarray([], np.int64))["tags"].shape == (0, 1)
