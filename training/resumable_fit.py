@@ -62,6 +62,10 @@ def training_dataset(data, config, split=None, *, towers=None):
     preprocessed inputs (:func:`preprocessed`; computed once for the split and, for the
     items, once per item), so the training step does only numeric work."""
     split = split or data.train
+    if isinstance(split, ShardedSplit):
+        raise ValueError("training_dataset takes a split held in memory; this log's training "
+                         "split is streamed from shards (load_log_task): train it with "
+                         "fit(), or build the task in memory with log_task()")
     q = query_inputs(data, split)
     if towers is not None:
         q = preprocessed(towers[0], q)

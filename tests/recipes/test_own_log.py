@@ -124,3 +124,15 @@ def test_data_flag_on_a_csv_log_points_to_interactions(tmp_path, capsys):
         assert "--interactions" in str(e) and "my_log.csv" in str(e)
     else:
         assert code == 2 and "--interactions" in capsys.readouterr().err
+
+
+def test_streamed_log_trains_under_a_mirrored_strategy(tmp_path):
+    """--strategy mirrored on the out-of-core road: the shards' batches distributed by
+    the strategy (one CPU replica here), the same metrics written."""
+    log, items = write_log(str(tmp_path))
+    out = str(tmp_path / "out")
+    assert cli.main(["youtube", "--interactions", log, "--items", items, "--epochs", "2",
+                     "--batch-size", "64", "--dim", "16", "--strategy", "mirrored",
+                     "--no-export", "--quiet", "--out", out]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["recall@50"] > metrics["popularity_recall@50"], metrics

@@ -29,7 +29,8 @@ VARIABLE_KEYS = {"examples_per_sec", "train_seconds", "index_qps", "index_build_
 
 
 def _command(data, out, checkpoints, optimizer="auto"):
-    return ["--data", data, "--epochs", "4", "--batch-size", "32", "--dim", "8",
+    source = ["--interactions", data] if data.endswith(".csv") else ["--data", data]
+    return [*source, "--epochs", "4", "--batch-size", "32", "--dim", "8",
             "--lr", "0.02", "--oov-rate", "0", "--seed", "3", "--out", out,
             "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--no-export",
             "--optimizer", optimizer]
@@ -41,12 +42,27 @@ def _run(args, **kwargs):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs)
 
 
-# auto: dense Adam under XLA on these small tables; lazy_adam: the large catalogues' road
-@pytest.mark.parametrize("optimizer", ["auto", "lazy_adam"])
-def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_path, optimizer):
+def _as_log(folder, path):
+    """The planted MovieLens ratings as a user's own CSV log (read out of core: the
+    training rows streamed from shards, data/sharded_split.py)."""
+    with open(os.path.join(folder, "u.data")) as f, open(path, "w") as out:
+        out.write("user_id,item_id,timestamp\n")
+        for line in f:
+            u, i, _, t = line.split()
+            out.write(f"u{u},i{i},{t}\n")
+    return str(path)
+
+
+# auto: dense Adam under XLA on these small tables; lazy_adam: the large catalogues' road;
+# log: a CSV log, whose training rows stream from shards
+@pytest.mark.parametrize("optimizer,source", [("auto", "ml"), ("lazy_adam", "ml"),
+                                              ("auto", "log")])
+def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_path, optimizer,
+                                                         source):
     ckpt = str(tmp_path / "ckpt")
     out = str(tmp_path / "resumed")
-    args = _command(planted_ml100k, out, ckpt, optimizer)
+    data = planted_ml100k if source == "ml" else _as_log(planted_ml100k, tmp_path / "log.csv")
+    args = _command(data, out, ckpt, optimizer)
     proc = _run(args)
     state_file = os.path.join(ckpt, "chief", "checkpoint")
     deadline = time.monotonic() + 240
@@ -79,7 +95,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
 
     # the same command uninterrupted, in this process (no checkpoint folder needed)
     ref_out = str(tmp_path / "reference")
-    ref_args = _command(planted_ml100k, ref_out, str(tmp_path / "ref-ckpt"), optimizer)
+    ref_args = _command(data, ref_out, str(tmp_path / "ref-ckpt"), optimizer)
     assert youtube.main(ref_args) == 0
     reference = json.load(open(os.path.join(ref_out, "metrics.json")))
     assert reference["resumed_at_step"] == 0
