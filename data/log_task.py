@@ -101,20 +101,27 @@ def _filter(log, config):
     return u_ids, i_ids, ts, stats
 
 
+def _tables(vocabulary, item_ids, user_ids, items, users, source):
+    """The items and users tables of a task: for each side, ``vocabulary(log ids, the
+    feature table's ids)`` → (vocab, extra), the feature table aligned to the vocab.
+    Returns {"item": (vocab, extra, table, kinds), "user": …}."""
+    out = {}
+    for side, ids, table in (("item", item_ids, items), ("user", user_ids, users)):
+        table_ids = _harmonise(ids, table, side, source)
+        vocab, extra = vocabulary(ids, table_ids)
+        if table is not None:
+            table = type(table)(**{**table.__dict__, "ids": table_ids})
+        cols, kinds = _features(table, vocab)
+        out[side] = (vocab, extra,
+                     {f"{side}_id": np.arange(len(vocab), dtype=np.int64), **cols}, kinds)
+    return out
+
+
 def _build(log, config, items, users, name):
     u_ids, i_ids, ts, stats = _filter(log, config)
-    item_table_ids = _harmonise(i_ids, items, "item", log.source)
-    user_table_ids = _harmonise(u_ids, users, "user", log.source)
-    item_vocab, item_index = _vocab(i_ids, item_table_ids)
-    user_vocab, user_rows = _vocab(u_ids, user_table_ids)
-    if items is not None:
-        items = type(items)(**{**items.__dict__, "ids": item_table_ids})
-    if users is not None:
-        users = type(users)(**{**users.__dict__, "ids": user_table_ids})
-    item_cols, item_kinds = _features(items, item_vocab)
-    user_cols, user_kinds = _features(users, user_vocab)
-    items_table = {"item_id": np.arange(len(item_vocab), dtype=np.int64), **item_cols}
-    users_table = {"user_id": np.arange(len(user_vocab), dtype=np.int64), **user_cols}
+    t = _tables(_vocab, i_ids, u_ids, items, users, log.source)
+    (item_vocab, item_index, items_table, item_kinds) = t["item"]
+    (user_vocab, user_rows, users_table, user_kinds) = t["user"]
     data = retrieval_task(user_rows, item_index, ts, users_table, items_table, config,
                           user_vocab=user_vocab, item_vocab=item_vocab,
                           name=name or log.name or os.path.basename(log.source),
@@ -142,18 +149,10 @@ def _build_streamed(path, config, items, users, name, columns, with_rating, verb
     say = (lambda line: print(line, flush=True)) if verbose else None
     log = stream_log(path, config, columns, with_rating=with_rating, seed=seed,
                      progress=verbose, say=say)
-    item_table_ids = _harmonise(log.item_vocab, items, "item", path)
-    user_table_ids = _harmonise(log.user_vocab, users, "user", path)
-    item_vocab = _with_table_only(log.item_vocab, item_table_ids)
-    user_vocab = _with_table_only(log.user_vocab, user_table_ids)
-    if items is not None:
-        items = type(items)(**{**items.__dict__, "ids": item_table_ids})
-    if users is not None:
-        users = type(users)(**{**users.__dict__, "ids": user_table_ids})
-    item_cols, item_kinds = _features(items, item_vocab)
-    user_cols, user_kinds = _features(users, user_vocab)
-    items_table = {"item_id": np.arange(len(item_vocab), dtype=np.int64), **item_cols}
-    users_table = {"user_id": np.arange(len(user_vocab), dtype=np.int64), **user_cols}
+    t = _tables(lambda ids, table_ids: (_with_table_only(ids, table_ids), None),
+                log.item_vocab, log.user_vocab, items, users, path)
+    item_vocab, _, items_table, item_kinds = t["item"]
+    user_vocab, _, users_table, user_kinds = t["user"]
     extra_users = len(user_vocab) - len(log.user_vocab)
 
     def grown(rows):  # the table-only users have no rows
