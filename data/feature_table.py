@@ -56,7 +56,7 @@ from twotower.data.log_files import open_binary
 KINDS = ("categorical", "text", "numeric", "multi_hot")
 MULTI_SEP = "|"
 
-_CHUNK = 1 << 20     # rows converted from Arrow to NumPy at a time (bounds the temporaries)
+_CHUNK = 1 << 16     # rows converted from Arrow to NumPy at a time (bounds the temporaries)
 
 
 @dataclasses.dataclass
@@ -107,7 +107,7 @@ class FeatureTable:
     def rows_of(self, ids):
         """[len(ids)] int64: the row of each of ``ids`` in this table, -1 when absent
         (ids are matched as values of the same kind: integers to int64 ids, strings to
-        string ids; sorted search, no per-row Python)."""
+        string ids; a vectorised hash lookup, no per-row Python)."""
         query = np.asarray(ids)
         if query.ndim != 1:
             query = query.reshape(-1)
@@ -147,20 +147,21 @@ class FeatureTable:
             elif kind == "multi_hot":
                 out[name] = _padded_tokens(col, rows, have)
             else:
-                vals = np.full(len(rows), "", dtype=col.dtype if col.dtype.kind == "U" else str)
-                vals[have] = col[rows[have]]
+                col = col if col.dtype.kind == "U" else col.astype(str)
+                vals = col[np.where(have, rows, 0)] if len(col) else np.full(
+                    len(rows), "", col.dtype)
+                vals[~have] = ""
                 out[name] = vals
         return out
 
 
 def _positions(table, values):
-    """For each of ``values``, its row in ``table`` (unique ids), -1 when absent."""
+    """For each of ``values``, its row in ``table`` (unique ids), -1 when absent: one
+    hash lookup (Arrow's index_in), no sort and no per-row Python."""
     if len(table) == 0 or len(values) == 0:
         return np.full(len(values), -1, np.int64)
-    order = np.argsort(table, kind="stable")
-    ordered = table[order]
-    pos = np.clip(np.searchsorted(ordered, values), 0, len(table) - 1)
-    return np.where(ordered[pos] == values, order[pos], -1).astype(np.int64)
+    found = pc.index_in(pa.array(values), value_set=pa.array(table))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _arrow_text(values):
@@ -203,7 +204,7 @@ def _padded_tokens(col, rows, have):
     """[len(rows), k] ``<U`` tokens of multi_hot ``col`` at ``rows`` ("" pads and where a
     row is absent; k ≥ 1, the most tokens any row has)."""
     present = np.flatnonzero(have)
-    tokens, parent = _split_tokens(_arrow_text(col[rows[present]]))
+    tokens, parent = _split_tokens(_arrow_text(col).take(pa.array(rows[present])))
     counts = np.bincount(parent, minlength=len(present))
     width = max(1, int(counts.max()) if len(counts) else 1)
     tok = _to_unicode(tokens)
@@ -243,28 +244,37 @@ def is_missing_number(text):
     return not text.strip() or text.strip() in _MISSING
 
 
+# what Arrow's cast parses exactly as float() does; other text goes to float() itself
+_PLAIN_NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+
+
 def _parse_numbers(arr):
     """A text column (Arrow; null = empty field) as numbers: (float64 [n], NaN where
     missing — empty or a null marker; the index of the first value that is not a finite
-    number, or None). Arrow parses; values it refuses are tried with Python's float()."""
+    number, or None). Plain decimals are parsed by Arrow; the rest, one by one with
+    Python's float() (which also reads "1_000" or "١٢"), up to the first that fails."""
     text = pc.utf8_trim_whitespace(arr)
     missing = pc.fill_null(pc.or_(pc.equal(text, ""), pc.is_in(text, value_set=_MARKERS)),
                            True)
-    text = pc.if_else(missing, pa.scalar(None, pa.string()), text)
     absent = missing.to_numpy(zero_copy_only=False)
-    try:
-        values = pc.cast(text, pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        values = np.full(len(text), np.nan)
-        for i, v in enumerate(text.to_pylist()):   # only when Arrow refused a value
-            if v is not None:
-                try:
-                    values[i] = float(v)
-                except ValueError:
-                    return values, i
-    bad = np.flatnonzero(~absent & ~np.isfinite(values))
+    plain = pc.fill_null(pc.match_substring_regex(text, _PLAIN_NUMBER), False)
+    values = pc.cast(pc.if_else(plain, text, pa.scalar(None, pa.string())),
+                     pa.float64()).to_numpy(zero_copy_only=False).astype(np.float64)
+    first_bad = len(values)
+    for i in np.flatnonzero(~plain.to_numpy(zero_copy_only=False) & ~absent):
+        try:
+            values[i] = float(text[int(i)].as_py())
+        except ValueError:
+            first_bad = int(i)
+            break
+        if not np.isfinite(values[i]):
+            first_bad = int(i)
+            break
     values[absent] = np.nan
-    return values, (int(bad[0]) if len(bad) else None)
+    nonfinite = np.flatnonzero(~absent[:first_bad] & ~np.isfinite(values[:first_bad]))
+    if len(nonfinite):
+        first_bad = int(nonfinite[0])
+    return values, (first_bad if first_bad < len(values) else None)
 
 
 def infer_kind(values):
