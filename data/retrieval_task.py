@@ -77,6 +77,13 @@ class Split:
     def __len__(self):
         return len(self.item)
 
+    def take(self, rows):
+        """The examples at ``rows`` (indexes into this split), as a Split."""
+        rows = np.asarray(rows, np.int64)
+        return Split(query={k: np.asarray(v)[rows] for k, v in self.query.items()},
+                     item=np.asarray(self.item)[rows], user=np.asarray(self.user)[rows],
+                     timestamp=np.asarray(self.timestamp)[rows])
+
 
 @dataclasses.dataclass
 class RetrievalData:
@@ -127,9 +134,13 @@ class RetrievalData:
     def exclusions(self, split):
         """Items to exclude per example when evaluating ``split``: what the user saw before
         it (train for valid; train and valid for test)."""
-        seen = self.seen_train if split is self.valid else [
-            np.union1d(a, b) for a, b in zip(self.seen_train, self.seen_valid)]
-        return [seen[u] for u in split.user]
+        users = np.asarray(split.user, np.int64)
+        if split is self.valid:
+            return [self.seen_train[u] for u in users]
+        # only the split's users (a sample of test rows costs its size, not the log's)
+        seen = {u: np.union1d(self.seen_train[u], self.seen_valid[u])
+                for u in np.unique(users).tolist()}
+        return [seen[u] for u in users.tolist()]
 
     def head_items(self, fraction=0.2):
         """Boolean [N]: the top ``fraction`` of items by training popularity (the head)."""

@@ -127,20 +127,25 @@ def export_retriever(model, data, *, target_recall=0.95, k=10, progress=True):
         item_example=item_inputs(data, [0, 1]) if num_items > 1 else item_inputs(data, [0]))
 
 
-def index_recall_curve(export, data, ks=INDEX_KS):
+def index_recall_curve(export, data, ks=INDEX_KS, *, max_queries=None):
     """recall@K of the index's own u2i answers for each test row's held-out item, the
     row's seen items excluded as in the exact evaluation: what a served model scores.
     As there (metrics/retrieval_report.py, repeats="new"), a row whose target the user
-    had already seen is left out of the recall: excluded, it cannot be found.
-    Returns (the ks that fit the corpus, found ids [test rows, max K], recalls)."""
+    had already seen is left out of the recall: excluded, it cannot be found. With
+    ``max_queries``, a uniform sample (seeded) of that many test rows when there are more.
+    Returns (the ks that fit the corpus, found ids [rows asked, max K], recalls)."""
+    from twotower.index.sampled_evaluation import sample_queries
+
     ks = [k for k in ks if k <= export.index.size]
-    seen = [np.asarray(s, np.int64) for s in data.exclusions(data.test)]
+    test = data.test
+    if max_queries is not None and len(test) > max_queries:
+        test = test.take(sample_queries(len(test), max_queries))
+    seen = [np.asarray(s, np.int64) for s in data.exclusions(test)]
     exclude = [export.item_keys[s] for s in seen]
     with warnings.catch_warnings():  # recall beyond the tuned k is what this measures
         warnings.filterwarnings("ignore", message="search with k=", category=UserWarning)
-        found, _ = export.retriever.u2i(query_inputs(data, data.test), max(ks),
-                                        exclude=exclude)
-    target_rows = np.asarray(data.test.item, np.int64)
+        found, _ = export.retriever.u2i(query_inputs(data, test), max(ks), exclude=exclude)
+    target_rows = np.asarray(test.item, np.int64)
     targets = export.item_keys[target_rows]
     new = np.array([t not in set(s.tolist()) for t, s in zip(target_rows, seen)], bool)
     hit_rank = np.full(len(targets), np.inf)
@@ -153,11 +158,13 @@ def index_recall_curve(export, data, ks=INDEX_KS):
     return ks, found, [float(np.mean(hit_rank[new] <= k)) for k in ks]
 
 
-def index_metrics(export, data):
-    """metrics.json entries of an export: the index's own recall@K, its recall@10 vs
-    brute force, queries/s and build time, its size."""
-    ks, _, curve = index_recall_curve(export, data)
+def index_metrics(export, data, *, max_queries=20_000):
+    """metrics.json entries of an export: the index's own recall@K (on at most
+    ``max_queries`` test rows, sampled uniformly; ``index_recall_queries`` says how
+    many), its recall@10 vs brute force, queries/s and build time, its size."""
+    ks, found, curve = index_recall_curve(export, data, max_queries=max_queries)
     out = {f"index_recall@{k}": v for k, v in zip(ks, curve)}
+    out["index_recall_queries"] = int(len(found))
     out.update({"index_vs_exact_recall@10": float(export.tuned.recall),
                 "index_qps": float(export.tuned.qps),
                 "index_build_s": float(export.index.build_seconds),

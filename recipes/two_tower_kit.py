@@ -131,9 +131,7 @@ def evaluate_recipe(model, data, config, *, progress=True):
                   f"through a ScaNN index tuned to recall@10 {config.target_recall} (the "
                   f"catalogue's {data.num_items:,} items are more than --exact-eval-items "
                   f"{limit:,})", flush=True)
-        part = type(test)(query={k: np.asarray(v)[rows] for k, v in test.query.items()},
-                          item=np.asarray(test.item)[rows], user=np.asarray(test.user)[rows],
-                          timestamp=np.asarray(test.timestamp)[rows])
+        part = test.take(rows)
         exclusions = data.exclusions(part)
         u = embed(model.query_tower, query_inputs(data, part), desc="embedding test users",
                   progress=progress)

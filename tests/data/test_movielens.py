@@ -174,6 +174,17 @@ def test_leave_last_out_split_and_histories(ml100k_dir):
     assert data.test.query["age_bucket"][row] == 18 and data.test.query["zip"][row] == "85"
 
 
+def test_a_sample_of_test_rows_keeps_its_rows_and_exclusions(ml100k_dir):
+    data = ml.prepare_retrieval(ml.load_movielens(ml100k_dir),
+                                ml.RetrievalConfig(history_length=3, min_user_interactions=1))
+    part = data.test.take([2, 0])
+    assert part.user.tolist() == [data.test.user[2], data.test.user[0]]
+    np.testing.assert_array_equal(part.query["history"][1], data.test.query["history"][0])
+    every = data.exclusions(data.test)
+    for got, want in zip(data.exclusions(part), (every[2], every[0])):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_serving_state_is_the_whole_logs(ml100k_dir):
     """What a served model answers from: each user after all their interactions —
     history up to and including the last one, every item of the log as seen."""
