@@ -24,7 +24,7 @@ from twotower.data import feature_table as feature_tables
 from twotower.data import interactions as logs
 from twotower.data.ragged_rows import RaggedRows
 from twotower.data.retrieval_task import RetrievalConfig, RetrievalData, Split, retrieval_task
-from twotower.data.streamed_log_task import stream_log
+from twotower.data.streamed_log_task import MEMORY_LIMIT_GB, stream_log
 
 RESERVED = ("item_id", "user_id", "history")
 
@@ -143,12 +143,14 @@ def _streamed_split(rows, users_table):
     return Split(query=query, item=rows.item, user=rows.user, timestamp=rows.timestamp)
 
 
-def _build_streamed(path, config, items, users, name, columns, with_rating, verbose, seed):
+def _build_streamed(path, config, items, users, name, columns, with_rating, verbose, seed,
+                    memory_limit_gb=None):
     """The retrieval task of a log read out of core (data/streamed_log_task.py): the
     training split stays in shards on disk, seen items are RaggedRows."""
     say = (lambda line: print(line, flush=True)) if verbose else None
     log = stream_log(path, config, columns, with_rating=with_rating, seed=seed,
-                     progress=verbose, say=say)
+                     progress=verbose, say=say,
+                     memory_limit_gb=memory_limit_gb or MEMORY_LIMIT_GB)
     t = _tables(lambda ids, table_ids: (_with_table_only(ids, table_ids), None),
                 log.item_vocab, log.user_vocab, items, users, path)
     item_vocab, _, items_table, item_kinds = t["item"]
@@ -233,7 +235,8 @@ def filter_summary(stats, config):
 
 
 def load_log_task(interactions, config=None, *, items=None, users=None, columns=None,
-                  item_kinds=None, user_kinds=None, infer=True, verbose=True, seed=0):
+                  item_kinds=None, user_kinds=None, infer=True, verbose=True, seed=0,
+                  memory_limit_gb=None):
     """Reads a log and its feature tables from files and builds the retrieval task.
 
     Messages name the recipes' flags (``--interactions``, ``--items``, ``--min-rating``).
@@ -248,6 +251,8 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
       seed: the one shuffle of the training rows (kept on disk, read shard by shard:
         data/streamed_log_task.py reads the log out of core, so memory holds the tables,
         not the log).
+      memory_limit_gb: the memory the out-of-core grouping may take (default
+        MEMORY_LIMIT_GB, 2).
       verbose: print what was read (the file's format, the rows, users and items read,
         what each filter kept and dropped, what is left) and the tables' inferred kinds,
         with a bar of the rows read on a terminal.
@@ -280,7 +285,7 @@ def load_log_task(interactions, config=None, *, items=None, users=None, columns=
             path, fkey, infer=infer, flag_prefix=f"--{what[:-1]}", **kinds)
     data, stats, int_ids = _build_streamed(interactions, config, tables["items"],
                                            tables["users"], None, columns, bool(extra),
-                                           verbose, seed)
+                                           verbose, seed, memory_limit_gb)
     if verbose:
         fmt = (f"{_plural(len(files), 'Parquet file')}" if logs.is_parquet(first)
                else logs.describe_file(first))

@@ -81,7 +81,7 @@ def load_data(config):
                 columns=logs.ColumnNames(config.user_col, config.item_col, config.time_col),
                 item_kinds=kinds["item"], user_kinds=kinds["user"],
                 infer=config.infer_features, verbose=not getattr(config, "quiet", False),
-                seed=config.seed)
+                seed=config.seed, memory_limit_gb=getattr(config, "read_memory_gb", None))
         return _DATA_CACHE[key]
     key = (config.source, config.min_rating, config.split, config.history_length)
     if key not in _DATA_CACHE:

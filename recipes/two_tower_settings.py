@@ -21,7 +21,8 @@ class DataSettings:
     """What is read and how it is cut: MovieLens (``source``: folder, zip, "recbole",
     "url" or "auto") or a user's own log (``interactions``, with ``items`` / ``users``
     feature tables and their column kinds), ``min_rating``, ``split``,
-    ``history_length``."""
+    ``history_length``; ``read_memory_gb``: the memory the out-of-core grouping of a log
+    may take (data/streamed_log_task.py), the rest spilling to disk."""
 
     source: str = "auto"
     min_rating: float | None = None
@@ -42,6 +43,7 @@ class DataSettings:
     user_numeric: tuple = ()
     user_multi_hot: tuple = ()
     infer_features: bool = True
+    read_memory_gb: float = 2.0
 
 
 @dataclasses.dataclass
@@ -112,6 +114,10 @@ class RecipeConfig(RunSettings, ModelSettings, DataSettings):
                              "steps as its own)")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr!r}")
+        if isinstance(self.read_memory_gb, bool) or not isinstance(
+                self.read_memory_gb, (int, float)) or not self.read_memory_gb >= 0.1:
+            raise ValueError(f"--read-memory-gb must be a number >= 0.1, got "
+                             f"{self.read_memory_gb!r}")
         if not 0.0 <= self.oov_rate < 1.0:
             raise ValueError(f"oov_rate must be in [0, 1), got {self.oov_rate!r}")
         if not 0.0 < self.target_recall <= 1.0:
@@ -232,6 +238,11 @@ def add_common_arguments(parser, defaults=None):
                    "(user_id,item_id,timestamp; string or integer ids; timestamps in Unix "
                    "seconds or ISO-8601), a Parquet file, or a folder of Parquet shards "
                    "(`twotower convert`). A 'rating' column is used by --min-rating")
+    g.add_argument("--read-memory-gb", type=float, default=d.read_memory_gb, metavar="GB",
+                   help="memory the grouping of --interactions by user may take (DuckDB, out "
+                   "of core: the rest spills to a work folder under $TWOTOWER_DATA or the "
+                   "system's temporary folder); more reads a large log faster "
+                   "(default %(default)s)")
     g.add_argument("--items", default=d.items, metavar="FILE",
                    help="item feature table (CSV with a header) keyed by the log's item "
                    "column; items only in it are in the corpus too (cold start by features)")

@@ -32,6 +32,7 @@ from twotower.training.optimizer_choice import choose_optimizer, table_rows
 RUN_FILE = "twotower-run.json"
 # fields that may change between a run and its resumption (they do not change the result)
 _RESUME_FREE = ("out", "overwrite", "verbose", "quiet", "checkpoint_dir", "checkpoint_every",
+                "read_memory_gb",
                 "target_recall", "export", "exact_eval_items", "eval_users")
 
 

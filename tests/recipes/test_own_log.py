@@ -136,3 +136,10 @@ def test_streamed_log_trains_under_a_mirrored_strategy(tmp_path):
                      "--no-export", "--quiet", "--out", out]) == 0
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["recall@50"] > metrics["popularity_recall@50"], metrics
+
+
+def test_read_memory_is_checked_before_any_work(tmp_path, capsys):
+    log, _ = write_log(str(tmp_path))
+    assert cli.main(["youtube", "--interactions", log, "--read-memory-gb", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--read-memory-gb" in err[0] and "0.0" in err[0]
