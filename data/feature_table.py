@@ -160,6 +160,8 @@ def _positions(table, values):
     hash lookup (Arrow's index_in), no sort and no per-row Python."""
     if len(table) == 0 or len(values) == 0:
         return np.full(len(values), -1, np.int64)
+    if table.dtype.kind in "iu":
+        values = values.astype(table.dtype)     # one Arrow type on both sides
     found = pc.index_in(pa.array(values), value_set=pa.array(table))
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
