@@ -235,4 +235,5 @@ def test_aligned_accepts_object_and_integer_queries(tmp_path):
     t = F.read_feature_table(str(p), "user_id")
     assert t.aligned(np.asarray([12, 5, 7], dtype=object))["country"].tolist() == ["US", "", "FR"]
     assert t.aligned(np.asarray(["7"]))["country"].tolist() == [""]   # "7" is not 7
+    assert t.aligned(np.asarray([7, 9], np.int32))["country"].tolist() == ["FR", ""]
     assert t.aligned(np.asarray([], np.int64))["tags"].shape == (0, 1)
