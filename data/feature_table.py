@@ -130,7 +130,7 @@ class FeatureTable:
     def aligned(self, ids):
         """The feature columns re-ordered to ``ids`` (e.g. a vocabulary): a dict name →
         array [len(ids)] (multi_hot: [len(ids), k] strings, "" pads; categorical and
-        text ``<U`` strings; numeric float32). An id missing from the table gets "" (→ the
+        text ``<U`` strings, or Python strings for a long-tailed column; numeric float32). An id missing from the table gets "" (→ the
         OOV bucket) or, for numeric columns, the column's mean. NaN numeric cells also get
         the mean."""
         rows = self.rows_of(ids)
@@ -147,7 +147,7 @@ class FeatureTable:
             elif kind == "multi_hot":
                 out[name] = _padded_tokens(col, rows, have)
             else:
-                col = col if col.dtype.kind == "U" else col.astype(str)
+                col = col if col.dtype.kind in "UO" else col.astype(str)
                 vals = col[np.where(have, rows, 0)] if len(col) else np.full(
                     len(rows), "", col.dtype)
                 vals[~have] = ""
@@ -180,12 +180,21 @@ def _arrow_text(values):
 
 def _to_unicode(arr):
     """An Arrow string array (null → "") → a NumPy ``<U`` array as wide as its longest
-    value, converted a chunk at a time."""
+    value, converted a chunk at a time — or, when that longest value is far longer than
+    the typical one (a free-text column with a long tail, where every row would pay for
+    the longest), an array of Python strings, each as long as itself."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = pc.fill_null(arr, "")
     n = len(arr)
-    width = max(1, (pc.max(pc.utf8_length(arr)).as_py() or 0) if n else 1)
+    lengths = pc.utf8_length(arr)
+    width = max(1, (pc.max(lengths).as_py() or 0) if n else 1)
+    mean = (pc.sum(lengths).as_py() or 0) / n if n else 0.0
+    if width > max(64, 4 * mean):
+        out = np.empty(n, object)
+        for start in range(0, n, _CHUNK):
+            out[start:start + _CHUNK] = arr.slice(start, _CHUNK).to_pylist()
+        return out
     out = np.empty(n, f"<U{width}")
     for start in range(0, n, _CHUNK):
         out[start:start + _CHUNK] = arr.slice(start, _CHUNK).to_numpy(zero_copy_only=False)

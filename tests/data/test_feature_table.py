@@ -237,3 +237,18 @@ def test_aligned_accepts_object_and_integer_queries(tmp_path):
     assert t.aligned(np.asarray(["7"]))["country"].tolist() == [""]   # "7" is not 7
     assert t.aligned(np.asarray([7, 9], np.int32))["country"].tolist() == ["FR", ""]
     assert t.aligned(np.asarray([], np.int64))["tags"].shape == (0, 1)
+
+
+def test_a_long_tailed_text_column_is_not_padded_to_its_longest_value(tmp_path):
+    """One 10,000-character title among short ones: as fixed-width strings every row
+    would take 40 KB; the column is kept as Python strings instead, each its own size."""
+    path = tmp_path / "items.csv"
+    lines = ["item_id,title,brand"] + [
+        f"i{i},{'word ' * (2000 if i == 7 else 5)},b{i % 50}" for i in range(2000)]
+    path.write_text("\n".join(lines) + "\n")
+    table = F.read_feature_table(str(path), "item_id", infer=True)
+    assert table.kinds == {"title": "text", "brand": "categorical"}
+    assert table.columns["title"].dtype == object and table.columns["brand"].dtype.kind == "U"
+    aligned = table.aligned(np.array(["i7", "i3", "nope"]))
+    assert [len(v) for v in aligned["title"]] == [9999, 24, 0]
+    assert aligned["brand"].tolist() == ["b7", "b3", ""]
