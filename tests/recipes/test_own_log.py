@@ -128,12 +128,20 @@ def test_data_flag_on_a_csv_log_points_to_interactions(tmp_path, capsys):
 
 def test_streamed_log_trains_under_a_mirrored_strategy(tmp_path):
     """--strategy mirrored on the out-of-core road: the shards' batches distributed by
-    the strategy (one CPU replica here), the same metrics written."""
+    the strategy (one CPU replica here), the same metrics written. In its own process:
+    collective ops keep per-process instance keys that other strategies' tests share."""
+    import subprocess
+    import sys
+
     log, items = write_log(str(tmp_path))
     out = str(tmp_path / "out")
-    assert cli.main(["youtube", "--interactions", log, "--items", items, "--epochs", "2",
-                     "--batch-size", "64", "--dim", "16", "--strategy", "mirrored",
-                     "--no-export", "--quiet", "--out", out]) == 0
+    proc = subprocess.run(
+        [sys.executable, "-m", "twotower.cli", "youtube", "--interactions", log, "--items",
+         items, "--epochs", "2", "--batch-size", "64", "--dim", "16", "--strategy",
+         "mirrored", "--no-export", "--quiet", "--out", out],
+        capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES=""))
+    assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.load(open(os.path.join(out, "metrics.json")))
     assert metrics["recall@50"] > metrics["popularity_recall@50"], metrics
 
