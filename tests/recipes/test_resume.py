@@ -36,8 +36,10 @@ def _command(data, out, checkpoints, optimizer="auto"):
             "--optimizer", optimizer]
 
 
-def _run(args, **kwargs):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
+def _run(args, work=None, **kwargs):
+    # work: where a CSV log's out-of-core work folder goes (a killed run leaves it)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="",
+               **({"TWOTOWER_DATA": work} if work else {}))
     return subprocess.Popen([sys.executable, "-m", "twotower.cli", "youtube", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, **kwargs)
 
@@ -63,7 +65,9 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
     out = str(tmp_path / "resumed")
     data = planted_ml100k if source == "ml" else _as_log(planted_ml100k, tmp_path / "log.csv")
     args = _command(data, out, ckpt, optimizer)
-    proc = _run(args)
+    work = str(tmp_path / "work")
+    os.makedirs(work)
+    proc = _run(args, work)
     state_file = os.path.join(ckpt, "chief", "checkpoint")
     deadline = time.monotonic() + 240
     while not os.path.exists(state_file):
@@ -85,7 +89,7 @@ def test_sigkill_then_rerun_matches_an_uninterrupted_run(planted_ml100k, tmp_pat
     trainable = sum("tower/" in n for n in names)
     assert sum("optimizer/_variables/" in n for n in names) == 2 * trainable  # Adam m, v
 
-    rerun = _run(args)
+    rerun = _run(args, work)
     _, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err.decode()[-2000:]
     resumed = json.load(open(os.path.join(out, "metrics.json")))
