@@ -157,7 +157,16 @@ def _seen(con, where, num_users):
     return RaggedRows.from_sorted_pairs(users, values, num_users)
 
 
-def _write_shards(con, folder, n, seed, rows_per_shard, progress):
+def _training_counts(con, column, size):
+    """[size] training rows per value of ``column`` (u: user row, i: item index)."""
+    counts = np.zeros(size, np.int64)
+    t = _arrow(con, f"SELECT {column} AS key, count(*) AS c FROM w WHERE split = 0 "
+                    f"GROUP BY {column}")
+    counts[t.column("key").to_numpy()] = t.column("c").to_numpy()
+    return counts
+
+
+def _write_shards(con, folder, n, seed, rows_per_shard):
     """The training rows, shuffled once (ordered by a hash of the row and the seed), as
     Parquet shards of ``rows_per_shard`` rows. Returns (files, rows of each)."""
     os.makedirs(folder)
@@ -228,15 +237,10 @@ def stream_log(path, config, columns=None, *, with_rating=False, seed=0, progres
             data = _group(con, config, int_ids, n, path)
             say("writing the shuffled training shards")
             files, rows = _write_shards(con, os.path.join(folder, "train"), n, seed,
-                                        rows_per_shard, progress)
+                                        rows_per_shard)
             num_users = len(data["user_vocab"])
-            user_counts = np.zeros(num_users, np.int64)
-            for u, c in con.execute("SELECT u, count(*) FROM w WHERE split = 0 GROUP BY u"
-                                    ).fetchall():
-                user_counts[u] = c
-            item_counts = np.zeros(len(data["item_vocab"]), np.int64)
-            t = _arrow(con, "SELECT i, count(*) AS c FROM w WHERE split = 0 GROUP BY i")
-            item_counts[t.column("i").to_numpy()] = t.column("c").to_numpy()
+            user_counts = _training_counts(con, "u", num_users)
+            item_counts = _training_counts(con, "i", len(data["item_vocab"]))
             say("collecting held-out rows, serving state and seen items")
             out = StreamedLog(
                 user_vocab=data["user_vocab"], item_vocab=data["item_vocab"],

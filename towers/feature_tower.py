@@ -61,8 +61,8 @@ class _VocabularyArray(np.ndarray):
 def _lookup(cls, f, **kwargs):
     """A lookup layer over a spec's vocabulary, given as an array. The layer keeps what it
     is given; a Python list would be wrapped by Keras' attribute tracking and walked,
-    element by element, at every call of the tower (0.5 s a call with 10⁶ ids), an array
-    is not. The kept copy is a :class:`_VocabularyArray`, so that saving works."""
+    element by element, at every call of the tower, an array is not. The kept copy is a
+    :class:`_VocabularyArray`, so that saving works."""
     values = (np.asarray(f["vocabulary"], np.int64) if f.get("dtype") == "int64"
               else np.asarray([str(v) for v in f["vocabulary"]], dtype=str))
     layer = cls(vocabulary=values, **kwargs)
