@@ -27,7 +27,8 @@ CSV with string ids (``u17``, ``i4242``) and an items.csv with one categorical c
    the catalogue's size from a larger catalogue's log touching more distinct rows.
 2. **e2e** — for each of ``--sizes`` interactions (50 a user, items = interactions /
    10): the whole command with ``--out`` (training, evaluation, the index export).
-   Keys ``cli_seconds_{phase}_{n}``, ``cli_peak_rss_gb_{n}``,
+   Keys ``cli_seconds_{phase}_{n}``, ``cli_peak_rss_gb_{n}`` (and
+   ``cli_peak_rss_gb_{phase}_{n}``: the command's running peak as each phase ended),
    ``cli_train_examples_per_sec_{n}``, ``cli_recall@10_{n}``,
    ``cli_popularity_recall@10_{n}``, ``cli_oracle_recall@10_{n}`` (the planted model's
    own expected recall@10), ``cli_exact_{n}``, ``cli_evaluated_users_{n}``, and beside
@@ -224,7 +225,8 @@ def main(argv=None):
                         os.path.join(logs, f"e2e_{k}.log"), "--epochs", str(args.epochs),
                         "--batch-size", batch)
             for key, value in m.items():
-                if key.startswith("seconds_"):
+                # seconds and the running peak RSS at the end of each phase
+                if key.startswith("seconds_") or key.startswith("peak_rss_gb_"):
                     metrics[f"cli_{key}_{k}"] = value
             metrics.update({
                 f"cli_wall_seconds_{k}": m["wall_seconds"],
@@ -251,7 +253,8 @@ def main(argv=None):
             e2e_rows.append(row)
             print(json.dumps(row, default=float), flush=True)
         rss = sorted((int(key.rsplit("_", 1)[1].split("e")[1]), key) for key in metrics
-                     if key.startswith("cli_peak_rss_gb_"))
+                     if key.startswith("cli_peak_rss_gb_")
+                     and key[len("cli_peak_rss_gb_")].isdigit())  # not the per-phase keys
         if len(rss) > 1 and args.e2e_items and args.e2e_users:  # the same tables
             (_, small), (_, large) = rss[-2], rss[-1]
             metrics["cli_peak_rss_ratio"] = metrics[large] / metrics[small]

@@ -141,20 +141,27 @@ def _held_out(con, where, n, *, after=False):
 
 
 def _seen(con, where, num_users):
-    """Every user's distinct items among the rows matching ``where``, sorted."""
-    total = con.execute(f"SELECT count(*) FROM (SELECT DISTINCT u, i FROM w WHERE {where})"
-                        ).fetchall()[0][0]
-    users = np.empty(total, np.int64)
-    values = np.empty(total, np.int32)
-    reader = con.sql(f"SELECT DISTINCT u, i FROM w WHERE {where} ORDER BY u, i"
-                     ).to_arrow_reader(1 << 20)
+    """Every user's distinct items among the rows matching ``where``, sorted.
+
+    The offsets come from a count a user (GROUP BY, ``num_users`` sized); the values are
+    streamed into one int32 array: nothing pair-sized but the values themselves."""
+    distinct = f"SELECT DISTINCT u, i FROM w WHERE {where}"
+    counts = np.zeros(num_users, np.int64)
+    t = _arrow(con, f"SELECT u, count(*) AS c FROM ({distinct}) GROUP BY u")
+    counts[t.column("u").to_numpy()] = t.column("c").to_numpy()
+    del t
+    offsets = np.zeros(num_users + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    values = np.empty(int(offsets[-1]), np.int32)
+    reader = con.sql(f"SELECT i FROM ({distinct}) ORDER BY u, i").to_arrow_reader(1 << 20)
     at = 0
     for b in reader:
         k = b.num_rows
-        users[at:at + k] = b.column(0).to_numpy()
-        values[at:at + k] = b.column(1).to_numpy()
+        values[at:at + k] = b.column(0).to_numpy()
         at += k
-    return RaggedRows.from_sorted_pairs(users, values, num_users)
+    if at != len(values):
+        raise RuntimeError(f"seen items: {at} pairs read back, {len(values)} counted")
+    return RaggedRows(offsets, values)
 
 
 def _training_counts(con, column, size):
