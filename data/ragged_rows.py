@@ -51,3 +51,30 @@ class RaggedRows:
     def lengths(self):
         """[n] the number of values of each row."""
         return np.diff(self.offsets)
+
+    def take(self, rows, chunk_rows=1 << 14):
+        """RaggedRows of ``rows`` (row indexes, in the order given).
+
+        Rows 0..k-1 in order share this object's arrays (views, no copy); any other
+        selection copies the values into one int32 array, ``chunk_rows`` rows at a time,
+        so the only index array is a chunk's, not the selection's size."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= len(self)):
+            bad = rows[(rows < 0) | (rows >= len(self))][0]
+            raise IndexError(f"row {int(bad)} out of range for {len(self)} rows")
+        n = len(rows)
+        if n == 0 or (rows[0] == 0 and rows[-1] == n - 1
+                      and np.array_equal(rows, np.arange(n))):
+            return RaggedRows(self.offsets[:n + 1], self.values[:self.offsets[n]])
+        starts = self.offsets[rows]
+        lengths = self.offsets[rows + 1] - starts
+        offsets = np.zeros(n + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        values = np.empty(int(offsets[-1]), np.int32)
+        for a in range(0, n, chunk_rows):
+            b = min(a + chunk_rows, n)
+            lo, hi = offsets[a], offsets[b]
+            # position j of the chunk's output reads starts[row] + (j - offsets[row])
+            shift = np.repeat(starts[a:b] - offsets[a:b], lengths[a:b])
+            values[lo:hi] = self.values[shift + np.arange(lo, hi)]
+        return RaggedRows(offsets, values)

@@ -109,8 +109,7 @@ def export_retriever(model, data, *, target_recall=0.95, k=10, progress=True):
                          "with twotower.data.movielens.retrieval_task")
     user_table = {k: np.asarray(v) for k, v in query_inputs(data, serving).items()}
     user_ids = user_table["user_id"]
-    user_seen = {int(u): item_ids[np.asarray(data.seen_all[r], np.int64)]
-                 for u, r in zip(user_ids.tolist(), serving.user.tolist())}
+    user_seen = seen_items(data.seen_all, user_ids, serving.user, item_ids)
     vocabs = {}
     if item_vocab is not None:
         vocabs["item_vocab"] = np.asarray(item_vocab)
@@ -125,6 +124,37 @@ def export_retriever(model, data, *, target_recall=0.95, k=10, progress=True):
         item_keys=item_keys,
         query_example={k: v[:2] for k, v in test_queries.items()},
         item_example=item_inputs(data, [0, 1]) if num_items > 1 else item_inputs(data, [0]))
+
+
+def seen_items(seen, user_ids, rows, item_ids):
+    """The Retriever's :class:`~twotower.index.retriever.SeenItems`: user ``user_ids[j]``
+    saw the index ids ``item_ids[seen[rows[j]]]``.
+
+    ``seen`` is per user row (RaggedRows, or a list of arrays on the in-memory road).
+    From RaggedRows nothing per user is built: when the rows are 0..k-1 in order (the
+    streamed road's serving users) the items share ``seen``'s int32 values, and when
+    ``item_ids`` is 0..N-1 (a log's internal ids) they are not mapped (no copy)."""
+    from twotower.data.ragged_rows import RaggedRows
+    from twotower.index.retriever import SeenItems
+
+    user_ids = np.asarray(user_ids, np.int64)
+    rows = np.asarray(rows, np.int64)
+    if len(user_ids) != len(rows):
+        raise ValueError(f"{len(user_ids)} user ids for {len(rows)} seen-item rows")
+    if np.any(user_ids[1:] < user_ids[:-1]):
+        order = np.argsort(user_ids, kind="stable")
+        user_ids, rows = user_ids[order], rows[order]
+    item_ids = np.asarray(item_ids)
+    identity = np.array_equal(item_ids, np.arange(len(item_ids)))
+    if isinstance(seen, RaggedRows):
+        taken = seen.take(rows)
+        offsets, items = taken.offsets, taken.values
+    else:
+        lists = [np.asarray(seen[r], np.int64) for r in rows.tolist()]
+        offsets = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum([len(x) for x in lists], out=offsets[1:])
+        items = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    return SeenItems(user_ids, offsets, items if identity else item_ids[items])
 
 
 def index_recall_curve(export, data, ks=INDEX_KS, *, max_queries=None):

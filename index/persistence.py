@@ -10,7 +10,9 @@
     DIR/query_tower/       SavedModel (optional) + tower.json (class, id range)
     DIR/item_tower/        SavedModel (optional) + tower.json
     DIR/user_table.npz     query-tower inputs per user, keyed by "user_id" (optional)
-    DIR/user_seen.npz      items each user has seen: users, offsets, items (optional)
+    DIR/user_seen.npz      items each user has seen (optional): users [U] sorted int64,
+                           offsets [U + 1] int64, items (int32 or int64) — user
+                           users[j] saw items[offsets[j]:offsets[j + 1]]
     DIR/user_vectors.npy   float32 [U, d]: the query tower's output for each user-table
                            row, so that u2i by user id runs no tower (optional)
     DIR/item_vocab.npy     the user's own item ids, position = internal id (optional)
@@ -34,7 +36,7 @@ import numpy as np
 
 from twotower.artifacts import MARKER, atomic_directory, sha256_file
 from twotower.index.config import IndexConfig
-from twotower.index.retriever import Retriever
+from twotower.index.retriever import Retriever, SeenItems
 from twotower.index.scann_index import ScannIndex
 
 FORMAT = "twotower-index/2"
@@ -109,12 +111,11 @@ def save(path, retriever, *, query_example=None, item_example=None, extra=None,
             np.save(os.path.join(tmp, "user_vectors.npy"), retriever.user_vectors,
                     allow_pickle=False)
         if retriever.user_seen is not None:
-            users = np.asarray(sorted(retriever.user_seen), dtype=np.int64)
-            lists = [retriever.user_seen[int(u)] for u in users]
-            np.savez(os.path.join(tmp, "user_seen.npz"), users=users,
-                     offsets=np.cumsum([0] + [len(x) for x in lists]).astype(np.int64),
-                     items=np.concatenate(lists).astype(np.int64) if lists
-                     else np.zeros(0, np.int64))
+            # the SeenItems arrays as they are (items int32 or int64): no per-user lists,
+            # no concatenated copy
+            seen = SeenItems.from_mapping(retriever.user_seen)
+            np.savez(os.path.join(tmp, "user_seen.npz"), users=seen.users,
+                     offsets=seen.offsets, items=seen.items)
         # external ids by internal id (int64 or unicode '<U', never pickled objects)
         for name, vocab in (("item_vocab", getattr(retriever, "item_vocab", None)),
                             ("user_vocab", getattr(retriever, "user_vocab", None))):
@@ -279,7 +280,10 @@ def load(path, *, load_towers=True):
     if os.path.exists(os.path.join(path, "user_seen.npz")):
         with np.load(os.path.join(path, "user_seen.npz"), allow_pickle=False) as z:
             users, offsets, items = z["users"], z["offsets"], z["items"]
-        user_seen = {int(u): items[offsets[i]:offsets[i + 1]] for i, u in enumerate(users)}
+        try:  # the arrays themselves, no dict (older folders have the same keys)
+            user_seen = SeenItems(users, offsets, items)
+        except ValueError as e:
+            raise ValueError(f"index folder {path!r}: user_seen.npz: {e}") from None
     user_vectors = None
     if user_table is not None and os.path.exists(os.path.join(path, "user_vectors.npy")):
         user_vectors = np.load(os.path.join(path, "user_vectors.npy"), allow_pickle=False)

@@ -21,6 +21,7 @@ shorter lists, and the id feature (``item_id`` / ``user_id``) that can be left o
 server documents and validates request ``features`` with it.
 """
 
+import collections.abc
 import threading
 import warnings
 
@@ -31,6 +32,87 @@ from twotower.index import towers_io
 from twotower.index.builder import embed
 from twotower.index.feature_schema import FeatureSchema
 from twotower.index.scann_index import check_vectors
+
+
+class SeenItems(collections.abc.Mapping):
+    """Each user's seen items as three flat arrays, read as a mapping user id -> items.
+
+    User ``users[j]`` saw ``items[offsets[j]:offsets[j + 1]]``:
+
+      users: [U] internal int user ids, strictly increasing.
+      offsets: [U + 1] int64, starting at 0, never decreasing, ending at len(items).
+      items: the internal item ids, concatenated (any integer dtype, kept as given:
+        int32 stays int32).
+
+    ``seen[u]`` is a read-only view (KeyError for a user with no entry), found by binary
+    search; there is no Python object per user, so millions of users cost their arrays
+    only. The arrays are what ``user_seen.npz`` holds (index/persistence.py).
+    """
+
+    def __init__(self, users, offsets, items):
+        users = check_int_ids(users, "user_seen users")
+        offsets = np.asarray(offsets)
+        items = np.asarray(items)
+        if offsets.ndim != 1 or offsets.dtype.kind not in "iu":
+            raise ValueError(f"user_seen offsets must be a flat integer array, got "
+                             f"{offsets.dtype} shape {offsets.shape}")
+        if items.ndim != 1 or items.dtype.kind not in "iu" or items.dtype == np.uint64:
+            raise ValueError(f"user_seen items must be a flat array of integer ids, got "
+                             f"{items.dtype} shape {items.shape}")
+        offsets = offsets.astype(np.int64, copy=False)
+        if len(offsets) != len(users) + 1 or offsets[0] != 0 \
+                or offsets[-1] != len(items) or np.any(offsets[1:] < offsets[:-1]):
+            raise ValueError(f"user_seen offsets must hold len(users) + 1 = {len(users) + 1} "
+                             f"values from 0 to len(items) = {len(items)}, never "
+                             f"decreasing; got {len(offsets)}")
+        if np.any(users[1:] <= users[:-1]):
+            raise ValueError("user_seen users must be strictly increasing (sorted, no "
+                             "duplicates)")
+        self.users, self.offsets, self.items = users.view(), offsets.view(), items.view()
+        for a in (self.users, self.offsets, self.items):
+            a.flags.writeable = False
+
+    @classmethod
+    def from_mapping(cls, mapping):
+        """From a mapping user id -> item ids (each validated as int ids)."""
+        if isinstance(mapping, cls):
+            return mapping
+        if not isinstance(mapping, collections.abc.Mapping):
+            raise ValueError("user_seen must be a mapping user id -> item ids (or "
+                             f"SeenItems), got {type(mapping).__name__}")
+        users, lists = [], []
+        for u, v in mapping.items():
+            (key,) = check_int_ids([u], "user_seen keys").tolist()
+            users.append(key)
+            lists.append(check_int_ids(v, f"user_seen[{key}]"))
+        users = np.asarray(users, np.int64)
+        order = np.argsort(users, kind="stable")
+        lists = [lists[j] for j in order]
+        offsets = np.zeros(len(lists) + 1, np.int64)
+        np.cumsum([len(x) for x in lists], out=offsets[1:])
+        items = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+        return cls(users[order], offsets, items)
+
+    def _position(self, user):
+        if isinstance(user, (bool, np.bool_)) or not isinstance(user, (int, np.integer)):
+            return -1
+        j = int(np.searchsorted(self.users, user))
+        return j if j < len(self.users) and self.users[j] == user else -1
+
+    def __getitem__(self, user):
+        j = self._position(user)
+        if j < 0:
+            raise KeyError(user)
+        return self.items[self.offsets[j]:self.offsets[j + 1]]
+
+    def __contains__(self, user):
+        return self._position(user) >= 0
+
+    def __iter__(self):
+        return iter(self.users.tolist())
+
+    def __len__(self):
+        return len(self.users)
 
 
 def _vocab(values, what):
@@ -53,9 +135,10 @@ class Retriever:
         ``"user_id"`` column of internal int user ids: the query tower's inputs for each
         user (a feature store), so that u2i can be asked by user id. For a query tower
         that takes ids (an IDTower) only the ``"user_id"`` column is fed to it.
-      user_seen: optional dict internal user id -> internal item ids that user has seen
-        (excluded by :meth:`u2i_users` unless told otherwise). Works with or without a
-        user table: with an id-lookup query tower, the user id is the tower's input.
+      user_seen: optional :class:`SeenItems` (kept as is, no copy) or a dict internal
+        user id -> internal item ids that user has seen (excluded by :meth:`u2i_users`
+        unless told otherwise); held as SeenItems. Works with or without a user table:
+        with an id-lookup query tower, the user id is the tower's input.
       item_vocab: optional 1-D array (or ExternalIds) of external item ids, position =
         internal id: the ids :meth:`i2i`, ``exclude`` and the updates take and every
         result returns.
@@ -113,12 +196,7 @@ class Retriever:
                 raise ValueError(f"user_vectors has {len(vectors)} rows, the user table "
                                  f"{len(self.user_table['user_id'])}: one vector a user row")
             self.user_vectors = vectors
-        self.user_seen = None
-        if user_seen is not None:
-            self.user_seen = {}
-            for u, v in user_seen.items():
-                (key,) = check_int_ids([u], "user_seen keys").tolist()
-                self.user_seen[key] = check_int_ids(v, f"user_seen[{key}]")
+        self.user_seen = None if user_seen is None else SeenItems.from_mapping(user_seen)
 
     # -- counts (for /health) ---------------------------------------------------------
     @property
