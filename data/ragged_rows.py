@@ -52,6 +52,50 @@ class RaggedRows:
         """[n] the number of values of each row."""
         return np.diff(self.offsets)
 
+    def union(self, rows, values, chunk_values=1 << 22):
+        """RaggedRows whose row r is the sorted distinct values of ``self[r]`` and of
+        every ``values[j]`` with ``rows[j] == r`` (pairs in any order).
+
+        Rows are merged a chunk of about ``chunk_values`` values at a time into one int32
+        array sized for the inputs (its unused tail, the duplicates dropped, is left out
+        of the result's view): no int64 array of the whole size. Sorted rows of ``self``
+        are assumed, as everywhere in this class."""
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        values = np.asarray(values, np.int64).reshape(-1)
+        if len(rows) != len(values):
+            raise ValueError(f"{len(rows)} rows for {len(values)} values")
+        n = len(self)
+        if len(rows) and (rows.min() < 0 or rows.max() >= n):
+            bad = rows[(rows < 0) | (rows >= n)][0]
+            raise IndexError(f"row {int(bad)} out of range for {n} rows")
+        order = np.lexsort((values, rows))
+        rows, values = rows[order], values[order]
+        del order
+        width = int(max(self.values.max(initial=-1), values.max(initial=-1))) + 1
+        out = np.empty(len(self.values) + len(values), np.int32)
+        offsets = np.zeros(n + 1, np.int64)
+        # chunk boundaries: rows whose own values add up to about chunk_values
+        cuts = np.unique(np.r_[np.searchsorted(self.offsets, np.arange(
+            chunk_values, self.offsets[-1], chunk_values)), n])
+        at, start = 0, 0
+        for stop in cuts.tolist():
+            if stop <= start:
+                continue
+            lo, hi = self.offsets[start], self.offsets[stop]
+            a, b = np.searchsorted(rows, [start, stop])
+            own = np.repeat(np.arange(start, stop, dtype=np.int64),
+                            np.diff(self.offsets[start:stop + 1]))
+            key = np.unique(np.r_[own * width + self.values[lo:hi],
+                                  rows[a:b] * width + values[a:b]])
+            del own
+            k = len(key)
+            out[at:at + k] = key % width
+            offsets[start + 1:stop + 1] = at + np.cumsum(
+                np.bincount(key // width - start, minlength=stop - start))
+            at += k
+            start = stop
+        return RaggedRows(offsets, out[:at])
+
     def take(self, rows, chunk_rows=1 << 14):
         """RaggedRows of ``rows`` (row indexes, in the order given).
 

@@ -60,7 +60,7 @@ class StreamedLog:
     item_counts: np.ndarray
     seen_train: RaggedRows
     seen_valid: RaggedRows
-    seen_all: RaggedRows
+    seen_all: RaggedRows  # seen_train merged with the valid and test rows' items
     stats: dict
     int_ids: dict
 
@@ -255,10 +255,14 @@ def stream_log(path, config, columns=None, *, with_rating=False, seed=0, progres
                 valid=_held_out(con, "split = 1", n), test=_held_out(con, "split = 2", n),
                 serving=_held_out(con, "rn = cnt", n, after=True), item_counts=item_counts,
                 seen_train=_seen(con, "split = 0", num_users),
-                seen_valid=_seen(con, "split = 1", num_users),
-                seen_all=_seen(con, "true", num_users), stats=data["stats"], int_ids=int_ids)
+                seen_valid=_seen(con, "split = 1", num_users), seen_all=None,
+                stats=data["stats"], int_ids=int_ids)
         finally:
             con.close()
+        # every split's items: the training ones merged with the held-out rows, once
+        # DuckDB's memory is given back (no third pass over the log)
+        out.seen_all = out.seen_train.union(np.r_[out.valid.user, out.test.user],
+                                            np.r_[out.valid.item, out.test.item])
         for leftover in (db, db + ".wal"):
             if os.path.exists(leftover):
                 os.remove(leftover)

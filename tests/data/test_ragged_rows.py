@@ -39,3 +39,23 @@ def test_take_refuses_a_row_out_of_range():
         rows.take([0, 5])
     with pytest.raises(IndexError, match="row -1 out of range"):
         rows.take([-1])
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_union_merges_pairs_into_sorted_distinct_rows(seed):
+    lists, rows = _rows(seed, n=int(np.random.default_rng(seed).integers(1, 50)))
+    rng = np.random.default_rng(seed + 100)
+    m = int(rng.integers(0, 80))
+    users, items = rng.integers(0, len(lists), m), rng.integers(0, 45, m)
+    got = rows.union(users, items, chunk_values=int(rng.integers(1, 30)))  # many chunks
+    assert len(got) == len(lists) and got.values.dtype == np.int32
+    for r, own in enumerate(lists):
+        np.testing.assert_array_equal(got[r], np.union1d(own, items[users == r]))
+
+
+def test_union_refuses_mismatched_or_out_of_range_pairs():
+    _, rows = _rows(n=5)
+    with pytest.raises(ValueError, match="2 rows for 1 values"):
+        rows.union([0, 1], [3])
+    with pytest.raises(IndexError, match="row 7 out of range for 5 rows"):
+        rows.union([7], [3])
