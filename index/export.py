@@ -157,6 +157,9 @@ def seen_items(seen, user_ids, rows, item_ids):
     return SeenItems(user_ids, offsets, items if identity else item_ids[items])
 
 
+RECALL_BATCH = 1024
+
+
 def index_recall_curve(export, data, ks=INDEX_KS, *, max_queries=None):
     """recall@K of the index's own u2i answers for each test row's held-out item, the
     row's seen items excluded as in the exact evaluation: what a served model scores.
@@ -170,11 +173,21 @@ def index_recall_curve(export, data, ks=INDEX_KS, *, max_queries=None):
     test = data.test
     if max_queries is not None and len(test) > max_queries:
         test = test.take(sample_queries(len(test), max_queries))
-    seen = [np.asarray(s, np.int64) for s in data.exclusions(test)]
-    exclude = [export.item_keys[s] for s in seen]
-    with warnings.catch_warnings():  # recall beyond the tuned k is what this measures
-        warnings.filterwarnings("ignore", message="search with k=", category=UserWarning)
-        found, _ = export.retriever.u2i(query_inputs(data, test), max(ks), exclude=exclude)
+    seen = data.exclusions(test)
+    queries = query_inputs(data, test)
+    found = []
+    # a batch of rows at a time: the exclusions in the retriever's ids (and the index's
+    # per-query sets of them) are a batch's, not every sampled user's seen items at once
+    for a in range(0, len(test), RECALL_BATCH):
+        b = min(a + RECALL_BATCH, len(test))
+        exclude = [export.item_keys[np.asarray(s, np.int64)] for s in seen[a:b]]
+        with warnings.catch_warnings():  # recall beyond the tuned k is what this measures
+            warnings.filterwarnings("ignore", message="search with k=", category=UserWarning)
+            got, _ = export.retriever.u2i({k: np.asarray(v)[a:b] for k, v in queries.items()},
+                                          max(ks), exclude=exclude)
+        found.append(got)
+        del exclude
+    found = np.concatenate(found) if found else np.zeros((0, max(ks)), np.int64)
     target_rows = np.asarray(test.item, np.int64)
     targets = export.item_keys[target_rows]
     new = np.array([t not in set(s.tolist()) for t, s in zip(target_rows, seen)], bool)

@@ -118,6 +118,30 @@ def test_the_export_tunes_on_a_uniform_sample_of_test_users(tmp_path, monkeypatc
     assert export.export_retriever(model, data).tuned.num_queries == len(data.test)
 
 
+def test_the_export_shares_the_logs_seen_items_and_batches_the_index_recall(tmp_path,
+                                                                         monkeypatch):
+    from twotower.index import export
+    from twotower.index.retriever import SeenItems
+    from twotower.recipes import youtube
+
+    log, items = write_log(str(tmp_path))
+    config = youtube.Config(interactions=log, items=items, epochs=1, batch_size=64, dim=16,
+                            quiet=True)
+    model, data, _ = youtube.train(config)
+    served = export.export_retriever(model, data, progress=False)
+    seen = served.retriever.user_seen
+    # the streamed road's seen items, as they are: no per-user dict, no copy
+    assert isinstance(seen, SeenItems) and np.shares_memory(seen.items, data.seen_all.values)
+    for r in (0, 17, 239):
+        np.testing.assert_array_equal(seen[int(data.serving.user[r])],
+                                      data.seen_all[int(data.serving.user[r])])
+    ks, found, curve = export.index_recall_curve(served, data)
+    monkeypatch.setattr(export, "RECALL_BATCH", 7)  # 240 rows in 35 batches
+    ks_b, found_b, curve_b = export.index_recall_curve(served, data)
+    assert ks_b == ks and curve_b == curve
+    np.testing.assert_array_equal(found_b, found)
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_the_export_bars_show_on_a_terminal_unless_quiet(tmp_path, capsys, monkeypatch, quiet):
     import sys
