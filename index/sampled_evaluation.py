@@ -71,6 +71,9 @@ def report_from_lists(found, targets, exclusions, head_items, num_items, *, k_co
     return out
 
 
+SEARCH_BATCH = 1024
+
+
 def index_report(query_emb, item_emb, targets, exclusions, head_items, *, target_recall=0.95,
                  k=100, tune_queries=1000, progress=True):
     """The retrieval report of the given (already sampled) queries through a ScaNN index
@@ -90,8 +93,12 @@ def index_report(query_emb, item_emb, targets, exclusions, head_items, *, target
                  progress=progress, objective="batch")
     with warnings.catch_warnings():  # recall beyond 10 is reported as estimated (above)
         warnings.filterwarnings("ignore", message="search with k=", category=UserWarning)
-        found, _ = index.search(query_emb, k,
-                                exclude=[np.asarray(e, np.int64) for e in exclusions])
+        # a batch of queries at a time: the index's per-query sets of excluded ids are a
+        # batch's, not every sampled user's seen items at once
+        found = np.concatenate([
+            index.search(query_emb[a:a + SEARCH_BATCH], k, exclude=[
+                np.asarray(e, np.int64) for e in exclusions[a:a + SEARCH_BATCH]])[0]
+            for a in range(0, len(query_emb), SEARCH_BATCH)] or [np.zeros((0, k), np.int64)])
     out = report_from_lists(found, targets, exclusions, head_items, len(item_emb))
     out["index_eval_recall@10"] = float(tuned.recall)
     out["index_eval_build_s"] = float(index.build_seconds)

@@ -52,3 +52,14 @@ def test_index_report_is_close_to_exact_and_samples_are_uniform_and_seeded():
     assert len(set(rows.tolist())) == 100 and rows.max() < 1000
     assert np.array_equal(rows, sampled.sample_queries(1000, 100, seed=3))
     assert np.array_equal(sampled.sample_queries(50, 100), np.arange(50))
+
+
+def test_index_report_searched_in_batches_is_close_to_exact(monkeypatch):
+    u, v, targets, exclusions, head = _task(num_queries=600, num_items=2000, dim=16)
+    monkeypatch.setattr(sampled, "SEARCH_BATCH", 7)  # 600 queries in 86 batches
+    got = sampled.index_report(u, v, targets, exclusions, head, target_recall=0.95,
+                               progress=False)
+    want = retrieval_report(u, v, targets, exclusions, head)
+    assert got["num_queries"] == want["num_queries"]
+    assert got["repeat_targets"] == want["repeat_targets"]
+    assert got["recall@50"] == pytest.approx(want["recall@50"], abs=0.03)
