@@ -52,7 +52,7 @@ class RaggedRows:
         """[n] the number of values of each row."""
         return np.diff(self.offsets)
 
-    def union(self, rows, values, chunk_values=1 << 22):
+    def union(self, rows, values, chunk_values=1 << 20):
         """RaggedRows whose row r is the sorted distinct values of ``self[r]`` and of
         every ``values[j]`` with ``rows[j] == r`` (pairs in any order).
 
