@@ -18,10 +18,11 @@ CSV with string ids (``u17``, ``i4242``) and an items.csv with one categorical c
 1. **step** — the recipe's own towers (user id + mean-pooled history; item id +
    category, d = 32, one hidden layer of 64) on a log of ``--step-rows`` rows (20 a
    user) whose catalogue is 10⁴ or 10⁶ items, one epoch at ``--batch-size``: ms a step
-   = batch / examples a second, with ``--optimizer auto`` (what a user gets) and
+   = batch / examples a second, the median of ``--step-repeats`` runs (each run's figure
+   beside it as ``…_runs``), with ``--optimizer auto`` (what a user gets) and
    ``--optimizer adam`` (every row every step, XLA: the road before). Keys
    ``cli_step_ms_{1e4,1e6}_items``, ``cli_step_ms_adam_{1e4,1e6}_items``,
-   ``cli_step_ms_lazy_adam_1e4_items`` (LazyAdam forced where auto takes XLAAdam); and
+   ``cli_step_ms_lazy_adam_1e4_items`` (LazyAdam forced at the smallest catalogue); and
    ``cli_step_ms_1e6_items_1e4_log``: the 10⁴-item log with 10⁶ items in items.csv
    (the same rows used a step, the catalogue's tables 100× larger), which separates
    the catalogue's size from a larger catalogue's log touching more distinct rows.
@@ -45,6 +46,7 @@ Writes metrics.json and results.md under ``--out``.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -145,6 +147,9 @@ def build_parser():
                    "interactions / 10, 50 a user) (default %(default)s)")
     p.add_argument("--step-rows", type=float, default=3e5,
                    help="rows of the step phase's logs (default %(default)s)")
+    p.add_argument("--step-repeats", type=int, default=3,
+                   help="runs of each step-phase command; the median is reported "
+                        "(default %(default)s)")
     p.add_argument("--step-items", default="1e4,1e6",
                    help="catalogue sizes of the step phase (default %(default)s)")
     p.add_argument("--batch-size", type=int, default=1024, help="examples per step "
@@ -168,7 +173,10 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.step_repeats < 1:
+        parser.error(f"--step-repeats must be at least 1, got {args.step_repeats}")
     sys.path.insert(0, ROOT)
     from twotower.artifacts import atomic_directory, atomic_write_text, check_output_dir
     from twotower.reporting import format_table, write_metrics
@@ -196,20 +204,30 @@ def main(argv=None):
                 write_csv_log(folder, int(args.step_rows), used, 20, table_items=items)
                 k = size_key(items) + "_items" + ("" if used == items else f"_{size_key(used)}_log")
                 for choice in choices:
-                    m = run_cli(folder, os.path.join(scratch, f"out_step_{used}_{items}_{choice}"),
-                                os.path.join(logs, f"step_{k}_{choice}.log"), "--epochs", "1",
-                                "--batch-size", batch, "--no-export", "--eval-users", "2000",
-                                "--optimizer", choice)
-                    ms = args.batch_size / m["examples_per_sec"] * 1e3
+                    # --step-repeats runs of the command, the median reported (one epoch's
+                    # figure moves by tens of per cent on a shared 2-core machine)
+                    runs_ms = []
+                    for r in range(args.step_repeats):
+                        m = run_cli(folder,
+                                    os.path.join(scratch, f"out_step_{used}_{items}_{choice}"),
+                                    os.path.join(logs, f"step_{k}_{choice}_{r}.log"),
+                                    "--epochs", "1", "--batch-size", batch, "--no-export",
+                                    "--eval-users", "2000", "--optimizer", choice,
+                                    *(("--overwrite",) if r else ()))
+                        runs_ms.append(args.batch_size / m["examples_per_sec"] * 1e3)
+                    ms = float(statistics.median(runs_ms))
                     name = "" if choice == "auto" else f"{choice}_"
                     metrics[f"cli_step_ms_{name}{k}"] = ms
+                    metrics[f"cli_step_ms_{name}{k}_runs"] = runs_ms
                     step_rows.append({"items": size_key(items), "log's items": size_key(used),
                                       "optimizer": choice,
-                                      "chosen": "LazyAdam" if m["lazy_adam"] else
-                                      ("XLAAdam" if m["jit_compile"] else "Adam"),
-                                      "ms/step": ms, "examples/s": m["examples_per_sec"],
+                                      "chosen": ("LazyAdam" if m["lazy_adam"] else "Adam")
+                                      + (", XLA" if m["jit_compile"] else ""),
+                                      "ms/step (median)": ms,
+                                      "runs": " ".join(f"{x:.1f}" for x in runs_ms),
                                       "table rows": m["table_rows"]})
-                    print(f"step {k}, --optimizer {choice}: {ms:.1f} ms", flush=True)
+                    print(f"step {k}, --optimizer {choice}: {ms:.1f} ms "
+                          f"(runs {', '.join(f'{x:.1f}' for x in runs_ms)})", flush=True)
             if {"cli_step_ms_1e4_items", "cli_step_ms_1e6_items"} <= set(metrics):
                 metrics["cli_step_ratio_1e6_over_1e4"] = (metrics["cli_step_ms_1e6_items"]
                                                          / metrics["cli_step_ms_1e4_items"])

@@ -7,10 +7,9 @@ Two ways to run Adam on a two-tower model whose embedding tables get sparse grad
   both moments — is read and written at every step, so the step's cost grows with the
   table: fastest for small catalogues, where the dense update is cheaper than a
   de-duplication and three scatters.
-* ``lazy_adam`` — :class:`~twotower.training.lazy_adam.LazyAdam`, uncompiled: only the
-  rows a batch uses are updated, so the step's cost follows the batch, not the
-  catalogue. It runs without XLA because XLA compiles the scatters into variables as
-  scalar loops on CPU (slower than TensorFlow's own kernels).
+* ``lazy_adam`` — :class:`~twotower.training.lazy_adam.LazyAdam`, in a step compiled
+  with XLA where the step allows (uncompiled otherwise): only the rows a batch uses are
+  updated, so the step's cost follows the batch, not the catalogue.
 
 ``auto`` picks ``lazy_adam`` when the model's embedding tables hold more than
 :data:`ROWS_PER_EXAMPLE` rows per example of the batch in all, else ``adam``. Dense
@@ -67,8 +66,8 @@ def choose_optimizer(setting, table_rows, *, jit, batch_size,
     ``table_rows``: rows of the model's embedding tables in all (:func:`table_rows`);
     ``jit``: whether the step may be compiled with XLA (numeric inputs, one device, no
     ``--no-jit``); above ``rows_per_example`` × ``batch_size`` rows, ``auto`` takes
-    ``lazy_adam``. A ``lazy_adam`` step is never compiled (module docstring). Raises
-    ValueError naming ``--optimizer`` for another setting."""
+    ``lazy_adam``. Either is compiled when ``jit`` is true. Raises ValueError naming
+    ``--optimizer`` for another setting."""
     if setting not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {setting!r}")
     rows = int(table_rows)
@@ -82,8 +81,9 @@ def choose_optimizer(setting, table_rows, *, jit, batch_size,
         lazy = setting == "lazy_adam"
         why = f"--optimizer {setting}"
     if lazy:
-        return OptimizerChoice("lazy_adam", False, rows,
-                               f"LazyAdam, rows a batch uses only, uncompiled ({why})")
+        return OptimizerChoice("lazy_adam", bool(jit), rows,
+                               f"LazyAdam, rows a batch uses only, "
+                               f"{'XLA' if jit else 'uncompiled'} ({why})")
     return OptimizerChoice("adam", bool(jit), rows,
                            f"Adam, every row every step, {'XLA' if jit else 'uncompiled'} "
                            f"({why})")

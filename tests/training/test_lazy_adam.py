@@ -81,3 +81,34 @@ def test_trains_an_id_tower_model_through_fit():
     hist = model.fit(ds, epochs=3, verbose=0)
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     assert not np.allclose(before, model.item_tower(np.arange(40)).numpy())
+
+
+def test_compiled_with_xla_matches_the_numpy_reference_with_duplicate_rows():
+    rng = np.random.default_rng(2)
+    theta = rng.normal(size=(30, 4)).astype(np.float32)
+    # K = 8 rows a step with repeats, as a pooled history's gradient has
+    grads = [(rng.integers(0, 12, 8).astype(np.int64), rng.normal(size=(8, 4)).astype(np.float32))
+             for _ in range(6)]
+    grads[0] = (np.array([5, 5, 5, 5, 1, 1, 9, 5], np.int64), np.ones((8, 4), np.float32))
+    var, opt = tf.Variable(theta), LazyAdam(0.01)
+    opt.build([var])
+
+    @tf.function(jit_compile=True)
+    def step(idx, vals):
+        opt.apply_gradients([(tf.IndexedSlices(vals, idx, tf.constant(theta.shape,
+                                                                       tf.int64)), var)])
+
+    for idx, vals in grads:
+        step(tf.constant(idx), tf.constant(vals))
+    want = numpy_lazy_adam(theta, grads)
+    np.testing.assert_allclose(var.numpy(), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(var.numpy(), _run(LazyAdam(0.01), theta, grads),
+                               rtol=1e-6, atol=1e-7)
+    # one int32 scratch row per table row, beside Adam's two moments
+    assert [tuple(v.shape) for v in opt.variables if v.dtype == tf.int32] == [(30,)]
+
+
+def test_a_step_with_no_rows_changes_nothing():
+    theta = np.ones((4, 2), np.float32)
+    got = _run(LazyAdam(0.1), theta, [(np.zeros([0], np.int64), np.zeros([0, 2], np.float32))])
+    np.testing.assert_array_equal(got, theta)

@@ -14,7 +14,7 @@ from twotower.training.xla_adam import XLAAdam
 def test_auto_takes_lazy_adam_above_rows_per_example_times_the_batch():
     at = ROWS_PER_EXAMPLE * 256
     big = choose_optimizer("auto", at + 1, jit=True, batch_size=256)
-    assert (big.name, big.jit) == ("lazy_adam", False)
+    assert (big.name, big.jit) == ("lazy_adam", True) and "XLA" in big.reason
     assert "auto" in big.reason and f"{at + 1:,}" in big.reason
     small = choose_optimizer("auto", at, jit=True, batch_size=256)
     assert (small.name, small.jit) == ("adam", True)
@@ -27,7 +27,8 @@ def test_auto_takes_lazy_adam_above_rows_per_example_times_the_batch():
 
 def test_a_forced_choice_ignores_the_table_size():
     assert choose_optimizer("lazy_adam", 5, jit=True, batch_size=8).name == "lazy_adam"
-    assert choose_optimizer("lazy_adam", 5, jit=True, batch_size=8).jit is False  # uncompiled
+    assert choose_optimizer("lazy_adam", 5, jit=True, batch_size=8).jit is True
+    assert choose_optimizer("lazy_adam", 5, jit=False, batch_size=8).jit is False
     forced = choose_optimizer("adam", 10 ** 7, jit=True, batch_size=8)
     assert (forced.name, forced.jit) == ("adam", True) and "--optimizer adam" in forced.reason
     with pytest.raises(ValueError, match="--optimizer must be one of"):
