@@ -47,7 +47,7 @@ def _run(tmp_path, *flags):
 def test_each_optimizer_choice_trains(tmp_path, capsys, choice, lazy):
     metrics = _run(tmp_path, "--optimizer", choice)
     assert metrics["lazy_adam"] == lazy
-    assert metrics["jit_compile"] == (0 if lazy else 1)
+    assert metrics["jit_compile"] == 1  # either Adam compiles with XLA on one device
     assert metrics["table_rows"] >= 240 + 2 * 101  # user ids, history, item ids
     assert metrics["loss_epoch_2"] < metrics["loss_epoch_1"]
     assert metrics["recall@50"] > metrics["popularity_recall@50"], metrics
