@@ -14,7 +14,7 @@ from twotower.index.server.reload import Reloader, ReloadError, version_of
 from twotower.index.server.routes import check_routes
 from twotower.index.server.schemas import (LIMIT_NOTE, HealthResponse, ReloadResponse,
                                            exact_integer_bounds, json_response_class,
-                                           validation_message)
+                                           plain_u2i_parser, validation_message)
 from twotower.index.server.service import ApiError, Batcher, IndexService
 from twotower.index.server.settings import DEFAULTS
 
@@ -43,6 +43,53 @@ class _VersionHeader:
             await send(message)
 
         return await self.app(scope, receive, send_with_version)
+
+
+class _PlainU2I:
+    """Answers ``POST /u2i`` by user ids in its plainest form (``{"user_ids": [..]}``,
+    optional ``"k"`` and ``"exclude_seen"``: :func:`schemas.plain_u2i_parser`) through
+    the batcher, without FastAPI's routing, dependencies and pydantic validation: on a
+    small request those cost the event loop more than the batch's own work. The route
+    stays in the app and its schema, and every other body goes to it. What is answered
+    does not change: the same batches (shared with the route's requests), the same
+    JSON, errors answered by the app's own exception handlers.
+    """
+
+    def __init__(self, app, parse, batcher, check_bounds):
+        self.app, self.parse, self.batcher, self.check_bounds = app, parse, batcher, check_bounds
+        self.state = app.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != "/u2i":
+            return await self.app(scope, receive, send)
+        message = await receive()  # the whole body (LimitsMiddleware read it)
+        held = [message]
+
+        async def again():
+            return held.pop() if held else await receive()
+
+        body = (message.get("body", b"") if message["type"] == "http.request"
+                and not message.get("more_body", False) else None)
+        request = None if body is None else self.parse(body)
+        if request is None:
+            return await self.app(scope, again, send)
+        try:
+            self.check_bounds(len(request.user_ids), request.k, None)
+            kinds = ("str",) if type(request.user_ids[0]) is str else ("int",)
+            response = await self.batcher.submit((request.k, request.exclude_seen, kinds),
+                                                 request, len(request.user_ids))
+        except Exception as exc:  # noqa: BLE001  answered as the route would answer it
+            response = await self._error(scope, again, exc)
+        await response(scope, again, send)
+
+    async def _error(self, scope, receive, exc):
+        from starlette.requests import Request
+
+        handlers = self.app.exception_handlers
+        handler = next((handlers[c] for c in type(exc).__mro__ if c in handlers), None)
+        if handler is None:
+            raise exc
+        return await handler(Request(scope, receive), exc)
 
 
 def create_app(retriever, *, token=None, metrics=None, folder=None, reload_interval=0.0,
@@ -269,7 +316,12 @@ def create_app(retriever, *, token=None, metrics=None, folder=None, reload_inter
         return PlainTextResponse(data, media_type=content_type)
 
     check_routes(app)  # a route the table lacks would escape the limits and metrics
-    inner = app if reloader is None else _VersionHeader(app, reloader)
+    inner = app
+    parse = plain_u2i_parser(m, max_batch=service.max_batch, max_cost=service.max_cost)
+    if parse is not None and s["batch_parallel"]:
+        inner = _PlainU2I(app, parse, batcher, service._check_bounds)
+    if reloader is not None:
+        inner = _VersionHeader(inner, reloader)
     outer = LimitsMiddleware(inner, metrics=metrics, max_request_bytes=s["max_request_bytes"],
                              timeout_body=s["timeout_body"],
                              max_concurrency=s["max_concurrency"])

@@ -1,5 +1,6 @@
 """The limits enforced below FastAPI: request bodies, concurrency, connections, the
-header and body timeouts (an h11 protocol of uvicorn's with guards).
+header and body timeouts, the size of request heads (uvicorn's httptools protocol with
+guards).
 """
 
 import asyncio
@@ -8,11 +9,14 @@ import resource
 import socket
 import time
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from twotower.index.server.routes import BODY_METHODS, KNOWN_PATHS, WORK_PATHS
 from twotower.index.server.settings import DEFAULTS
+
+
+#: the request line and headers of one request, at most (431 above)
+MAX_HEADER_BYTES = 64 * 1024
 
 
 def _json_bytes(status, message, **extra):
@@ -35,7 +39,7 @@ class LimitsMiddleware:
 
     - ``timeout_body`` (408, connection closed): a client that sends its body slowly (a
       slow-POST / "R.U.D.Y." attack) cannot hold the request open; the header phase is
-      guarded in the protocol (:class:`GuardedH11Protocol`), before any ASGI code runs.
+      guarded in the protocol (:class:`GuardedHttpToolsProtocol`), before any ASGI code runs.
     - ``max_request_bytes`` (413, connection closed): by Content-Length before reading,
       and by bytes received for chunked bodies.
     - ``max_concurrency`` (429 with Retry-After): /u2i, /i2i and the updates in progress
@@ -50,6 +54,23 @@ class LimitsMiddleware:
         self.timeout_body = float(timeout_body)
         self.max_concurrency = int(max_concurrency)
         self.in_progress = 0  # touched only on the event loop thread
+        self._children = {}   # (endpoint, method, status) -> the metrics' labelled children
+
+    def _record(self, endpoint, method, status, seconds):
+        """Counts one answer (the labelled children are looked up once per label set)."""
+        key = (endpoint, method, status)
+        children = self._children.get(key)
+        if children is None:
+            m, code = self.metrics, str(status)
+            children = (m.requests.labels(endpoint, method, code),
+                        m.errors.labels(endpoint, code) if status >= 400 else None,
+                        m.latency.labels(endpoint))
+            if len(self._children) < 4096:  # methods are the client's: bounded anyway
+                self._children[key] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
+        children[2].observe(seconds)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -91,11 +112,7 @@ class LimitsMiddleware:
             if counted:
                 self.in_progress -= 1
                 self.metrics.in_progress.dec()
-            status = str(status_box[0])
-            self.metrics.requests.labels(endpoint, scope["method"], status).inc()
-            if status_box[0] >= 400:
-                self.metrics.errors.labels(endpoint, status).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            self._record(endpoint, scope["method"], status_box[0], time.perf_counter() - start)
 
     async def _read_body(self, scope, receive, send):
         limit = self.max_request_bytes
@@ -157,8 +174,8 @@ class CoalescingTransport:
     """Holds a response's writes (status line + headers, body, end) and sends them in
     one ``write``, i.e. one ``send()`` for a small answer.
 
-    uvicorn's h11 protocol writes the head and the body separately. asyncio sets
-    TCP_NODELAY, so that costs no Nagle / delayed-ACK stall, but it does cost a second
+    uvicorn's protocols write the head and the body separately. Nagle is off
+    (TCP_NODELAY), so that costs no Nagle / delayed-ACK stall, but it does cost a second
     segment and syscall per answer; interim 1xx answers pass through at once.
     """
 
@@ -195,31 +212,44 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with the limits uvicorn lacks (set by :func:`protocol_for`).
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol (llhttp, the parser of Node.js) with the limits
+    uvicorn lacks (set by :func:`protocol_for`).
 
     - ``timeout_header``: from a connection's opening (or the first byte of a later
       request on a kept-alive connection) to the end of the request headers. It drops a
       slowloris client that sends its headers a byte at a time, and a connection that
       never sends a request; uvicorn's ``timeout_keep_alive`` only covers the quiet gap
       between two requests, and its ``limit_concurrency`` answers a plain-text 503.
+    - ``max_header_bytes``: the request line and headers of one request; above it a
+      JSON 431 and the connection closed (llhttp itself bounds no header's size; h11,
+      uvicorn's other parser, refuses heads over 16 KiB). Checked twice: on the parsed
+      target and header fields when the head is complete, and, while it is not, on the
+      bytes read since its first byte (so that a head that never ends is not buffered
+      without bound; a pipelined request's head then shares its bound with the end of
+      the request before it in the same read).
     - ``max_connections``: connections over it get a JSON 503 and are closed at once
       (bounds file descriptors and memory; uvicorn's own cap counts them the same way).
     - Protocol errors (a malformed request line) get a JSON 400 instead of plain text.
+    - Nagle off (TCP_NODELAY) on every TCP connection, and each answer written in one
+      ``write`` (:class:`CoalescingTransport`).
     """
 
     timeout_header = DEFAULTS["timeout_header"]
     max_connections = DEFAULTS["max_connections"]
+    max_header_bytes = MAX_HEADER_BYTES
     metrics = None
 
     def connection_made(self, transport):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            # Nagle off, whatever socket we were handed (see IndexServer).
+            # Nagle off, whatever socket and event loop we were handed (see IndexServer).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         super().connection_made(CoalescingTransport(transport))
         self._header_timer = None
-        self._partial = False
+        self._in_head = False    # a request's first byte is in, its headers are not
+        self._head_bytes = 0     # bytes read since that first byte (the head's bound)
+        self._fields_bytes = 0   # the request target's and header fields' bytes parsed
         if self.metrics is not None:
             self.metrics.connections.inc()
         if len(self.connections) > self.max_connections:
@@ -237,21 +267,57 @@ class GuardedH11Protocol(H11Protocol):
         super().connection_lost(exc)
 
     def data_received(self, data):
-        if self.conn.their_state is h11.IDLE:
-            self._partial = True
-            if self._header_timer is None:
-                self._arm_header_timer()
+        if self.transport.is_closing():
+            return  # answered already (a limit): nothing more is read
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
-            self._cancel_header_timer()
-            self._partial = False
+        if self._in_head:
+            # the head began in this read or before: the whole read counts against it
+            self._head_bytes += len(data)
+            if self._head_bytes > self.max_header_bytes:
+                self._head_too_large()
+
+    # httptools' callbacks, on top of uvicorn's
+    def on_message_begin(self):
+        super().on_message_begin()
+        self._in_head = True
+        self._head_bytes = 0
+        self._fields_bytes = 0
+        if self._header_timer is None:
+            self._arm_header_timer()  # a kept-alive connection's next request began
+
+    def on_url(self, url):
+        self._fields_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name, value):
+        self._fields_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self):
+        self._in_head = False
+        self._cancel_header_timer()
+        if self._fields_bytes > self.max_header_bytes:  # a whole head read at once
+            self._head_too_large()
+            return
+        super().on_headers_complete()
+
+    def on_body(self, body):
+        if self.cycle is not None and not self.transport.is_closing():
+            super().on_body(body)
+
+    def on_message_complete(self):
+        if self.cycle is not None and not self.transport.is_closing():
+            super().on_message_complete()
+
+    def _head_too_large(self):
+        if self.metrics is not None:
+            self.metrics.dropped.labels("header_too_large").inc()
+        self._raw_error(431, f"request line and headers exceed {self.max_header_bytes} "
+                             "bytes")
 
     def on_response_complete(self):
         self.transport.flush()
         super().on_response_complete()
-        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
-            self._partial = True
-            self._arm_header_timer()  # a pipelined request's head is already arriving
 
     def send_400_response(self, msg):
         self._raw_error(400, msg)
@@ -268,18 +334,18 @@ class GuardedH11Protocol(H11Protocol):
 
     def _header_timeout(self):
         self._header_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        if self.transport.is_closing():
             return
         if self.metrics is not None:
             self.metrics.dropped.labels("header_timeout").inc()
-        if self._partial:
+        if self._in_head:
             self._raw_error(408, f"request headers not received within "
                                  f"{self.timeout_header:g} s")
         else:  # nothing was asked: close quietly, as for an expired keep-alive
             self.transport.close()
 
     def _raw_error(self, status, message):
-        # Written by hand: h11 cannot answer before it has parsed a request.
+        # Written by hand: the answer comes before (or instead of) a parsed request.
         import http
 
         body = _json_bytes(status, message)
@@ -287,13 +353,14 @@ class GuardedH11Protocol(H11Protocol):
                 "content-type: application/json\r\n"
                 f"content-length: {len(body)}\r\nconnection: close\r\n\r\n").encode()
         self._cancel_header_timer()
+        self._in_head = False
         if not self.transport.is_closing():
             self.transport.write(head + body)
             self.transport.close()
 
 
 def protocol_for(settings, metrics):
-    return type("GuardedH11Protocol", (GuardedH11Protocol,),
+    return type("GuardedHttpToolsProtocol", (GuardedHttpToolsProtocol,),
                 {"timeout_header": float(settings["timeout_header"]),
                  "max_connections": int(settings["max_connections"]), "metrics": metrics})
 

@@ -69,7 +69,10 @@ class IndexServer:
         self.socket = sock
         self.server_address = sock.getsockname()[:2]
         config = uvicorn.Config(
-            self.app, http=protocol_for(s, self.metrics), ws="none", lifespan="off",
+            # httptools' protocol with the guards of limits.py; uvloop's event loop where
+            # it is installed (a dependency but on Windows), asyncio's otherwise
+            self.app, http=protocol_for(s, self.metrics), loop="auto", ws="none",
+            lifespan="off",
             interface="asgi3", timeout_keep_alive=float(s["timeout_keep_alive"]),
             timeout_graceful_shutdown=5, log_level="info" if verbose else "warning",
             access_log=verbose, server_header=False, backlog=2048)

@@ -228,6 +228,54 @@ def api_models(retriever, *, max_batch, max_cost):
     return ns
 
 
+def plain_u2i_parser(models, *, max_batch, max_cost):
+    """A parser of /u2i bodies by user ids in their plainest form, ``{"user_ids": [..]}``
+    with an optional ``"k"`` and ``"exclude_seen"``, that skips pydantic: ``parse(body
+    bytes)`` returns ``models.U2IByUsers`` (made without validation) when the body is
+    such a request and valid by the schema, and None for any other body, valid or not
+    (another way of asking, an ``exclude`` list, a float or out-of-range id or k, a
+    string id that is not plain ASCII, bad JSON): those go to the route and its pydantic
+    models, which answer them as before. None when the index takes no user ids.
+
+    What it takes is a subset of what ``models.U2IRequest`` takes, value for value: ids
+    of the index's user id kind (``int`` and not ``bool``, within int64; or a ``str``
+    without NUL), 1 to ``max_batch`` of them, ``k`` an ``int`` in [1, ``max_cost``]
+    (default 10), ``exclude_seen`` a JSON boolean (default true).
+    """
+    model = getattr(models, "U2IByUsers", None)
+    if model is None:
+        return None
+    build = model.model_construct
+    str_ids = models.user_kind == "str"
+    max_batch, max_cost = int(max_batch), int(max_cost)
+    keys = frozenset(("user_ids", "k", "exclude_seen"))
+
+    def parse(body):
+        try:
+            value = json.loads(body)
+        except ValueError:
+            return None
+        if type(value) is not dict or "user_ids" not in value or not keys.issuperset(value):
+            return None
+        ids = value["user_ids"]
+        k = value.get("k", 10)
+        exclude_seen = value.get("exclude_seen", True)
+        if (type(ids) is not list or not 1 <= len(ids) <= max_batch or type(k) is not int
+                or not 1 <= k <= max_cost or type(exclude_seen) is not bool):
+            return None
+        if str_ids:
+            for i in ids:
+                if type(i) is not str or not i.isascii() or "\x00" in i:
+                    return None
+        else:
+            for i in ids:
+                if type(i) is not int or not INT64_MIN <= i <= INT64_MAX:
+                    return None
+        return build(user_ids=ids, k=k, exclude=None, exclude_seen=exclude_seen)
+
+    return parse
+
+
 class HealthResponse(BaseModel):
     """Index facts; ``features`` describes what /u2i and /i2i take as ``features``."""
 
