@@ -15,6 +15,8 @@ from twotower.index.server.routes import BODY_METHODS, KNOWN_PATHS, WORK_PATHS
 from twotower.index.server.settings import DEFAULTS
 
 
+_timeout_at = getattr(asyncio, "timeout_at", None)  # Python 3.11+
+
 #: the request line and headers of one request, at most (431 above)
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -128,11 +130,16 @@ class LimitsMiddleware:
                                         f"--max-request-bytes {limit}", close=True)
             return None
         chunks, size = [], 0
-        deadline = time.monotonic() + self.timeout_body
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_body
         while True:
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
+                if _timeout_at is not None:  # no task per read, as wait_for makes on 3.11
+                    async with _timeout_at(deadline):
+                        message = await receive()
+                else:
+                    message = await asyncio.wait_for(receive(), max(0.0, deadline - loop.time()))
+            except (asyncio.TimeoutError, TimeoutError):
                 self.metrics.dropped.labels("body_timeout").inc()
                 await _send_json(send, 408, f"request body not received within "
                                             f"{self.timeout_body:g} s", close=True)
