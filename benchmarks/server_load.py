@@ -7,9 +7,15 @@ The server runs as its own process (``python -m twotower.cli serve``, default fl
 polls its folder's manifest every 2 s) on a free 127.0.0.1 port, over a copy of the folder
 given with --index or one built here: --items synthetic clustered vectors (dim --dim)
 under an IDTower query tower of --users users (a user table of their ids and their query
-vectors stored, as ``twotower.index.export`` stores them), tuned at k = --k. The clients
-are asyncio sockets (raw HTTP/1.1) and http.client in threads, in this process. Phases,
-each --seconds long unless said:
+vectors stored, as ``twotower.index.export`` stores them), tuned at k = --k.
+
+The clients run in this process: http.client for the sequential phases, and for the
+concurrent ones raw HTTP/1.1 on asyncio protocols that write the next request from the
+callback that reads the previous answer, on uvloop's event loop where it is installed.
+They must not be what bounds the requests/s on a machine of few cores: each load phase
+reports this process's CPU per answer (``client_cpu_ms_per_request``, a few hundredths
+of a millisecond) beside the server's (``server_cpu_ms_per_request``), and both servers
+of phase 6 are measured by the same clients. Phases, each --seconds long unless said:
 
 1. load: --clients concurrent keep-alive clients POST /u2i {"user_ids": [u], "k": k}
    as fast as answered: requests, errors (any status but 200, or a failed connection),
@@ -28,8 +34,9 @@ each --seconds long unless said:
    server (it reads each user's stored query vector) and on a second server over the
    same export saved without user_vectors.npy (the query tower runs for every batch, as
    before vectors were stored), alternated --u2i-rounds times; medians of the rounds;
-   and as many rounds of GET /health at the same concurrency (no index work: the HTTP
-   path alone), then one client's sequential /u2i to each server;
+   and as many rounds of GET /health at the same concurrency (no index work, but
+   FastAPI's routing and a 1 KB answer; a plain /u2i by user id skips that routing),
+   then one client's sequential /u2i to each server;
 7. swap: --clients keep-alive clients POST /u2i for --swap-seconds while the served
    folder is replaced --swaps times, evenly spaced, by an export written beforehand beside
    it and swapped in as ``twotower.artifacts.atomic_directory`` does (one atomic rename
@@ -584,8 +591,8 @@ def phase_u2i_paths(servers, args, users):
             rounds[name].append(m)
             print(f"   round {r + 1}/{args.u2i_rounds} {name}: {m['rps']:.0f} rps, "
                   f"p99 {m['p99_ms']:.1f} ms, {m['errors']} errors", flush=True)
-    # the HTTP path alone: GET /health (facts kept in memory, answered on the event loop,
-    # no index work) at the same concurrency, once per round: what any route can reach
+    # GET /health (facts kept in memory, answered on the event loop, no index work) at the
+    # same concurrency, once per round: FastAPI's routing and a 1 KB answer, no search
     port, pid = servers[names[0]]
     health_rounds = []
     for _ in range(args.u2i_rounds):
@@ -600,10 +607,13 @@ def phase_u2i_paths(servers, args, users):
            "health_requests_under_load": sum(m["requests"] for m in health_rounds),
            "health_server_cpu_ms_per_request_under_load":
                float(np.median([m["cpu_ms"] for m in health_rounds])),
+           "health_client_cpu_ms_per_request_under_load":
+               float(np.median([m["client_cpu_ms_per_request"] for m in health_rounds])),
            "health_errors_under_load": sum(m["errors"] for m in health_rounds)}
     for name, ms in rounds.items():
         for key, field in (("rps", "rps"), ("p50_ms", "p50_ms"), ("p99_ms", "p99_ms"),
-                           ("server_cpu_ms_per_request", "cpu_ms")):
+                           ("server_cpu_ms_per_request", "cpu_ms"),
+                           ("client_cpu_ms_per_request", "client_cpu_ms_per_request")):
             out[f"u2i_{key}_{name}"] = float(np.median([m[field] for m in ms]))
         out[f"u2i_errors_{name}"] = sum(m["errors"] for m in ms)
         out[f"u2i_requests_{name}"] = sum(m["requests"] for m in ms)
@@ -829,7 +839,7 @@ def run(args, logs):
                          "p99 ms": metrics[f"u2i_p99_ms_{name}"],
                          "rps": metrics[f"u2i_rps_{name}"]})
     if "health_rps_under_load" in metrics:
-        rows.append({"phase": f"{args.clients} clients, GET /health (the HTTP path alone, "
+        rows.append({"phase": f"{args.clients} clients, GET /health (no index work, "
                               f"median of {args.u2i_rounds})",
                      "requests": metrics["health_requests_under_load"],
                      "errors": metrics["health_errors_under_load"],
@@ -844,7 +854,8 @@ def run(args, logs):
                      "rps": metrics["swap_rps"]})
     table = format_table(rows, floatfmt="{:.2f}")
     notes = (f"server CPU per /u2i answer under load: "
-             f"{metrics['server_cpu_ms_per_request']:.2f} ms; load average at start "
+             f"{metrics['server_cpu_ms_per_request']:.2f} ms (the clients': "
+             f"{metrics['client_cpu_ms_per_request']:.3f} ms); load average at start "
              f"{metrics['load_average_1m_at_start']:.1f} on {metrics['cpus']} CPUs.\n"
              f"batch x k over the bound ({metrics['oversized_request_batch']} x "
              f"{metrics['oversized_request_k']}): HTTP {metrics['oversized_request_status']}; "
@@ -858,7 +869,9 @@ def run(args, logs):
                   f"{metrics['u2i_stored_over_tower_rps_min_round']:.2f}-"
                   f"{metrics['u2i_stored_over_tower_rps_max_round']:.2f}x); server CPU per "
                   f"answer {metrics['u2i_server_cpu_ms_per_request_stored_vectors']:.2f} vs "
-                  f"{metrics['u2i_server_cpu_ms_per_request_query_tower']:.2f} ms; one "
+                  f"{metrics['u2i_server_cpu_ms_per_request_query_tower']:.2f} ms (the "
+                  f"clients' {metrics['u2i_client_cpu_ms_per_request_stored_vectors']:.3f} vs "
+                  f"{metrics['u2i_client_cpu_ms_per_request_query_tower']:.3f} ms); one "
                   f"client, kept alive: p50 {metrics['u2i_keepalive_p50_ms_stored_vectors']:.2f}"
                   f" vs {metrics['u2i_keepalive_p50_ms_query_tower']:.2f} ms.")
     if "swap_errors" in metrics:
