@@ -22,29 +22,6 @@ from twotower.index.server.settings import DEFAULTS
 _log = logging.getLogger(__name__)
 
 
-class _VersionHeader:
-    """Adds ``X-Index-Version`` (the served manifest's manifest_sha256) to every answer."""
-
-    def __init__(self, app, reloader):
-        self.app, self.reloader = app, reloader
-        self.state = app.state
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        # the version when the request arrived: a swap lets requests in flight finish on
-        # the index they started on (give or take the read lock's wait)
-        sha = self.reloader.version["manifest_sha256"]
-
-        async def send_with_version(message):
-            if message["type"] == "http.response.start" and sha:
-                message = {**message, "headers": [*message.get("headers", []),
-                                                  (b"x-index-version", sha.encode())]}
-            await send(message)
-
-        return await self.app(scope, receive, send_with_version)
-
-
 class _PlainU2I:
     """Answers ``POST /u2i`` by user ids in its plainest form (``{"user_ids": [..]}``,
     optional ``"k"`` and ``"exclude_seen"``: :func:`schemas.plain_u2i_parser`) through
@@ -320,10 +297,10 @@ def create_app(retriever, *, token=None, metrics=None, folder=None, reload_inter
     parse = plain_u2i_parser(m, max_batch=service.max_batch, max_cost=service.max_cost)
     if parse is not None and s["batch_parallel"]:
         inner = _PlainU2I(app, parse, batcher, service._check_bounds)
-    if reloader is not None:
-        inner = _VersionHeader(inner, reloader)
     outer = LimitsMiddleware(inner, metrics=metrics, max_request_bytes=s["max_request_bytes"],
                              timeout_body=s["timeout_body"],
-                             max_concurrency=s["max_concurrency"])
+                             max_concurrency=s["max_concurrency"],
+                             version=None if reloader is None
+                             else lambda: reloader.version["manifest_sha256"])
     outer.reloader = reloader  # IndexServer starts and stops its polling
     return outer

@@ -47,10 +47,14 @@ class LimitsMiddleware:
     - ``max_concurrency`` (429 with Retry-After): /u2i, /i2i and the updates in progress
       at once, queued or running; /health and /metrics are not counted, so they stay
       answerable under load.
+    - ``version`` (when given): a function whose answer, read when a request arrives, is
+      sent as every answer's ``X-Index-Version`` header.
     """
 
-    def __init__(self, app, *, metrics, max_request_bytes, timeout_body, max_concurrency):
+    def __init__(self, app, *, metrics, max_request_bytes, timeout_body, max_concurrency,
+                 version=None):
         self.app = app
+        self.version = version  # () -> the served index's version for X-Index-Version
         self.metrics = metrics
         self.max_request_bytes = int(max_request_bytes)
         self.timeout_body = float(timeout_body)
@@ -81,10 +85,16 @@ class LimitsMiddleware:
         path = scope["path"].rstrip("/") or "/"
         endpoint = path if path in KNOWN_PATHS else "other"
         status_box = [500]
+        # the version served when the request arrived: a swap lets requests in flight
+        # finish on the index they started on (give or take the read lock's wait)
+        version = None if self.version is None else self.version()
 
         async def send_recording(message):
             if message["type"] == "http.response.start":
                 status_box[0] = message["status"]
+                if version:
+                    message = {**message, "headers": [*message.get("headers", ()),
+                                                      (b"x-index-version", version.encode())]}
             elif message["type"] == "twotower.client_gone":
                 status_box[0] = 499  # nginx's "client closed request": nothing to answer
                 return
