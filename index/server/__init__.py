@@ -1,4 +1,5 @@
-"""The HTTP server: a saved index folder behind an HTTP JSON API (FastAPI on uvicorn).
+"""The HTTP server: a saved index folder behind an HTTP JSON API (FastAPI on uvicorn, with
+httptools' parser and uvloop's event loop).
 
     GET    /health        status, num_items, dim, distance, tuned_k, users, read_only,
                           "features": what each tower takes, "asks": the ways to ask, ...
@@ -47,6 +48,7 @@ Limits, and what each protects (defaults in brackets):
                              and connections that never send a request (408 / close)
   --timeout-body [30 s]      the whole body: slow-POST clients (408 and close)
   --timeout-keep-alive [5 s] quiet time between two requests on a connection (uvicorn's)
+  (request heads)            request line + headers over 64 KiB: a JSON 431 and close
   --max-connections [4096]   open sockets (file descriptors): a JSON 503 and close above
   --max-concurrency [128]    /u2i, /i2i, /items requests in progress (429 above); /health
                              is never queued behind them
@@ -56,6 +58,8 @@ Limits, and what each protects (defaults in brackets):
                              maxItems)
 ScaNN and TF run in a bounded thread pool (--workers), never on the event loop;
 concurrent /u2i-by-user requests share one tower call and one search (--batch-parallel).
+A /u2i body of user ids alone (optional "k", "exclude_seen") is checked without pydantic
+and joins those batches directly; any other body goes through the FastAPI route.
 A k above the k the index was tuned for is answered with a "warnings" entry, on exact
 (brute-force) indexes too, where it says that the answer is still exact.
 
