@@ -32,8 +32,9 @@ class _PlainU2I:
     JSON, errors answered by the app's own exception handlers.
     """
 
-    def __init__(self, app, parse, batcher, check_bounds):
-        self.app, self.parse, self.batcher, self.check_bounds = app, parse, batcher, check_bounds
+    def __init__(self, app, parse, answer):
+        # answer: async (a U2IByUsers request) -> the Response, as the route makes it
+        self.app, self.parse, self.answer = app, parse, answer
         self.state = app.state
 
     async def __call__(self, scope, receive, send):
@@ -51,10 +52,7 @@ class _PlainU2I:
         if request is None:
             return await self.app(scope, again, send)
         try:
-            self.check_bounds(len(request.user_ids), request.k, None)
-            kinds = ("str",) if type(request.user_ids[0]) is str else ("int",)
-            response = await self.batcher.submit((request.k, request.exclude_seen, kinds),
-                                                 request, len(request.user_ids))
+            response = await self.answer(request)
         except Exception as exc:  # noqa: BLE001  answered as the route would answer it
             response = await self._error(scope, again, exc)
         await response(scope, again, send)
@@ -295,8 +293,16 @@ def create_app(retriever, *, token=None, metrics=None, folder=None, reload_inter
     check_routes(app)  # a route the table lacks would escape the limits and metrics
     inner = app
     parse = plain_u2i_parser(m, max_batch=service.max_batch, max_cost=service.max_cost)
-    if parse is not None and s["batch_parallel"]:
-        inner = _PlainU2I(app, parse, batcher, service._check_bounds)
+    if parse is not None:
+        async def plain_u2i(body):  # what the route's handler does with such a body
+            if not s["batch_parallel"]:
+                return await work(answer(service.u2i), body)
+            service._check_bounds(len(body.user_ids), body.k, None)
+            kinds = ("str",) if type(body.user_ids[0]) is str else ("int",)
+            return await batcher.submit((body.k, body.exclude_seen, kinds), body,
+                                        len(body.user_ids))
+
+        inner = _PlainU2I(app, parse, plain_u2i)
     outer = LimitsMiddleware(inner, metrics=metrics, max_request_bytes=s["max_request_bytes"],
                              timeout_body=s["timeout_body"],
                              max_concurrency=s["max_concurrency"],

@@ -285,3 +285,20 @@ def test_load_clients_count_answers_reconnects_and_timeouts(monkeypatch):
     assert stats["requests"] == answered + 1 and stats["errors"] == 2
     # opened again after the server closed one, and after the silent one
     assert stats["status_503"] == 1 and seen["connections"] >= 3
+
+
+def test_the_plain_path_without_batching(served):
+    """--batch-parallel 0: the plain path answers each request alone, as the route does."""
+    alone = IndexServer(served.retriever, "127.0.0.1", 0, batch_parallel=0, **FAST)
+    alone.start_background()
+    try:
+        assert alone.app.app.parse is not None
+        for body in ({"user_ids": ["u-0", "u-2"], "k": 4},
+                     {"user_ids": ["u-0"], "k": 4, "exclude_seen": False}):
+            got = _call(alone, "POST", "/u2i", body)
+            assert got[0] == 200 and got == _call(served, "POST", "/u2i", body)
+        assert alone.app.app.state.batcher.batches == 0
+        status, body = _call(alone, "POST", "/u2i", {"user_ids": ["nobody"]})
+        assert status == 404 and body["unknown_ids"] == ["nobody"]
+    finally:
+        alone.shutdown()
