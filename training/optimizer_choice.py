@@ -23,7 +23,7 @@ it are in docs/benchmarks.md.
 import dataclasses
 
 OPTIMIZERS = ("auto", "adam", "lazy_adam")
-ROWS_PER_EXAMPLE = 64
+ROWS_PER_EXAMPLE = 24
 
 
 @dataclasses.dataclass(frozen=True)
