@@ -165,11 +165,11 @@ def add_common_arguments(parser, defaults=None):
                    help="no progress bars or phase lines: only the results table and errors")
     g.add_argument("--optimizer", choices=OPTIMIZERS, default=d.optimizer,
                    help="auto (default): LazyAdam, which updates only the embedding rows a "
-                   "batch uses, uncompiled, when the embedding tables have more rows in all "
+                   "batch uses, when the embedding tables have more rows in all "
                    f"than {ROWS_PER_EXAMPLE} × --batch-size (the step's cost then follows the "
-                   "rows a batch uses, not the tables' sizes), else Adam compiled with XLA "
-                   "(faster on small tables, but it "
-                   "updates every row at every step); adam or lazy_adam force one")
+                   "rows a batch uses, not the tables' sizes), else Adam, which updates every "
+                   "row at every step (as fast on small tables); both compile with XLA on "
+                   "one device; adam or lazy_adam force one")
     g.add_argument("--steps-per-execution", type=int, default=d.steps_per_execution,
                    help="training steps per call into TensorFlow (Keras compile's "
                    "steps_per_execution; under XLA they run as one compiled program; 1 "

@@ -395,9 +395,9 @@ def fit(model, data, config, *, extra_callbacks=()):
     (Keras callbacks) run before fit's own, e.g. warm start's CarryOptimizer
     (training/warm_start.py).
 
-    Which Adam: ``config.optimizer`` ("auto" by default: LazyAdam, uncompiled, when the
-    embedding tables have more rows in all than ``ROWS_PER_EXAMPLE`` × the batch, else
-    dense Adam compiled with XLA where the step allows; training/optimizer_choice.py).
+    Which Adam: ``config.optimizer`` ("auto" by default: LazyAdam when the embedding
+    tables have more rows in all than ``ROWS_PER_EXAMPLE`` × the batch, else dense Adam;
+    either compiled with XLA where the step allows; training/optimizer_choice.py).
     Progress: Keras' bar with examples/s on a terminal, one line an epoch otherwise,
     none with ``config.quiet`` (:func:`keras_verbose`).
 
