@@ -62,15 +62,18 @@ class LazyAdam(tf.keras.optimizers.Adam):
         if getattr(self, "_scratch", None) is not None:
             return
         # one int32 per row of every table (module docstring): where _row_totals groups a
-        # sparse gradient's rows; placed with the table, as Keras places the moments
+        # sparse gradient's rows; placed with the table, as Keras places the moments. Not
+        # optimizer state: set through __dict__ so that neither Keras' variable list nor
+        # TensorFlow's checkpoint tracking holds it (what it holds between steps is never
+        # read).
         strategy = tf.distribute.get_strategy()
-        self._scratch = []
+        scratch = []
         for var in var_list:
             with strategy.extended.colocate_vars_with(var):
-                scratch = tf.Variable(tf.zeros(var.shape[:1], tf.int32), trainable=False,
-                                      name=f"row_scratch/{var._shared_name}")
-            self._variables.append(scratch)
-            self._scratch.append(scratch)
+                scratch.append(tf.Variable(tf.zeros(var.shape[:1], tf.int32),
+                                           trainable=False,
+                                           name=f"row_scratch/{var._shared_name}"))
+        self.__dict__["_scratch"] = scratch
 
     def update_step(self, gradient, variable):
         if not isinstance(gradient, tf.IndexedSlices):
