@@ -249,15 +249,20 @@ def report(name, config, metrics, data=None, model=None):
             print(f"ScaNN index: {export.index.size} items, recall@10 vs brute force "
                   f"{export.tuned.recall:.4f} at {export.tuned.qps:,.0f} queries/s; "
                   f"index recall@10 {metrics.get('index_recall@10', float('nan')):.4f}")
+        # the folder's writing is a phase of its own, so that metrics.json's seconds and
+        # peak memory count it too
+        writing = Phases(quiet=getattr(config, "quiet", False))
         with atomic_directory(config.out, overwrite=config.overwrite) as tmp:
-            if export is not None:
-                write_serving(tmp, export, model, extra={
-                    "recipe": name, **{k: getattr(config, k) for k in _MANIFEST_CONFIG
-                                       if hasattr(config, k)}})
-            if model is not None and data is not None:  # what --warm-start reads
-                from twotower.training.warm_start import STATE_DIR, save_state
+            with writing("write", f"writing {config.out}"):
+                if export is not None:
+                    write_serving(tmp, export, model, extra={
+                        "recipe": name, **{k: getattr(config, k) for k in _MANIFEST_CONFIG
+                                           if hasattr(config, k)}})
+                if model is not None and data is not None:  # what --warm-start reads
+                    from twotower.training.warm_start import STATE_DIR, save_state
 
-                save_state(os.path.join(tmp, STATE_DIR), model, data, config)
+                    save_state(os.path.join(tmp, STATE_DIR), model, data, config)
+            metrics.update(writing.metrics())
             write_metrics(tmp, metrics)
             curves = {name: (list(KS), [metrics[f"recall@{k}"] for k in KS])}
             if pop:
