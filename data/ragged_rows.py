@@ -27,12 +27,6 @@ class RaggedRows:
         values.flags.writeable = False
         self.offsets, self.values = offsets, values
 
-    @classmethod
-    def from_sorted_pairs(cls, rows, values, num_rows):
-        """From pairs (rows[j], values[j]) already ordered by row (then value)."""
-        counts = np.bincount(np.asarray(rows, np.int64), minlength=num_rows)
-        return cls(np.r_[0, np.cumsum(counts)], values)
-
     def __len__(self):
         return len(self.offsets) - 1
 

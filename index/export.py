@@ -135,7 +135,7 @@ def seen_items(seen, user_ids, rows, item_ids):
     streamed road's serving users) the items share ``seen``'s int32 values, and when
     ``item_ids`` is 0..N-1 (a log's internal ids) they are not mapped (no copy)."""
     from twotower.data.ragged_rows import RaggedRows
-    from twotower.index.retriever import SeenItems
+    from twotower.index.retriever import SeenItems, concatenated
 
     user_ids = np.asarray(user_ids, np.int64)
     rows = np.asarray(rows, np.int64)
@@ -150,10 +150,7 @@ def seen_items(seen, user_ids, rows, item_ids):
         taken = seen.take(rows)
         offsets, items = taken.offsets, taken.values
     else:
-        lists = [np.asarray(seen[r], np.int64) for r in rows.tolist()]
-        offsets = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum([len(x) for x in lists], out=offsets[1:])
-        items = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+        offsets, items = concatenated([np.asarray(seen[r], np.int64) for r in rows.tolist()])
     return SeenItems(user_ids, offsets, items if identity else item_ids[items])
 
 

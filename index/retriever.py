@@ -34,6 +34,15 @@ from twotower.index.feature_schema import FeatureSchema
 from twotower.index.scann_index import check_vectors
 
 
+def concatenated(lists):
+    """(offsets [len(lists) + 1] int64, items) of a list of int id arrays: list j is
+    ``items[offsets[j]:offsets[j + 1]]`` (the layout of :class:`SeenItems`)."""
+    offsets = np.zeros(len(lists) + 1, np.int64)
+    np.cumsum([len(x) for x in lists], out=offsets[1:])
+    items = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+    return offsets, items
+
+
 class SeenItems(collections.abc.Mapping):
     """Each user's seen items as three flat arrays, read as a mapping user id -> items.
 
@@ -87,10 +96,7 @@ class SeenItems(collections.abc.Mapping):
             lists.append(check_int_ids(v, f"user_seen[{key}]"))
         users = np.asarray(users, np.int64)
         order = np.argsort(users, kind="stable")
-        lists = [lists[j] for j in order]
-        offsets = np.zeros(len(lists) + 1, np.int64)
-        np.cumsum([len(x) for x in lists], out=offsets[1:])
-        items = np.concatenate(lists) if lists else np.zeros(0, np.int64)
+        offsets, items = concatenated([lists[j] for j in order])
         return cls(users[order], offsets, items)
 
     def _position(self, user):

@@ -4,14 +4,11 @@ what the schema takes, and answers as the route does), and the load clients of
 benchmarks/server_load.py. Loopback only; nothing asserts a duration.
 """
 
-import asyncio
 import http.client
-import importlib.util
 import json
 import os
 import re
 import socket
-import time
 
 import numpy as np
 import pytest
@@ -226,65 +223,6 @@ def test_a_header_timeout_still_answers_408_on_a_kept_alive_connection(served):
         sock.close()
     assert first.startswith(b"HTTP/1.1 200")
     assert rest.startswith(b"HTTP/1.1 408") and b"request headers" in rest
-
-
-# -- the benchmark's load clients ---------------------------------------------------------------
-def _bench():
-    path = os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", "server_load.py")
-    spec = importlib.util.spec_from_file_location("twotower_bench_server_load_http", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_load_clients_count_answers_reconnects_and_timeouts(monkeypatch):
-    """A server that closes every second connection after its answer, answers 503 once,
-    and never answers one request: the clients count each, open new connections, and
-    time the silent one out."""
-    bench = _bench()
-    monkeypatch.setattr(bench, "REQUEST_TIMEOUT_S", 0.3)
-    seen = {"requests": 0, "connections": 0}
-
-    async def handle(reader, writer):
-        seen["connections"] += 1
-        n = seen["connections"]
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
-                await reader.readexactly(length)
-                seen["requests"] += 1
-                if seen["requests"] == 5:
-                    await asyncio.sleep(3)  # silent: the client gives up first
-                    return
-                status = b"503 Service Unavailable" if seen["requests"] == 3 else b"200 OK"
-                close = n % 2 == 0
-                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n" +
-                             (b"Connection: close\r\n" if close else b"") + b"\r\n{}")
-                await writer.drain()
-                if close:
-                    return
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-
-    stats = {"requests": 0, "errors": 0, "connection_errors": 0}
-    latencies = []
-
-    async def run():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
-            await bench.load_client(port, time.perf_counter() + 1.5, 10, 3, stats, latencies,
-                                    0)
-
-    bench.run_async(run())
-    answered = len(latencies)
-    assert answered >= 10 and stats["connection_errors"] == 1
-    assert stats["requests"] == answered + 1 and stats["errors"] == 2
-    # opened again after the server closed one, and after the silent one
-    assert stats["status_503"] == 1 and seen["connections"] >= 3
 
 
 def test_the_plain_path_without_batching(served):

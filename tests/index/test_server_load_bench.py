@@ -1,9 +1,11 @@
 """benchmarks/server_load.py: its exports, the swap it makes, and (slow) a short run of
 every phase. Nothing asserts a duration or a rate."""
 
+import asyncio
 import importlib.util
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -76,3 +78,53 @@ def test_a_short_run_of_every_phase(bench, tmp_path):
     assert metrics["i2i_keepalive_p50_ms"] > 0
     for name in ("server.log", "server-query-tower.log", "results.md"):
         assert os.path.exists(os.path.join(out, name))
+
+
+def test_load_clients_count_answers_reconnects_and_timeouts(monkeypatch):
+    """A server that closes every second connection after its answer, answers 503 once,
+    and never answers one request: the clients count each, open new connections, and
+    time the silent one out."""
+    bench = _bench()
+    monkeypatch.setattr(bench, "REQUEST_TIMEOUT_S", 0.3)
+    seen = {"requests": 0, "connections": 0}
+
+    async def handle(reader, writer):
+        seen["connections"] += 1
+        n = seen["connections"]
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                seen["requests"] += 1
+                if seen["requests"] == 5:
+                    await asyncio.sleep(3)  # silent: the client gives up first
+                    return
+                status = b"503 Service Unavailable" if seen["requests"] == 3 else b"200 OK"
+                close = n % 2 == 0
+                writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n" +
+                             (b"Connection: close\r\n" if close else b"") + b"\r\n{}")
+                await writer.drain()
+                if close:
+                    return
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    stats = {"requests": 0, "errors": 0, "connection_errors": 0}
+    latencies = []
+
+    async def run():
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await bench.load_client(port, time.perf_counter() + 1.5, 10, 3, stats, latencies,
+                                    0)
+
+    bench.run_async(run())
+    answered = len(latencies)
+    assert answered >= 10 and stats["connection_errors"] == 1
+    assert stats["requests"] == answered + 1 and stats["errors"] == 2
+    # opened again after the server closed one, and after the silent one
+    assert stats["status_503"] == 1 and seen["connections"] >= 3
