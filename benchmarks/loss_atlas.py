@@ -44,7 +44,10 @@ metrics.json (flat): ``{setting}_{model}_{metric}`` and ``..._std``, each settin
 twotower model (``{setting}_best`` chosen on validation), ``{setting}_best_recall@50_ratio_vs_tfrs``,
 ``{setting}_best_beats_tfrs`` (ratio ≥ 1.05 and mean − std > TFRS mean + std), and
 ``target_beats_tfrs_settings``, the count of settings where that best model wins clearly
-(``target_any_beats_tfrs_settings``: where any model does, a choice made on test). Also results.md
+(``target_any_beats_tfrs_settings``: where any model does, a choice made on test). On the
+planted logs, ``{setting}_oracle_{metric}`` ranks by the generating model's true P(i | u)
+(data/planted_settings.py's ``oracle_ranks``): the ceiling any loss could reach with
+perfect towers, and ``{setting}_{model}_recall@50_share_of_oracle``. Also results.md
 (one table per setting), {setting}.png (recall@50 ± std per model) and w2v.png (median
 rank of the held-out context word by frequency bucket).
 
@@ -92,6 +95,11 @@ SCALES = {
     "small": Scale(num_items=10_000, num_users=5_000, interactions_per_user=20,
                    cluster_size=100, epochs=2, batch_size=512, num_negatives=256, dim=32,
                    max_eval_rows=5_000),
+    # the issue's catalogue size (1e5 items) with a log 2 cores train in ~25 s a run:
+    # 3.6 training rows an item, most of them in the head, as in a sparse real catalogue
+    "medium": Scale(num_items=100_000, num_users=20_000, interactions_per_user=20,
+                    cluster_size=1_000, epochs=2, batch_size=1024, num_negatives=512, dim=32,
+                    max_eval_rows=10_000),
     "full": Scale(num_items=100_000, num_users=100_000, interactions_per_user=30,
                   cluster_size=1_000, epochs=3, batch_size=1024, num_negatives=1024,
                   dim=64, max_eval_rows=50_000),
@@ -171,7 +179,8 @@ def beats_peer(flat, setting, model, peer=PEER, key="recall@50", ratio=GOAL_RATI
 @dataclasses.dataclass
 class Task:
     """A setting's data as arrays: train (in training order), valid, test rows; the item
-    feature [N]; fresh [N]; per-row exclusions for evaluation (ml100k) or None."""
+    feature [N]; fresh [N]; per-row exclusions for evaluation (ml100k) or None; ``oracle``:
+    the test metrics of ranking by the true P(i | u) (planted logs only), the ceiling."""
     name: str
     num_users: int
     num_items: int
@@ -186,17 +195,19 @@ class Task:
     shuffle: bool
     valid_exclude: list = None
     test_exclude: list = None
+    oracle: dict = None  # test metrics of the generating model's own ranking (planted logs)
 
     @property
     def item_counts(self):
         return np.bincount(self.train_items, minlength=self.num_items)
 
 
-def _cap(users, items, n, seed):
-    if len(users) <= n:
-        return users, items
-    sel = np.sort(np.random.default_rng(seed).choice(len(users), n, replace=False))
-    return users[sel], items[sel]
+def _cap(n, seed, *columns):
+    """The same ≤ n rows (a seeded draw, in order) of each column; None stays None."""
+    if len(columns[0]) <= n:
+        return columns
+    sel = np.sort(np.random.default_rng(seed).choice(len(columns[0]), n, replace=False))
+    return tuple(None if c is None else c[sel] for c in columns)
 
 
 def planted_task(setting, scale, seed=0):
@@ -207,10 +218,13 @@ def planted_task(setting, scale, seed=0):
     log = ps.SETTINGS[setting](num_items=scale.num_items, num_users=scale.num_users,
                                interactions_per_user=scale.interactions_per_user,
                                cluster_size=scale.cluster_size, seed=seed)
-    vu, vi = _cap(log.valid_users, log.valid_items, scale.max_eval_rows, 1)
-    tu, ti = _cap(log.test_users, log.test_items, scale.max_eval_rows, 2)
-    return Task(setting, log.num_users, log.num_items, log.train_users, log.train_items,
+    vu, vi = _cap(scale.max_eval_rows, 1, log.valid_users, log.valid_items)
+    tu, ti, tt = _cap(scale.max_eval_rows, 2, log.test_users, log.test_items, log.test_times)
+    task = Task(setting, log.num_users, log.num_items, log.train_users, log.train_items,
                 vu, vi, tu, ti, log.item_cluster, log.fresh, shuffle=setting != "drift")
+    task.oracle = rank_metrics(ps.oracle_ranks(log, tu, ti, tt), ti, task.item_counts,
+                               task.fresh)
+    return task
 
 
 def ml100k_task():
@@ -533,10 +547,19 @@ def run_setting(task, scale, args, log):
     return runs, chosen
 
 
-def setting_summary(name, runs, chosen):
+def setting_summary(name, runs, chosen, oracle=None):
     """The flat metrics of one setting, its best twotower model (on validation) and the
-    comparison with TFRS."""
+    comparison with TFRS; ``oracle`` (test metrics of the true model) as
+    ``{name}_oracle_{metric}`` and each model's recall@50 as a share of it."""
     flat = summarize(name, runs)
+    if oracle:
+        for key, value in oracle.items():
+            if np.isfinite(value):
+                flat[f"{name}_oracle_{key}"] = value
+        for model in runs:
+            if flat.get(f"{name}_oracle_recall@50", 0) > 0:
+                flat[f"{name}_{model}_recall@50_share_of_oracle"] = (
+                    flat[f"{name}_{model}_recall@50"] / flat[f"{name}_oracle_recall@50"])
     for model, (t, lr, a) in chosen.items():
         if model != "hs":  # HS has no temperature
             flat[f"{name}_{model}_temperature"] = t
@@ -579,6 +602,17 @@ def table(name, runs, flat):
                 fmt.format(mean) + (f" ± {fmt.format(std)}" if std is not None else ""))
         ratio = flat.get(f"{name}_{model}_recall@50_ratio_vs_tfrs")
         row["@50 vs tfrs"] = "-" if ratio is None else f"{ratio:.3f}"
+        share = flat.get(f"{name}_{model}_recall@50_share_of_oracle")
+        if share is not None:
+            row["@50 / oracle"] = f"{share:.3f}"
+        rows.append(row)
+    if f"{name}_oracle_recall@50" in flat:  # the generating model ranks: the ceiling
+        row = {"model": "oracle (true model)", "τ / lr": "-"}
+        for key in ("recall@10", "recall@50", "tail_recall@50", "fresh_recall@50"):
+            value = flat.get(f"{name}_oracle_{key}")
+            row[key] = "-" if value is None else f"{value:.4f}"
+        row.update({"val_recall@50": "-", "examples_per_sec": "-", "@50 vs tfrs": "-",
+                    "@50 / oracle": "1.000"})
         rows.append(row)
     return format_table(rows)
 
@@ -597,6 +631,11 @@ def plot_setting(path, name, runs, flat):
     ax.bar(range(len(models)), means, yerr=stds, color=colors, capsize=3)
     ax.set_xticks(range(len(models)))
     ax.set_xticklabels(models, rotation=45, ha="right")
+    oracle = flat.get(f"{name}_oracle_recall@50")
+    if oracle is not None:
+        ax.axhline(oracle, color="black", linestyle="--", linewidth=1,
+                   label="oracle: ranking by the true P(i | u)")
+        ax.legend(loc="upper right")
     ax.set_ylabel("test recall@50 (mean ± std over seeds)")
     ax.set_title(f"loss atlas: {name} (red: TFRS at its best)")
     ax.grid(True, axis="y", alpha=0.3)
@@ -676,7 +715,9 @@ def build_parser():
     p.add_argument("--seeds", type=int, default=3, help="training seeds per model (>= 2 "
                    "for a spread)")
     p.add_argument("--scale", default="small", choices=sorted(SCALES),
-                   help="small: 1e4 items, 2 epochs (about 30 min on 2 cores); full: 1e5 items")
+                   help="small: 1e4 items, 2 epochs (about 30 min on 2 cores); medium: 1e5 items, "
+                   "20k users x 20 rows (about 20 min a planted setting); full: 1e5 items, "
+                   "1e5 users x 30 rows (about 12 h a planted setting)")
     p.add_argument("--temperatures", default="0.1,0.3",
                    help="τ grid, the same for every model (chosen on validation)")
     p.add_argument("--lrs", default="0.01", help="Adam lr grid, the same for every model")
@@ -749,7 +790,7 @@ def main(argv=None):
             continue
         task = ml100k_task() if name == "ml100k" else planted_task(name, scale)
         runs, chosen = run_setting(task, scale, args, log)
-        f, best = setting_summary(name, runs, chosen)
+        f, best = setting_summary(name, runs, chosen, task.oracle)
         flat.update(f)
         all_runs[name] = runs
         if best:

@@ -46,7 +46,8 @@ class SettingLog:
     them (time order for drift, a random order otherwise; times are row positions then).
     valid_* / test_*: held-out rows (user, item). item_cluster [N]: each item's feature.
     fresh [N] bool: the late items (all False outside ``fresh_log``). home_clusters
-    [users]. info: the settings that made the log.
+    [users]. info: the settings that made the log. valid_times / test_times: the time of
+    each held-out row where the generating model depends on it (drift), else None.
     """
 
     name: str
@@ -63,6 +64,8 @@ class SettingLog:
     fresh: np.ndarray
     home_clusters: np.ndarray
     info: dict
+    valid_times: np.ndarray = None
+    test_times: np.ndarray = None
 
     def item_counts(self):
         """Training counts per item [N] (what a static logQ is computed from)."""
@@ -237,7 +240,70 @@ def drift_log(num_items=20_000, num_users=10_000, interactions_per_user=20, *,
                       valid_users=users[va], valid_items=items[va], test_users=users[te],
                       test_items=items[te],
                       item_cluster=np.arange(num_items, dtype=np.int64) % planted.num_clusters,
-                      fresh=np.zeros(num_items, bool), home_clusters=homes, info=info)
+                      fresh=np.zeros(num_items, bool), home_clusters=homes, info=info,
+                      valid_times=times[va], test_times=times[te])
+
+
+def _held_out_modulation(log, times):
+    """The item modulation m [N] that drew held-out rows at ``times`` (a scalar time for
+    drift; ignored elsewhere), as the generator applied it."""
+    info = log.info
+    if info["setting"] == "fresh":
+        return np.where(log.fresh, info["fresh_boost"], 1.0)
+    if info["setting"] == "drift":
+        b = min(int(times * info["time_buckets"]), info["time_buckets"] - 1)
+        t = (b + 0.5) / info["time_buckets"]  # the generator draws at the bucket's midpoint
+        return lifecycle((t - info["birth"]) / info["lifetime"])
+    return np.ones(log.num_items)
+
+
+def true_probabilities(log, users, time=None):
+    """P(i | u) of the model that generated ``log``'s held-out rows, [len(users), N]
+    (float64; each row sums to 1): ρ·π_i·m_i / Σ π·m + (1 − ρ)·[c(i) = h_u]·ω_j·m_i /
+    Σ_{j'} ω_{j'}·m_{c + C·j'} (module docstring), with the held-out modulation m (fresh:
+    the boost; drift: the lifecycle at ``time``; skew: 1). What an oracle that knew the
+    planted model, the user's home cluster and the time would rank by."""
+    info = log.info
+    planted = _planted(info["num_items"], info["num_users"], info["interactions_per_user"],
+                       info["cluster_size"], info["global_share"], info["zipf_exponent"],
+                       info["seed"])
+    C, N = planted.num_clusters, log.num_items
+    w, omega = planted._weights()
+    m = _held_out_modulation(log, time)
+    g = planted.popularity() * m
+    g = g / g.sum() if g.sum() > 0 else np.full(N, 1.0 / N)
+    taste = as_cluster_matrix(omega[np.arange(N) // C] * m, C)         # [C, S]
+    sums = taste.sum(axis=1, keepdims=True)
+    taste = np.where(sums > 0, taste / np.where(sums > 0, sums, 1.0), 1.0 / taste.shape[1])
+    homes = log.home_clusters[np.asarray(users, np.int64)]
+    out = np.repeat(planted.global_share * g[None, :], len(homes), axis=0)
+    members = homes[:, None] + C * np.arange(taste.shape[1])[None, :]   # [B, S]
+    out[np.arange(len(homes))[:, None], members] += (1 - planted.global_share) * taste[homes]
+    return out
+
+
+def oracle_ranks(log, users, items, times=None, chunk=256):
+    """0-based rank of each held-out item among all N under ``true_probabilities`` (ties
+    count against the target, as a model's rank does): the ceiling any model of the log
+    can reach. ``times``: each row's time (drift; rows are grouped by the generator's
+    time bucket)."""
+    users, items = np.asarray(users, np.int64), np.asarray(items, np.int64)
+    ranks = np.empty(len(users), np.int64)
+    if log.info["setting"] == "drift":
+        if times is None:
+            raise ValueError("times is required for the drift setting's oracle")
+        nb = log.info["time_buckets"]
+        keys = np.minimum((np.asarray(times) * nb).astype(np.int64), nb - 1)
+    else:
+        keys = np.zeros(len(users), np.int64)
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        for start in range(0, len(rows), chunk):
+            r = rows[start:start + chunk]
+            p = true_probabilities(log, users[r], time=(key + 0.5) / log.info.get("time_buckets", 1))
+            target = p[np.arange(len(r)), items[r]]
+            ranks[r] = (p > target[:, None]).sum(axis=1)
+    return ranks
 
 
 SETTINGS = {"skew": skew_log, "fresh": fresh_log, "drift": drift_log}

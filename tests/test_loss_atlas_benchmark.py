@@ -81,6 +81,28 @@ def test_setting_summary_picks_the_best_on_validation_not_test():
     assert flat["s_best_beats_tfrs"] == 1 and flat["s_models_beating_tfrs"] == 2
 
 
+def test_the_oracle_is_reported_beside_the_models_and_each_model_as_its_share():
+    runs = {"a": [{"recall@50": 0.3, "val_recall@50": 0.3}] * 2,
+            "tfrs_logq": [{"recall@50": 0.4, "val_recall@50": 0.35}] * 2}
+    oracle = {"recall@10": 0.3, "recall@50": 0.5, "tail_recall@50": 0.1,
+              "fresh_recall@50": float("nan")}
+    flat, _ = la.setting_summary("s", runs, {"a": (0.1, 0.01, None),
+                                             "tfrs_logq": (0.1, 0.01, None)}, oracle)
+    assert flat["s_oracle_recall@50"] == 0.5 and "s_oracle_fresh_recall@50" not in flat
+    assert flat["s_tfrs_logq_recall@50_share_of_oracle"] == pytest.approx(0.8)
+    text = la.table("s", runs, flat)
+    assert "oracle (true model)" in text and "0.800" in text
+
+
+def test_a_planted_task_carries_its_oracle_on_the_capped_test_rows():
+    scale = la.Scale(num_items=1000, num_users=600, interactions_per_user=20,
+                     cluster_size=100, epochs=1, batch_size=64, num_negatives=8, dim=4,
+                     max_eval_rows=500)
+    task = la.planted_task("drift", scale)
+    assert len(task.test_items) == 500
+    assert 0 < task.oracle["recall@10"] <= task.oracle["recall@50"] <= 1
+
+
 def test_every_model_gets_the_shared_grid_and_only_streaming_its_alphas(tmp_path):
     args = la.parse_args(["--out", str(tmp_path / "o"), "--temperatures", "0.1,0.3",
                           "--lrs", "0.01", "--stream-alphas", "0.01,0.3"])

@@ -107,3 +107,51 @@ def test_bad_settings_are_named():
         ps.drift_log(num_items=1000, num_users=10, window=0.5)
     with pytest.raises(ValueError, match="multiple of cluster_size"):
         ps.skew_log(num_items=1050, num_users=10)
+
+
+def _calibrated(p, hit):
+    """The share of rows whose target is in a group against the model's expected share:
+    within 4 standard deviations of a sum of independent Bernoulli(p_row) draws."""
+    expected, var = p.sum(), (p * (1 - p)).sum()
+    assert abs(hit.sum() - expected) < 4 * np.sqrt(var) + 1, (hit.sum(), expected)
+
+
+@pytest.mark.parametrize("setting", ["skew", "fresh", "drift"])
+def test_true_probabilities_are_the_model_that_drew_the_held_out_rows(setting):
+    log = ps.SETTINGS[setting](num_items=2000, num_users=6000, cluster_size=100, seed=4)
+    C = log.num_items // 100
+    times = log.test_times if setting == "drift" else None
+    users, items = log.test_users, log.test_items
+    keys = (np.minimum((times * 100).astype(int), 99) if times is not None
+            else np.zeros(len(users), int))
+    in_home, in_group = np.empty(len(users)), np.empty(len(users))
+    if setting == "fresh":
+        group = log.fresh
+    elif setting == "drift":
+        group = log.info["birth"] > 0.85          # the items born late: popular at test
+    else:
+        group = np.zeros(log.num_items, bool)
+        group[np.argsort(-np.bincount(log.train_items, minlength=log.num_items))[:50]] = True
+    for key in np.unique(keys):
+        r = np.flatnonzero(keys == key)
+        p = ps.true_probabilities(log, users[r], time=(key + 0.5) / 100)
+        assert p.shape == (len(r), log.num_items) and (p >= 0).all()
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-9)
+        home = (np.arange(log.num_items)[None, :] % C) == log.home_clusters[users[r]][:, None]
+        in_home[r] = (p * home).sum(axis=1)
+        in_group[r] = p[:, group].sum(axis=1)
+    _calibrated(in_home, items % C == log.home_clusters[users])
+    _calibrated(in_group, group[items])
+
+
+def test_oracle_ranks_count_the_items_more_probable_than_the_target():
+    log = ps.drift_log(num_items=1000, num_users=500, cluster_size=100, time_buckets=20,
+                       seed=2)
+    users, items, times = log.test_users[:40], log.test_items[:40], log.test_times[:40]
+    ranks = ps.oracle_ranks(log, users, items, times, chunk=7)
+    for r in range(40):
+        p = ps.true_probabilities(log, users[r:r + 1], time=times[r])[0]
+        assert ranks[r] == (p > p[items[r]]).sum()
+    assert np.median(ranks) < 50        # the planted model ranks its own draws high
+    with pytest.raises(ValueError, match="times is required"):
+        ps.oracle_ranks(log, users, items)
