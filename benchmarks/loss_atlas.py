@@ -635,6 +635,8 @@ def plot_setting(path, name, runs, flat):
     if oracle is not None:
         ax.axhline(oracle, color="black", linestyle="--", linewidth=1,
                    label="oracle: ranking by the true P(i | u)")
+        top = np.nanmax(np.asarray(means, np.float64) + np.asarray(stds, np.float64))
+        ax.set_ylim(0, 1.25 * max(oracle, top))  # room for the legend above the line
         ax.legend(loc="upper right")
     ax.set_ylabel("test recall@50 (mean ± std over seeds)")
     ax.set_title(f"loss atlas: {name} (red: TFRS at its best)")
