@@ -718,7 +718,7 @@ def build_parser():
                    "for a spread)")
     p.add_argument("--scale", default="small", choices=sorted(SCALES),
                    help="small: 1e4 items, 2 epochs (about 30 min on 2 cores); medium: 1e5 items, "
-                   "20k users x 20 rows (about 20 min a planted setting); full: 1e5 items, "
+                   "20k users x 20 rows (about 26 min a planted setting); full: 1e5 items, "
                    "1e5 users x 30 rows (about 12 h a planted setting)")
     p.add_argument("--temperatures", default="0.1,0.3",
                    help="τ grid, the same for every model (chosen on validation)")
