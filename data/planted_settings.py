@@ -192,6 +192,16 @@ def fresh_log(num_items=20_000, num_users=10_000, interactions_per_user=20, *,
                        rng, info)
 
 
+def _time_bucket(times, time_buckets):
+    """The generator's time bucket of each time in [0, 1): 0 … time_buckets − 1."""
+    return np.minimum((np.asarray(times) * time_buckets).astype(np.int64), time_buckets - 1)
+
+
+def _bucket_time(bucket, time_buckets):
+    """The time at which the generator draws a bucket's rows: its midpoint."""
+    return (bucket + 0.5) / time_buckets
+
+
 def lifecycle(x):
     """a(x) = x·e^{1−x} for x > 0, else 0: rises to 1 at x = 1, then fades."""
     x = np.asarray(x, np.float64)
@@ -217,13 +227,12 @@ def drift_log(num_items=20_000, num_users=10_000, interactions_per_user=20, *,
     homes = AliasTable.from_probabilities(w).draw(rng, num_users).astype(np.int64)
     users = np.repeat(np.arange(num_users, dtype=np.int64), interactions_per_user)
     times = rng.random(users.size)
-    bucket = np.minimum((times * time_buckets).astype(np.int64), time_buckets - 1)
+    bucket = _time_bucket(times, time_buckets)
     items = np.empty(users.size, np.int64)
     for b in range(time_buckets):
         sel = np.flatnonzero(bucket == b)
         if sel.size:
-            t = (b + 0.5) / time_buckets
-            m = lifecycle((t - birth) / lifetime)
+            m = lifecycle((_bucket_time(b, time_buckets) - birth) / lifetime)
             items[sel] = _draw(planted, homes[users[sel]], rng, m)
     order = np.argsort(times, kind="stable")
     users, items, times = users[order], items[order], times[order]
@@ -251,8 +260,8 @@ def _held_out_modulation(log, times):
     if info["setting"] == "fresh":
         return np.where(log.fresh, info["fresh_boost"], 1.0)
     if info["setting"] == "drift":
-        b = min(int(times * info["time_buckets"]), info["time_buckets"] - 1)
-        t = (b + 0.5) / info["time_buckets"]  # the generator draws at the bucket's midpoint
+        nb = info["time_buckets"]
+        t = _bucket_time(_time_bucket(times, nb), nb)
         return lifecycle((t - info["birth"]) / info["lifetime"])
     return np.ones(log.num_items)
 
@@ -293,14 +302,14 @@ def oracle_ranks(log, users, items, times=None, chunk=256):
         if times is None:
             raise ValueError("times is required for the drift setting's oracle")
         nb = log.info["time_buckets"]
-        keys = np.minimum((np.asarray(times) * nb).astype(np.int64), nb - 1)
+        keys = _time_bucket(times, nb)
     else:
-        keys = np.zeros(len(users), np.int64)
+        nb, keys = 1, np.zeros(len(users), np.int64)
     for key in np.unique(keys):
         rows = np.flatnonzero(keys == key)
         for start in range(0, len(rows), chunk):
             r = rows[start:start + chunk]
-            p = true_probabilities(log, users[r], time=(key + 0.5) / log.info.get("time_buckets", 1))
+            p = true_probabilities(log, users[r], time=_bucket_time(key, nb))
             target = p[np.arange(len(r)), items[r]]
             ranks[r] = (p > target[:, None]).sum(axis=1)
     return ranks
